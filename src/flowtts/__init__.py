@@ -1,0 +1,35 @@
+"""flowtts: F5-TTS-compatible flow-matching TTS with a sampler that is differentiable on demand.
+
+Imports are lazy: ``import flowtts`` does no work and pulls in nothing heavy until a name is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "CFM": "flowtts.model.cfm",
+    "DiT": "flowtts.model.dit",
+    "MelSpec": "flowtts.model.mel",
+    "integrate": "flowtts.sampling.solvers",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from flowtts.model.cfm import CFM
+    from flowtts.model.dit import DiT
+    from flowtts.model.mel import MelSpec
+    from flowtts.sampling.solvers import integrate
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flowtts' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,439 @@
+"""Conditional flow matching wrapper of F5-TTS: training loss and ``sample()``.
+
+Shapes: ``b`` batch, ``n`` frames, ``nw`` wave samples, ``nt`` text tokens, ``d`` mel channels.
+
+``sample(cache=True)`` is fast inference (no autograd, eval mode, text conditioning computed once).
+``sample(cache=False)`` is differentiable: gradients flow from the output through every solver step
+into the parameters, ``cond`` and the initial noise; the caller's train/eval mode is left alone.
+Grad modes themselves live in :mod:`flowtts.sampling.solvers`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flowtts.model.mel import MelSpec
+from flowtts.sampling.grids import make_grid
+from flowtts.sampling.solvers import STEP_RULES, check_grad_options, integrate
+from flowtts.text.tokenizers import tokens_to_tensor
+
+_ODEINT_KEYS_IGNORED = ("atol", "rtol")  # accepted as in F5-TTS; meaningless on a fixed grid
+
+
+def lens_to_mask(lens: torch.Tensor, length: int | None = None) -> torch.Tensor:
+    """``b`` lengths -> ``b n`` boolean mask of valid positions."""
+    length = int(lens.amax()) if length is None else length
+    return torch.arange(length, device=lens.device)[None, :] < lens[:, None]
+
+
+def mask_from_frac_lengths(
+    seq_len: torch.Tensor, frac_lengths: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Random span per sample covering ``frac_lengths`` of its length (the infill target)."""
+    lengths = (frac_lengths * seq_len).long()
+    max_start = seq_len - lengths
+    rand = torch.rand(frac_lengths.shape, generator=generator, device=frac_lengths.device)
+    start = (max_start * rand).long().clamp(min=0)
+    end = start + lengths
+    positions = torch.arange(int(seq_len.max()), device=seq_len.device)[None, :]
+    return (positions >= start[:, None]) & (positions < end[:, None])
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+class CFM(nn.Module):
+    """Flow-matching text-to-speech model around a velocity backbone (normally :class:`flowtts.DiT`).
+
+    Constructor arguments are F5-TTS's.
+
+    Args:
+        transformer: Backbone ``transformer(x, cond, text, time, mask, ...)``.
+        sigma: Minimum noise level of the flow (kept for compatibility; F5-TTS uses 0).
+        odeint_kwargs: ``{"method": "euler" | "midpoint"}`` (``atol``/``rtol`` are accepted and unused).
+        audio_drop_prob: Probability of dropping the prompt audio in training.
+        cond_drop_prob: Probability of dropping audio and text together in training.
+        num_channels: Mel channels (default: the mel front end's).
+        mel_spec_module: Custom waveform -> mel module.
+        mel_spec_kwargs: Arguments of :class:`flowtts.model.mel.MelSpec`.
+        frac_lengths_mask: Range of the fraction of frames to infill in training.
+        vocab_char_map: Character -> id map; ``None`` tokenizes UTF-8 bytes.
+    """
+
+    def __init__(
+        self,
+        transformer: nn.Module,
+        sigma: float = 0.0,
+        odeint_kwargs: dict | None = None,
+        audio_drop_prob: float = 0.3,
+        cond_drop_prob: float = 0.2,
+        num_channels: int | None = None,
+        mel_spec_module: nn.Module | None = None,
+        mel_spec_kwargs: dict | None = None,
+        frac_lengths_mask: tuple[float, float] = (0.7, 1.0),
+        vocab_char_map: dict[str, int] | None = None,
+    ):
+        super().__init__()
+        self.frac_lengths_mask = frac_lengths_mask
+        self.mel_spec = mel_spec_module if mel_spec_module is not None else MelSpec(**(mel_spec_kwargs or {}))
+        self.num_channels = num_channels if num_channels is not None else self.mel_spec.n_mel_channels
+        self.audio_drop_prob = audio_drop_prob
+        self.cond_drop_prob = cond_drop_prob
+        self.transformer = transformer
+        self.dim = getattr(transformer, "dim", None)
+        self.sigma = sigma
+        self.odeint_kwargs = dict(odeint_kwargs) if odeint_kwargs is not None else {"method": "euler"}
+        self.vocab_char_map = vocab_char_map
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    # ------------------------------------------------------------------ inputs
+
+    def tokenize(self, text: Sequence) -> torch.Tensor:
+        """Texts (strings or unit lists) -> ``b nt`` ids padded with ``-1``, on the model's device."""
+        return tokens_to_tensor(text, self.vocab_char_map).to(self.device)
+
+    def _text_ids(self, text, batch: int) -> torch.Tensor:
+        if isinstance(text, str):
+            raise TypeError("text must be a list of strings (one per batch item) or an int tensor, got a str")
+        if torch.is_tensor(text):
+            if text.ndim != 2 or text.dtype.is_floating_point or text.dtype == torch.bool:
+                raise TypeError(f"text tensor must be integer ids of shape (batch, nt), got {text.dtype} {tuple(text.shape)}")
+            ids = text.to(self.device)
+        elif isinstance(text, Sequence):
+            ids = self.tokenize(text)
+        else:
+            raise TypeError(f"text must be a list of strings or an int tensor, got {type(text).__name__}")
+        if ids.shape[0] != batch:
+            raise ValueError(f"text has batch size {ids.shape[0]} but cond has {batch}")
+        empty = ((ids != -1).sum(dim=-1) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"text is empty for batch item(s) {empty}")
+        vocab_size = self.text_vocab_size
+        if vocab_size is not None and ((ids < -1) | (ids >= vocab_size)).any():
+            raise ValueError(
+                f"text ids must lie in 0..{vocab_size - 1} (text_num_embeds={vocab_size}) or be -1 padding, "
+                f"got range {int(ids.min())}..{int(ids.max())}"
+            )
+        return ids
+
+    @property
+    def text_vocab_size(self) -> int | None:
+        """Number of token ids the backbone embeds (``text_num_embeds``), when it says."""
+        embed = getattr(getattr(self.transformer, "text_embed", None), "text_embed", None)
+        return embed.num_embeddings - 1 if isinstance(embed, nn.Embedding) else None
+
+    def _cond_mel(self, cond: torch.Tensor) -> torch.Tensor:
+        if not torch.is_tensor(cond) or not cond.is_floating_point():
+            raise TypeError("cond must be a floating tensor: a mel (b, n, d) or a wave (b, nw)")
+        if cond.ndim not in (2, 3):
+            raise ValueError(f"cond must be a mel (b, n, d) or a wave (b, nw), got shape {tuple(cond.shape)}")
+        if cond.ndim == 3 and cond.shape[-1] != self.num_channels:
+            raise ValueError(
+                f"cond mel has {cond.shape[-1]} channels, expected num_channels={self.num_channels} "
+                "(mels are (batch, frames, channels))"
+            )
+        if not torch.isfinite(cond).all():
+            raise ValueError("cond contains NaN or Inf values")
+        if cond.ndim == 2:
+            if getattr(self.mel_spec, "n_mel_channels", self.num_channels) != self.num_channels:
+                raise ValueError("mel_spec produces a different channel count than num_channels")
+            cond = self.mel_spec(cond.to(self.device)).transpose(1, 2)
+        return cond
+
+    # ----------------------------------------------------------------- sampling
+
+    def sample(
+        self,
+        cond: torch.Tensor,
+        text: torch.Tensor | list,
+        duration: int | torch.Tensor,
+        *,
+        lens: torch.Tensor | None = None,
+        steps: int = 32,
+        cfg_strength: float = 1.0,
+        sway_sampling_coef: float | None = None,
+        seed: int | Sequence[int] | None = None,
+        max_duration: int = 65536,
+        vocoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        use_epss: bool = True,
+        no_ref_audio: bool = False,
+        edit_mask: torch.Tensor | None = None,
+        cache: bool = True,
+        noise: torch.Tensor | None = None,
+        grad_checkpoint: bool = False,
+        backprop_steps: int | None = None,
+        attn_mask_enabled: bool | None = None,
+        progress: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generate mels (or waves with ``vocoder``) that continue the prompt ``cond`` with ``text``.
+
+        Args:
+            cond: Prompt mel ``b n d`` or raw wave ``b nw``.
+            text: List of ``b`` strings (or unit lists), or ids ``b nt`` padded with ``-1``.
+                The text covers prompt and continuation, as in F5-TTS.
+            duration: Total frames (prompt included), an int or a ``b`` tensor; raised to at least
+                ``max(text length, prompt length) + 1``.
+            lens: Prompt lengths ``b`` (default: all of ``cond``).
+            steps: Solver steps.
+            cfg_strength: Classifier-free guidance weight (below 1e-5: no guidance, one network call).
+            sway_sampling_coef: Sway sampling coefficient (``None``: off).
+            seed: Seed, or one seed per sample, of the initial noise; each sample's noise equals
+                F5-TTS's for that seed and does not depend on the rest of the batch. Drawn from a
+                local generator: the global RNG is untouched. ``None`` draws from the global RNG.
+            max_duration: Upper bound on ``duration``.
+            vocoder: Maps the mel ``b d n`` to a wave; applied to the output when given.
+            use_epss: Use the EPSS grid for 5/6/7/10/12/16 steps.
+            no_ref_audio: Condition on silence instead of the prompt.
+            edit_mask: ``b n_cond`` boolean mask of prompt frames to keep (speech editing).
+            cache: ``True``: fast inference (no autograd, ``eval()`` is called, output has no
+                ``grad_fn``). ``False``: differentiable; train/eval mode left as the caller set it.
+            noise: Initial noise ``b n d`` with ``n`` the final (clamped) maximum duration; honoured
+                in both modes, and differentiable with ``cache=False``.
+            grad_checkpoint: With ``cache=False``, recompute each step in backward instead of
+                keeping its activations.
+            backprop_steps: With ``cache=False``, build a graph for the last this many steps only.
+            attn_mask_enabled: Override the backbone's attention masking of padded frames (``True``
+                makes each sample of a batch independent of the others' lengths).
+            progress: Show a progress bar over solver steps.
+
+        Returns:
+            ``(out, trajectory)``: the generated mel ``b n d`` with the prompt frames copied in (or
+            the vocoder's output), and the solver states ``(steps + 1, b, n, d)``.
+        """
+        # Validate everything that needs no computation before touching any state.
+        if not isinstance(cache, bool):
+            raise TypeError(f"cache must be True or False, got {cache!r}")
+        if cache and (grad_checkpoint or backprop_steps is not None):
+            raise ValueError("grad_checkpoint and backprop_steps apply to the differentiable path: pass cache=False")
+        if not _is_int(steps) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        check_grad_options("checkpoint" if grad_checkpoint else "full", backprop_steps, int(steps))
+        method = self.odeint_kwargs.get("method", "euler")
+        unknown = set(self.odeint_kwargs) - {"method", *_ODEINT_KEYS_IGNORED}
+        if method not in STEP_RULES or unknown:
+            raise ValueError(
+                f"odeint_kwargs must name a method in {tuple(STEP_RULES)} (got {method!r}"
+                + (f"; unsupported keys {sorted(unknown)}" if unknown else "")
+                + ")"
+            )
+        if not isinstance(cfg_strength, numbers.Real) or not math.isfinite(cfg_strength):
+            raise ValueError(f"cfg_strength must be a finite number, got {cfg_strength!r}")
+        if sway_sampling_coef is not None and (
+            not isinstance(sway_sampling_coef, numbers.Real) or not math.isfinite(sway_sampling_coef)
+        ):
+            raise ValueError(f"sway_sampling_coef must be None or a finite number, got {sway_sampling_coef!r}")
+        if not _is_int(max_duration) or max_duration < 2:
+            raise ValueError(f"max_duration must be an integer >= 2, got {max_duration!r}")
+        if vocoder is not None and not callable(vocoder):
+            raise TypeError("vocoder must be callable (mel b d n -> wave)")
+
+        with torch.set_grad_enabled(not cache):
+            cond = self._cond_mel(cond)
+            batch, cond_len = cond.shape[:2]
+            device = self.device
+            net_dtype = self.dtype
+            state_dtype = torch.float64 if net_dtype == torch.float64 else torch.float32
+            cond = cond.to(device=device, dtype=net_dtype)
+            text_ids = self._text_ids(text, batch)
+            lens = self._check_lens(lens, batch, cond_len, device)
+            duration = self._check_duration(duration, batch, device)
+            min_duration = torch.maximum((text_ids != -1).sum(dim=-1), lens) + 1
+            if int(min_duration.max()) > max_duration:
+                raise ValueError(
+                    f"max_duration={max_duration} is shorter than the text/prompt length plus one frame "
+                    f"({int(min_duration.max())})"
+                )
+            duration = torch.maximum(min_duration, duration).clamp(max=max_duration)
+            total = int(duration.max())
+            seeds = self._check_seed(seed, batch)
+
+            cond_mask = lens_to_mask(lens, length=cond_len)
+            if edit_mask is not None:
+                if not torch.is_tensor(edit_mask) or edit_mask.dtype != torch.bool or edit_mask.shape != (batch, cond_len):
+                    raise ValueError(f"edit_mask must be a bool tensor of shape {(batch, cond_len)}")
+                cond_mask = cond_mask & edit_mask.to(device)
+            if noise is not None:
+                if not torch.is_tensor(noise) or not noise.is_floating_point():
+                    raise TypeError("noise must be a floating tensor")
+                expected = (batch, total, self.num_channels)
+                if tuple(noise.shape) != expected:
+                    raise ValueError(
+                        f"noise must have shape {expected} (batch, clamped max duration, channels), "
+                        f"got {tuple(noise.shape)}"
+                    )
+
+            if cache:
+                self.eval()
+
+            cond = F.pad(cond, (0, 0, 0, total - cond_len))
+            if no_ref_audio:
+                cond = torch.zeros_like(cond)
+            cond_mask = F.pad(cond_mask, (0, total - cond_len), value=False)[..., None]
+            step_cond = torch.where(cond_mask, cond, torch.zeros_like(cond))
+            mask = lens_to_mask(duration) if batch > 1 else None
+
+            if noise is not None:
+                x0 = noise.to(device=device, dtype=state_dtype)
+            else:
+                x0 = self._draw_noise(duration, seeds, device, state_dtype)
+
+            velocity = self._velocity(step_cond, text_ids, mask, float(cfg_strength), attn_mask_enabled)
+            grid = make_grid(steps, use_epss=use_epss, sway_coef=sway_sampling_coef, device=device)
+            solution = integrate(
+                velocity,
+                x0,
+                grid.to(state_dtype),
+                method=method,
+                grad="none" if cache else ("checkpoint" if grad_checkpoint else "full"),
+                backprop_steps=backprop_steps,
+                return_trajectory=True,
+                progress=progress,
+            )
+            out = torch.where(cond_mask, cond.to(state_dtype), solution.x)
+            if vocoder is not None:
+                out = vocoder(out.transpose(1, 2))
+            return out, solution.trajectory
+
+    def _velocity(self, step_cond, text_ids, mask, cfg_strength, attn_mask_enabled):
+        """The ODE's right-hand side for one call; text conditioning is computed here, once."""
+        transformer = self.transformer
+        net_dtype = step_cond.dtype
+        guided = cfg_strength >= 1e-5
+        extra = {} if attn_mask_enabled is None else {"attn_mask_enabled": attn_mask_enabled}
+        if hasattr(transformer, "embed_text"):
+            seq_len = step_cond.shape[1]
+            cond_embed = transformer.embed_text(text_ids, seq_len, mask, drop_text=False)
+            uncond_embed = transformer.embed_text(text_ids, seq_len, mask, drop_text=True) if guided else None
+            extra["text_embed"] = (cond_embed, uncond_embed) if guided else cond_embed
+
+        def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            pred = transformer(
+                x=x.to(net_dtype), cond=step_cond, text=text_ids, time=t.to(net_dtype), mask=mask,
+                cfg_infer=guided, **extra,
+            )
+            if not guided:
+                return pred
+            pred, null_pred = pred.chunk(2, dim=0)
+            return pred + (pred - null_pred) * cfg_strength
+
+        return velocity
+
+    def _draw_noise(self, duration, seeds, device, dtype) -> torch.Tensor:
+        noises = []
+        for i, frames in enumerate(duration.tolist()):
+            generator = None
+            if seeds is not None:
+                generator = torch.Generator(device=device).manual_seed(seeds[i])
+            noises.append(torch.randn(frames, self.num_channels, generator=generator, device=device, dtype=dtype))
+        return nn.utils.rnn.pad_sequence(noises, batch_first=True, padding_value=0.0)
+
+    @staticmethod
+    def _check_lens(lens, batch, cond_len, device) -> torch.Tensor:
+        if lens is None:
+            return torch.full((batch,), cond_len, device=device, dtype=torch.long)
+        if not torch.is_tensor(lens) or lens.dtype.is_floating_point or lens.shape != (batch,):
+            raise ValueError(f"lens must be an integer tensor of shape ({batch},)")
+        lens = lens.to(device=device, dtype=torch.long)
+        if (lens < 1).any() or (lens > cond_len).any():
+            raise ValueError(f"lens must lie in 1..{cond_len} (the prompt's frame count), got {lens.tolist()}")
+        return lens
+
+    @staticmethod
+    def _check_duration(duration, batch, device) -> torch.Tensor:
+        if torch.is_tensor(duration):
+            if duration.dtype.is_floating_point or duration.dtype == torch.bool:
+                raise TypeError(f"duration tensor must hold integers, got {duration.dtype}")
+            if duration.ndim == 0:
+                duration = duration.expand(batch)
+            if duration.shape != (batch,):
+                raise ValueError(f"duration must be an int or a tensor of shape ({batch},), got {tuple(duration.shape)}")
+            if (duration < 1).any():
+                raise ValueError(f"duration must be positive, got {duration.tolist()}")
+            return duration.to(device=device, dtype=torch.long)
+        if not _is_int(duration):
+            raise TypeError(f"duration must be a positive int or an integer tensor, got {duration!r}")
+        if duration < 1:
+            raise ValueError(f"duration must be positive, got {duration}")
+        return torch.full((batch,), int(duration), device=device, dtype=torch.long)
+
+    @staticmethod
+    def _check_seed(seed, batch) -> list[int] | None:
+        if seed is None:
+            return None
+        if _is_int(seed):
+            return [int(seed)] * batch
+        if isinstance(seed, Sequence) and len(seed) == batch and all(_is_int(s) for s in seed):
+            return [int(s) for s in seed]
+        raise ValueError(f"seed must be None, an int, or a sequence of {batch} ints, got {seed!r}")
+
+    # ----------------------------------------------------------------- training
+
+    def forward(
+        self,
+        inp: torch.Tensor,
+        text: torch.Tensor | list,
+        *,
+        lens: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Flow-matching loss on a random infill span, with CFG dropout.
+
+        Args:
+            inp: Mels ``b n d`` or raw waves ``b nw``.
+            text: Texts or ids ``b nt`` padded with ``-1``.
+            lens: Valid frames per sample (default: all).
+            generator: Optional RNG for span, noise, time and dropout draws (default: global RNG).
+
+        Returns:
+            ``(loss, cond, pred)``: mean squared error on the span, the masked prompt, the prediction.
+        """
+        if not torch.is_tensor(inp) or not inp.is_floating_point() or inp.ndim not in (2, 3):
+            raise ValueError("inp must be a floating mel (b, n, d) or wave (b, nw) tensor")
+        if inp.ndim == 2:
+            inp = self.mel_spec(inp).transpose(1, 2)
+        if inp.shape[-1] != self.num_channels:
+            raise ValueError(f"inp mel has {inp.shape[-1]} channels, expected num_channels={self.num_channels}")
+        batch, seq_len = inp.shape[:2]
+        device, dtype = inp.device, inp.dtype
+        text_ids = self._text_ids(text, batch)
+        lens = self._check_lens(lens, batch, seq_len, device)
+        mask = lens_to_mask(lens, length=seq_len)
+
+        lo, hi = self.frac_lengths_mask
+        frac = lo + (hi - lo) * torch.rand((batch,), generator=generator, device=device)
+        span = mask_from_frac_lengths(lens, frac, generator)
+        span = F.pad(span, (0, seq_len - span.shape[1]), value=False) & mask
+
+        x1 = inp
+        x0 = torch.randn(x1.shape, generator=generator, device=device, dtype=dtype)
+        time = torch.rand((batch,), generator=generator, device=device, dtype=dtype)
+        t = time[:, None, None]
+        xt = (1 - t) * x0 + t * x1
+        flow = x1 - x0
+        cond = torch.where(span[..., None], torch.zeros_like(x1), x1)
+
+        drops = torch.rand((2,), generator=generator, device=device).tolist()
+        drop_audio_cond = drops[0] < self.audio_drop_prob
+        drop_text = drops[1] < self.cond_drop_prob
+        drop_audio_cond = drop_audio_cond or drop_text
+
+        pred = self.transformer(
+            x=xt, cond=cond, text=text_ids, time=time, mask=mask,
+            drop_audio_cond=drop_audio_cond, drop_text=drop_text,
+        )
+        loss = F.mse_loss(pred.float(), flow.float(), reduction="none")[span]
+        return loss.mean(), cond, pred

@@ -1,0 +1,208 @@
+"""DiT backbone of F5-TTS: the velocity network of the flow.
+
+Shapes: ``b`` batch, ``n`` frames, ``nt`` text tokens, ``d`` mel channels.
+
+Unlike F5-TTS, the module keeps no text cache: a caller that wants to reuse the text conditioning
+across ODE steps computes it once with :meth:`DiT.embed_text` and passes it as ``text_embed``.
+Everything cached therefore lives in the caller's frame (thread-safe, ``deepcopy``-safe, and part
+of the autograd graph when gradients are on).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.utils.checkpoint
+from torch import nn
+
+from flowtts.model.embeddings import InputEmbedding, TextEmbedding, TimestepEmbedding
+from flowtts.model.modules import AdaLayerNormFinal, DiTBlock, RotaryEmbedding
+
+
+class DiT(nn.Module):
+    """Diffusion transformer over mel frames, conditioned on text, a prompt mel and flow time.
+
+    Keyword arguments and defaults are F5-TTS's, so its checkpoints load with ``strict=True``.
+
+    Args:
+        dim: Transformer width.
+        depth: Number of DiT blocks.
+        heads: Attention heads.
+        dim_head: Width of each head.
+        dropout: Dropout in attention output and feed-forward.
+        ff_mult: Feed-forward expansion.
+        mel_dim: Mel channels.
+        text_num_embeds: Vocabulary size (one more embedding row is added for the filler token).
+        text_dim: Text embedding width (``mel_dim`` when ``None``).
+        text_mask_padding: Zero filler/padding tokens around the ConvNeXt blocks.
+        text_embedding_average_upsampling: Spread each token evenly over the frames (aligns early).
+        qk_norm: ``None`` or ``"rms_norm"``.
+        conv_layers: ConvNeXt-V2 blocks refining the text embedding.
+        pe_attn_head: Apply rotary embedding to the first this many heads only.
+        attn_backend: ``"torch"`` or ``"flash_attn"``.
+        attn_mask_enabled: Mask padded keys in attention for batched inputs.
+        long_skip_connection: Concatenate the input embedding to the last block's output.
+        checkpoint_activations: Recompute each block in backward (training memory saver).
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        depth: int = 8,
+        heads: int = 8,
+        dim_head: int = 64,
+        dropout: float = 0.1,
+        ff_mult: float = 4,
+        mel_dim: int = 100,
+        text_num_embeds: int = 256,
+        text_dim: int | None = None,
+        text_mask_padding: bool = True,
+        text_embedding_average_upsampling: bool = False,
+        qk_norm: str | None = None,
+        conv_layers: int = 0,
+        pe_attn_head: int | None = None,
+        attn_backend: str = "torch",
+        attn_mask_enabled: bool = False,
+        long_skip_connection: bool = False,
+        checkpoint_activations: bool = False,
+    ):
+        super().__init__()
+        text_dim = mel_dim if text_dim is None else text_dim
+        self.dim = dim
+        self.depth = depth
+        self.mel_dim = mel_dim
+        self.time_embed = TimestepEmbedding(dim)
+        self.text_embed = TextEmbedding(
+            text_num_embeds,
+            text_dim,
+            mask_padding=text_mask_padding,
+            average_upsampling=text_embedding_average_upsampling,
+            conv_layers=conv_layers,
+        )
+        self.input_embed = InputEmbedding(mel_dim, text_dim, dim)
+        self.rotary_embed = RotaryEmbedding(dim_head)
+        self.transformer_blocks = nn.ModuleList(
+            [
+                DiTBlock(
+                    dim=dim,
+                    heads=heads,
+                    dim_head=dim_head,
+                    ff_mult=ff_mult,
+                    dropout=dropout,
+                    qk_norm=qk_norm,
+                    pe_attn_head=pe_attn_head,
+                    attn_backend=attn_backend,
+                    attn_mask_enabled=attn_mask_enabled,
+                )
+                for _ in range(depth)
+            ]
+        )
+        self.long_skip_connection = nn.Linear(dim * 2, dim, bias=False) if long_skip_connection else None
+        self.norm_out = AdaLayerNormFinal(dim)
+        self.proj_out = nn.Linear(dim, mel_dim)
+        self.checkpoint_activations = checkpoint_activations
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Zero the AdaLN modulations and the output layers (the network starts as ``v = 0``)."""
+        for block in self.transformer_blocks:
+            nn.init.zeros_(block.attn_norm.linear.weight)
+            nn.init.zeros_(block.attn_norm.linear.bias)
+        nn.init.zeros_(self.norm_out.linear.weight)
+        nn.init.zeros_(self.norm_out.linear.bias)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def embed_text(
+        self,
+        text: torch.Tensor,
+        seq_len: int,
+        mask: torch.Tensor | None = None,
+        drop_text: bool = False,
+    ) -> torch.Tensor:
+        """Frame-aligned text conditioning ``b n d``; depends on text and lengths only, not on time.
+
+        Args:
+            text: Token ids ``b nt`` padded with ``-1``.
+            seq_len: Number of frames ``n``.
+            mask: Optional ``b n`` validity mask; each sample then uses its own length.
+            drop_text: Embed the empty text (unconditional branch of classifier-free guidance).
+        """
+        lengths = mask.sum(dim=1) if mask is not None else seq_len
+        return self.text_embed(text, seq_len=lengths, drop_text=drop_text)
+
+    def clear_cache(self) -> None:
+        """No-op kept for F5-TTS compatibility: this DiT never caches on the module."""
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor,
+        text: torch.Tensor | None,
+        time: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        drop_audio_cond: bool = False,
+        drop_text: bool = False,
+        cfg_infer: bool = False,
+        cache: bool = False,
+        *,
+        text_embed: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
+        attn_mask_enabled: bool | None = None,
+    ) -> torch.Tensor:
+        """Predict the flow velocity.
+
+        Args:
+            x: Noisy mel ``b n d``.
+            cond: Prompt mel ``b n d`` (zeros where generated).
+            text: Token ids ``b nt`` (may be ``None`` when ``text_embed`` is given).
+            time: Flow time, scalar or ``b``.
+            mask: Optional ``b n`` validity mask for batches of different lengths.
+            drop_audio_cond: Zero the prompt mel (CFG training / unconditional branch).
+            drop_text: Drop the text (CFG training / unconditional branch).
+            cfg_infer: Run the conditional and unconditional branch packed in one batch of ``2b``;
+                the output is ``[cond; uncond]`` along the batch.
+            cache: Accepted for F5-TTS compatibility and ignored; reuse text conditioning by
+                passing ``text_embed`` instead.
+            text_embed: Precomputed :meth:`embed_text` output; with ``cfg_infer`` a pair
+                ``(conditional, unconditional)``.
+            attn_mask_enabled: Override the constructor's attention masking for this call.
+        """
+        del cache
+        batch, seq_len = x.shape[:2]
+        if time.ndim == 0:
+            time = time.repeat(batch)
+        t = self.time_embed(time)
+
+        if cfg_infer:
+            if text_embed is None:
+                text_embed = (
+                    self.embed_text(text, seq_len, mask, drop_text=False),
+                    self.embed_text(text, seq_len, mask, drop_text=True),
+                )
+            cond_embed, uncond_embed = text_embed
+            h = torch.cat(
+                (
+                    self.input_embed(x, cond, cond_embed, drop_audio_cond=False, audio_mask=mask),
+                    self.input_embed(x, cond, uncond_embed, drop_audio_cond=True, audio_mask=mask),
+                ),
+                dim=0,
+            )
+            t = torch.cat((t, t), dim=0)
+            mask = torch.cat((mask, mask), dim=0) if mask is not None else None
+        else:
+            if text_embed is None:
+                text_embed = self.embed_text(text, seq_len, mask, drop_text=drop_text)
+            h = self.input_embed(x, cond, text_embed, drop_audio_cond=drop_audio_cond, audio_mask=mask)
+
+        rope = self.rotary_embed.cos_sin(seq_len)
+        residual = h
+        for block in self.transformer_blocks:
+            if self.checkpoint_activations and torch.is_grad_enabled():
+                h = torch.utils.checkpoint.checkpoint(
+                    block, h, t, mask, rope, attn_mask_enabled, use_reentrant=False
+                )
+            else:
+                h = block(h, t, mask=mask, rope=rope, attn_mask_enabled=attn_mask_enabled)
+        if self.long_skip_connection is not None:
+            h = self.long_skip_connection(torch.cat((h, residual), dim=-1))
+        return self.proj_out(self.norm_out(h, t))

@@ -1,0 +1,17 @@
+"""Fixed-grid ODE integration with selectable gradient modes, and time grids."""
+
+from flowtts.sampling.grids import epss, make_grid, sway, uniform
+from flowtts.sampling.solvers import GRAD_MODES, STEP_RULES, ODESolution, euler_step, integrate, midpoint_step
+
+__all__ = [
+    "GRAD_MODES",
+    "STEP_RULES",
+    "ODESolution",
+    "epss",
+    "euler_step",
+    "integrate",
+    "make_grid",
+    "midpoint_step",
+    "sway",
+    "uniform",
+]
