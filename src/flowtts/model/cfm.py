@@ -176,7 +176,7 @@ class CFM(nn.Module):
         noise: torch.Tensor | None = None,
         grad_checkpoint: bool = False,
         backprop_steps: int | None = None,
-        attn_mask_enabled: bool | None = None,
+        isolate_batch: bool = False,
         progress: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate mels (or waves with ``vocoder``) that continue the prompt ``cond`` with ``text``.
@@ -206,8 +206,9 @@ class CFM(nn.Module):
             grad_checkpoint: With ``cache=False``, recompute each step in backward instead of
                 keeping its activations.
             backprop_steps: With ``cache=False``, build a graph for the last this many steps only.
-            attn_mask_enabled: Override the backbone's attention masking of padded frames (``True``
-                makes each sample of a batch independent of the others' lengths).
+            isolate_batch: Compute each sample of a batch exactly as it would be computed alone
+                (padded frames masked in attention and text statistics). Off by default, matching
+                F5-TTS, whose batched outputs depend slightly on the other samples' lengths.
             progress: Show a progress bar over solver steps.
 
         Returns:
@@ -291,7 +292,7 @@ class CFM(nn.Module):
             else:
                 x0 = self._draw_noise(duration, seeds, device, state_dtype)
 
-            velocity = self._velocity(step_cond, text_ids, mask, float(cfg_strength), attn_mask_enabled)
+            velocity = self._velocity(step_cond, text_ids, mask, float(cfg_strength), isolate_batch)
             grid = make_grid(steps, use_epss=use_epss, sway_coef=sway_sampling_coef, device=device)
             solution = integrate(
                 velocity,
@@ -308,16 +309,17 @@ class CFM(nn.Module):
                 out = vocoder(out.transpose(1, 2))
             return out, solution.trajectory
 
-    def _velocity(self, step_cond, text_ids, mask, cfg_strength, attn_mask_enabled):
+    def _velocity(self, step_cond, text_ids, mask, cfg_strength, isolate_batch):
         """The ODE's right-hand side for one call; text conditioning is computed here, once."""
         transformer = self.transformer
         net_dtype = step_cond.dtype
         guided = cfg_strength >= 1e-5
-        extra = {} if attn_mask_enabled is None else {"attn_mask_enabled": attn_mask_enabled}
+        extra = {"isolate_batch": True} if isolate_batch else {}
         if hasattr(transformer, "embed_text"):
             seq_len = step_cond.shape[1]
-            cond_embed = transformer.embed_text(text_ids, seq_len, mask, drop_text=False)
-            uncond_embed = transformer.embed_text(text_ids, seq_len, mask, drop_text=True) if guided else None
+            embed = transformer.embed_text
+            cond_embed = embed(text_ids, seq_len, mask, drop_text=False, independent=isolate_batch)
+            uncond_embed = embed(text_ids, seq_len, mask, drop_text=True, independent=isolate_batch) if guided else None
             extra["text_embed"] = (cond_embed, uncond_embed) if guided else cond_embed
 
         def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -119,6 +119,7 @@ class DiT(nn.Module):
         seq_len: int,
         mask: torch.Tensor | None = None,
         drop_text: bool = False,
+        independent: bool = False,
     ) -> torch.Tensor:
         """Frame-aligned text conditioning ``b n d``; depends on text and lengths only, not on time.
 
@@ -127,9 +128,10 @@ class DiT(nn.Module):
             seq_len: Number of frames ``n``.
             mask: Optional ``b n`` validity mask; each sample then uses its own length.
             drop_text: Embed the empty text (unconditional branch of classifier-free guidance).
+            independent: Keep batch padding out of all statistics (see :class:`TextEmbedding`).
         """
         lengths = mask.sum(dim=1) if mask is not None else seq_len
-        return self.text_embed(text, seq_len=lengths, drop_text=drop_text)
+        return self.text_embed(text, seq_len=lengths, drop_text=drop_text, independent=independent)
 
     def clear_cache(self) -> None:
         """No-op kept for F5-TTS compatibility: this DiT never caches on the module."""
@@ -147,7 +149,7 @@ class DiT(nn.Module):
         cache: bool = False,
         *,
         text_embed: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
-        attn_mask_enabled: bool | None = None,
+        isolate_batch: bool = False,
     ) -> torch.Tensor:
         """Predict the flow velocity.
 
@@ -165,7 +167,9 @@ class DiT(nn.Module):
                 passing ``text_embed`` instead.
             text_embed: Precomputed :meth:`embed_text` output; with ``cfg_infer`` a pair
                 ``(conditional, unconditional)``.
-            attn_mask_enabled: Override the constructor's attention masking for this call.
+            isolate_batch: Compute every sample as if it were alone: padded frames are masked in
+                attention and kept out of text statistics whatever ``attn_mask_enabled`` says
+                (F5-TTS's batched numerics let padding leak in slightly).
         """
         del cache
         batch, seq_len = x.shape[:2]
@@ -176,8 +180,8 @@ class DiT(nn.Module):
         if cfg_infer:
             if text_embed is None:
                 text_embed = (
-                    self.embed_text(text, seq_len, mask, drop_text=False),
-                    self.embed_text(text, seq_len, mask, drop_text=True),
+                    self.embed_text(text, seq_len, mask, drop_text=False, independent=isolate_batch),
+                    self.embed_text(text, seq_len, mask, drop_text=True, independent=isolate_batch),
                 )
             cond_embed, uncond_embed = text_embed
             h = torch.cat(
@@ -191,10 +195,11 @@ class DiT(nn.Module):
             mask = torch.cat((mask, mask), dim=0) if mask is not None else None
         else:
             if text_embed is None:
-                text_embed = self.embed_text(text, seq_len, mask, drop_text=drop_text)
+                text_embed = self.embed_text(text, seq_len, mask, drop_text=drop_text, independent=isolate_batch)
             h = self.input_embed(x, cond, text_embed, drop_audio_cond=drop_audio_cond, audio_mask=mask)
 
-        rope = self.rotary_embed.cos_sin(seq_len)
+        rope = self.rotary_embed.cos_sin(seq_len, h.dtype)
+        attn_mask_enabled = True if isolate_batch else None
         residual = h
         for block in self.transformer_blocks:
             if self.checkpoint_activations and torch.is_grad_enabled():

@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowtts.model.modules import ConvNeXtV2Block, ConvPositionEmbedding
+from flowtts.model.modules import ConvNeXtV2Block, ConvPositionEmbedding, accurate_dtype
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
-    """``[sin, cos]`` features of ``scale * t`` (``b``) -> ``b dim``, computed in float32."""
+    """``[sin, cos]`` features of ``scale * t`` (``b``) -> ``b dim``, in float32 (float64 for float64 ``t``)."""
     half = dim // 2
     freqs = torch.exp(torch.arange(half, device=t.device).float() * -(math.log(10000) / (half - 1)))
-    args = scale * t.float()[:, None] * freqs[None, :]
+    args = scale * t.to(accurate_dtype(t.dtype))[:, None] * freqs[None, :]
     return torch.cat((args.sin(), args.cos()), dim=-1)
 
 
@@ -97,8 +97,17 @@ class TextEmbedding(nn.Module):
             )
 
     def forward(
-        self, text: torch.Tensor, seq_len: int | torch.Tensor, drop_text: bool = False
+        self,
+        text: torch.Tensor,
+        seq_len: int | torch.Tensor,
+        drop_text: bool = False,
+        independent: bool = False,
     ) -> torch.Tensor:
+        """Embed ``text``; ``seq_len`` is an int or per-sample lengths ``b``.
+
+        With ``independent`` and per-sample lengths, batch padding is excluded from every statistic
+        (GRN norms), so each sample's embedding equals the one it gets alone in a batch of one.
+        """
         text = text + 1
         per_sample = torch.is_tensor(seq_len)
         if per_sample:
@@ -125,12 +134,13 @@ class TextEmbedding(nn.Module):
             if valid_pos is not None:
                 positions = positions[None] * valid_pos[..., None].to(positions.dtype)
             x = x + positions
+            frame_mask = valid_pos if independent else None
             if self.mask_padding:
                 x = x.masked_fill(filler[..., None], 0.0)
-                for block in self.text_blocks:
-                    x = block(x).masked_fill(filler[..., None], 0.0)
-            else:
-                x = self.text_blocks(x)
+            for block in self.text_blocks:
+                x = block(x, frame_mask)
+                if self.mask_padding:
+                    x = x.masked_fill(filler[..., None], 0.0)
 
         if self.average_upsampling:
             target = seq_len if per_sample else torch.full((x.shape[0],), max_len, device=x.device)

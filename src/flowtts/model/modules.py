@@ -23,10 +23,11 @@ class RotaryEmbedding(nn.Module):
         inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim))
         self.register_buffer("inv_freq", inv_freq)
 
-    def cos_sin(self, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``cos`` and ``sin`` tables of shape ``(n, dh)``, in float32."""
-        inv_freq = self.inv_freq.float()
-        positions = torch.arange(seq_len, device=inv_freq.device, dtype=torch.float32)
+    def cos_sin(self, seq_len: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cos`` and ``sin`` tables of shape ``(n, dh)`` (float32, or float64 when asked)."""
+        dtype = accurate_dtype(dtype)
+        inv_freq = self.inv_freq.to(dtype)
+        positions = torch.arange(seq_len, device=inv_freq.device, dtype=dtype)
         freqs = positions[:, None] * inv_freq[None, :]
         freqs = torch.stack((freqs, freqs), dim=-1).flatten(-2)
         return freqs.cos(), freqs.sin()
@@ -39,10 +40,15 @@ def _rotate_pairs(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((-x_odd, x_even), dim=-1).flatten(-2)
 
 
+def accurate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Float32, or float64 for float64 inputs: the precision position and time features need."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` (``b h n dh``) by the tables of :meth:`RotaryEmbedding.cos_sin` in float32."""
-    x32 = x.float()
-    return (x32 * cos + _rotate_pairs(x32) * sin).to(x.dtype)
+    """Rotate ``x`` (``b h n dh``) by the tables of :meth:`RotaryEmbedding.cos_sin`, in at least float32."""
+    xf = x.to(accurate_dtype(x.dtype))
+    return (xf * cos + _rotate_pairs(xf) * sin).to(x.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -249,8 +255,11 @@ class GRN(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1, 1, dim))
         self.beta = nn.Parameter(torch.zeros(1, 1, dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gx = torch.norm(x, p=2, dim=1, keepdim=True)
+    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # F5-TTS takes the norm over all frames, batch padding included; ``frame_mask`` restricts it
+        # to each sample's own frames so that a batched sample equals the same sample alone.
+        stats = x if frame_mask is None else x.masked_fill(~frame_mask[..., None], 0.0)
+        gx = torch.norm(stats, p=2, dim=1, keepdim=True)
         nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
         return self.gamma * (x * nx) + self.beta + x
 
@@ -268,9 +277,9 @@ class ConvNeXtV2Block(nn.Module):
         self.grn = GRN(intermediate_dim)
         self.pwconv2 = nn.Linear(intermediate_dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         h = self.dwconv(x.transpose(1, 2)).transpose(1, 2)
-        h = self.pwconv2(self.grn(self.act(self.pwconv1(self.norm(h)))))
+        h = self.pwconv2(self.grn(self.act(self.pwconv1(self.norm(h))), frame_mask))
         return x + h
 
 

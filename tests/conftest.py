@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny randomised models (a zero-initialised output layer would make tests trivial)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from flowtts import CFM, DiT  # noqa: E402
+
+TINY = dict(dim=32, depth=2, heads=2, dim_head=16, mel_dim=12, text_num_embeds=64, text_dim=16, conv_layers=2)
+
+
+def randomise(module: torch.nn.Module, std: float = 0.1, seed: int = 0) -> torch.nn.Module:
+    """Fill every floating parameter with normal noise (deterministic)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype) * std)
+    return module
+
+
+def make_tiny(dtype=torch.float32, seed: int = 0, dropout: float = 0.0, **overrides) -> CFM:
+    cfg = {**TINY, "dropout": dropout, **overrides}
+    mel_dim = cfg["mel_dim"]
+    model = CFM(DiT(**cfg), mel_spec_kwargs=dict(n_mel_channels=mel_dim, n_fft=256, win_length=256, hop_length=64))
+    randomise(model, seed=seed)
+    return model.to(dtype)
+
+
+def tiny_text(n: int = 1) -> torch.Tensor:
+    """Token ids ``n x nt`` within the tiny vocabulary, padded with -1 on later rows."""
+    rows = [[5, 9, 3, 7, 11, 2, 8], [4, 6, 10, 1], [12, 3, 3, 9, 5]]
+    width = max(len(r) for r in rows[:n])
+    out = torch.full((n, width), -1, dtype=torch.long)
+    for i in range(n):
+        out[i, : len(rows[i % 3])] = torch.tensor(rows[i % 3])
+    return out
+
+
+@pytest.fixture
+def tiny():
+    return make_tiny()
+
+
+@pytest.fixture(autouse=True)
+def _restore_grad_mode():
+    # A test that leaks grad mode would hide the very bug the contract tests look for.
+    before = torch.is_grad_enabled()
+    yield
+    assert torch.is_grad_enabled() == before, "test left grad mode changed"

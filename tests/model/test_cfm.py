@@ -1,0 +1,376 @@
+"""The ``cache`` contract of ``CFM.sample`` and its bad-input behaviour."""
+
+import copy
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import make_tiny, tiny_text
+
+D = 12  # mel channels of the tiny model
+
+
+def _prompt(b=1, n=10, seed=0, dtype=torch.float32):
+    return torch.randn(b, n, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+
+
+def _sample(model, b=1, cache=True, **kwargs):
+    kwargs = {"steps": 4, "cfg_strength": 2.0, "sway_sampling_coef": -1.0, "seed": 7, **kwargs}
+    return model.sample(_prompt(b, dtype=model.dtype), tiny_text(b), 24, cache=cache, **kwargs)
+
+
+# ----------------------------------------------------------------- cache=True
+
+
+def test_default_path_is_no_grad_not_inference_mode_and_sets_eval(tiny):
+    tiny.train()
+    with torch.enable_grad():
+        out, trajectory = _sample(tiny)
+        assert torch.is_grad_enabled()
+    assert out.grad_fn is None and not out.requires_grad
+    assert not out.is_inference()
+    assert not tiny.training  # F5-TTS calls self.eval()
+    assert out.shape == (1, 24, D) and trajectory.shape == (5, 1, 24, D)
+    # usable as a regression target in a later graph
+    student = nn.Parameter(torch.zeros_like(out))
+    nn.functional.mse_loss(student, out).backward()
+    assert student.grad is not None
+
+
+def test_prompt_frames_are_copied_and_generated_frames_are_not_noise(tiny):
+    out, trajectory = _sample(tiny)
+    assert torch.equal(out[:, :10], _prompt())
+    assert torch.equal(out[:, 10:], trajectory[-1][:, 10:])
+    assert (trajectory[-1] - trajectory[0]).abs().mean() > 0.1
+
+
+# ----------------------------------------------------------------- cache=False
+
+
+@pytest.mark.parametrize("cfg", [0.0, 1.0, 2.0])
+def test_both_paths_give_the_same_numbers(cfg):
+    model = make_tiny()
+    a, _ = _sample(model, cfg_strength=cfg)
+    b, _ = _sample(model.eval(), cache=False, cfg_strength=cfg)
+    assert b.grad_fn is not None
+    assert torch.allclose(a, b.detach(), atol=1e-6)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_differentiable_path_keeps_train_eval_mode_and_reaches_all_parameters(training):
+    model = make_tiny(dropout=0.1).train(training)
+    with torch.no_grad():
+        out, _ = _sample(model, cache=False)
+        assert not torch.is_grad_enabled()
+    assert model.training == training
+    assert all(m.training == training for m in model.modules())
+    out[:, 10:].pow(2).mean().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert no_grad == []  # text embedding, ConvNeXt, every block, output layers
+
+
+def test_dropout_is_active_in_train_mode_only():
+    model = make_tiny(dropout=0.3)
+    model.train()
+    a, _ = _sample(model, cache=False)
+    b, _ = _sample(model, cache=False)
+    assert not torch.allclose(a, b)
+    model.eval()
+    c, _ = _sample(model, cache=False)
+    d, _ = _sample(model, cache=False)
+    assert torch.equal(c, d)
+
+
+class RecomputingBackbone(nn.Module):
+    """Wraps a DiT without ``embed_text``: CFM then recomputes text conditioning at every step."""
+
+    def __init__(self, dit):
+        super().__init__()
+        self.dit = dit
+
+    def forward(self, **kwargs):
+        return self.dit(**kwargs)
+
+
+def test_text_conditioning_reuse_gives_the_gradients_of_recomputing_it_every_step():
+    model = make_tiny(dtype=torch.float64).eval()
+    reference = copy.deepcopy(model)
+    reference.transformer = RecomputingBackbone(reference.transformer)
+    grads = []
+    for m in (model, reference):
+        out, _ = _sample(m, cache=False)
+        out.pow(2).sum().backward()
+        grads.append({n.replace("transformer.dit.", "transformer."): p.grad for n, p in m.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], rtol=1e-10, atol=1e-12), name
+    assert grads[0]["transformer.text_embed.text_embed.weight"].abs().sum() > 0
+
+
+def _loss(model, cond, noise, weights):
+    out, _ = model.sample(cond, tiny_text(1), 20, steps=3, cfg_strength=2.0, sway_sampling_coef=-1.0,
+                          noise=noise, cache=False)
+    return (out * weights).sum()
+
+
+def test_finite_differences_float64_parameters_cond_and_noise():
+    model = make_tiny(dtype=torch.float64).eval()
+    g = torch.Generator().manual_seed(3)
+    cond = torch.randn(1, 8, D, generator=g, dtype=torch.float64, requires_grad=True)
+    noise = torch.randn(1, 20, D, generator=g, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(1, 20, D, generator=g, dtype=torch.float64)
+    params = [p for p in model.parameters()]
+    loss = _loss(model, cond, noise, weights)
+    grads = torch.autograd.grad(loss, params + [cond, noise])
+    directions = [torch.randn(p.shape, generator=g, dtype=torch.float64) for p in params + [cond, noise]]
+
+    def directional(which):
+        eps = 1e-6
+        with torch.no_grad():
+            values = []
+            for sign in (1, -1):
+                for p, d in zip(which, directions_of[id(which[0])]):
+                    p.add_(sign * eps * d)
+                values.append(_loss(model, cond, noise, weights).item())
+                for p, d in zip(which, directions_of[id(which[0])]):
+                    p.sub_(sign * eps * d)
+        return (values[0] - values[1]) / (2 * eps)
+
+    directions_of = {id(params[0]): directions[:-2], id(cond): [directions[-2]], id(noise): [directions[-1]]}
+    grad_of = {id(params[0]): grads[:-2], id(cond): [grads[-2]], id(noise): [grads[-1]]}
+    for which in (params, [cond], [noise]):
+        autograd = sum((gr * d).sum() for gr, d in zip(grad_of[id(which[0])], directions_of[id(which[0])]))
+        numeric = directional(which)
+        assert abs(numeric - autograd.item()) <= 1e-4 * abs(numeric), (numeric, autograd.item())
+    assert grads[-2].abs().sum() > 0 and grads[-1].abs().sum() > 0
+
+
+# ----------------------------------------------------------------- no hidden state
+
+
+def test_no_state_on_the_module_deepcopy_and_threads(tiny):
+    before = {k: v for k, v in vars(tiny.transformer).items() if not k.startswith("_")}
+    texts = [tiny_text(2)[:1], tiny_text(2)[1:]]
+    singles = [tiny.sample(_prompt(), t, 24, steps=4, cfg_strength=2.0, seed=1)[0] for t in texts]
+    after = {k: v for k, v in vars(tiny.transformer).items() if not k.startswith("_")}
+    assert before.keys() == after.keys()
+    clone = copy.deepcopy(tiny)
+    assert torch.equal(clone.sample(_prompt(), texts[0], 24, steps=4, cfg_strength=2.0, seed=1)[0], singles[0])
+
+    results = {}
+
+    def work(i):
+        for _ in range(3):
+            results.setdefault(i, []).append(
+                tiny.sample(_prompt(), texts[i], 24, steps=4, cfg_strength=2.0, seed=1)[0]
+            )
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for i in range(2):
+        for r in results[i]:
+            assert torch.equal(r, singles[i])
+    assert not torch.equal(singles[0], singles[1])
+
+
+# ----------------------------------------------------------------- seeds and batches
+
+
+def test_seeded_noise_is_upstreams_and_leaves_the_global_rng_alone(tiny):
+    state = torch.random.get_rng_state()
+    _, trajectory = tiny.sample(_prompt(2), tiny_text(2), torch.tensor([24, 18]), steps=2, seed=11)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for i, frames in enumerate([24, 18]):
+        torch.manual_seed(11)
+        assert torch.equal(trajectory[0, i, :frames], torch.randn(frames, D))
+    assert torch.count_nonzero(trajectory[0, 1, 18:]) == 0
+    _, per_sample = tiny.sample(_prompt(2), tiny_text(2), 24, steps=2, seed=[11, 12])
+    torch.manual_seed(12)
+    assert torch.equal(per_sample[0, 1], torch.randn(24, D))
+
+
+def test_durations_are_clamped_as_upstream(tiny):
+    text = torch.full((1, 30), 3)
+    out, _ = tiny.sample(_prompt(), text, 5, steps=1)
+    assert out.shape[1] == 31  # at least text length + 1
+    out, _ = tiny.sample(_prompt(n=12), tiny_text(1), 5, steps=1)
+    assert out.shape[1] == 13  # at least prompt length + 1
+    out, _ = tiny.sample(_prompt(), tiny_text(1), 500, steps=1, max_duration=40)
+    assert out.shape[1] == 40
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_batch_of_different_lengths_matches_single_calls_when_isolated(cache):
+    model = make_tiny().eval()
+    cond = _prompt(3)
+    lens = torch.tensor([10, 6, 8])
+    durations = torch.tensor([24, 30, 17])
+    text = tiny_text(3)
+    batched, _ = model.sample(cond, text, durations, lens=lens, steps=4, cfg_strength=2.0, seed=[1, 2, 3],
+                              isolate_batch=True, cache=cache)
+    assert batched.shape == (3, 30, D)
+    loose, _ = model.sample(cond, text, durations, lens=lens, steps=4, cfg_strength=2.0, seed=[1, 2, 3])
+    loose_gaps = []
+    for i in range(3):
+        row = text[i : i + 1]
+        row = row[:, : int((row != -1).sum())]
+        single, _ = model.sample(cond[i : i + 1, : lens[i]], row, int(durations[i]), steps=4, cfg_strength=2.0,
+                                 seed=i + 1)
+        n = int(durations[i])
+        assert torch.allclose(batched[i, :n].detach(), single[0], atol=1e-5)
+        loose_gaps.append((loose[i, :n] - single[0]).abs().max().item())
+    # F5-TTS's batching lets padding leak into the shorter samples; the longest one is unaffected.
+    assert loose_gaps[1] < 1e-5 and loose_gaps[0] > 1e-4 and loose_gaps[2] > 1e-4
+
+
+def test_edit_mask_and_no_ref_audio(tiny):
+    cond = _prompt()
+    keep = torch.ones(1, 10, dtype=torch.bool)
+    keep[:, 3:6] = False
+    out, _ = tiny.sample(cond, tiny_text(1), 24, steps=2, seed=0, edit_mask=keep)
+    assert torch.equal(out[:, :3], cond[:, :3]) and not torch.equal(out[:, 3:6], cond[:, 3:6])
+    silent, _ = tiny.sample(cond, tiny_text(1), 24, steps=2, seed=0, no_ref_audio=True)
+    assert torch.count_nonzero(silent[:, :10]) == 0
+
+
+def test_raw_wave_prompt_and_vocoder(tiny):
+    wave = torch.randn(1, 64 * 9) * 0.1
+    out, _ = tiny.sample(wave, tiny_text(1), 24, steps=2, seed=0)
+    assert torch.allclose(out[:, :10], tiny.mel_spec(wave).transpose(1, 2))
+    wav, _ = tiny.sample(wave, tiny_text(1), 24, steps=2, seed=0, vocoder=lambda mel: mel.sum(dim=1))
+    assert wav.shape == (1, 24)
+
+
+def test_string_text_uses_the_vocabulary():
+    model = make_tiny()
+    model.vocab_char_map = {c: i for i, c in enumerate(" abcdefghijklmnopqrstuvwxyz")}
+    out, _ = model.sample(_prompt(), ["hello there"], 30, steps=2, seed=0)
+    ids = torch.tensor([[model.vocab_char_map[c] for c in "hello there"]])
+    ref, _ = model.sample(_prompt(), ids, 30, steps=2, seed=0)
+    assert torch.equal(out, ref)
+
+
+# ----------------------------------------------------------------- bad input
+
+
+BAD_INPUTS = [
+    (dict(cond=torch.randn(1, 10, D + 1)), ValueError, "channels"),
+    (dict(cond=torch.randn(2, 10, D)), ValueError, "batch size"),
+    (dict(text=[""]), ValueError, "empty"),
+    (dict(text=torch.full((1, 4), -1)), ValueError, "empty"),
+    (dict(text="hello"), TypeError, "list of strings"),
+    (dict(text=torch.tensor([[3, 99]])), ValueError, "text_num_embeds"),
+    (dict(duration=0), ValueError, "duration"),
+    (dict(duration=-3), ValueError, "duration"),
+    (dict(duration=20.5), TypeError, "duration"),
+    (dict(duration=torch.tensor([20.0])), TypeError, "duration"),
+    (dict(duration=torch.tensor([20, 30])), ValueError, "duration"),
+    (dict(steps=0), ValueError, "steps"),
+    (dict(steps=2.0), ValueError, "steps"),
+    (dict(cond=torch.full((1, 10, D), float("nan"))), ValueError, "NaN"),
+    (dict(cond=torch.full((1, 10, D), float("inf"))), ValueError, "NaN or Inf"),
+    (dict(lens=torch.tensor([11])), ValueError, "lens"),
+    (dict(seed=[1, 2]), ValueError, "seed"),
+    (dict(noise=torch.randn(1, 5, D)), ValueError, "noise"),
+    (dict(max_duration=8), ValueError, "max_duration"),
+    (dict(cfg_strength=float("nan")), ValueError, "cfg_strength"),
+    (dict(grad_checkpoint=True), ValueError, "cache=False"),
+    (dict(cache=False, backprop_steps=9), ValueError, "backprop_steps"),
+    (dict(edit_mask=torch.ones(1, 4, dtype=torch.bool)), ValueError, "edit_mask"),
+]
+
+
+@pytest.mark.parametrize("grad_enabled", [True, False])
+@pytest.mark.parametrize("bad, exc, match", BAD_INPUTS)
+def test_bad_input_raises_and_leaves_no_state(bad, exc, match, grad_enabled):
+    model = make_tiny().train()
+    args = {"cond": _prompt(), "text": tiny_text(1), "duration": 24, "steps": 2, **bad}
+    cond, text, duration = args.pop("cond"), args.pop("text"), args.pop("duration")
+    with torch.set_grad_enabled(grad_enabled):
+        with pytest.raises(exc, match=match):
+            model.sample(cond, text, duration, **args)
+        assert torch.is_grad_enabled() == grad_enabled
+    assert model.training  # not switched to eval by a call that failed
+
+
+def test_unknown_solver_method_is_rejected(tiny):
+    tiny.odeint_kwargs = {"method": "dopri5"}
+    tiny.train()
+    with pytest.raises(ValueError, match="dopri5"):
+        _sample(tiny)
+    assert tiny.training
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_grad_mode_restored_when_the_network_raises(cache):
+    model = make_tiny()
+    calls = []
+
+    def boom(module, args, kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("network failed")
+
+    handle = model.transformer.register_forward_pre_hook(boom, with_kwargs=True)
+    for enabled in (True, False):
+        calls.clear()
+        with torch.set_grad_enabled(enabled):
+            with pytest.raises(RuntimeError, match="network failed"):
+                _sample(model, cache=cache)
+            assert torch.is_grad_enabled() == enabled
+    handle.remove()
+
+
+# ----------------------------------------------------------------- training loss
+
+
+def test_training_loss_is_finite_masked_and_backpropagates(tiny):
+    tiny.train()
+    mel = _prompt(2, n=30)
+    g = torch.Generator().manual_seed(0)
+    loss, cond, pred = tiny(mel, tiny_text(2), lens=torch.tensor([30, 20]), generator=g)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert pred.shape == mel.shape
+    zeroed = (cond == 0).all(dim=-1)
+    assert zeroed[0].sum() >= 0.7 * 30 * 0.99 and zeroed[1, :20].sum() >= 0.7 * 20 * 0.99
+    loss.backward()
+    assert tiny.transformer.proj_out.weight.grad.abs().sum() > 0
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(tiny(mel, tiny_text(2), generator=g1)[0], tiny(mel, tiny_text(2), generator=g2)[0]) or tiny.training
+
+
+# ----------------------------------------------------------------- the distillation loop users write
+
+
+def test_distillation_loop_lowers_student_loss():
+    torch.manual_seed(0)
+    teacher = make_tiny(seed=1).eval().requires_grad_(False)
+    student = copy.deepcopy(teacher).requires_grad_(True)
+    student.transformer.apply(lambda m: setattr(m, "p", 0.1) if isinstance(m, nn.Dropout) else None)
+    student.train()
+    opt = torch.optim.AdamW(student.parameters(), lr=3e-3)
+    cond, text = _prompt(2), tiny_text(2)
+    target, _ = teacher.sample(cond, text, 24, steps=16, cfg_strength=2.0, sway_sampling_coef=-1.0, seed=[3, 4])
+
+    def distance():
+        student.eval()
+        with torch.no_grad():
+            out, _ = student.sample(cond, text, 24, steps=2, cfg_strength=2.0, seed=[3, 4], cache=False)
+        student.train()
+        return nn.functional.mse_loss(out[:, 10:], target[:, 10:]).item()
+
+    before = distance()
+    for _ in range(20):
+        out, _ = student.sample(cond, text, 24, steps=2, cfg_strength=2.0, seed=[3, 4], cache=False)
+        assert student.training
+        loss = nn.functional.mse_loss(out[:, 10:], target[:, 10:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = distance()
+    assert after < 0.7 * before, (before, after)
