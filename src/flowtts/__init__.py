@@ -17,7 +17,7 @@ _EXPORTS = {
     "integrate": "flowtts.sampling.solvers",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["CFM", "DiT", "MelSpec", "integrate"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from flowtts.model.cfm import CFM

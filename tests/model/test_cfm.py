@@ -110,8 +110,9 @@ def test_text_conditioning_reuse_gives_the_gradients_of_recomputing_it_every_ste
 
 
 def _loss(model, cond, noise, weights):
-    out, _ = model.sample(cond, tiny_text(1), 20, steps=3, cfg_strength=2.0, sway_sampling_coef=-1.0,
-                          noise=noise, cache=False)
+    out, _ = model.sample(
+        cond, tiny_text(1), 20, steps=3, cfg_strength=2.0, sway_sampling_coef=-1.0, noise=noise, cache=False
+    )
     return (out * weights).sum()
 
 
@@ -163,9 +164,7 @@ def test_no_state_on_the_module_deepcopy_and_threads(tiny):
 
     def work(i):
         for _ in range(3):
-            results.setdefault(i, []).append(
-                tiny.sample(_prompt(), texts[i], 24, steps=4, cfg_strength=2.0, seed=1)[0]
-            )
+            results.setdefault(i, []).append(tiny.sample(_prompt(), texts[i], 24, steps=4, cfg_strength=2.0, seed=1)[0])
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
     for th in threads:
@@ -211,16 +210,18 @@ def test_batch_of_different_lengths_matches_single_calls_when_isolated(cache):
     lens = torch.tensor([10, 6, 8])
     durations = torch.tensor([24, 30, 17])
     text = tiny_text(3)
-    batched, _ = model.sample(cond, text, durations, lens=lens, steps=4, cfg_strength=2.0, seed=[1, 2, 3],
-                              isolate_batch=True, cache=cache)
+    batched, _ = model.sample(
+        cond, text, durations, lens=lens, steps=4, cfg_strength=2.0, seed=[1, 2, 3], isolate_batch=True, cache=cache
+    )
     assert batched.shape == (3, 30, D)
     loose, _ = model.sample(cond, text, durations, lens=lens, steps=4, cfg_strength=2.0, seed=[1, 2, 3])
     loose_gaps = []
     for i in range(3):
         row = text[i : i + 1]
         row = row[:, : int((row != -1).sum())]
-        single, _ = model.sample(cond[i : i + 1, : lens[i]], row, int(durations[i]), steps=4, cfg_strength=2.0,
-                                 seed=i + 1)
+        single, _ = model.sample(
+            cond[i : i + 1, : lens[i]], row, int(durations[i]), steps=4, cfg_strength=2.0, seed=i + 1
+        )
         n = int(durations[i])
         assert torch.allclose(batched[i, :n].detach(), single[0], atol=1e-5)
         loose_gaps.append((loose[i, :n] - single[0]).abs().max().item())
@@ -341,7 +342,8 @@ def test_training_loss_is_finite_masked_and_backpropagates(tiny):
     loss.backward()
     assert tiny.transformer.proj_out.weight.grad.abs().sum() > 0
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    assert torch.equal(tiny(mel, tiny_text(2), generator=g1)[0], tiny(mel, tiny_text(2), generator=g2)[0]) or tiny.training
+    # dropout is 0 in the tiny model: the generator fixes every draw (span, noise, time, CFG drops)
+    assert torch.equal(tiny(mel, tiny_text(2), generator=g1)[0], tiny(mel, tiny_text(2), generator=g2)[0])
 
 
 # ----------------------------------------------------------------- the distillation loop users write

@@ -37,12 +37,22 @@ def test_precomputed_text_embedding_gives_the_same_output():
     mask = torch.tensor([[True] * 20, [True] * 14 + [False] * 6])
     t = torch.tensor(0.5)
     emb = (dit.embed_text(text, 20, mask), dit.embed_text(text, 20, mask, drop_text=True))
-    assert torch.equal(dit(x, cond, None, t, mask=mask, cfg_infer=True, text_embed=emb),
-                       dit(x, cond, text, t, mask=mask, cfg_infer=True))
+    assert torch.equal(
+        dit(x, cond, None, t, mask=mask, cfg_infer=True, text_embed=emb),
+        dit(x, cond, text, t, mask=mask, cfg_infer=True),
+    )
 
 
-@pytest.mark.parametrize("overrides", [dict(conv_layers=0), dict(text_mask_padding=False), dict(pe_attn_head=1),
-                                       dict(qk_norm="rms_norm"), dict(long_skip_connection=True)])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(conv_layers=0),
+        dict(text_mask_padding=False),
+        dict(pe_attn_head=1),
+        dict(qk_norm="rms_norm"),
+        dict(long_skip_connection=True),
+    ],
+)
 def test_architecture_options_run_and_change_the_output(overrides):
     base = randomise(DiT(**TINY)).eval()
     other = DiT(**{**TINY, **overrides}).eval()

@@ -11,10 +11,20 @@ pytestmark = pytest.mark.skipif(upstream is None, reason="f5-tts is not installe
 
 CONFIGS = {
     "tiny": dict(dim=64, depth=2, heads=4, dim_head=16, text_dim=32, ff_mult=2),
-    "conv4-masked": dict(dim=64, depth=2, heads=4, dim_head=16, text_dim=32, ff_mult=2, conv_layers=4,
-                         text_mask_padding=True),
-    "v0-style": dict(dim=64, depth=2, heads=4, dim_head=16, text_dim=32, ff_mult=2, conv_layers=4,
-                     text_mask_padding=False, pe_attn_head=1),
+    "conv4-masked": dict(
+        dim=64, depth=2, heads=4, dim_head=16, text_dim=32, ff_mult=2, conv_layers=4, text_mask_padding=True
+    ),
+    "v0-style": dict(
+        dim=64,
+        depth=2,
+        heads=4,
+        dim_head=16,
+        text_dim=32,
+        ff_mult=2,
+        conv_layers=4,
+        text_mask_padding=False,
+        pe_attn_head=1,
+    ),
 }
 
 
@@ -45,8 +55,12 @@ def test_state_dict_keys_and_shapes_are_upstreams(name):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 @pytest.mark.parametrize(
     "method, steps, cfg, sway, epss",
-    [("euler", 32, 2.0, -1.0, True), ("euler", 7, 2.0, -1.0, True), ("midpoint", 6, 0.0, None, False),
-     ("euler", 5, 1.0, 0.5, True)],
+    [
+        ("euler", 32, 2.0, -1.0, True),
+        ("euler", 7, 2.0, -1.0, True),
+        ("midpoint", 6, 0.0, None, False),
+        ("euler", 5, 1.0, 0.5, True),
+    ],
 )
 def test_sample_matches_upstream(name, method, steps, cfg, sway, epss):
     theirs, ours = _pair(CONFIGS[name])

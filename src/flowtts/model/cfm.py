@@ -111,7 +111,9 @@ class CFM(nn.Module):
             raise TypeError("text must be a list of strings (one per batch item) or an int tensor, got a str")
         if torch.is_tensor(text):
             if text.ndim != 2 or text.dtype.is_floating_point or text.dtype == torch.bool:
-                raise TypeError(f"text tensor must be integer ids of shape (batch, nt), got {text.dtype} {tuple(text.shape)}")
+                raise TypeError(
+                    f"text tensor must be integer ids of shape (batch, nt), got {text.dtype} {tuple(text.shape)}"
+                )
             ids = text.to(self.device)
         elif isinstance(text, Sequence):
             ids = self.tokenize(text)
@@ -264,7 +266,8 @@ class CFM(nn.Module):
 
             cond_mask = lens_to_mask(lens, length=cond_len)
             if edit_mask is not None:
-                if not torch.is_tensor(edit_mask) or edit_mask.dtype != torch.bool or edit_mask.shape != (batch, cond_len):
+                well_formed = torch.is_tensor(edit_mask) and edit_mask.dtype == torch.bool
+                if not well_formed or edit_mask.shape != (batch, cond_len):
                     raise ValueError(f"edit_mask must be a bool tensor of shape {(batch, cond_len)}")
                 cond_mask = cond_mask & edit_mask.to(device)
             if noise is not None:
@@ -324,8 +327,13 @@ class CFM(nn.Module):
 
         def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             pred = transformer(
-                x=x.to(net_dtype), cond=step_cond, text=text_ids, time=t.to(net_dtype), mask=mask,
-                cfg_infer=guided, **extra,
+                x=x.to(net_dtype),
+                cond=step_cond,
+                text=text_ids,
+                time=t.to(net_dtype),
+                mask=mask,
+                cfg_infer=guided,
+                **extra,
             )
             if not guided:
                 return pred
@@ -362,7 +370,9 @@ class CFM(nn.Module):
             if duration.ndim == 0:
                 duration = duration.expand(batch)
             if duration.shape != (batch,):
-                raise ValueError(f"duration must be an int or a tensor of shape ({batch},), got {tuple(duration.shape)}")
+                raise ValueError(
+                    f"duration must be an int or a tensor of shape ({batch},), got {tuple(duration.shape)}"
+                )
             if (duration < 1).any():
                 raise ValueError(f"duration must be positive, got {duration.tolist()}")
             return duration.to(device=device, dtype=torch.long)
@@ -434,8 +444,13 @@ class CFM(nn.Module):
         drop_audio_cond = drop_audio_cond or drop_text
 
         pred = self.transformer(
-            x=xt, cond=cond, text=text_ids, time=time, mask=mask,
-            drop_audio_cond=drop_audio_cond, drop_text=drop_text,
+            x=xt,
+            cond=cond,
+            text=text_ids,
+            time=time,
+            mask=mask,
+            drop_audio_cond=drop_audio_cond,
+            drop_text=drop_text,
         )
         loss = F.mse_loss(pred.float(), flow.float(), reduction="none")[span]
         return loss.mean(), cond, pred

@@ -203,9 +203,7 @@ class DiT(nn.Module):
         residual = h
         for block in self.transformer_blocks:
             if self.checkpoint_activations and torch.is_grad_enabled():
-                h = torch.utils.checkpoint.checkpoint(
-                    block, h, t, mask, rope, attn_mask_enabled, use_reentrant=False
-                )
+                h = torch.utils.checkpoint.checkpoint(block, h, t, mask, rope, attn_mask_enabled, use_reentrant=False)
             else:
                 h = block(h, t, mask=mask, rope=rope, attn_mask_enabled=attn_mask_enabled)
         if self.long_skip_connection is not None:

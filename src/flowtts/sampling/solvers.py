@@ -138,4 +138,3 @@ def integrate(
                 states.append(x)
     trajectory = torch.stack(states) if states is not None else None
     return ODESolution(x=x, trajectory=trajectory)
-
