@@ -120,3 +120,17 @@ def test_bad_constructor_options():
         DiT(**{**TINY, "qk_norm": "layer"})
     with pytest.raises(ValueError, match="attn_backend"):
         DiT(**{**TINY, "attn_backend": "xformers"})
+
+
+@pytest.mark.parametrize("cfg_infer", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_prepared_velocity_equals_forward(cfg_infer, masked):
+    dit = randomise(DiT(**TINY)).eval()
+    x, cond, text = _inputs(n=22)
+    mask = torch.tensor([[True] * 22, [True] * 17 + [False] * 5]) if masked else None
+    t = torch.tensor(0.35)
+    shared = dit.condition(cond, text, mask, cfg_infer=cfg_infer)
+    assert torch.allclose(dit.velocity(x, t, shared), dit(x, cond, text, t, mask=mask, cfg_infer=cfg_infer), atol=1e-5)
+    dropped = dit.condition(cond, text, mask, drop_audio_cond=True, drop_text=True)
+    reference = dit(x, cond, text, t, mask=mask, drop_audio_cond=True, drop_text=True)
+    assert torch.allclose(dit.velocity(x, t, dropped), reference, atol=1e-5)

@@ -313,28 +313,23 @@ class CFM(nn.Module):
             return out, solution.trajectory
 
     def _velocity(self, step_cond, text_ids, mask, cfg_strength, isolate_batch):
-        """The ODE's right-hand side for one call; text conditioning is computed here, once."""
+        """The ODE's right-hand side for one call; what does not depend on ``(t, x)`` is computed here, once."""
         transformer = self.transformer
         net_dtype = step_cond.dtype
         guided = cfg_strength >= 1e-5
-        extra = {"isolate_batch": True} if isolate_batch else {}
-        if hasattr(transformer, "embed_text"):
-            seq_len = step_cond.shape[1]
-            embed = transformer.embed_text
-            cond_embed = embed(text_ids, seq_len, mask, drop_text=False, independent=isolate_batch)
-            uncond_embed = embed(text_ids, seq_len, mask, drop_text=True, independent=isolate_batch) if guided else None
-            extra["text_embed"] = (cond_embed, uncond_embed) if guided else cond_embed
+        if hasattr(transformer, "condition") and hasattr(transformer, "velocity"):
+            shared = transformer.condition(step_cond, text_ids, mask, cfg_infer=guided, isolate_batch=isolate_batch)
+
+            def network(t, x):
+                return transformer.velocity(x, t, shared)
+
+        else:  # any other backbone with F5-TTS's forward signature: conditioning is recomputed per step
+
+            def network(t, x):
+                return transformer(x=x, cond=step_cond, text=text_ids, time=t, mask=mask, cfg_infer=guided)
 
         def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            pred = transformer(
-                x=x.to(net_dtype),
-                cond=step_cond,
-                text=text_ids,
-                time=t.to(net_dtype),
-                mask=mask,
-                cfg_infer=guided,
-                **extra,
-            )
+            pred = network(t.to(net_dtype), x.to(net_dtype))
             if not guided:
                 return pred
             pred, null_pred = pred.chunk(2, dim=0)

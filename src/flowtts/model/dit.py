@@ -2,20 +2,44 @@
 
 Shapes: ``b`` batch, ``n`` frames, ``nt`` text tokens, ``d`` mel channels.
 
-Unlike F5-TTS, the module keeps no text cache: a caller that wants to reuse the text conditioning
-across ODE steps computes it once with :meth:`DiT.embed_text` and passes it as ``text_embed``.
-Everything cached therefore lives in the caller's frame (thread-safe, ``deepcopy``-safe, and part
-of the autograd graph when gradients are on).
+Unlike F5-TTS, the module keeps no text cache. A sampler computes what its steps share once with
+:meth:`DiT.condition` and calls :meth:`DiT.velocity` at every step; the upstream-style ``forward``
+also accepts a precomputed ``text_embed``. Everything cached therefore lives in the caller's frame
+(thread-safe, ``deepcopy``-safe, and part of the autograd graph when gradients are on).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
 from flowtts.model.embeddings import InputEmbedding, TextEmbedding, TimestepEmbedding
 from flowtts.model.modules import AdaLayerNormFinal, DiTBlock, RotaryEmbedding
+
+
+@dataclass
+class Conditioning:
+    """What every velocity call of one sampling run shares (see :meth:`DiT.condition`).
+
+    Attributes:
+        inputs: Prompt-mel and text share of the input projection, bias included, ``(branches*b, n, dim)``.
+        mask: Validity mask ``(branches*b, n)`` or ``None``.
+        rope: Rotary ``cos``/``sin`` tables.
+        qkv: Fused attention projection per block.
+        branches: 2 when conditional and unconditional branches are packed (CFG), else 1.
+        attn_mask_enabled: Attention-masking override (``True`` for isolated batches).
+    """
+
+    inputs: torch.Tensor
+    mask: torch.Tensor | None
+    rope: tuple[torch.Tensor, torch.Tensor]
+    qkv: list[tuple[torch.Tensor, torch.Tensor]]
+    branches: int
+    attn_mask_enabled: bool | None
 
 
 class DiT(nn.Module):
@@ -197,15 +221,79 @@ class DiT(nn.Module):
             if text_embed is None:
                 text_embed = self.embed_text(text, seq_len, mask, drop_text=drop_text, independent=isolate_batch)
             h = self.input_embed(x, cond, text_embed, drop_audio_cond=drop_audio_cond, audio_mask=mask)
-
         rope = self.rotary_embed.cos_sin(seq_len, h.dtype)
-        attn_mask_enabled = True if isolate_batch else None
+        return self._trunk(h, t, mask, rope, True if isolate_batch else None)
+
+    def condition(
+        self,
+        cond: torch.Tensor,
+        text: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        cfg_infer: bool = False,
+        drop_audio_cond: bool = False,
+        drop_text: bool = False,
+        isolate_batch: bool = False,
+    ) -> Conditioning:
+        """Precompute everything of a sampling call that depends on neither ``x`` nor ``t``.
+
+        The text embedding (ConvNeXt included), the prompt-mel and text share of the input
+        projection, the rotary tables and fused attention projections are computed once here and
+        reused by :meth:`velocity` at every solver step. Under autograd they are part of the graph,
+        so gradients reach their parameters exactly as if they were recomputed at every step.
+
+        Args: as :meth:`forward`.
+        """
+        seq_len = cond.shape[1]
+        weight, bias = self.input_embed.proj.weight, self.input_embed.proj.bias
+        w_text = weight[:, 2 * self.mel_dim :]
+
+        def branch(drop_audio: bool, drop_txt: bool) -> torch.Tensor:
+            text_embed = self.embed_text(text, seq_len, mask, drop_text=drop_txt, independent=isolate_batch)
+            if drop_audio:
+                return F.linear(text_embed, w_text, bias)
+            return F.linear(torch.cat((cond, text_embed), dim=-1), weight[:, self.mel_dim :], bias)
+
+        if cfg_infer:
+            inputs = torch.cat((branch(False, False), branch(True, True)), dim=0)
+            mask = torch.cat((mask, mask), dim=0) if mask is not None else None
+        else:
+            inputs = branch(drop_audio_cond, drop_text)
+        return Conditioning(
+            inputs=inputs,
+            mask=mask,
+            rope=self.rotary_embed.cos_sin(seq_len, inputs.dtype),
+            qkv=[block.attn.fused_qkv() for block in self.transformer_blocks],
+            branches=2 if cfg_infer else 1,
+            attn_mask_enabled=True if isolate_batch else None,
+        )
+
+    def velocity(self, x: torch.Tensor, time: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
+        """Velocity at ``(x, time)`` given a :meth:`condition` result; equals :meth:`forward`.
+
+        With ``cfg_infer`` conditioning the output is ``[cond; uncond]`` along the batch (``2b``).
+        """
+        c = conditioning
+        if time.ndim == 0:
+            time = time.repeat(x.shape[0])
+        t = self.time_embed(time)
+        h = F.linear(x, self.input_embed.proj.weight[:, : self.mel_dim])
+        if c.branches == 2:
+            h, t = torch.cat((h, h), dim=0), torch.cat((t, t), dim=0)
+        h = h + c.inputs
+        h = self.input_embed.conv_pos_embed(h, mask=c.mask) + h
+        return self._trunk(h, t, c.mask, c.rope, c.attn_mask_enabled, c.qkv)
+
+    def _trunk(self, h, t, mask, rope, attn_mask_enabled, qkv=None) -> torch.Tensor:
         residual = h
-        for block in self.transformer_blocks:
+        for i, block in enumerate(self.transformer_blocks):
+            qkv_weight = qkv[i] if qkv is not None else None
             if self.checkpoint_activations and torch.is_grad_enabled():
-                h = torch.utils.checkpoint.checkpoint(block, h, t, mask, rope, attn_mask_enabled, use_reentrant=False)
+                h = torch.utils.checkpoint.checkpoint(
+                    block, h, t, mask, rope, attn_mask_enabled, qkv_weight, use_reentrant=False
+                )
             else:
-                h = block(h, t, mask=mask, rope=rope, attn_mask_enabled=attn_mask_enabled)
+                h = block(h, t, mask, rope, attn_mask_enabled, qkv_weight)
         if self.long_skip_connection is not None:
             h = self.long_skip_connection(torch.cat((h, residual), dim=-1))
         return self.proj_out(self.norm_out(h, t))

@@ -119,6 +119,12 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(dim_head) if qk_norm == "rms_norm" else None
         self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(dropout)])
 
+    def fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query, key and value projections stacked into one weight and bias (differentiable)."""
+        weight = torch.cat((self.to_q.weight, self.to_k.weight, self.to_v.weight))
+        bias = torch.cat((self.to_q.bias, self.to_k.bias, self.to_v.bias))
+        return weight, bias
+
     def _rotate(self, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         if self.pe_attn_head is None:
             return apply_rotary(t, cos, sin)
@@ -131,11 +137,21 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         attn_mask_enabled: bool | None = None,
+        qkv_weight: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """Attend over ``x`` (``b n d``).
+
+        ``qkv_weight`` is an optional :meth:`fused_qkv` result: one matrix product instead of three
+        (a sampler computes it once per call and reuses it at every step).
+        """
         b, n, _ = x.shape
-        q = self.to_q(x).view(b, n, self.heads, self.dim_head).transpose(1, 2)
-        k = self.to_k(x).view(b, n, self.heads, self.dim_head).transpose(1, 2)
-        v = self.to_v(x).view(b, n, self.heads, self.dim_head).transpose(1, 2)
+        if qkv_weight is not None:
+            q, k, v = F.linear(x, *qkv_weight).chunk(3, dim=-1)
+        else:
+            q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        q = q.reshape(b, n, self.heads, self.dim_head).transpose(1, 2)
+        k = k.reshape(b, n, self.heads, self.dim_head).transpose(1, 2)
+        v = v.reshape(b, n, self.heads, self.dim_head).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
@@ -240,9 +256,10 @@ class DiTBlock(nn.Module):
         self.ff_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ff = FeedForward(dim, mult=ff_mult, dropout=dropout, approximate="tanh")
 
-    def forward(self, x, t, mask=None, rope=None, attn_mask_enabled=None):
+    def forward(self, x, t, mask=None, rope=None, attn_mask_enabled=None, qkv_weight=None):
         norm, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.attn_norm(x, t)
-        x = x + gate_msa[:, None] * self.attn(norm, mask=mask, rope=rope, attn_mask_enabled=attn_mask_enabled)
+        attn = self.attn(norm, mask=mask, rope=rope, attn_mask_enabled=attn_mask_enabled, qkv_weight=qkv_weight)
+        x = x + gate_msa[:, None] * attn
         norm = self.ff_norm(x) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
         return x + gate_mlp[:, None] * self.ff(norm)
 
