@@ -23,7 +23,7 @@ TEXT = "The quick brown fox jumps over the lazy dog, and then it runs far away i
 def randomise_(module: torch.nn.Module, std: float = 0.02, seed: int = 0) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in module.named_parameters():
+        for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * std)
 
 

@@ -10,6 +10,7 @@ process, so ratios compare like with like.
 from __future__ import annotations
 
 import argparse
+import functools
 
 import torch
 
@@ -55,19 +56,13 @@ def main() -> None:
         cond = torch.randn(1, 100, 100, generator=torch.Generator().manual_seed(0))
         kw = dict(steps=args.steps, cfg_strength=2.0, sway_sampling_coef=-1.0, seed=0)
 
-        def ours_cached():
-            ours.sample(cond, [TEXT], args.frames, **kw)
-
-        def ours_graph():
-            out, _ = ours.sample(cond, [TEXT], args.frames, cache=False, **kw)
-            del out
-
-        def upstream_sample():
-            theirs.sample(cond, [TEXT], args.frames, **kw)
-
-        cells = {"cache=True": ours_cached, "cache=False fwd": ours_graph}
+        prompt = (cond, [TEXT], args.frames)
+        cells = {
+            "cache=True": functools.partial(ours.sample, *prompt, **kw),
+            "cache=False fwd": functools.partial(ours.sample, *prompt, cache=False, **kw),
+        }
         if theirs is not None:
-            cells["upstream"] = upstream_sample
+            cells["upstream"] = functools.partial(theirs.sample, *prompt, **kw)
         times = median_times(cells, args.repeats)
         params = sum(p.numel() for p in ours.parameters()) / 1e6
         row = {"config": name, "params(M)": f"{params:.1f}"}
