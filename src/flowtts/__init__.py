@@ -15,11 +15,19 @@ _EXPORTS = {
     "DiT": "flowtts.model.dit",
     "MelSpec": "flowtts.model.mel",
     "integrate": "flowtts.sampling.solvers",
+    "load": "flowtts.checkpoints.loader",
+    "save": "flowtts.checkpoints.loader",
+    "build_model": "flowtts.model.build",
+    "PRESETS": "flowtts.config",
+    "ModelConfig": "flowtts.config",
 }
 
-__all__ = ["CFM", "DiT", "MelSpec", "integrate"]
+__all__ = ["CFM", "PRESETS", "DiT", "MelSpec", "ModelConfig", "build_model", "integrate", "load", "save"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from flowtts.checkpoints.loader import load, save
+    from flowtts.config import PRESETS, ModelConfig
+    from flowtts.model.build import build_model
     from flowtts.model.cfm import CFM
     from flowtts.model.dit import DiT
     from flowtts.model.mel import MelSpec

@@ -1,0 +1,204 @@
+"""One loader for flowtts files, official F5-TTS checkpoints and the built-in models.
+
+flowtts's own format is a ``.safetensors`` file whose metadata carries the full configuration
+(architecture, mel front end, vocabulary), so ``load(path)`` rebuilds the model with no other argument.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+
+import torch
+
+from flowtts.checkpoints.official import (
+    CheckpointError,
+    describe,
+    match_preset,
+    mismatches,
+    model_state_dict,
+    read_file,
+    vocab_size_of,
+)
+from flowtts.config import ModelConfig, get_preset
+
+log = logging.getLogger("flowtts")
+
+FORMAT = "flowtts"
+FORMAT_VERSION = "1"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``"float32"``/``"float16"``/``"bfloat16"`` (or a torch dtype, or ``None``) -> torch dtype."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}") from None
+
+
+def builtin_path(name: str) -> str:
+    """Path of a model shipped in the package (``"builtin"`` is the teacher)."""
+    from importlib.resources import files
+
+    kind = name.partition(":")[2] or "teacher"
+    path = files("flowtts").joinpath("assets", f"{kind}.safetensors")
+    if not path.is_file():
+        raise FileNotFoundError(f"no built-in model {name!r} in this installation (looked for {path})")
+    return str(path)
+
+
+def _atomic_write(path: str, write) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save(model, path: str | os.PathLike, *, dtype: str | torch.dtype | None = None, extra: Mapping | None = None):
+    """Write ``model`` (a :class:`flowtts.CFM` with a ``config``) as a self-describing ``.safetensors``.
+
+    Args:
+        model: Model built by :func:`flowtts.model.build.build_model` or :func:`load`.
+        path: Destination; written atomically (temp file + rename).
+        dtype: Store the weights in this dtype (default: as they are).
+        extra: More string metadata to store (e.g. how the model was trained).
+    """
+    from safetensors.torch import save_file
+
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise ValueError("model has no flowtts ModelConfig (build it with build_model or load it with flowtts.load)")
+    dtype = resolve_dtype(dtype)
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().to("cpu")
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        tensors[k] = v.contiguous()
+    vocab = model.vocab_char_map
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": json.dumps(config.to_dict()),
+        "vocab": json.dumps(sorted(vocab, key=vocab.__getitem__) if vocab is not None else None),
+    }
+    for k, v in (extra or {}).items():
+        metadata[str(k)] = str(v)
+    path = os.fspath(path)
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_metadata(path: str) -> dict[str, str] | None:
+    """Metadata of a flowtts file, ``None`` for other files."""
+    if not path.endswith(".safetensors"):
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return metadata if metadata.get("format") == FORMAT else None
+
+
+def _load_vocab(vocab) -> dict[str, int] | None:
+    if vocab is None or isinstance(vocab, Mapping):
+        return dict(vocab) if vocab is not None else None
+    from flowtts.text import load_vocab
+
+    return load_vocab(vocab)
+
+
+def load(
+    path: str | os.PathLike,
+    *,
+    preset: str | None = None,
+    vocab: str | os.PathLike | Mapping[str, int] | None = None,
+    use_ema: bool = True,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+):
+    """Load a model: a flowtts file, an official F5-TTS checkpoint, or ``"builtin"``.
+
+    Args:
+        path: ``.safetensors``/``.pt`` file, or ``"builtin"`` / ``"builtin:student"``.
+        preset: Architecture of an official checkpoint (default: the preset whose shapes match,
+            v1 preferred where v0 has the same shapes; the choice is logged).
+        vocab: ``vocab.txt`` (or a dict) an official checkpoint was trained with. Not needed when its
+            vocabulary is UTF-8 bytes (256 entries).
+        use_ema: Take the EMA weights of a ``.pt`` training checkpoint.
+        device: Target device.
+        dtype: ``"float32"``, ``"float16"``, ``"bfloat16"`` (default: as stored, float32 for official).
+
+    Returns:
+        A :class:`flowtts.CFM` in eval mode, with ``config`` (and ``preset`` for official files).
+
+    Raises:
+        FileNotFoundError: ``path`` or ``vocab`` does not exist.
+        CheckpointError: Unreadable file, or weights that do not fit the architecture (one message
+            listing missing/unexpected keys and shape mismatches, naming the preset tried).
+    """
+    from flowtts.model.build import build_model
+
+    path = os.fspath(path)
+    if path.startswith("builtin"):
+        path = builtin_path(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file not found: {path}")
+    dtype = resolve_dtype(dtype)
+
+    metadata = read_metadata(path)
+    if metadata is not None:
+        if preset is not None:
+            raise ValueError(f"{path} is a flowtts file that carries its own architecture; do not pass a preset")
+        config = ModelConfig.from_dict(json.loads(metadata["config"]))
+        stored_vocab = json.loads(metadata.get("vocab", "null"))
+        vocab_map = (
+            _load_vocab(vocab)
+            if vocab is not None
+            else ({t: i for i, t in enumerate(stored_vocab)} if stored_vocab is not None else None)
+        )
+        state = read_file(path)
+        model = build_model(config, vocab_map)
+        model.metadata = {k: v for k, v in metadata.items() if k not in ("config", "vocab")}
+        name = None
+    else:
+        state = model_state_dict(read_file(path), use_ema=use_ema, source=path)
+        n_vocab = vocab_size_of(state)
+        vocab_map = _load_vocab(vocab)
+        if vocab_map is None and n_vocab != 256:
+            raise ValueError(f"{path} embeds {n_vocab} text tokens: pass the vocab.txt it was trained with (vocab=...)")
+        if vocab_map is not None and len(vocab_map) != n_vocab:
+            raise CheckpointError(
+                f"vocabulary has {len(vocab_map)} tokens but {path} embeds {n_vocab}: wrong vocab.txt for this model"
+            )
+        if preset is None:
+            name = match_preset(state)
+            log.info("%s: using preset %s (matched by parameter shapes)", path, name)
+        else:
+            name = preset
+        config = get_preset(name).with_vocab_size(n_vocab)
+        problems = mismatches(state, config)
+        if any(problems):
+            raise CheckpointError(f"{path} does not fit preset {name}: {describe(*problems)}")
+        model = build_model(config, vocab_map)
+    stored_dtype = next(iter(v for v in state.values() if v.is_floating_point())).dtype
+    target_dtype = dtype or stored_dtype
+    result = model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()}, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"{path}: {describe(result.missing_keys, result.unexpected_keys, [])}")
+    model.preset = name
+    return model.to(device=device, dtype=target_dtype).eval()

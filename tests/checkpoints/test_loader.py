@@ -1,0 +1,126 @@
+import pytest
+import torch
+
+import flowtts
+from conftest import randomise
+from flowtts.checkpoints.official import CheckpointError, match_preset
+from flowtts.config import PRESETS
+from flowtts.model.build import build_model
+
+VOCAB = {c: i for i, c in enumerate(" abcdefghijklmnopqrstuvwxyz,.'")}
+
+
+@pytest.fixture(scope="module")
+def source():
+    model = randomise(build_model("tiny", VOCAB), std=0.02).eval()
+    return model
+
+
+def _out(model):
+    cond = torch.randn(1, 20, 100, generator=torch.Generator().manual_seed(0))
+    return model.sample(cond, ["hello there, world."], 60, steps=3, cfg_strength=2.0, seed=1)[0]
+
+
+def _upstream_pt(model, path, with_plain=True):
+    ema = {f"ema_model.{k}": v.clone() for k, v in model.state_dict().items()}
+    ema["initted"] = torch.tensor(True)
+    ema["step"] = torch.tensor(1234)
+    ema["ema_model.mel_spec.mel_stft.mel_scale.fb"] = torch.zeros(513, 100)
+    payload = {"ema_model_state_dict": ema, "step": 99}
+    if with_plain:
+        payload["model_state_dict"] = {k: v * 0 + 0.5 for k, v in model.state_dict().items()}
+    torch.save(payload, path)
+
+
+def _vocab_file(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_text("".join(c + "\n" for c in VOCAB), encoding="utf-8")
+    return path
+
+
+def test_official_pt_loads_ema_and_matches_source(source, tmp_path):
+    _upstream_pt(source, tmp_path / "model_1000.pt")
+    loaded = flowtts.load(tmp_path / "model_1000.pt", preset="tiny", vocab=_vocab_file(tmp_path))
+    assert torch.equal(_out(loaded), _out(source))
+    plain = flowtts.load(tmp_path / "model_1000.pt", preset="tiny", vocab=VOCAB, use_ema=False)
+    assert torch.all(plain.transformer.proj_out.weight == 0.5)
+
+
+def test_official_safetensors_bare_ema_dict_and_preset_matching(source, tmp_path):
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(state, str(tmp_path / "model.safetensors"))
+    loaded = flowtts.load(tmp_path / "model.safetensors", vocab=VOCAB)  # preset found by shapes
+    assert loaded.preset == "tiny"
+    assert torch.equal(_out(loaded), _out(source))
+    half = flowtts.load(tmp_path / "model.safetensors", vocab=VOCAB, dtype="bfloat16")
+    assert half.dtype == torch.bfloat16
+
+
+def test_v1_preferred_when_v0_has_the_same_shapes():
+    with torch.device("meta"):
+        small = build_model(PRESETS["F5TTS_Small"].with_vocab_size(40))
+    assert match_preset(small.state_dict()) == "F5TTS_v1_Small"
+
+
+def test_mismatched_checkpoint_lists_problems_and_names_the_preset(source, tmp_path):
+    state = dict(source.state_dict())
+    state.pop("transformer.proj_out.bias")
+    state["transformer.extra.weight"] = torch.zeros(3)
+    state["transformer.norm_out.linear.weight"] = torch.zeros(7, 7)
+    torch.save({"ema_model_state_dict": {f"ema_model.{k}": v for k, v in state.items()}}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError) as info:
+        flowtts.load(tmp_path / "bad.pt", preset="tiny", vocab=VOCAB)
+    message = str(info.value)
+    assert "preset tiny" in message
+    assert "transformer.proj_out.bias" in message and "transformer.extra.weight" in message
+    assert "transformer.norm_out.linear.weight: checkpoint (7, 7)" in message
+    with pytest.raises(CheckpointError, match="matches no preset"):
+        flowtts.load(tmp_path / "bad.pt", vocab=VOCAB)
+
+
+def test_unreadable_files_and_wrong_arguments(source, tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        flowtts.load(tmp_path / "junk.pt", preset="tiny", vocab=VOCAB)
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00\x01")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        flowtts.load(tmp_path / "junk.safetensors", preset="tiny", vocab=VOCAB)
+    with pytest.raises(FileNotFoundError):
+        flowtts.load(tmp_path / "missing.pt")
+    _upstream_pt(source, tmp_path / "ok.pt", with_plain=False)
+    with pytest.raises(ValueError, match="unknown preset"):
+        flowtts.load(tmp_path / "ok.pt", preset="F5TTS_Huge", vocab=VOCAB)
+    with pytest.raises(ValueError, match="vocab.txt"):
+        flowtts.load(tmp_path / "ok.pt", preset="tiny")
+    with pytest.raises(CheckpointError, match="wrong vocab.txt"):
+        flowtts.load(tmp_path / "ok.pt", preset="tiny", vocab={"a": 0})
+    with pytest.raises(CheckpointError, match="use_ema=True"):
+        flowtts.load(tmp_path / "ok.pt", preset="tiny", vocab=VOCAB, use_ema=False)
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    torch.save({"ema_model_state_dict": {"x": Evil()}}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="weights-only"):
+        flowtts.load(tmp_path / "evil.pt", preset="tiny", vocab=VOCAB)
+
+
+def test_own_format_round_trip_needs_no_arguments(source, tmp_path):
+    path = tmp_path / "mine.safetensors"
+    flowtts.save(source, path, extra={"note": "test"})
+    loaded = flowtts.load(path)
+    assert loaded.config == source.config
+    assert loaded.vocab_char_map == VOCAB
+    assert loaded.metadata["note"] == "test"
+    assert torch.equal(_out(loaded), _out(source))
+    with pytest.raises(ValueError, match="carries its own architecture"):
+        flowtts.load(path, preset="tiny")
+    flowtts.save(source, tmp_path / "half.safetensors", dtype="bfloat16")
+    assert flowtts.load(tmp_path / "half.safetensors").dtype == torch.bfloat16
+    assert (tmp_path / "half.safetensors").stat().st_size < 0.6 * path.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["half.safetensors", "mine.safetensors"]  # no temp files
