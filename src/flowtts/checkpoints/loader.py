@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 
 import torch
@@ -24,6 +23,7 @@ from flowtts.checkpoints.official import (
     vocab_size_of,
 )
 from flowtts.config import ModelConfig, get_preset
+from flowtts.utils.files import atomic_output
 
 log = logging.getLogger("flowtts")
 
@@ -51,19 +51,6 @@ def builtin_path(name: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"no built-in model {name!r} in this installation (looked for {path})")
     return str(path)
-
-
-def _atomic_write(path: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save(model, path: str | os.PathLike, *, dtype: str | torch.dtype | None = None, extra: Mapping | None = None):
@@ -97,7 +84,8 @@ def save(model, path: str | os.PathLike, *, dtype: str | torch.dtype | None = No
     for k, v in (extra or {}).items():
         metadata[str(k)] = str(v)
     path = os.fspath(path)
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    with atomic_output(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
 
 
 def read_metadata(path: str) -> dict[str, str] | None:
@@ -202,3 +190,14 @@ def load(
         raise CheckpointError(f"{path}: {describe(result.missing_keys, result.unexpected_keys, [])}")
     model.preset = name
     return model.to(device=device, dtype=target_dtype).eval()
+
+
+def builtin_reference(text: str | None = None) -> tuple[str, str]:
+    """Path and transcript of the reference clip shipped with the built-in models."""
+    from importlib.resources import files
+
+    path = files("flowtts").joinpath("assets", "reference.wav")
+    transcript = files("flowtts").joinpath("assets", "reference.txt")
+    if not path.is_file():
+        raise FileNotFoundError("this installation has no built-in reference clip: pass --ref-audio and --ref-text")
+    return str(path), text if text is not None else transcript.read_text(encoding="utf-8").strip()

@@ -1,0 +1,252 @@
+"""Text + reference clip -> speech: the pipeline behind ``flowtts infer``.
+
+It follows F5-TTS's inference recipe: the reference is mono, at the model's rate, at most
+``max_ref_seconds`` long and loudness-normalised to ``target_rms`` (undone on the output); the text
+fed to the model is the reference transcript followed by the new text; the output length is estimated
+from the reference's frames per UTF-8 byte and ``speed``; long text is split at sentence boundaries
+and the chunks are joined with a short cross-fade. Several utterances (or chunks) share one
+``sample()`` call, each computed exactly as it would be alone (``isolate_batch``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from flowtts.utils.files import atomic_output
+
+log = logging.getLogger("flowtts")
+
+
+@dataclass
+class InferenceOptions:
+    """Knobs of :func:`synthesize` (defaults are F5-TTS's)."""
+
+    steps: int = 32
+    cfg_strength: float = 2.0
+    sway_sampling_coef: float | None = -1.0
+    speed: float = 1.0
+    use_epss: bool = True
+    target_rms: float = 0.1
+    cross_fade_seconds: float = 0.15
+    max_ref_seconds: float = 12.0
+    min_ref_seconds: float = 0.5
+    batch_size: int = 4
+
+
+@dataclass
+class Reference:
+    """A prepared reference clip."""
+
+    mel: torch.Tensor  # (1, n, d)
+    text: str
+    rms: float
+    seconds: float
+
+
+@dataclass
+class Utterance:
+    """One synthesised text."""
+
+    text: str
+    wave: torch.Tensor  # (nw,)
+    mel: torch.Tensor  # (d, n) generated part only
+    seed: int
+    sample_rate: int
+
+
+def prepare_reference(model, wave: torch.Tensor, text: str, options: InferenceOptions) -> Reference:
+    """Clip, normalise and embed a reference wave (already mono at the model's rate)."""
+    rate = model.mel_spec.target_sample_rate
+    seconds = wave.numel() / rate
+    if seconds < options.min_ref_seconds:
+        raise ValueError(
+            f"reference audio is {seconds:.2f} s long; at least {options.min_ref_seconds} s of speech is needed"
+        )
+    if seconds > options.max_ref_seconds:
+        log.warning("reference audio clipped from %.1f s to %.1f s", seconds, options.max_ref_seconds)
+        wave = wave[: int(options.max_ref_seconds * rate)]
+        seconds = options.max_ref_seconds
+    text = text.strip()
+    if not text:
+        raise ValueError("the reference transcript (--ref-text) is empty")
+    rms = float(wave.pow(2).mean().sqrt())
+    if rms < options.target_rms:
+        wave = wave * (options.target_rms / max(rms, 1e-8))
+    # F5-TTS separates the reference transcript from the new text with a sentence end.
+    if not text.endswith((". ", "。")):
+        text = text + " " if text.endswith(".") else text + ". "
+    with torch.no_grad():
+        mel = model.mel_spec(wave[None].to(model.device)).transpose(1, 2)
+    return Reference(mel=mel, text=text, rms=rms, seconds=seconds)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;:,。！？；：，])\s*")
+
+
+def chunk_text(text: str, max_bytes: int) -> list[str]:
+    """Split at sentence/clause ends into chunks of at most ``max_bytes`` UTF-8 bytes where possible."""
+    pieces = [p.strip() for p in _SENTENCE_END.split(text) if p.strip()]
+    chunks: list[str] = []
+    current = ""
+    for piece in pieces:
+        candidate = f"{current} {piece}".strip() if current else piece
+        if current and len(candidate.encode("utf-8")) > max_bytes:
+            chunks.append(current)
+            current = piece
+        else:
+            current = candidate
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _units(model, text: str):
+    """Tokenizer input: pinyin syllables for Chinese text with a character vocabulary, else the string."""
+    if model.vocab_char_map is None:
+        return text
+    from flowtts.text.pinyin import needs_pinyin
+
+    if needs_pinyin(text):
+        from flowtts.text.pinyin import to_pinyin
+
+        return to_pinyin([text])[0]
+    return text
+
+
+def cross_fade(waves: Sequence[torch.Tensor], samples: int) -> torch.Tensor:
+    """Concatenate with linear cross-fades of ``samples`` (shortened where a wave is shorter)."""
+    out = waves[0]
+    for wave in waves[1:]:
+        n = min(samples, out.numel(), wave.numel())
+        if n <= 0:
+            out = torch.cat((out, wave))
+            continue
+        ramp = torch.linspace(0, 1, n, dtype=out.dtype)
+        mixed = out[-n:] * (1 - ramp) + wave[:n] * ramp
+        out = torch.cat((out[:-n], mixed, wave[n:]))
+    return out
+
+
+def synthesize(
+    model,
+    reference: Reference,
+    texts: Sequence[str],
+    *,
+    vocoder: Callable[[torch.Tensor], torch.Tensor],
+    options: InferenceOptions | None = None,
+    seeds: Sequence[int] | None = None,
+    progress: bool = True,
+) -> list[Utterance]:
+    """Synthesise each text in the reference's voice.
+
+    Args:
+        model: A :class:`flowtts.CFM`.
+        reference: From :func:`prepare_reference`.
+        texts: Texts to speak; long ones are chunked.
+        vocoder: Log-mel ``(b, d, n)`` -> wave ``(b, nw)``.
+        options: :class:`InferenceOptions`.
+        seeds: One seed per text (random ones are drawn and reported otherwise); chunk ``j`` of a text
+            uses ``seed + j``.
+        progress: Show a progress bar over ``sample()`` calls.
+
+    Raises:
+        ValueError: An empty text, or a seed count that does not match.
+    """
+    options = options or InferenceOptions()
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise ValueError(f"text {i + 1} is empty")
+    if seeds is None:
+        seeds = [random.randrange(2**31) for _ in texts]
+    if len(seeds) != len(texts):
+        raise ValueError(f"got {len(seeds)} seeds for {len(texts)} texts")
+    if options.speed <= 0:
+        raise ValueError(f"speed must be positive, got {options.speed}")
+
+    ref_frames = reference.mel.shape[1]
+    ref_bytes = len(reference.text.encode("utf-8"))
+    max_bytes = max(int(ref_bytes / reference.seconds * (22 - reference.seconds) * options.speed), 40)
+    items = []  # (text index, chunk index, full text, duration, seed)
+    for i, text in enumerate(texts):
+        for j, chunk in enumerate(chunk_text(text.strip(), max_bytes)):
+            chunk_bytes = len(chunk.encode("utf-8"))
+            speed = 0.3 if chunk_bytes < 10 else options.speed  # F5-TTS slows very short texts
+            duration = ref_frames + int(ref_frames / ref_bytes * chunk_bytes / speed)
+            items.append((i, j, reference.text + chunk, duration, seeds[i] + j))
+
+    vocab = model.vocab_char_map
+    if vocab is not None:
+        from flowtts.text import unknown_characters
+
+        missing = unknown_characters([_units(model, it[2]) for it in items], vocab)
+        if missing:
+            log.warning("characters not in the vocabulary (read as id 0): %s", " ".join(repr(c) for c in missing))
+
+    batches = [items[k : k + options.batch_size] for k in range(0, len(items), options.batch_size)]
+    iterator = batches
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(batches, desc="synthesising", unit="batch")
+    pieces: dict[int, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
+    rate = model.mel_spec.target_sample_rate
+    for batch in iterator:
+        b = len(batch)
+        cond = reference.mel.expand(b, -1, -1)
+        durations = torch.tensor([it[3] for it in batch])
+        out, _ = model.sample(
+            cond,
+            [_units(model, it[2]) for it in batch],
+            durations,
+            steps=options.steps,
+            cfg_strength=options.cfg_strength,
+            sway_sampling_coef=options.sway_sampling_coef,
+            use_epss=options.use_epss,
+            seed=[it[4] for it in batch],
+            isolate_batch=True,
+        )
+        for k, (i, j, _text, duration, _seed) in enumerate(batch):
+            mel = out[k, ref_frames:duration].t().float().cpu()
+            wave = vocoder(mel[None])[0].float().cpu()
+            if reference.rms < options.target_rms:
+                wave = wave * (reference.rms / options.target_rms)
+            pieces.setdefault(i, []).append((j, wave, mel))
+
+    fade = int(options.cross_fade_seconds * rate)
+    results = []
+    for i, text in enumerate(texts):
+        parts = sorted(pieces[i], key=lambda p: p[0])
+        wave = cross_fade([p[1] for p in parts], fade)
+        mel = torch.cat([p[2] for p in parts], dim=1)
+        results.append(Utterance(text=text, wave=wave, mel=mel, seed=seeds[i], sample_rate=rate))
+    return results
+
+
+def save_mel_png(mel: torch.Tensor, path: str, title: str = "") -> None:
+    """Write a log-mel ``(d, n)`` as a picture (needs matplotlib: the ``plot`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("--save-mel needs matplotlib: pip install 'flowtts[plot]'") from exc
+    fig, ax = plt.subplots(figsize=(max(4, mel.shape[1] / 60), 3))
+    image = ax.imshow(mel.numpy(), origin="lower", aspect="auto", interpolation="none")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("mel band")
+    if title:
+        ax.set_title(title)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)

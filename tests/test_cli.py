@@ -1,0 +1,83 @@
+import os
+
+import pytest
+import soundfile as sf
+import torch
+
+import flowtts
+from conftest import randomise
+from flowtts.cli import main
+from flowtts.model.build import build_model
+
+ASSET = os.path.join(os.path.dirname(__file__), "assets", "birch_canoe_espeak_22k.wav")
+REF_TEXT = "The birch canoe slid on the smooth planks."
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    flowtts.save(randomise(build_model("tiny"), std=0.02), path)
+    return str(path)
+
+
+def _infer(model_file, *extra):
+    return main(["infer", "--model", model_file, "--ref-audio", ASSET, "--ref-text", REF_TEXT,
+                 "--steps", "4", "--quiet", *extra])
+
+
+def test_infer_writes_a_wav_of_the_estimated_duration(model_file, tmp_path):
+    text = "Hello there, this is a short test sentence."
+    out = tmp_path / "out.wav"
+    assert _infer(model_file, "--text", text, "-o", str(out), "--seed", "3", "--save-mel", str(tmp_path / "m.png")) == 0
+    data, rate = sf.read(out)
+    assert rate == 24000
+    ref_seconds = 62647 / 22050  # the asset's length
+    expected = ref_seconds / len(REF_TEXT + " ") * len(text)
+    assert abs(len(data) / rate - expected) < 0.1 * expected
+    assert (tmp_path / "m.png").stat().st_size > 1000
+    assert sorted(os.listdir(tmp_path)) == ["m.png", "out.wav"]
+
+
+def test_text_file_batches_equal_single_calls(model_file, tmp_path):
+    lines = ["One small sentence.", "A second and somewhat longer line of text.", "Third."]
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n\n", encoding="utf-8")
+    assert _infer(model_file, "--text-file", str(tmp_path / "list.txt"), "-o", str(tmp_path / "batch"),
+                  "--seed", "10", "--batch-size", "3") == 0
+    assert sorted(os.listdir(tmp_path / "batch")) == ["001.wav", "002.wav", "003.wav"]
+    for i, line in enumerate(lines):
+        single = tmp_path / f"single{i}.wav"
+        assert _infer(model_file, "--text", line, "-o", str(single), "--seed", str(10 + i)) == 0
+        a, _ = sf.read(tmp_path / "batch" / f"{i + 1:03d}.wav")
+        b, _ = sf.read(single)
+        assert a.shape == b.shape
+        assert abs(a - b).max() < 2e-3  # 16-bit wav; batched sampling is exact up to float rounding
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--text", "  "], "--text is empty"),
+        (["--text", "hi", "--ref-audio", "/no/such.wav"], "audio file not found"),
+        (["--text", "hi", "--model", "/no/model.pt"], "model file not found"),
+        (["--text", "hi", "--preset", "F5TTS_Huge"], "carries its own architecture"),
+        (["--text", "hi", "--steps", "0"], "--steps must be >= 1"),
+        (["--text", "hi", "-o", "/no/dir/out.wav"], "output directory does not exist"),
+    ],
+)
+def test_user_errors_exit_2_with_a_message_and_no_output(model_file, tmp_path, capsys, args, message):
+    base = ["infer", "--model", model_file, "--ref-audio", ASSET, "--ref-text", REF_TEXT, "--steps", "2", "-q",
+            "-o", str(tmp_path / "x.wav")]
+    assert main(base + args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_short_and_unreadable_references(model_file, tmp_path, capsys):
+    sf.write(tmp_path / "short.wav", torch.randn(4000).numpy() * 0.1, 24000)
+    (tmp_path / "junk.wav").write_bytes(b"junk")
+    for ref, message in ((tmp_path / "short.wav", "at least 0.5 s"), (tmp_path / "junk.wav", "cannot read audio")):
+        code = main(["infer", "--model", model_file, "--ref-audio", str(ref), "--ref-text", "x", "--text", "hi",
+                     "-o", str(tmp_path / "y.wav"), "-q"])
+        assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "y.wav").exists()
