@@ -96,8 +96,21 @@ def main() -> None:
         for mode in args.modes:
             if mode == "last-1" and steps == 1:
                 continue  # identical to plain
-            cmd = [sys.executable, __file__, "--config", args.config, "--frames", str(args.frames),
-                   "--repeats", str(args.repeats), "--threads", str(args.threads), "--cell", mode, str(steps)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--config",
+                args.config,
+                "--frames",
+                str(args.frames),
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(args.threads),
+                "--cell",
+                mode,
+                str(steps),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
             cell = json.loads(proc.stdout.strip().splitlines()[-1])
             results[(mode, steps)] = cell

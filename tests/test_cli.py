@@ -21,8 +21,21 @@ def model_file(tmp_path_factory):
 
 
 def _infer(model_file, *extra):
-    return main(["infer", "--model", model_file, "--ref-audio", ASSET, "--ref-text", REF_TEXT,
-                 "--steps", "4", "--quiet", *extra])
+    return main(
+        [
+            "infer",
+            "--model",
+            model_file,
+            "--ref-audio",
+            ASSET,
+            "--ref-text",
+            REF_TEXT,
+            "--steps",
+            "4",
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 def test_infer_writes_a_wav_of_the_estimated_duration(model_file, tmp_path):
@@ -41,8 +54,20 @@ def test_infer_writes_a_wav_of_the_estimated_duration(model_file, tmp_path):
 def test_text_file_batches_equal_single_calls(model_file, tmp_path):
     lines = ["One small sentence.", "A second and somewhat longer line of text.", "Third."]
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n\n", encoding="utf-8")
-    assert _infer(model_file, "--text-file", str(tmp_path / "list.txt"), "-o", str(tmp_path / "batch"),
-                  "--seed", "10", "--batch-size", "3") == 0
+    assert (
+        _infer(
+            model_file,
+            "--text-file",
+            str(tmp_path / "list.txt"),
+            "-o",
+            str(tmp_path / "batch"),
+            "--seed",
+            "10",
+            "--batch-size",
+            "3",
+        )
+        == 0
+    )
     assert sorted(os.listdir(tmp_path / "batch")) == ["001.wav", "002.wav", "003.wav"]
     for i, line in enumerate(lines):
         single = tmp_path / f"single{i}.wav"
@@ -65,8 +90,20 @@ def test_text_file_batches_equal_single_calls(model_file, tmp_path):
     ],
 )
 def test_user_errors_exit_2_with_a_message_and_no_output(model_file, tmp_path, capsys, args, message):
-    base = ["infer", "--model", model_file, "--ref-audio", ASSET, "--ref-text", REF_TEXT, "--steps", "2", "-q",
-            "-o", str(tmp_path / "x.wav")]
+    base = [
+        "infer",
+        "--model",
+        model_file,
+        "--ref-audio",
+        ASSET,
+        "--ref-text",
+        REF_TEXT,
+        "--steps",
+        "2",
+        "-q",
+        "-o",
+        str(tmp_path / "x.wav"),
+    ]
     assert main(base + args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
@@ -77,7 +114,21 @@ def test_short_and_unreadable_references(model_file, tmp_path, capsys):
     sf.write(tmp_path / "short.wav", torch.randn(4000).numpy() * 0.1, 24000)
     (tmp_path / "junk.wav").write_bytes(b"junk")
     for ref, message in ((tmp_path / "short.wav", "at least 0.5 s"), (tmp_path / "junk.wav", "cannot read audio")):
-        code = main(["infer", "--model", model_file, "--ref-audio", str(ref), "--ref-text", "x", "--text", "hi",
-                     "-o", str(tmp_path / "y.wav"), "-q"])
+        code = main(
+            [
+                "infer",
+                "--model",
+                model_file,
+                "--ref-audio",
+                str(ref),
+                "--ref-text",
+                "x",
+                "--text",
+                "hi",
+                "-o",
+                str(tmp_path / "y.wav"),
+                "-q",
+            ]
+        )
         assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "y.wav").exists()
