@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,23 @@ def mask_from_frac_lengths(
     end = start + lengths
     positions = torch.arange(int(seq_len.max()), device=seq_len.device)[None, :]
     return (positions >= start[:, None]) & (positions < end[:, None])
+
+
+@dataclass
+class FlowDraws:
+    """Random choices of one flow-matching training step (see :meth:`CFM.draw`)."""
+
+    span: torch.Tensor  # (b, n) frames to infill (the loss is taken there)
+    noise: torch.Tensor  # (b, n, d)
+    time: torch.Tensor  # (b,)
+    drop_audio_cond: bool
+    drop_text: bool
+
+    def select(self, rows, frames: int) -> FlowDraws:
+        """The draws of some batch rows, cut to ``frames`` frames (a rank's share of a global batch)."""
+        return FlowDraws(
+            self.span[rows, :frames], self.noise[rows, :frames], self.time[rows], self.drop_audio_cond, self.drop_text
+        )
 
 
 def _is_int(value) -> bool:
@@ -389,6 +407,22 @@ class CFM(nn.Module):
 
     # ----------------------------------------------------------------- training
 
+    def draw(
+        self, lens: torch.Tensor, seq_len: int, generator: torch.Generator | None = None, dtype=torch.float32
+    ) -> FlowDraws:
+        """The random choices of one training step (span, noise, time, CFG drops), drawn in upstream's order."""
+        batch, device = lens.shape[0], lens.device
+        lo, hi = self.frac_lengths_mask
+        frac = lo + (hi - lo) * torch.rand((batch,), generator=generator, device=device)
+        span = mask_from_frac_lengths(lens, frac, generator)
+        span = F.pad(span, (0, seq_len - span.shape[1]), value=False) & lens_to_mask(lens, length=seq_len)
+        noise = torch.randn((batch, seq_len, self.num_channels), generator=generator, device=device, dtype=dtype)
+        time = torch.rand((batch,), generator=generator, device=device, dtype=dtype)
+        drops = torch.rand((2,), generator=generator, device=device).tolist()
+        drop_text = drops[1] < self.cond_drop_prob
+        drop_audio_cond = drops[0] < self.audio_drop_prob or drop_text
+        return FlowDraws(span=span, noise=noise, time=time, drop_audio_cond=drop_audio_cond, drop_text=drop_text)
+
     def forward(
         self,
         inp: torch.Tensor,
@@ -396,6 +430,9 @@ class CFM(nn.Module):
         *,
         lens: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        draws: FlowDraws | None = None,
+        reduction: str = "mean",
+        isolate_batch: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Flow-matching loss on a random infill span, with CFG dropout.
 
@@ -404,48 +441,45 @@ class CFM(nn.Module):
             text: Texts or ids ``b nt`` padded with ``-1``.
             lens: Valid frames per sample (default: all).
             generator: Optional RNG for span, noise, time and dropout draws (default: global RNG).
+            draws: The random choices, drawn beforehand with :meth:`draw` (``generator`` is then unused).
+                Lets a distributed trainer draw for the global batch and give each rank its share.
+            reduction: ``"mean"`` over span elements, or ``"sum"``.
+            isolate_batch: Compute each sample as if alone (see :meth:`sample`).
 
         Returns:
-            ``(loss, cond, pred)``: mean squared error on the span, the masked prompt, the prediction.
+            ``(loss, cond, pred)``: the squared error on the span, the masked prompt, the prediction.
         """
         if not torch.is_tensor(inp) or not inp.is_floating_point() or inp.ndim not in (2, 3):
             raise ValueError("inp must be a floating mel (b, n, d) or wave (b, nw) tensor")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         if inp.ndim == 2:
             inp = self.mel_spec(inp).transpose(1, 2)
         if inp.shape[-1] != self.num_channels:
             raise ValueError(f"inp mel has {inp.shape[-1]} channels, expected num_channels={self.num_channels}")
         batch, seq_len = inp.shape[:2]
-        device, dtype = inp.device, inp.dtype
         text_ids = self._text_ids(text, batch)
-        lens = self._check_lens(lens, batch, seq_len, device)
+        lens = self._check_lens(lens, batch, seq_len, inp.device)
         mask = lens_to_mask(lens, length=seq_len)
+        if draws is None:
+            draws = self.draw(lens, seq_len, generator, dtype=inp.dtype)
+        elif draws.noise.shape != inp.shape:
+            raise ValueError(f"draws were made for shape {tuple(draws.noise.shape)}, inp is {tuple(inp.shape)}")
 
-        lo, hi = self.frac_lengths_mask
-        frac = lo + (hi - lo) * torch.rand((batch,), generator=generator, device=device)
-        span = mask_from_frac_lengths(lens, frac, generator)
-        span = F.pad(span, (0, seq_len - span.shape[1]), value=False) & mask
-
-        x1 = inp
-        x0 = torch.randn(x1.shape, generator=generator, device=device, dtype=dtype)
-        time = torch.rand((batch,), generator=generator, device=device, dtype=dtype)
-        t = time[:, None, None]
+        x1, x0 = inp, draws.noise.to(inp.dtype)
+        t = draws.time.to(inp.dtype)[:, None, None]
         xt = (1 - t) * x0 + t * x1
         flow = x1 - x0
-        cond = torch.where(span[..., None], torch.zeros_like(x1), x1)
-
-        drops = torch.rand((2,), generator=generator, device=device).tolist()
-        drop_audio_cond = drops[0] < self.audio_drop_prob
-        drop_text = drops[1] < self.cond_drop_prob
-        drop_audio_cond = drop_audio_cond or drop_text
-
+        cond = torch.where(draws.span[..., None], torch.zeros_like(x1), x1)
         pred = self.transformer(
             x=xt,
             cond=cond,
             text=text_ids,
-            time=time,
+            time=draws.time.to(inp.dtype),
             mask=mask,
-            drop_audio_cond=drop_audio_cond,
-            drop_text=drop_text,
+            drop_audio_cond=draws.drop_audio_cond,
+            drop_text=draws.drop_text,
+            **({"isolate_batch": True} if isolate_batch else {}),
         )
-        loss = F.mse_loss(pred.float(), flow.float(), reduction="none")[span]
-        return loss.mean(), cond, pred
+        loss = F.mse_loss(pred.float(), flow.float(), reduction="none")[draws.span]
+        return (loss.mean() if reduction == "mean" else loss.sum()), cond, pred

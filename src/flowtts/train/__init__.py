@@ -1,0 +1,1 @@
+"""Data preparation, flow-matching training (single process or torchrun/DDP)."""

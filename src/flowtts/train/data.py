@@ -1,0 +1,227 @@
+"""Training data: ``metadata.csv`` + audio folder -> precomputed mels, and frame-budget batching.
+
+A prepared dataset is a directory with
+
+* ``mels.npy``: all mels concatenated along frames, float16, shape ``(total_frames, n_mels)``;
+* ``index.jsonl``: one JSON object per utterance: ``offset``, ``frames``, ``text``, ``audio``;
+* ``dataset.json``: mel settings, counts, and the rows that were skipped with the reason;
+* ``vocab.txt``: the character vocabulary (space first, id 0), unless one was given.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+log = logging.getLogger("flowtts")
+
+
+@dataclass
+class PrepareReport:
+    kept: int
+    skipped: list[tuple[int, str, str]]  # (line number, audio file, reason)
+    frames: int
+
+    def summary(self) -> str:
+        lines = [f"kept {self.kept} rows ({self.frames} frames), skipped {len(self.skipped)}"]
+        lines += [f"  line {n}: {audio}: {reason}" for n, audio, reason in self.skipped]
+        return "\n".join(lines)
+
+
+def read_metadata(path: str) -> list[tuple[int, str, str]]:
+    """``audio_file|text`` rows (F5-TTS's layout; a header line ``audio_file|text`` is skipped)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"metadata file not found: {path}")
+    rows = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for n, row in enumerate(csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE), start=1):
+            if not row or (n == 1 and row[0].strip() == "audio_file"):
+                continue
+            audio = row[0].strip()
+            text = "|".join(row[1:]).strip()
+            rows.append((n, audio, text))
+    return rows
+
+
+def build_vocab(texts: Sequence[str]) -> dict[str, int]:
+    """Character vocabulary of ``texts``: space at id 0 (F5-TTS's unknown/filler convention), then sorted."""
+    chars = sorted({c for t in texts for c in t} - {" "})
+    return {c: i for i, c in enumerate([" ", *chars])}
+
+
+def prepare_dataset(
+    metadata: str,
+    audio_dir: str | None,
+    out_dir: str,
+    *,
+    mel_spec=None,
+    vocab: dict[str, int] | None = None,
+    max_frames: int = 2048,
+    min_frames: int = 16,
+    progress: bool = True,
+) -> PrepareReport:
+    """Compute mels for every usable row; report and skip the others (never stop halfway).
+
+    Args:
+        metadata: ``metadata.csv`` path.
+        audio_dir: Folder the audio paths are relative to (default: the metadata's folder).
+        out_dir: Output directory (created).
+        mel_spec: :class:`flowtts.model.mel.MelSpec` (default: F5-TTS's 24 kHz vocos mel).
+        vocab: Character vocabulary to use; built from the kept texts when ``None``.
+        max_frames: Longest utterance kept (rows over it are reported, never truncated).
+        min_frames: Shortest utterance kept.
+        progress: Show a progress bar.
+    """
+    from flowtts.audio.io import read_audio
+    from flowtts.model.mel import MelSpec
+    from flowtts.text import save_vocab
+    from flowtts.utils.files import atomic_output
+
+    mel_spec = mel_spec or MelSpec()
+    audio_dir = audio_dir or os.path.dirname(os.path.abspath(metadata))
+    rows = read_metadata(metadata)
+    if not rows:
+        raise ValueError(f"{metadata} has no rows")
+    os.makedirs(out_dir, exist_ok=True)
+    iterator = rows
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(rows, desc="preparing", unit="utt")
+    kept, mels, skipped = [], [], []
+    offset = 0
+    for n, audio, text in iterator:
+        if not text:
+            skipped.append((n, audio, "empty transcript"))
+            continue
+        path = audio if os.path.isabs(audio) else os.path.join(audio_dir, audio)
+        try:
+            wave, _ = read_audio(path, mel_spec.target_sample_rate)
+        except FileNotFoundError:
+            skipped.append((n, audio, "audio file missing"))
+            continue
+        except ValueError as exc:
+            skipped.append((n, audio, f"unreadable audio ({exc})"))
+            continue
+        with torch.no_grad():
+            mel = mel_spec(wave[None])[0].t().numpy()
+        frames = mel.shape[0]
+        if frames > max_frames:
+            skipped.append((n, audio, f"too long ({frames} frames > max_frames={max_frames})"))
+            continue
+        if frames < min_frames:
+            skipped.append((n, audio, f"too short ({frames} frames < {min_frames})"))
+            continue
+        if len(text) >= frames:
+            skipped.append((n, audio, f"text longer than the audio ({len(text)} chars, {frames} frames)"))
+            continue
+        kept.append({"offset": offset, "frames": frames, "text": text, "audio": audio})
+        mels.append(mel.astype(np.float16))
+        offset += frames
+    if not kept:
+        raise ValueError(f"{metadata}: no usable rows ({len(skipped)} skipped)")
+    if vocab is None:
+        vocab = build_vocab([k["text"] for k in kept])
+    with atomic_output(os.path.join(out_dir, "mels.npy")) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.concatenate(mels, axis=0))
+    with atomic_output(os.path.join(out_dir, "index.jsonl")) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(k, ensure_ascii=False) + "\n" for k in kept)
+    save_vocab(vocab, os.path.join(out_dir, "vocab.txt"))
+    info = {
+        "mel": {
+            "target_sample_rate": mel_spec.target_sample_rate,
+            "n_mel_channels": mel_spec.n_mel_channels,
+            "hop_length": mel_spec.hop_length,
+            "win_length": mel_spec.win_length,
+            "n_fft": mel_spec.n_fft,
+            "mel_spec_type": mel_spec.mel_spec_type,
+        },
+        "utterances": len(kept),
+        "frames": offset,
+        "skipped": [{"line": n, "audio": a, "reason": r} for n, a, r in skipped],
+    }
+    with atomic_output(os.path.join(out_dir, "dataset.json")) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=1)
+    return PrepareReport(kept=len(kept), skipped=skipped, frames=offset)
+
+
+class MelDataset(torch.utils.data.Dataset):
+    """A prepared dataset: items are ``(mel (n, d) float32, text)``."""
+
+    def __init__(self, directory: str):
+        index = os.path.join(directory, "index.jsonl")
+        if not os.path.isfile(index):
+            raise FileNotFoundError(
+                f"{directory} is not a prepared dataset (no index.jsonl); run `flowtts data prepare`"
+            )
+        with open(index, encoding="utf-8") as f:
+            self.items = [json.loads(line) for line in f if line.strip()]
+        self.mels = np.load(os.path.join(directory, "mels.npy"), mmap_mode="r")
+        with open(os.path.join(directory, "dataset.json"), encoding="utf-8") as f:
+            self.info = json.load(f)
+        self.directory = directory
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def frames(self) -> list[int]:
+        return [it["frames"] for it in self.items]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        it = self.items[i]
+        mel = np.asarray(self.mels[it["offset"] : it["offset"] + it["frames"]], dtype=np.float32)
+        return torch.from_numpy(mel), it["text"]
+
+    def vocab_path(self) -> str:
+        return os.path.join(self.directory, "vocab.txt")
+
+
+def frame_batches(frames: Sequence[int], max_frames: int, max_samples: int, seed: int, epoch: int) -> list[list[int]]:
+    """Batches of indices whose padded size ``len(batch) * longest`` stays within ``max_frames``.
+
+    Utterances are sorted by length (ties and order within buckets shuffled), packed greedily, and the
+    batch order is shuffled; everything depends only on ``(seed, epoch)``, so a resumed run sees the
+    same batches.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    jitter = torch.rand(len(frames), generator=g).tolist()
+    order = sorted(range(len(frames)), key=lambda i: (frames[i], jitter[i]))
+    batches, current, longest = [], [], 0
+    for i in order:
+        if frames[i] > max_frames:
+            raise ValueError(f"utterance {i} has {frames[i]} frames, over the batch budget of {max_frames}")
+        new_longest = max(longest, frames[i])
+        if current and (new_longest * (len(current) + 1) > max_frames or len(current) >= max_samples):
+            batches.append(current)
+            current, new_longest = [], frames[i]
+        current.append(i)
+        longest = new_longest
+    if current:
+        batches.append(current)
+    perm = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[p] for p in perm]
+
+
+def collate(items: Sequence[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Pad mels to the longest: ``(mels (b, n, d), lens (b,), texts)``."""
+    lens = torch.tensor([m.shape[0] for m, _ in items])
+    mels = torch.nn.utils.rnn.pad_sequence([m for m, _ in items], batch_first=True)
+    return mels, lens, [t for _, t in items]
+
+
+def iterate_batches(
+    dataset: MelDataset, batches: list[list[int]], start: int = 0
+) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor, list[str]]]]:
+    for k in range(start, len(batches)):
+        yield k, collate([dataset[i] for i in batches[k]])

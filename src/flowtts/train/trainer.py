@@ -1,0 +1,325 @@
+"""Flow-matching training on one process or many (torchrun + DistributedDataParallel).
+
+Design for exact resume and rank-count independence: every random choice of step ``s`` (data order
+of an epoch, span, noise, time, CFG drops, dropout) is derived from ``(seed, epoch)`` or
+``(seed, s)``, and drawn for the *global* batch; each rank takes its share of the rows. A run killed
+at any moment resumes from its last checkpoint to the same parameters an uninterrupted run reaches,
+and N processes match one process with the same global batch up to float rounding.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from flowtts.train import distributed as dist_utils
+from flowtts.train.data import MelDataset, collate, frame_batches
+from flowtts.utils.files import atomic_output
+
+log = logging.getLogger("flowtts")
+
+CHECKPOINT = "last.pt"
+LOG_CSV = "train_log.csv"
+LOG_COLUMNS = ["step", "epoch", "loss", "lr", "grad_norm", "frames_per_s", "elapsed_s", "val_loss", "wrong_text_loss"]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping of :func:`train`."""
+
+    steps: int = 10_000
+    lr: float = 7.5e-5
+    warmup: int = 1_000
+    weight_decay: float = 0.01
+    batch_frames: int = 8_000
+    max_samples: int = 32
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    save_every: int = 500
+    log_every: int = 10
+    eval_every: int = 250
+    seed: int = 0
+    bf16: bool | None = None  # None: on for CUDA, off for CPU
+    isolate_batch: bool = True
+
+    def __post_init__(self):
+        for name in ("steps", "batch_frames", "max_samples", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach().to(e.dtype), 1 - decay)
+
+
+def _step_generator(seed: int, step: int, device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed((seed * 7_919 + step) % (2**63))
+
+
+def _text_gap(model, batch, seed, device, isolate) -> tuple[float, float]:
+    """Loss with the right texts and with the texts rolled by one (same draws): the alignment signal."""
+    mels, lens, texts = batch
+    mels, lens = mels.to(device), lens.to(device)
+    g = _step_generator(seed, -1, device)
+    draws = model.draw(lens, mels.shape[1], g)
+    draws.drop_audio_cond = draws.drop_text = False
+    with torch.no_grad():
+        right = model(mels, texts, lens=lens, draws=draws, isolate_batch=isolate)[0].item()
+        wrong = model(mels, texts[1:] + texts[:1], lens=lens, draws=draws, isolate_batch=isolate)[0].item()
+    return right, wrong
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def plot_loss_curve(csv_path: str, png_path: str) -> bool:
+    """Loss (and held-out right/wrong-text loss) against step; ``False`` without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    with open(csv_path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], lw=0.8, label="train loss")
+    for key, label in (("val_loss", "held-out, right text"), ("wrong_text_loss", "held-out, wrong text")):
+        pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("flow-matching loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_output(png_path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return True
+
+
+def train(
+    model,
+    dataset: MelDataset,
+    out_dir: str,
+    config: TrainConfig,
+    *,
+    held_out: MelDataset | None = None,
+    progress: bool = True,
+    stop_at: int | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict:
+    """Train ``model`` (a :class:`flowtts.CFM` with a ``config``) and write checkpoints to ``out_dir``.
+
+    Resumes automatically from ``out_dir/last.pt``. Under ``torchrun`` (``WORLD_SIZE`` > 1) it runs
+    DistributedDataParallel (gloo on CPU, NCCL on GPU); only rank 0 writes files.
+
+    Args:
+        model: The model to train (its weights are the starting point unless a checkpoint resumes).
+        dataset: Prepared training data.
+        out_dir: Where ``last.pt`` (resume state), ``model.safetensors`` (EMA weights, flowtts format),
+            ``train_log.csv`` and ``loss.png`` go.
+        config: :class:`TrainConfig`.
+        held_out: Optional data for the right-vs-wrong-text loss gap, logged every ``eval_every``.
+        progress: Progress bar with loss and throughput (rank 0).
+        stop_at: Stop after this step without finishing the schedule (as if killed after a checkpoint).
+        on_step: Called with ``(step, loss)`` after every optimiser step.
+
+    Returns:
+        Summary: final step, last loss, frames per second, elapsed seconds.
+    """
+    import copy
+
+    from flowtts.checkpoints.loader import save as save_model
+
+    env = dist_utils.setup()
+    device = env.device
+    rank, world = env.rank, env.world_size
+    use_bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda"
+    if rank == 0:
+        os.makedirs(out_dir, exist_ok=True)
+    model.to(device).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
+    step, epoch, batch_in_epoch = 0, 0, 0
+    ckpt_path = os.path.join(out_dir, CHECKPOINT)
+    if os.path.exists(ckpt_path):
+        state = load_checkpoint(ckpt_path)
+        saved_arch = json.loads(state["model_config"])
+        if saved_arch != model.config.to_dict():
+            raise ValueError(f"{ckpt_path} was written for another architecture; use a new --out directory")
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        if rank == 0:
+            log.info("resumed from %s at step %d", ckpt_path, step)
+    net = dist_utils.wrap(model, env)
+
+    frames = dataset.frames
+    if max(frames) > config.batch_frames:
+        raise ValueError(
+            f"the longest utterance has {max(frames)} frames, over batch_frames={config.batch_frames}: "
+            "raise --batch-frames or prepare the data with a lower max_frames"
+        )
+    eval_batch = None
+    if held_out is not None and len(held_out) >= 2:
+        eval_batch = collate([held_out[i] for i in range(min(8, len(held_out)))])
+
+    csv_path = os.path.join(out_dir, LOG_CSV)
+    if rank == 0 and not os.path.exists(csv_path):
+        with open(csv_path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerow(LOG_COLUMNS)
+
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=step, desc="training", unit="step")
+    start = time.perf_counter()
+    window_frames, window_start = 0, time.perf_counter()
+    last_loss = float("nan")
+    stop = min(config.steps, stop_at) if stop_at is not None else config.steps
+
+    def checkpoint():
+        if rank != 0:
+            return
+        save_checkpoint(
+            ckpt_path,
+            {
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "epoch": epoch,
+                "batch_in_epoch": batch_in_epoch,
+                "model_config": json.dumps(model.config.to_dict()),
+                "train_config": json.dumps(asdict(config)),
+            },
+        )
+        save_model(ema, os.path.join(out_dir, "model.safetensors"), extra={"step": step})
+        plot_loss_curve(csv_path, os.path.join(out_dir, "loss.png"))
+
+    try:
+        while step < stop:
+            batches = frame_batches(frames, config.batch_frames, config.max_samples, config.seed, epoch)
+            while batch_in_epoch < len(batches) and step < stop:
+                indices = batches[batch_in_epoch]
+                mels, lens, texts = collate([dataset[i] for i in indices])
+                mels, lens = mels.to(device), lens.to(device)
+                generator = _step_generator(config.seed, step, device)
+                draws = model.draw(lens, mels.shape[1], generator)
+                total_span = int(draws.span.sum())
+                rows = list(range(rank, len(indices), world))
+                weight = 1.0
+                if not rows:  # fewer rows than ranks: run one row with weight 0 to join the all-reduce
+                    rows, weight = [0], 0.0
+                torch.manual_seed(config.seed * 104_729 + step * world + rank)  # dropout
+                local_frames = int(lens[rows].max())
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    loss_sum, _, _ = net(
+                        mels[rows, :local_frames],
+                        [texts[r] for r in rows],
+                        lens=lens[rows],
+                        draws=draws.select(rows, local_frames),
+                        reduction="sum",
+                        isolate_batch=config.isolate_batch,
+                    )
+                loss_sum = loss_sum * weight
+                # DDP averages gradients over ranks; scaling by world size makes the result the
+                # gradient of the global mean.
+                loss = loss_sum * world / max(total_span, 1)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+                optimizer.step()
+                scheduler.step()
+                ema_update(ema, model, config.ema_decay)
+                step += 1
+                batch_in_epoch += 1
+                last_loss = dist_utils.mean_over_ranks(loss_sum.detach() / max(total_span, 1) * world, env)
+                window_frames += int(lens.sum())
+                if on_step is not None:
+                    on_step(step, last_loss)
+
+                if step % config.log_every == 0 or step == stop:
+                    elapsed = time.perf_counter() - window_start
+                    fps = window_frames / max(elapsed, 1e-9)
+                    window_frames, window_start = 0, time.perf_counter()
+                    row = {
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": f"{last_loss:.5f}",
+                        "lr": f"{scheduler.get_last_lr()[0]:.3e}",
+                        "grad_norm": f"{grad_norm:.4f}",
+                        "frames_per_s": f"{fps:.0f}",
+                        "elapsed_s": f"{time.perf_counter() - start:.1f}",
+                        "val_loss": "",
+                        "wrong_text_loss": "",
+                    }
+                    if eval_batch is not None and (step % config.eval_every == 0 or step == stop):
+                        right, wrong = _text_gap(ema, eval_batch, config.seed, device, config.isolate_batch)
+                        row["val_loss"], row["wrong_text_loss"] = f"{right:.5f}", f"{wrong:.5f}"
+                    if rank == 0:
+                        with open(csv_path, "a", newline="", encoding="utf-8") as f:
+                            csv.DictWriter(f, LOG_COLUMNS).writerow(row)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{last_loss:.4f}", fps=f"{fps:.0f}")
+                if bar is not None:
+                    bar.update(1)
+                if step % config.save_every == 0 or step == stop:
+                    checkpoint()
+            if batch_in_epoch >= len(batches):
+                epoch, batch_in_epoch = epoch + 1, 0
+    finally:
+        if bar is not None:
+            bar.close()
+        dist_utils.barrier(env)
+    elapsed = time.perf_counter() - start
+    return {"step": step, "loss": last_loss, "seconds": elapsed, "finished": step >= config.steps}
+
+
+def read_log(out_dir: str) -> list[dict]:
+    with open(os.path.join(out_dir, LOG_CSV), encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def throughput(rows: list[dict]) -> float:
+    """Median frames per second over logged windows."""
+    values = sorted(float(r["frames_per_s"]) for r in rows if r.get("frames_per_s"))
+    return values[len(values) // 2] if values else math.nan

@@ -1,0 +1,64 @@
+import json
+import os
+
+import pytest
+
+from flowtts.train.data import MelDataset, build_vocab, frame_batches, prepare_dataset, read_metadata
+from train.helpers import write_corpus
+
+
+def test_prepare_keeps_good_rows_and_reports_bad_ones(tmp_path):
+    meta = write_corpus(tmp_path, n=4)
+    with open(meta, "a", encoding="utf-8") as f:
+        f.write("wavs/missing.wav|some text\n")
+        f.write("wavs/garbage.wav|some text\n")
+        f.write("wavs/000.wav|\n")
+        f.write("wavs/long.wav|long one\n")
+    (tmp_path / "wavs" / "garbage.wav").write_bytes(b"RIFFnonsense")
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(tmp_path / "wavs" / "long.wav", np.zeros(24000 * 3, dtype=np.float32), 24000)
+    report = prepare_dataset(meta, None, str(tmp_path / "prepared"), max_frames=200, progress=False)
+    assert report.kept == 4
+    reasons = {audio: reason for _, audio, reason in report.skipped}
+    assert reasons["wavs/missing.wav"] == "audio file missing"
+    assert reasons["wavs/garbage.wav"].startswith("unreadable audio")
+    assert reasons["wavs/000.wav"] == "empty transcript"
+    assert reasons["wavs/long.wav"].startswith("too long")
+    ds = MelDataset(str(tmp_path / "prepared"))
+    assert len(ds) == 4
+    mel, text = ds[0]
+    assert mel.shape[1] == 100 and text == "a cat sat"
+    info = json.loads((tmp_path / "prepared" / "dataset.json").read_text())
+    assert len(info["skipped"]) == 4
+    assert (tmp_path / "prepared" / "vocab.txt").read_text().startswith(" \n")
+
+
+def test_metadata_and_vocab_helpers(tmp_path):
+    (tmp_path / "m.csv").write_text("audio_file|text\na.wav|hello|world\n\nb.wav|x\n", encoding="utf-8")
+    assert read_metadata(str(tmp_path / "m.csv")) == [(2, "a.wav", "hello|world"), (4, "b.wav", "x")]
+    assert build_vocab(["ba", "ab c"]) == {" ": 0, "a": 1, "b": 2, "c": 3}
+    with pytest.raises(FileNotFoundError):
+        read_metadata(str(tmp_path / "none.csv"))
+    (tmp_path / "e.csv").write_text("audio_file|text\nmissing.wav|x\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no usable rows"):
+        prepare_dataset(str(tmp_path / "e.csv"), None, str(tmp_path / "out"), progress=False)
+
+
+def test_frame_batches_respect_budget_and_are_reproducible():
+    frames = [50, 80, 20, 200, 120, 60, 90, 30, 40, 150]
+    batches = frame_batches(frames, 300, 4, seed=1, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(10))
+    for b in batches:
+        assert len(b) <= 4 and len(b) * max(frames[i] for i in b) <= 300
+    assert frame_batches(frames, 300, 4, seed=1, epoch=0) == batches
+    assert any(frame_batches(frames, 300, 4, seed=1, epoch=e) != batches for e in range(1, 6))
+    with pytest.raises(ValueError, match="over the batch budget"):
+        frame_batches(frames, 100, 4, seed=1, epoch=0)
+
+
+def test_dataset_dir_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="flowtts data prepare"):
+        MelDataset(str(tmp_path))
+    assert os.path.isdir(tmp_path)

@@ -1,0 +1,135 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from flowtts.text import load_vocab
+from flowtts.train.data import MelDataset, collate, prepare_dataset
+from flowtts.train.trainer import TrainConfig, read_log, train
+from train.helpers import tiny_model, write_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    meta = write_corpus(str(root), n=12)
+    prepare_dataset(meta, None, str(root / "prepared"), progress=False)
+    return str(root / "prepared")
+
+
+def _config(**kw):
+    base = dict(
+        steps=12,
+        lr=3e-3,
+        warmup=2,
+        batch_frames=400,
+        max_samples=4,
+        save_every=4,
+        log_every=1,
+        eval_every=4,
+        ema_decay=0.9,
+        seed=3,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def _fixed_loss(model, ds):
+    mels, lens, texts = collate([ds[i] for i in range(len(ds))])
+    g = torch.Generator().manual_seed(0)
+    draws = model.draw(lens, mels.shape[1], g)
+    draws.drop_audio_cond = draws.drop_text = False
+    with torch.no_grad():
+        return model(mels, texts, lens=lens, draws=draws)[0].item()
+
+
+def test_training_lowers_the_loss_and_writes_its_files(corpus, tmp_path):
+    ds = MelDataset(corpus)
+    model = tiny_model(load_vocab(ds.vocab_path()))
+    before = _fixed_loss(model, ds)
+    summary = train(model, ds, str(tmp_path), _config(steps=40, save_every=20), held_out=ds, progress=False)
+    after = _fixed_loss(model, ds)
+    assert summary["step"] == 40 and summary["finished"]
+    assert after < 0.7 * before, (before, after)
+    rows = read_log(str(tmp_path))
+    assert len(rows) == 40 and rows[-1]["val_loss"] and rows[-1]["wrong_text_loss"]
+    assert {"last.pt", "model.safetensors", "train_log.csv", "loss.png"} <= set(os.listdir(tmp_path))
+    import flowtts
+
+    ema = flowtts.load(str(tmp_path / "model.safetensors"))
+    assert ema.vocab_char_map == model.vocab_char_map and ema.metadata["step"] == "40"
+
+
+def test_kill_and_resume_gives_the_uninterrupted_parameters(corpus, tmp_path):
+    ds = MelDataset(corpus)
+    vocab = load_vocab(ds.vocab_path())
+    reference = tiny_model(vocab)
+    train(reference, ds, str(tmp_path / "a"), _config(), progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill(step, loss):
+        if step == 6:
+            raise Killed
+
+    first = tiny_model(vocab)
+    with pytest.raises(Killed):
+        train(first, ds, str(tmp_path / "b"), _config(), progress=False, on_step=kill)
+    resumed = tiny_model(vocab, seed=99)  # fresh process: different init, everything comes from last.pt
+    summary = train(resumed, ds, str(tmp_path / "b"), _config(), progress=False)
+    assert summary["step"] == 12
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_architecture_mismatch_on_resume_is_refused(corpus, tmp_path):
+    ds = MelDataset(corpus)
+    vocab = load_vocab(ds.vocab_path())
+    train(tiny_model(vocab), ds, str(tmp_path), _config(steps=2, save_every=2), progress=False)
+    import dataclasses
+
+    from flowtts.model.build import build_model
+    from train.helpers import TINY_TRAIN
+
+    other = build_model(dataclasses.replace(TINY_TRAIN, depth=3), vocab)
+    with pytest.raises(ValueError, match="another architecture"):
+        train(other, ds, str(tmp_path), _config(steps=4), progress=False)
+
+
+DDP_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from flowtts.text import load_vocab
+from flowtts.train.data import MelDataset
+from flowtts.train.trainer import TrainConfig, train
+from train.helpers import tiny_model
+import torch.distributed as dist
+ds = MelDataset({corpus!r})
+model = tiny_model(load_vocab(ds.vocab_path()))
+cfg = TrainConfig(steps=6, lr=3e-3, warmup=2, batch_frames=400, max_samples=4, save_every=6, log_every=1, seed=3)
+train(model, ds, {out!r}, cfg, progress=False)
+rank = dist.get_rank() if dist.is_initialized() else 0
+torch.save(model.state_dict(), {out!r} + f"/params{{rank}}.pt")
+"""
+
+
+def test_two_process_torchrun_matches_one_process(corpus, tmp_path):
+    tests = os.path.dirname(os.path.dirname(__file__))
+    results = {}
+    for n in (1, 2):
+        out = str(tmp_path / f"n{n}")
+        os.makedirs(out)
+        script = tmp_path / f"run{n}.py"
+        script.write_text(DDP_SCRIPT.format(tests=tests, corpus=corpus, out=out))
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--standalone"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd + [str(script)], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[n] = [torch.load(f"{out}/params{r}.pt", weights_only=True) for r in range(n)]
+    rank0, rank1 = results[2]
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+        assert torch.allclose(rank0[name], results[1][0][name], atol=1e-5, rtol=1e-4), name
+    assert len(read_log(str(tmp_path / "n2"))) == 6  # rank 0 alone wrote the log
