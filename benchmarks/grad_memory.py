@@ -37,9 +37,13 @@ MODES = {
 }
 
 
-def run_cell(config: str, mode: str, steps: int, frames: int, repeats: int, threads: int) -> dict:
+def run_cell(config: str, mode: str, steps: int, frames: int, repeats: int, threads: int, retain: bool) -> dict:
     from flowtts import CFM, DiT
 
+    if retain:
+        from flowtts.utils.memory import retain_freed_memory
+
+        retain_freed_memory()
     torch.set_num_threads(threads)
     model = CFM(DiT(**CONFIGS[config])).eval()
     randomise_(model)
@@ -82,12 +86,16 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--retain-memory", action="store_true", help="cells call retain_freed_memory() (as `flowtts train` does)"
+    )
     parser.add_argument("--cell", nargs=2, metavar=("MODE", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.cell:
         mode, steps = args.cell[0], int(args.cell[1])
-        print(json.dumps(run_cell(args.config, mode, steps, args.frames, args.repeats, args.threads)))
+        cell = run_cell(args.config, mode, steps, args.frames, args.repeats, args.threads, args.retain_memory)
+        print(json.dumps(cell))
         return
 
     results: dict[tuple[str, int], dict] = {}
@@ -124,7 +132,11 @@ def main() -> None:
             rows.append(row)
             print(table([row], list(row)), flush=True)
 
-    print(f"\n{args.config} config, {args.frames} frames, cfg 2, {args.threads} threads, medians of {args.repeats}")
+    allocator = "freed memory retained" if args.retain_memory else "default glibc allocator"
+    print(
+        f"\n{args.config} config, {args.frames} frames, cfg 2, {args.threads} threads, medians of {args.repeats}, "
+        f"{allocator}"
+    )
     print(table(rows, list(rows[0])))
 
     def ratio(a, b, key):

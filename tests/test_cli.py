@@ -132,3 +132,31 @@ def test_short_and_unreadable_references(model_file, tmp_path, capsys):
         )
         assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "y.wav").exists()
+
+
+def test_characters_outside_the_vocabulary_are_listed_once(tmp_path, caplog):
+    vocab = {c: i for i, c in enumerate(" abcdefghijklmnopqrstuvwxyz.,")}
+    path = tmp_path / "vocab_model.safetensors"
+    flowtts.save(randomise(build_model("tiny", vocab), std=0.02), path)
+    with caplog.at_level("WARNING", logger="flowtts"):
+        code = main(
+            [
+                "infer",
+                "--model",
+                str(path),
+                "--ref-audio",
+                ASSET,
+                "--ref-text",
+                "the birch canoe.",
+                "--text",
+                "hello @ world #1",
+                "-o",
+                str(tmp_path / "v.wav"),
+                "--steps",
+                "2",
+                "-q",
+            ]
+        )
+    assert code == 0
+    warnings = [r.getMessage() for r in caplog.records if "not in the vocabulary" in r.getMessage()]
+    assert len(warnings) == 1 and "'@'" in warnings[0] and "'#'" in warnings[0] and "'1'" in warnings[0]

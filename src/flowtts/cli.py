@@ -95,6 +95,86 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_prepare(args: argparse.Namespace) -> int:
+    from flowtts.text import load_vocab
+    from flowtts.train.data import prepare_dataset
+
+    vocab = load_vocab(args.vocab) if args.vocab else None
+    report = prepare_dataset(
+        args.metadata, args.audio_dir, args.out, vocab=vocab, max_frames=args.max_frames, progress=not args.quiet
+    )
+    print(report.summary())
+    return 0
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    import time
+
+    from flowtts.train.synth import synthesize_corpus
+
+    start = time.perf_counter()
+    report = synthesize_corpus(
+        args.out, n=args.n, heldout=args.heldout, voices=args.voices, seed=args.seed, progress=not args.quiet
+    )
+    print(
+        f"{report.utterances} training + {report.heldout} held-out utterances, "
+        f"{report.seconds_of_audio / 3600:.2f} h of audio, voices {', '.join(report.voices)}, "
+        f"{time.perf_counter() - start:.0f} s"
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from flowtts.checkpoints.loader import load
+    from flowtts.model.build import build_model
+    from flowtts.text import load_vocab
+    from flowtts.train.data import MelDataset
+    from flowtts.train.trainer import TrainConfig, train
+    from flowtts.utils.memory import retain_freed_memory
+
+    retain_freed_memory()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dataset = MelDataset(args.data)
+    held_out = MelDataset(args.heldout) if args.heldout else None
+    if args.init:
+        model = load(args.init, preset=args.init_preset, vocab=args.vocab)
+        if (
+            args.preset
+            and model.config.dit_kwargs() != build_model(args.preset, model.vocab_char_map).config.dit_kwargs()
+        ):
+            raise UserError(f"--init {args.init} does not have the architecture of --preset {args.preset}")
+    else:
+        vocab = load_vocab(args.vocab or dataset.vocab_path())
+        model = build_model(args.preset or "tiny", vocab)
+    from flowtts.text import unknown_characters
+
+    if model.vocab_char_map is not None:
+        missing = unknown_characters([it["text"] for it in dataset.items], model.vocab_char_map)
+        if missing:
+            logging.getLogger("flowtts").warning("dataset characters outside the vocabulary: %s", " ".join(missing))
+    config = TrainConfig(
+        steps=args.steps,
+        lr=args.lr,
+        warmup=args.warmup,
+        batch_frames=args.batch_frames,
+        max_samples=args.max_samples,
+        grad_clip=args.grad_clip,
+        ema_decay=args.ema_decay,
+        save_every=args.save_every,
+        eval_every=args.eval_every,
+        log_every=args.log_every,
+        seed=args.seed,
+        bf16=args.bf16,
+        isolate_batch=args.isolate_batch,
+    )
+    summary = train(model, dataset, args.out, config, held_out=held_out, progress=not args.quiet)
+    print(f"step {summary['step']}, loss {summary['loss']:.4f}, {summary['seconds']:.0f} s; weights in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowtts", description="F5-TTS-compatible flow-matching TTS")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +208,50 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--save-mel", help="also write the spectrogram as a PNG (a directory's files with --text-file)")
     infer.add_argument("-q", "--quiet", action="store_true")
     infer.set_defaults(func=_infer)
+
+    data = sub.add_parser("data", help="prepare training data, or synthesise an offline corpus")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    prep = data_sub.add_parser("prepare", help="metadata.csv (audio_file|text) + audio -> mels")
+    prep.add_argument("metadata", help="metadata.csv with audio_file|text rows")
+    prep.add_argument("--audio-dir", help="folder the audio paths are relative to (default: the csv's)")
+    prep.add_argument("--out", required=True)
+    prep.add_argument("--vocab", help="vocab.txt to use (default: built from the texts)")
+    prep.add_argument("--max-frames", type=int, default=2048)
+    prep.add_argument("-q", "--quiet", action="store_true")
+    prep.set_defaults(func=_data_prepare)
+    synth = data_sub.add_parser("synth", help="build a speech corpus offline (hibari-tts, espeak-ng)")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--n", type=int, default=3000, help="sentences")
+    synth.add_argument("--heldout", type=int, default=50)
+    synth.add_argument("--voices", nargs="+", default=["hibari"], help="hibari and/or espeak:<voice>")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("-q", "--quiet", action="store_true")
+    synth.set_defaults(func=_data_synth)
+
+    tr = sub.add_parser("train", help="flow-matching training (runs unchanged under torchrun)")
+    tr.add_argument("--data", required=True, help="prepared dataset directory")
+    tr.add_argument("--heldout", help="prepared held-out set: logs the right-vs-wrong-text loss gap")
+    tr.add_argument("--out", required=True, help="run directory (resumes from its last.pt)")
+    tr.add_argument("--preset", help="architecture to train from scratch (default: tiny)")
+    tr.add_argument("--init", help="fine-tune from this checkpoint (flowtts or official F5-TTS)")
+    tr.add_argument("--init-preset", help="architecture of an official --init checkpoint")
+    tr.add_argument("--vocab", help="vocab.txt (default: the dataset's, or the --init checkpoint's)")
+    tr.add_argument("--steps", type=int, default=10_000)
+    tr.add_argument("--lr", type=float, default=7.5e-5)
+    tr.add_argument("--warmup", type=int, default=1_000)
+    tr.add_argument("--batch-frames", type=int, default=8_000)
+    tr.add_argument("--max-samples", type=int, default=32)
+    tr.add_argument("--grad-clip", type=float, default=1.0)
+    tr.add_argument("--ema-decay", type=float, default=0.999)
+    tr.add_argument("--save-every", type=int, default=500)
+    tr.add_argument("--eval-every", type=int, default=250)
+    tr.add_argument("--log-every", type=int, default=10)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    tr.add_argument("--isolate-batch", action="store_true", help="mask padding in attention (slower)")
+    tr.add_argument("--threads", type=int)
+    tr.add_argument("-q", "--quiet", action="store_true")
+    tr.set_defaults(func=_train)
     return parser
 
 

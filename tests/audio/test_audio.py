@@ -81,3 +81,17 @@ def test_filterbank_inversion_is_non_negative_and_consistent():
     assert (mag >= 0).all()
     projected = (mel_spec.filterbank @ mag).clamp(min=1e-5).log()
     assert (projected - mel).abs().mean() < 0.01
+
+
+def test_vocos_needs_its_extra_or_a_local_directory(tmp_path):
+    import importlib.util
+
+    from flowtts.audio.vocoders import load_vocoder
+
+    assert isinstance(load_vocoder(MelSpec()), GriffinLim)
+    if importlib.util.find_spec("vocos") is None:
+        with pytest.raises(ImportError, match=r"flowtts\[vocos\]"):
+            load_vocoder(MelSpec(), tmp_path)
+    else:  # pragma: no cover - vocos installed
+        with pytest.raises(FileNotFoundError, match="config.yaml"):
+            load_vocoder(MelSpec(), tmp_path)

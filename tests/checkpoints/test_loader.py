@@ -121,6 +121,7 @@ def test_own_format_round_trip_needs_no_arguments(source, tmp_path):
     with pytest.raises(ValueError, match="carries its own architecture"):
         flowtts.load(path, preset="tiny")
     flowtts.save(source, tmp_path / "half.safetensors", dtype="bfloat16")
-    assert flowtts.load(tmp_path / "half.safetensors").dtype == torch.bfloat16
+    assert flowtts.load(tmp_path / "half.safetensors").dtype == torch.float32  # computes in float32 by default
+    assert flowtts.load(tmp_path / "half.safetensors", dtype="bfloat16").dtype == torch.bfloat16
     assert (tmp_path / "half.safetensors").stat().st_size < 0.6 * path.stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["half.safetensors", "mine.safetensors"]  # no temp files

@@ -108,7 +108,8 @@ from train.helpers import tiny_model
 import torch.distributed as dist
 ds = MelDataset({corpus!r})
 model = tiny_model(load_vocab(ds.vocab_path()))
-cfg = TrainConfig(steps=6, lr=3e-3, warmup=2, batch_frames=400, max_samples=4, save_every=6, log_every=1, seed=3)
+cfg = TrainConfig(steps=6, lr=3e-3, warmup=2, batch_frames=400, max_samples=4, save_every=6, log_every=1, seed=3,
+                  isolate_batch=True)
 train(model, ds, {out!r}, cfg, progress=False)
 rank = dist.get_rank() if dist.is_initialized() else 0
 torch.save(model.state_dict(), {out!r} + f"/params{{rank}}.pt")

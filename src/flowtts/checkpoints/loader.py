@@ -129,7 +129,7 @@ def load(
             vocabulary is UTF-8 bytes (256 entries).
         use_ema: Take the EMA weights of a ``.pt`` training checkpoint.
         device: Target device.
-        dtype: ``"float32"``, ``"float16"``, ``"bfloat16"`` (default: as stored, float32 for official).
+        dtype: ``"float32"`` (default, whatever the file stores), ``"float16"`` or ``"bfloat16"``.
 
     Returns:
         A :class:`flowtts.CFM` in eval mode, with ``config`` (and ``preset`` for official files).
@@ -183,8 +183,7 @@ def load(
         if any(problems):
             raise CheckpointError(f"{path} does not fit preset {name}: {describe(*problems)}")
         model = build_model(config, vocab_map)
-    stored_dtype = next(iter(v for v in state.values() if v.is_floating_point())).dtype
-    target_dtype = dtype or stored_dtype
+    target_dtype = dtype or torch.float32
     result = model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()}, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(f"{path}: {describe(result.missing_keys, result.unexpected_keys, [])}")

@@ -48,7 +48,7 @@ class TrainConfig:
     eval_every: int = 250
     seed: int = 0
     bf16: bool | None = None  # None: on for CUDA, off for CPU
-    isolate_batch: bool = True
+    isolate_batch: bool = False  # True: no padding leaks between samples (exact DDP == 1 process), slower
 
     def __post_init__(self):
         for name in ("steps", "batch_frames", "max_samples", "save_every", "log_every"):
@@ -244,7 +244,7 @@ def train(
                 mels, lens = mels.to(device), lens.to(device)
                 generator = _step_generator(config.seed, step, device)
                 draws = model.draw(lens, mels.shape[1], generator)
-                total_span = int(draws.span.sum())
+                total_span = int(draws.span.sum()) * model.num_channels  # loss elements of the global batch
                 rows = list(range(rank, len(indices), world))
                 weight = 1.0
                 if not rows:  # fewer rows than ranks: run one row with weight 0 to join the all-reduce
