@@ -1,0 +1,292 @@
+"""Few-step distillation: a student learns to reproduce a many-step teacher in a few solver steps.
+
+Each step draws prompts from a prepared dataset (the first 20-50 % of an utterance as the reference
+mel, the full transcript as text, the utterance length as duration) and one initial noise per prompt.
+The frozen teacher samples ``teacher_steps`` with guidance on the default path (``cache=True``); the
+student samples ``student_steps`` from the same noise with ``cache=False`` and the loss is the mean
+squared distance between the two outputs on the generated frames. Gradients flow through every
+student solver step (optionally checkpointed or truncated).
+
+Randomness is derived from ``(seed, step)`` and drawn for the global batch, as in
+:mod:`flowtts.train.trainer`, so runs resume exactly and ranks stay identical under torchrun.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from flowtts.train import distributed as dist_utils
+from flowtts.train.data import MelDataset
+from flowtts.train.trainer import ema_update, load_checkpoint, lr_factor, plot_loss_curve, save_checkpoint
+
+GRIDS = ("uniform", "epss", "sway")
+LOG_COLUMNS = ["step", "loss", "lr", "grad_norm", "seconds_per_step", "elapsed_s"]
+
+
+@dataclass
+class DistillConfig:
+    """What to distil and how."""
+
+    student_steps: int = 4
+    teacher_steps: int = 32
+    teacher_cfg: float = 2.0
+    teacher_sway: float | None = -1.0
+    student_cfg: float = 0.0  # 0 distils guidance away: one network call per student step
+    student_grid: str = "uniform"
+    student_sway: float = -1.0  # used by the "sway" grid
+    grad_checkpoint: bool = False
+    backprop_steps: int | None = None
+    steps: int = 1000
+    batch_size: int = 4
+    lr: float = 5e-5
+    warmup: int = 50
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.99
+    save_every: int = 100
+    log_every: int = 10
+    prompt_fraction: tuple[float, float] = (0.2, 0.5)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.student_steps < 1:
+            raise ValueError(f"student_steps must be >= 1, got {self.student_steps}")
+        if self.student_steps >= self.teacher_steps:
+            raise ValueError(
+                f"student_steps ({self.student_steps}) must be smaller than teacher_steps ({self.teacher_steps})"
+            )
+        if self.student_grid not in GRIDS:
+            raise ValueError(f"student_grid must be one of {GRIDS}, got {self.student_grid!r}")
+        if self.batch_size < 1 or self.steps < 1:
+            raise ValueError("batch_size and steps must be >= 1")
+
+    def student_sampling(self) -> dict:
+        """``sample()`` keyword arguments of the student."""
+        return dict(
+            steps=self.student_steps,
+            cfg_strength=self.student_cfg,
+            use_epss=self.student_grid == "epss",
+            sway_sampling_coef=self.student_sway if self.student_grid == "sway" else None,
+        )
+
+    def teacher_sampling(self) -> dict:
+        return dict(steps=self.teacher_steps, cfg_strength=self.teacher_cfg, sway_sampling_coef=self.teacher_sway)
+
+
+@dataclass
+class Prompts:
+    """A batch of distillation prompts."""
+
+    cond: torch.Tensor  # (b, n_prompt_max, d)
+    lens: torch.Tensor  # (b,) prompt frames
+    texts: list[str]
+    durations: torch.Tensor  # (b,)
+    noise: torch.Tensor  # (b, max duration, d)
+
+    def rows(self, rows: list[int]) -> Prompts:
+        lens = self.lens[rows]
+        durations = self.durations[rows]
+        return Prompts(
+            cond=self.cond[rows, : int(lens.max())],
+            lens=lens,
+            texts=[self.texts[r] for r in rows],
+            durations=durations,
+            noise=self.noise[rows, : int(durations.max())],
+        )
+
+    def generated_mask(self) -> torch.Tensor:
+        """``(b, n)`` frames the model generates: after the prompt, before the duration."""
+        frames = torch.arange(self.noise.shape[1])[None, :]
+        return (frames >= self.lens[:, None]) & (frames < self.durations[:, None])
+
+
+def check_compatible(teacher, student) -> None:
+    """Raise ``ValueError`` unless the student can learn from the teacher (same mel, same vocabulary)."""
+    if teacher.num_channels != student.num_channels:
+        raise ValueError(f"teacher has {teacher.num_channels} mel channels, student {student.num_channels}")
+    if teacher.vocab_char_map != student.vocab_char_map:
+        raise ValueError("teacher and student use different vocabularies")
+    t_mel, s_mel = teacher.mel_spec, student.mel_spec
+    for attr in ("target_sample_rate", "hop_length", "n_fft", "win_length", "mel_spec_type"):
+        if getattr(t_mel, attr, None) != getattr(s_mel, attr, None):
+            raise ValueError(f"teacher and student mel front ends differ in {attr}")
+
+
+def draw_prompts(dataset: MelDataset, indices: list[int], num_channels: int, config, generator) -> Prompts:
+    """Prompts for ``indices``: a random leading fraction of each utterance, and one noise each."""
+    lo, hi = config.prompt_fraction
+    mels, texts, lens, durations = [], [], [], []
+    for i in indices:
+        mel, text = dataset[i]
+        frac = lo + (hi - lo) * float(torch.rand((), generator=generator))
+        n_prompt = max(1, min(int(frac * mel.shape[0]), mel.shape[0] - 1))
+        mels.append(mel[:n_prompt])
+        lens.append(n_prompt)
+        durations.append(mel.shape[0])
+        texts.append(text)
+    cond = torch.nn.utils.rnn.pad_sequence(mels, batch_first=True)
+    durations = torch.tensor(durations)
+    noise = torch.randn((len(indices), int(durations.max()), num_channels), generator=generator)
+    return Prompts(cond=cond, lens=torch.tensor(lens), texts=texts, durations=durations, noise=noise)
+
+
+def sample_with(model, prompts: Prompts, *, cache: bool, **kwargs) -> torch.Tensor:
+    out, _ = model.sample(
+        prompts.cond.to(model.device),
+        prompts.texts,
+        prompts.durations,
+        lens=prompts.lens,
+        noise=prompts.noise.to(model.device),
+        isolate_batch=True,
+        cache=cache,
+        **kwargs,
+    )
+    return out
+
+
+class _StudentLoss(torch.nn.Module):
+    """Wraps the student so DistributedDataParallel sees one forward per step."""
+
+    def __init__(self, student, config: DistillConfig):
+        super().__init__()
+        self.student = student
+        self.config = config
+
+    def forward(self, prompts: Prompts, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        out = sample_with(
+            self.student,
+            prompts,
+            cache=False,
+            grad_checkpoint=c.grad_checkpoint,
+            backprop_steps=c.backprop_steps,
+            **c.student_sampling(),
+        )
+        mask = prompts.generated_mask().to(out.device)[..., None]
+        squared = (out - target.to(out.dtype)).pow(2) * mask
+        return squared.sum(), mask.sum() * out.shape[-1]
+
+
+def distill(
+    teacher,
+    student,
+    dataset: MelDataset,
+    out_dir: str,
+    config: DistillConfig,
+    *,
+    progress: bool = True,
+    on_step=None,
+) -> dict:
+    """Distil ``teacher`` into ``student`` (start it as ``copy.deepcopy(teacher)`` for the usual recipe).
+
+    Writes ``last.pt`` (resume state), ``student.safetensors`` (EMA weights), ``distill_log.csv`` and
+    ``loss.png`` to ``out_dir`` (rank 0 only), and resumes from ``last.pt`` when present.
+    """
+    from flowtts.checkpoints.loader import save as save_model
+
+    check_compatible(teacher, student)
+    env = dist_utils.setup()
+    device, rank, world = env.device, env.rank, env.world_size
+    if rank == 0:
+        os.makedirs(out_dir, exist_ok=True)
+    teacher.to(device).eval().requires_grad_(False)
+    student.to(device).train()
+    ema = copy.deepcopy(student).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
+    step = 0
+    ckpt = os.path.join(out_dir, "last.pt")
+    if os.path.exists(ckpt):
+        state = load_checkpoint(ckpt)
+        student.load_state_dict(state["student"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+    loss_module = dist_utils.wrap(_StudentLoss(student, config), env)
+    csv_path = os.path.join(out_dir, "distill_log.csv")
+    if rank == 0 and not os.path.exists(csv_path):
+        with open(csv_path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerow(LOG_COLUMNS)
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=step, desc="distilling", unit="step")
+    start = time.perf_counter()
+    last = float("nan")
+
+    def checkpoint():
+        if rank != 0:
+            return
+        save_checkpoint(
+            ckpt,
+            {
+                "student": student.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "distill_config": json.dumps(asdict(config)),
+            },
+        )
+        save_model(
+            ema,
+            os.path.join(out_dir, "student.safetensors"),
+            extra={"step": step, "distill_config": json.dumps(asdict(config))},
+        )
+        plot_loss_curve(csv_path, os.path.join(out_dir, "loss.png"))
+
+    try:
+        while step < config.steps:
+            t0 = time.perf_counter()
+            g = torch.Generator().manual_seed(config.seed * 7_919 + step)
+            indices = torch.randint(len(dataset), (config.batch_size,), generator=g).tolist()
+            prompts = draw_prompts(dataset, indices, teacher.num_channels, config, g)
+            rows = list(range(rank, config.batch_size, world)) or [0]
+            weight = 1.0 if rank < config.batch_size else 0.0
+            local = prompts.rows(rows)
+            target = sample_with(teacher, local, cache=True, **config.teacher_sampling())
+            total = float(prompts.generated_mask().sum()) * teacher.num_channels
+            torch.manual_seed(config.seed * 104_729 + step * world + rank)  # student dropout
+            squared, _ = loss_module(local, target)
+            loss = squared * weight * world / total
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip))
+            optimizer.step()
+            scheduler.step()
+            ema_update(ema, student, config.ema_decay)
+            step += 1
+            last = dist_utils.mean_over_ranks(loss.detach(), env)
+            if on_step is not None:
+                on_step(step, last)
+            if rank == 0 and (step % config.log_every == 0 or step == config.steps):
+                with open(csv_path, "a", newline="", encoding="utf-8") as f:
+                    csv.writer(f).writerow(
+                        [
+                            step,
+                            f"{last:.6f}",
+                            f"{scheduler.get_last_lr()[0]:.3e}",
+                            f"{grad_norm:.4f}",
+                            f"{time.perf_counter() - t0:.2f}",
+                            f"{time.perf_counter() - start:.1f}",
+                        ]
+                    )
+            if bar is not None:
+                bar.set_postfix(loss=f"{last:.4f}")
+                bar.update(1)
+            if step % config.save_every == 0 or step == config.steps:
+                checkpoint()
+    finally:
+        if bar is not None:
+            bar.close()
+        dist_utils.barrier(env)
+    return {"step": step, "loss": last, "seconds": time.perf_counter() - start}

@@ -1,0 +1,146 @@
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import randomise
+from flowtts.text import load_vocab
+from flowtts.train.data import MelDataset, prepare_dataset
+from flowtts.train.distill import DistillConfig, distill, draw_prompts, sample_with
+from train.helpers import tiny_model, write_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dcorpus")
+    prepare_dataset(write_corpus(str(root), n=8), None, str(root / "prepared"), progress=False)
+    return str(root / "prepared")
+
+
+def _teacher(corpus):
+    return randomise(tiny_model(load_vocab(MelDataset(corpus).vocab_path())), std=0.1, seed=5).eval()
+
+
+def _config(**kw):
+    base = dict(
+        student_steps=2,
+        teacher_steps=8,
+        steps=30,
+        batch_size=3,
+        lr=3e-3,
+        warmup=2,
+        save_every=10,
+        log_every=1,
+        ema_decay=0.5,
+        seed=1,
+    )
+    return DistillConfig(**{**base, **kw})
+
+
+def _distance(teacher, student, ds, config):
+    g = torch.Generator().manual_seed(123)
+    prompts = draw_prompts(ds, list(range(len(ds))), teacher.num_channels, config, g)
+    target = sample_with(teacher, prompts, cache=True, **config.teacher_sampling())
+    out = sample_with(student, prompts, cache=True, **config.student_sampling())
+    mask = prompts.generated_mask()[..., None]
+    return float(((out - target) ** 2 * mask).sum() / (mask.sum() * out.shape[-1]))
+
+
+def test_distillation_lowers_the_students_distance_to_the_teacher(corpus, tmp_path):
+    ds = MelDataset(corpus)
+    teacher = _teacher(corpus)
+    student = copy.deepcopy(teacher)
+    config = _config()
+    before = _distance(teacher, student, ds, config)
+    summary = distill(teacher, student, ds, str(tmp_path), config, progress=False)
+    after = _distance(teacher, student, ds, config)
+    assert summary["step"] == 30
+    assert after < 0.5 * before, (before, after)
+    assert {"last.pt", "student.safetensors", "distill_log.csv"} <= set(os.listdir(tmp_path))
+    assert all(not p.requires_grad or p.grad is None for p in teacher.parameters())
+
+
+def test_distillation_resumes_exactly(corpus, tmp_path):
+    ds = MelDataset(corpus)
+    config = _config(steps=8, save_every=3, grad_checkpoint=True)
+    reference = copy.deepcopy(_teacher(corpus))
+    distill(_teacher(corpus), reference, ds, str(tmp_path / "a"), config, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill(step, loss):
+        if step == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        distill(
+            _teacher(corpus),
+            copy.deepcopy(_teacher(corpus)),
+            ds,
+            str(tmp_path / "b"),
+            config,
+            progress=False,
+            on_step=kill,
+        )
+    resumed = copy.deepcopy(_teacher(corpus))
+    distill(_teacher(corpus), resumed, ds, str(tmp_path / "b"), config, progress=False)
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_bad_configurations_are_refused(corpus):
+    with pytest.raises(ValueError, match="smaller than teacher_steps"):
+        DistillConfig(student_steps=32, teacher_steps=32)
+    with pytest.raises(ValueError, match="student_grid"):
+        DistillConfig(student_grid="cosine")
+    from flowtts.config import MelConfig, ModelConfig
+    from flowtts.model.build import build_model
+    from flowtts.train.distill import check_compatible
+
+    teacher = _teacher(corpus)
+    other = build_model(
+        ModelConfig(
+            dim=32, depth=2, heads=2, dim_head=16, text_dim=16, conv_layers=1, mel=MelConfig(n_mel_channels=80)
+        ),
+        teacher.vocab_char_map,
+    )
+    with pytest.raises(ValueError, match="mel channels"):
+        check_compatible(teacher, other)
+
+
+DDP_SCRIPT = """
+import copy, sys, torch
+sys.path.insert(0, {tests!r})
+import torch.distributed as dist
+from conftest import randomise
+from flowtts.text import load_vocab
+from flowtts.train.data import MelDataset
+from flowtts.train.distill import DistillConfig, distill
+from train.helpers import tiny_model
+ds = MelDataset({corpus!r})
+teacher = randomise(tiny_model(load_vocab(ds.vocab_path())), std=0.1, seed=5).eval()
+student = copy.deepcopy(teacher)
+cfg = DistillConfig(student_steps=2, teacher_steps=8, steps=3, batch_size=3, lr=3e-3, warmup=1, save_every=3, seed=1)
+distill(teacher, student, ds, {out!r}, cfg, progress=False)
+rank = dist.get_rank() if dist.is_initialized() else 0
+torch.save(student.state_dict(), {out!r} + f"/params{{rank}}.pt")
+"""
+
+
+def test_two_process_distillation_keeps_ranks_identical(corpus, tmp_path):
+    tests = os.path.dirname(os.path.dirname(__file__))
+    script = tmp_path / "run.py"
+    script.write_text(DDP_SCRIPT.format(tests=tests, corpus=corpus, out=str(tmp_path)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(script)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = torch.load(tmp_path / "params0.pt", weights_only=True)
+    b = torch.load(tmp_path / "params1.pt", weights_only=True)
+    start = _teacher(corpus).state_dict()
+    assert any(not torch.equal(a[k], start[k]) for k in a)  # it trained
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
