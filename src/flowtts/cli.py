@@ -175,6 +175,52 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill(args: argparse.Namespace) -> int:
+    import copy
+
+    import torch
+
+    from flowtts.checkpoints.loader import load
+    from flowtts.train.data import MelDataset
+    from flowtts.train.distill import DistillConfig, distill, draw_prompts, evaluate, report
+    from flowtts.utils.memory import retain_freed_memory
+
+    retain_freed_memory()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = DistillConfig(
+        student_steps=args.student_steps,
+        teacher_steps=args.teacher_steps,
+        teacher_cfg=args.teacher_cfg,
+        student_cfg=args.teacher_cfg if args.keep_guidance else 0.0,
+        student_grid=args.student_grid,
+        grad_checkpoint=args.grad_checkpoint,
+        backprop_steps=args.backprop_steps,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        ema_decay=args.ema_decay,
+        save_every=args.save_every,
+        log_every=args.log_every,
+        seed=args.seed,
+    )
+    teacher = load(args.teacher, preset=args.preset, vocab=args.vocab)
+    student = load(args.student, preset=args.preset, vocab=args.vocab) if args.student else copy.deepcopy(teacher)
+    dataset = MelDataset(args.data)
+    if len(dataset) == 0:
+        raise UserError(f"{args.data} has no usable rows")
+    summary = distill(teacher, student, dataset, args.out, config, progress=not args.quiet)
+    print(f"distilled {summary['step']} steps in {summary['seconds']:.0f} s, last loss {summary['loss']:.5f}")
+    held = MelDataset(args.heldout) if args.heldout else dataset
+    n = min(args.report_prompts, len(held))
+    prompts = draw_prompts(held, list(range(n)), teacher.num_channels, config, torch.Generator().manual_seed(0))
+    final = load(f"{args.out}/student.safetensors")
+    rows, mels = evaluate(teacher, final, prompts, config)
+    print(report(rows, mels, args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowtts", description="F5-TTS-compatible flow-matching TTS")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -252,6 +298,34 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int)
     tr.add_argument("-q", "--quiet", action="store_true")
     tr.set_defaults(func=_train)
+
+    ds = sub.add_parser("distill", help="distil a many-step teacher into a few-step student")
+    ds.add_argument("--teacher", default="builtin", help="teacher checkpoint (flowtts, official, or 'builtin')")
+    ds.add_argument("--student", help="initial student (default: a copy of the teacher)")
+    ds.add_argument("--preset", help="architecture of official checkpoints")
+    ds.add_argument("--vocab", help="vocab.txt of official checkpoints")
+    ds.add_argument("--data", required=True, help="prepared dataset the prompts come from")
+    ds.add_argument("--heldout", help="prepared held-out set for the final report (default: --data)")
+    ds.add_argument("--out", required=True)
+    ds.add_argument("--student-steps", type=int, default=4)
+    ds.add_argument("--teacher-steps", type=int, default=32)
+    ds.add_argument("--teacher-cfg", type=float, default=2.0)
+    ds.add_argument("--keep-guidance", action="store_true", help="student keeps CFG (default: distilled away)")
+    ds.add_argument("--student-grid", choices=["uniform", "epss", "sway"], default="uniform")
+    ds.add_argument("--grad-checkpoint", action="store_true")
+    ds.add_argument("--backprop-steps", type=int)
+    ds.add_argument("--steps", type=int, default=500)
+    ds.add_argument("--batch-size", type=int, default=4)
+    ds.add_argument("--lr", type=float, default=5e-5)
+    ds.add_argument("--warmup", type=int, default=20)
+    ds.add_argument("--ema-decay", type=float, default=0.99)
+    ds.add_argument("--save-every", type=int, default=50)
+    ds.add_argument("--log-every", type=int, default=5)
+    ds.add_argument("--report-prompts", type=int, default=8)
+    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--threads", type=int)
+    ds.add_argument("-q", "--quiet", action="store_true")
+    ds.set_defaults(func=_distill)
     return parser
 
 

@@ -144,3 +144,55 @@ def test_two_process_distillation_keeps_ranks_identical(corpus, tmp_path):
     assert any(not torch.equal(a[k], start[k]) for k in a)  # it trained
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_distill_command_prints_the_report(corpus, tmp_path, capsys):
+    import flowtts
+    from flowtts.cli import main
+
+    flowtts.save(_teacher(corpus), tmp_path / "teacher.safetensors")
+    code = main(
+        [
+            "distill",
+            "--teacher",
+            str(tmp_path / "teacher.safetensors"),
+            "--data",
+            corpus,
+            "--out",
+            str(tmp_path / "run"),
+            "--student-steps",
+            "2",
+            "--teacher-steps",
+            "8",
+            "--steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--report-prompts",
+            "3",
+            "-q",
+        ]
+    )
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("student/naive=") and "student_nfe=2" in lines[-1]
+    assert any(line.startswith("teacher@7 (EPSS") for line in lines)
+    assert {"report.txt", "report.png", "student.safetensors"} <= set(os.listdir(tmp_path / "run"))
+    code = main(
+        [
+            "distill",
+            "--teacher",
+            str(tmp_path / "teacher.safetensors"),
+            "--data",
+            corpus,
+            "--out",
+            str(tmp_path / "bad"),
+            "--student-steps",
+            "8",
+            "--teacher-steps",
+            "8",
+            "-q",
+        ]
+    )
+    assert code == 2 and "smaller than teacher_steps" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -290,3 +290,106 @@ def distill(
             bar.close()
         dist_utils.barrier(env)
     return {"step": step, "loss": last, "seconds": time.perf_counter() - start}
+
+
+def nfe(steps: int, cfg_strength: float, method: str = "euler") -> int:
+    """Network calls per utterance: guidance doubles the batch (counted as two calls), midpoint doubles steps."""
+    per_step = 2 if method == "midpoint" else 1
+    return steps * per_step * (2 if cfg_strength >= 1e-5 else 1)
+
+
+def evaluate(teacher, student, prompts: Prompts, config: DistillConfig) -> tuple[list[dict], dict]:
+    """Mean squared distance to teacher@``teacher_steps`` of the student and two teacher baselines.
+
+    Returns:
+        ``(rows, mels)``: one row per system (name, steps, NFE, distance, seconds per utterance) and the
+        generated mel of the first prompt for each system.
+    """
+    method = teacher.odeint_kwargs.get("method", "euler")
+    mask = prompts.generated_mask()[..., None]
+    b = len(prompts.texts)
+
+    def run(model, **kwargs):
+        start = time.perf_counter()
+        out = sample_with(model, prompts, cache=True, **kwargs)
+        return out, (time.perf_counter() - start) / b
+
+    reference, ref_seconds = run(teacher, **config.teacher_sampling())
+    systems = [
+        (
+            f"student@{config.student_steps} ({config.student_grid}, cfg {config.student_cfg:g})",
+            student,
+            config.student_sampling(),
+        ),
+        (
+            f"teacher@{config.student_steps} (uniform, cfg {config.teacher_cfg:g})",
+            teacher,
+            dict(steps=config.student_steps, cfg_strength=config.teacher_cfg, use_epss=False, sway_sampling_coef=None),
+        ),
+        (
+            f"teacher@7 (EPSS, cfg {config.teacher_cfg:g})",
+            teacher,
+            dict(steps=7, cfg_strength=config.teacher_cfg, use_epss=True, sway_sampling_coef=config.teacher_sway),
+        ),
+    ]
+    rows = [
+        {
+            "system": f"teacher@{config.teacher_steps} (reference)",
+            "NFE": nfe(config.teacher_steps, config.teacher_cfg, method),
+            "distance": 0.0,
+            "s/utt": ref_seconds,
+        }
+    ]
+    first = int(prompts.lens[0]), int(prompts.durations[0])
+    mels = {rows[0]["system"]: reference[0, first[0] : first[1]].t()}
+    for name, model, kwargs in systems:
+        out, seconds = run(model, **kwargs)
+        distance = float(((out - reference) ** 2 * mask).sum() / (mask.sum() * out.shape[-1]))
+        rows.append(
+            {
+                "system": name,
+                "NFE": nfe(kwargs["steps"], kwargs["cfg_strength"], method),
+                "distance": distance,
+                "s/utt": seconds,
+            }
+        )
+        mels[name] = out[0, first[0] : first[1]].t()
+    return rows, mels
+
+
+def report(rows: list[dict], mels: dict, out_dir: str) -> str:
+    """Print-ready table plus ``report.txt`` and ``report.png`` (mels of one prompt) in ``out_dir``."""
+    from flowtts.utils.files import atomic_output
+
+    header = f"{'system':<42} {'NFE':>4} {'distance':>10} {'s/utt':>7}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r['system']:<42} {r['NFE']:>4} {r['distance']:>10.5f} {r['s/utt']:>7.3f}")
+    student, naive, epss7 = rows[1], rows[2], rows[3]
+    lines.append(
+        f"student/naive={student['distance'] / max(naive['distance'], 1e-12):.3f} "
+        f"student/epss7={student['distance'] / max(epss7['distance'], 1e-12):.3f} student_nfe={student['NFE']}"
+    )
+    text = "\n".join(lines)
+    os.makedirs(out_dir, exist_ok=True)
+    with atomic_output(os.path.join(out_dir, "report.txt")) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return text
+    fig, axes = plt.subplots(len(mels), 1, figsize=(8, 2.2 * len(mels)), sharex=True)
+    for ax, (name, mel) in zip(axes, mels.items()):
+        ax.imshow(mel.float().numpy(), origin="lower", aspect="auto", interpolation="none")
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel("mel")
+    axes[-1].set_xlabel("frame")
+    fig.tight_layout()
+    with atomic_output(os.path.join(out_dir, "report.png")) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return text
