@@ -53,7 +53,7 @@ def _infer(args: argparse.Namespace) -> int:
     if args.text_file is not None and os.path.isfile(args.output):
         raise UserError(f"with --text-file, -o must be a directory, and {args.output} is a file")
 
-    model = load(args.model, preset=args.preset, vocab=args.vocab, device=args.device, dtype=args.dtype)
+    model = load(args.model, preset=args.preset, vocab=args.vocab, device=args.device)
     if getattr(model, "preset", None) and args.preset is None and not args.quiet:
         print(f"using preset {model.preset} (matched by parameter shapes)", file=sys.stderr)
     rate = model.mel_spec.target_sample_rate
@@ -71,6 +71,7 @@ def _infer(args: argparse.Namespace) -> int:
         sway_sampling_coef=args.sway,
         speed=args.speed,
         batch_size=args.batch_size,
+        dtype=args.dtype,
     )
     reference = prepare_reference(model, wave, ref_text, options)
     vocoder = load_vocoder(model.mel_spec, args.vocoder_path)
@@ -248,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--seed", type=int, help="seed of the first utterance (the n-th uses seed + n - 1)")
     infer.add_argument("--batch-size", type=int, default=4, help="utterances per sample() call")
     infer.add_argument("--device", default="cpu")
-    infer.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    infer.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="network precision (autocast)")
     infer.add_argument("--threads", type=int)
     infer.add_argument("--vocoder-path", help="local Vocos directory (config.yaml + weights); default Griffin-Lim")
     infer.add_argument("--save-mel", help="also write the spectrogram as a PNG (a directory's files with --text-file)")

@@ -37,6 +37,7 @@ class InferenceOptions:
     max_ref_seconds: float = 12.0
     min_ref_seconds: float = 0.5
     batch_size: int = 4
+    dtype: str | None = None  # network precision: float32 (default), bfloat16, float16 (GPU)
 
 
 @dataclass
@@ -210,6 +211,7 @@ def synthesize(
             use_epss=options.use_epss,
             seed=[it[4] for it in batch],
             isolate_batch=True,
+            dtype=options.dtype,
         )
         for k, (i, j, _text, duration, _seed) in enumerate(batch):
             mel = out[k, ref_frames:duration].t().float().cpu()

@@ -378,3 +378,33 @@ def test_distillation_loop_lowers_student_loss():
         opt.step()
     after = distance()
     assert after < 0.7 * before, (before, after)
+
+
+# ----------------------------------------------------------------- reduced precision
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_bfloat16_network_keeps_a_float32_state_and_is_deterministic(cache):
+    model = make_tiny().eval()
+    full, _ = _sample(model, cache=cache)
+    a, trajectory = _sample(model, cache=cache, dtype="bfloat16")
+    b, _ = _sample(model, cache=cache, dtype=torch.bfloat16)
+    assert a.dtype == torch.float32 and trajectory.dtype == torch.float32
+    assert torch.equal(a, b)
+    gap = (a - full).abs().mean().item()
+    assert 0 < gap < 0.05 * full[:, 10:].abs().mean().item()  # really ran in bf16, and stayed close
+    if not cache:
+        a[:, 10:].pow(2).mean().backward()
+        assert model.transformer.proj_out.weight.grad.dtype == torch.float32
+
+
+def test_bfloat16_training_step_and_dtype_errors(tiny):
+    tiny.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _, _ = tiny(_prompt(2, n=30), tiny_text(2), generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and tiny.transformer.proj_out.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs a GPU"):
+        _sample(tiny, dtype="float16")
+    with pytest.raises(ValueError, match="dtype"):
+        _sample(tiny, dtype="int8")

@@ -197,6 +197,7 @@ class CFM(nn.Module):
         grad_checkpoint: bool = False,
         backprop_steps: int | None = None,
         isolate_batch: bool = False,
+        dtype: torch.dtype | str | None = None,
         progress: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate mels (or waves with ``vocoder``) that continue the prompt ``cond`` with ``text``.
@@ -229,6 +230,9 @@ class CFM(nn.Module):
             isolate_batch: Compute each sample of a batch exactly as it would be computed alone
                 (padded frames masked in attention and text statistics). Off by default, matching
                 F5-TTS, whose batched outputs depend slightly on the other samples' lengths.
+            dtype: Run the network under autocast in ``"bfloat16"`` (CPU or GPU) or ``"float16"`` (GPU);
+                the ODE state, its update, time embeddings, normalisation statistics and softmax stay
+                in float32. ``None``/``"float32"``: the parameters' dtype, no autocast.
             progress: Show a progress bar over solver steps.
 
         Returns:
@@ -261,6 +265,7 @@ class CFM(nn.Module):
             raise ValueError(f"max_duration must be an integer >= 2, got {max_duration!r}")
         if vocoder is not None and not callable(vocoder):
             raise TypeError("vocoder must be callable (mel b d n -> wave)")
+        autocast = self._autocast(dtype)
 
         with torch.set_grad_enabled(not cache):
             cond = self._cond_mel(cond)
@@ -313,7 +318,13 @@ class CFM(nn.Module):
             else:
                 x0 = self._draw_noise(duration, seeds, device, state_dtype)
 
-            velocity = self._velocity(step_cond, text_ids, mask, float(cfg_strength), isolate_batch)
+            with autocast:
+                network_velocity = self._velocity(step_cond, text_ids, mask, float(cfg_strength), isolate_batch)
+
+            def velocity(t, x):
+                with autocast:
+                    return network_velocity(t, x)
+
             grid = make_grid(steps, use_epss=use_epss, sway_coef=sway_sampling_coef, device=device)
             solution = integrate(
                 velocity,
@@ -329,6 +340,24 @@ class CFM(nn.Module):
             if vocoder is not None:
                 out = vocoder(out.transpose(1, 2))
             return out, solution.trajectory
+
+    def _autocast(self, dtype):
+        """Autocast context for ``dtype`` on this model's device (a no-op for float32/None)."""
+        import contextlib
+
+        names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        if isinstance(dtype, str):
+            if dtype not in names:
+                raise ValueError(f"dtype must be one of {tuple(names)}, got {dtype!r}")
+            dtype = names[dtype]
+        if dtype is None or dtype == torch.float32:
+            return contextlib.nullcontext()
+        if dtype not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+        device_type = self.device.type
+        if dtype == torch.float16 and device_type == "cpu":
+            raise ValueError("dtype float16 needs a GPU; use bfloat16 on CPU")
+        return torch.autocast(device_type, dtype=dtype)
 
     def _velocity(self, step_cond, text_ids, mask, cfg_strength, isolate_batch):
         """The ODE's right-hand side for one call; what does not depend on ``(t, x)`` is computed here, once."""
