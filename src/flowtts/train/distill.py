@@ -24,7 +24,15 @@ import torch
 
 from flowtts.train import distributed as dist_utils
 from flowtts.train.data import MelDataset
-from flowtts.train.trainer import ema_update, load_checkpoint, lr_factor, plot_loss_curve, save_checkpoint
+from flowtts.train.trainer import (
+    ema_update,
+    lr_factor,
+    plot_loss_curve,
+    progress_bar,
+    restore,
+    save_checkpoint,
+    start_log,
+)
 
 GRIDS = ("uniform", "epss", "sway")
 LOG_COLUMNS = ["step", "loss", "lr", "grad_norm", "seconds_per_step", "elapsed_s"]
@@ -204,22 +212,12 @@ def distill(
     step = 0
     ckpt = os.path.join(out_dir, "last.pt")
     if os.path.exists(ckpt):
-        state = load_checkpoint(ckpt)
-        student.load_state_dict(state["student"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = state["step"]
+        parts = {"student": student, "ema": ema, "optimizer": optimizer, "scheduler": scheduler}
+        step = restore(ckpt, parts)["step"]
     loss_module = dist_utils.wrap(_StudentLoss(student, config), env)
     csv_path = os.path.join(out_dir, "distill_log.csv")
-    if rank == 0 and not os.path.exists(csv_path):
-        with open(csv_path, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerow(LOG_COLUMNS)
-    bar = None
-    if progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, initial=step, desc="distilling", unit="step")
+    start_log(csv_path, LOG_COLUMNS, rank)
+    bar = progress_bar(progress and rank == 0, config.steps, step, "distilling")
     start = time.perf_counter()
     last = float("nan")
 

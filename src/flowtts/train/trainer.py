@@ -99,6 +99,29 @@ def load_checkpoint(path: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def restore(path: str, parts: dict) -> dict:
+    """Load a ``last.pt`` into ``parts`` (name -> object with ``load_state_dict``); returns the raw state."""
+    state = load_checkpoint(path)
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
+    return state
+
+
+def start_log(path: str, columns: list[str], rank: int) -> None:
+    """Write the CSV header unless the log exists (a resumed run appends)."""
+    if rank == 0 and not os.path.exists(path):
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerow(columns)
+
+
+def progress_bar(enabled: bool, total: int, initial: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step")
+
+
 def plot_loss_curve(csv_path: str, png_path: str) -> bool:
     """Loss (and held-out right/wrong-text loss) against step; ``False`` without matplotlib."""
     try:
@@ -177,14 +200,11 @@ def train(
     step, epoch, batch_in_epoch = 0, 0, 0
     ckpt_path = os.path.join(out_dir, CHECKPOINT)
     if os.path.exists(ckpt_path):
-        state = load_checkpoint(ckpt_path)
-        saved_arch = json.loads(state["model_config"])
+        saved_arch = json.loads(load_checkpoint(ckpt_path)["model_config"])
         if saved_arch != model.config.to_dict():
             raise ValueError(f"{ckpt_path} was written for another architecture; use a new --out directory")
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        parts = {"model": model, "ema": ema, "optimizer": optimizer, "scheduler": scheduler}
+        state = restore(ckpt_path, parts)
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         if rank == 0:
             log.info("resumed from %s at step %d", ckpt_path, step)
@@ -201,15 +221,8 @@ def train(
         eval_batch = collate([held_out[i] for i in range(min(8, len(held_out)))])
 
     csv_path = os.path.join(out_dir, LOG_CSV)
-    if rank == 0 and not os.path.exists(csv_path):
-        with open(csv_path, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerow(LOG_COLUMNS)
-
-    bar = None
-    if progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, initial=step, desc="training", unit="step")
+    start_log(csv_path, LOG_COLUMNS, rank)
+    bar = progress_bar(progress and rank == 0, config.steps, step, "training")
     start = time.perf_counter()
     window_frames, window_start = 0, time.perf_counter()
     last_loss = float("nan")
