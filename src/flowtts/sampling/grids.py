@@ -60,5 +60,3 @@ def make_grid(
     t = epss(steps, device) if use_epss else uniform(steps, device)
     return sway(t, sway_coef)
 
-
-GRIDS = {"uniform": uniform, "epss": epss}

@@ -60,8 +60,3 @@ def mean_over_ranks(value: torch.Tensor, env: DistEnv) -> float:
 def barrier(env: DistEnv) -> None:
     if env.distributed and dist.is_initialized():
         dist.barrier()
-
-
-def teardown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()

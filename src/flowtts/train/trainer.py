@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -330,9 +329,3 @@ def train(
 def read_log(out_dir: str) -> list[dict]:
     with open(os.path.join(out_dir, LOG_CSV), encoding="utf-8") as f:
         return list(csv.DictReader(f))
-
-
-def throughput(rows: list[dict]) -> float:
-    """Median frames per second over logged windows."""
-    values = sorted(float(r["frames_per_s"]) for r in rows if r.get("frames_per_s"))
-    return values[len(values) // 2] if values else math.nan
