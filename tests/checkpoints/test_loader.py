@@ -125,3 +125,21 @@ def test_own_format_round_trip_needs_no_arguments(source, tmp_path):
     assert flowtts.load(tmp_path / "half.safetensors", dtype="bfloat16").dtype == torch.bfloat16
     assert (tmp_path / "half.safetensors").stat().st_size < 0.6 * path.stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["half.safetensors", "mine.safetensors"]  # no temp files
+
+
+def test_builtin_teacher_loads_and_speaks_when_shipped():
+    from importlib.resources import files
+
+    if not files("flowtts").joinpath("assets", "teacher.safetensors").is_file():
+        pytest.skip("no built-in teacher in this checkout")
+    from flowtts.checkpoints.loader import builtin_reference
+
+    model = flowtts.load("builtin")
+    assert model.dtype == torch.float32 and model.vocab_char_map is not None
+    path, text = builtin_reference()
+    from flowtts.audio.io import read_audio
+
+    wave, _ = read_audio(path, model.mel_spec.target_sample_rate)
+    mel = model.mel_spec(wave[None]).transpose(1, 2)
+    out, _ = model.sample(mel, [text + " Hello there."], mel.shape[1] + 60, steps=2, seed=0)
+    assert torch.isfinite(out).all() and out.shape[1] == mel.shape[1] + 60
