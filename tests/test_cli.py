@@ -90,21 +90,7 @@ def test_text_file_batches_equal_single_calls(model_file, tmp_path):
     ],
 )
 def test_user_errors_exit_2_with_a_message_and_no_output(model_file, tmp_path, capsys, args, message):
-    base = [
-        "infer",
-        "--model",
-        model_file,
-        "--ref-audio",
-        ASSET,
-        "--ref-text",
-        REF_TEXT,
-        "--steps",
-        "2",
-        "-q",
-        "-o",
-        str(tmp_path / "x.wav"),
-    ]
-    assert main(base + args) == 2
+    assert _infer(model_file, "-o", str(tmp_path / "x.wav"), *args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "x.wav").exists()

@@ -146,53 +146,23 @@ def test_two_process_distillation_keeps_ranks_identical(corpus, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def _distill_args(tmp_path, corpus, out, *extra):
+    teacher = str(tmp_path / "teacher.safetensors")
+    base = ["distill", "--teacher", teacher, "--data", corpus, "--out", str(tmp_path / out)]
+    return base + ["--student-steps", "2", "--teacher-steps", "8", "-q", *extra]
+
+
 def test_distill_command_prints_the_report(corpus, tmp_path, capsys):
     import flowtts
     from flowtts.cli import main
 
     flowtts.save(_teacher(corpus), tmp_path / "teacher.safetensors")
-    code = main(
-        [
-            "distill",
-            "--teacher",
-            str(tmp_path / "teacher.safetensors"),
-            "--data",
-            corpus,
-            "--out",
-            str(tmp_path / "run"),
-            "--student-steps",
-            "2",
-            "--teacher-steps",
-            "8",
-            "--steps",
-            "3",
-            "--batch-size",
-            "2",
-            "--report-prompts",
-            "3",
-            "-q",
-        ]
-    )
+    code = main(_distill_args(tmp_path, corpus, "run", "--steps", "3", "--batch-size", "2", "--report-prompts", "3"))
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("student/naive=") and "student_nfe=2" in lines[-1]
     assert any(line.startswith("teacher@7 (EPSS") for line in lines)
     assert {"report.txt", "report.png", "student.safetensors"} <= set(os.listdir(tmp_path / "run"))
-    code = main(
-        [
-            "distill",
-            "--teacher",
-            str(tmp_path / "teacher.safetensors"),
-            "--data",
-            corpus,
-            "--out",
-            str(tmp_path / "bad"),
-            "--student-steps",
-            "8",
-            "--teacher-steps",
-            "8",
-            "-q",
-        ]
-    )
+    code = main(_distill_args(tmp_path, corpus, "bad", "--student-steps", "8"))
     assert code == 2 and "smaller than teacher_steps" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
