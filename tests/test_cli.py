@@ -146,3 +146,10 @@ def test_characters_outside_the_vocabulary_are_listed_once(tmp_path, caplog):
     assert code == 0
     warnings = [r.getMessage() for r in caplog.records if "not in the vocabulary" in r.getMessage()]
     assert len(warnings) == 1 and "'@'" in warnings[0] and "'#'" in warnings[0] and "'1'" in warnings[0]
+
+
+def test_demo_refuses_a_negative_distillation_time(capsys):
+    from flowtts.cli import main
+
+    assert main(["demo", "--distill-seconds", "-1", "--out", "/no/such/dir"]) == 2
+    assert "--distill-seconds must be >= 0" in capsys.readouterr().err

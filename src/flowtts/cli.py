@@ -15,7 +15,9 @@ class UserError(Exception):
 def _demo(args: argparse.Namespace) -> int:
     from flowtts.demo import run_demo
 
-    run_demo(steps=args.steps, seed=args.seed, threads=args.threads)
+    if args.distill_seconds < 0:
+        raise UserError(f"--distill-seconds must be >= 0, got {args.distill_seconds}")
+    run_demo(out_dir=args.out, distill_seconds=args.distill_seconds, seed=args.seed, threads=args.threads)
     return 0
 
 
@@ -36,13 +38,13 @@ def _infer(args: argparse.Namespace) -> int:
     from flowtts.audio.io import read_audio, write_audio
     from flowtts.audio.vocoders import load_vocoder
     from flowtts.checkpoints.loader import load
-    from flowtts.infer import InferenceOptions, prepare_reference, save_mel_png, synthesize
+    from flowtts.infer import prepare_reference, recommended_options, save_mel_png, synthesize
 
     if args.text is not None and not args.text.strip():
         raise UserError("--text is empty")
     texts = [args.text] if args.text is not None else _read_lines(args.text_file)
     for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
-        if value < 1:
+        if value is not None and value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
     if args.speed <= 0:
         raise UserError(f"--speed must be positive, got {args.speed}")
@@ -65,7 +67,8 @@ def _infer(args: argparse.Namespace) -> int:
     if ref_text is None:
         raise UserError("--ref-text is required with --ref-audio (the transcript of the reference clip)")
     wave, _ = read_audio(ref_audio, rate)
-    options = InferenceOptions(
+    options = recommended_options(
+        model,
         steps=args.steps,
         cfg_strength=args.cfg,
         sway_sampling_coef=args.sway,
@@ -211,7 +214,8 @@ def _distill(args: argparse.Namespace) -> int:
     dataset = MelDataset(args.data)
     if len(dataset) == 0:
         raise UserError(f"{args.data} has no usable rows")
-    summary = distill(teacher, student, dataset, args.out, config, progress=not args.quiet)
+    max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
+    summary = distill(teacher, student, dataset, args.out, config, progress=not args.quiet, max_seconds=max_seconds)
     print(f"distilled {summary['step']} steps in {summary['seconds']:.0f} s, last loss {summary['loss']:.5f}")
     held = MelDataset(args.heldout) if args.heldout else dataset
     n = min(args.report_prompts, len(held))
@@ -226,8 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowtts", description="F5-TTS-compatible flow-matching TTS")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="sample a small model with cache=True and cache=False and report")
-    demo.add_argument("--steps", type=int, default=16)
+    demo = sub.add_parser(
+        "demo", help="the main job on the built-in models: synthesise, distil a student for a few minutes, report"
+    )
+    demo.add_argument("--out", default="flowtts_demo", help="where the wavs, report and distillation run go")
+    demo.add_argument("--distill-seconds", type=float, default=150.0, help="wall time of the fresh distillation")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=None)
     demo.set_defaults(func=_demo)
@@ -242,9 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--text", help="text to speak")
     text.add_argument("--text-file", help="one utterance per line; -o is then a directory")
     infer.add_argument("-o", "--output", default="out.wav", help="output wav (a directory with --text-file)")
-    infer.add_argument("--steps", type=int, default=32)
-    infer.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance strength")
-    infer.add_argument("--sway", type=float, default=-1.0, help="sway sampling coefficient")
+    infer.add_argument(
+        "--steps", type=int, help="solver steps (default 32, or what a distilled student was trained for)"
+    )
+    infer.add_argument("--cfg", type=float, help="classifier-free guidance strength (default 2, students: theirs)")
+    infer.add_argument("--sway", type=float, help="sway sampling coefficient (default -1, students: theirs)")
     infer.add_argument("--speed", type=float, default=1.0)
     infer.add_argument("--seed", type=int, help="seed of the first utterance (the n-th uses seed + n - 1)")
     infer.add_argument("--batch-size", type=int, default=4, help="utterances per sample() call")
@@ -316,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--grad-checkpoint", action="store_true")
     ds.add_argument("--backprop-steps", type=int)
     ds.add_argument("--steps", type=int, default=500)
+    ds.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
     ds.add_argument("--batch-size", type=int, default=4)
     ds.add_argument("--lr", type=float, default=5e-5)
     ds.add_argument("--warmup", type=int, default=20)

@@ -40,6 +40,30 @@ class InferenceOptions:
     dtype: str | None = None  # network precision: float32 (default), bfloat16, float16 (GPU)
 
 
+def recommended_options(model, **overrides) -> InferenceOptions:
+    """:class:`InferenceOptions` for ``model``: F5-TTS's defaults, or what a distilled student was trained for.
+
+    A student written by :func:`flowtts.train.distill.distill` carries its ``distill_config`` (step
+    count, guidance, grid) in its metadata; sampling it any other way throws its training away.
+    ``overrides`` (non-``None`` values) win over both.
+    """
+    import json
+
+    fields = {}
+    raw = (getattr(model, "metadata", None) or {}).get("distill_config")
+    if raw:
+        config = json.loads(raw)
+        grid = config.get("student_grid", "uniform")
+        fields = dict(
+            steps=int(config["student_steps"]),
+            cfg_strength=float(config.get("student_cfg", 0.0)),
+            use_epss=grid == "epss",
+            sway_sampling_coef=float(config.get("student_sway", -1.0)) if grid == "sway" else None,
+        )
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return InferenceOptions(**fields)
+
+
 @dataclass
 class Reference:
     """A prepared reference clip."""

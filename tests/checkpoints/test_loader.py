@@ -143,3 +143,27 @@ def test_builtin_teacher_loads_and_speaks_when_shipped():
     mel = model.mel_spec(wave[None]).transpose(1, 2)
     out, _ = model.sample(mel, [text + " Hello there."], mel.shape[1] + 60, steps=2, seed=0)
     assert torch.isfinite(out).all() and out.shape[1] == mel.shape[1] + 60
+
+
+def test_builtin_student_and_prompt_set_fit_the_teacher_when_shipped():
+    from importlib.resources import files
+
+    assets = files("flowtts").joinpath("assets")
+    if not assets.joinpath("student.safetensors").is_file():
+        pytest.skip("no built-in student in this checkout")
+    from flowtts.infer import recommended_options
+    from flowtts.train.data import MelDataset
+    from flowtts.train.distill import check_compatible
+
+    teacher, student = flowtts.load("builtin"), flowtts.load("builtin:student")
+    check_compatible(teacher, student)
+    options = recommended_options(student)
+    assert options.steps < 32 and options.cfg_strength == 0.0  # few steps, guidance distilled away
+    assert any(not torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), student.state_dict().values()))
+    for split in ("train", "heldout"):
+        data = MelDataset(str(assets.joinpath("prompts", split)))
+        assert len(data) > 0
+        for i in range(len(data)):
+            mel, text = data[i]
+            assert mel.shape[1] == teacher.num_channels and text.strip()
+            assert set(text) <= set(teacher.vocab_char_map)

@@ -49,6 +49,47 @@ def test_prompt_frames_are_copied_and_generated_frames_are_not_noise(tiny):
 # ----------------------------------------------------------------- cache=False
 
 
+def _sample_grads(model, **kwargs):
+    torch.manual_seed(11)  # dropout draws
+    model.zero_grad(set_to_none=True)
+    out, _ = _sample(model, b=2, cache=False, **kwargs)
+    (out**2).sum().backward()
+    return out.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("cfg", [0.0, 2.0])
+def test_grad_checkpoint_equals_plain_backprop_through_the_dit(train, cfg):
+    # With guidance the checkpoint mode recomputes the two branches one at a time (SplitVelocity).
+    model = make_tiny(torch.float64, dropout=0.2 if train else 0.0).train(train)
+    plain_out, plain = _sample_grads(model, cfg_strength=cfg)
+    ckpt_out, ckpt = _sample_grads(model, cfg_strength=cfg, grad_checkpoint=True)
+    assert torch.equal(plain_out, ckpt_out) or (plain_out - ckpt_out).abs().max() < 1e-12
+    for a, b in zip(plain, ckpt):
+        assert (a - b).abs().max() <= 1e-10 * a.abs().max()
+    last2_plain = _sample_grads(model, cfg_strength=cfg, backprop_steps=2)[1]
+    last2_ckpt = _sample_grads(model, cfg_strength=cfg, backprop_steps=2, grad_checkpoint=True)[1]
+    for a, b, c in zip(last2_plain, last2_ckpt, plain):
+        assert (a - b).abs().max() <= 1e-10 * a.abs().max()
+    assert any(not torch.allclose(a, c) for a, c in zip(last2_plain, plain))  # truncation changed something
+
+
+def test_guided_branches_one_at_a_time_equal_the_fused_batch():
+    from flowtts.sampling import SplitVelocity
+
+    model = make_tiny(torch.float64).eval()
+    cond = torch.nn.functional.pad(_prompt(2, dtype=torch.float64), (0, 0, 0, 14))
+    velocity = model._velocity(cond, tiny_text(2), None, 2.0, False)
+    assert isinstance(velocity, SplitVelocity) and velocity.joint is not None
+    x, t = torch.randn(2, 24, D, dtype=torch.float64), torch.tensor(0.3, dtype=torch.float64)
+    fused = velocity(t, x)
+    branches = velocity.combine([part(t, x) for part in velocity.parts])
+    assert (fused - branches).abs().max() < 1e-12
+    assert (fused - velocity.parts[0](t, x)).abs().max() > 1e-3  # guidance does something
+    with_dropout = make_tiny(torch.float64, dropout=0.2).train()
+    assert with_dropout._velocity(cond, tiny_text(2), None, 2.0, False).joint is None
+
+
 @pytest.mark.parametrize("cfg", [0.0, 1.0, 2.0])
 def test_both_paths_give_the_same_numbers(cfg):
     model = make_tiny()

@@ -166,3 +166,50 @@ def test_distill_command_prints_the_report(corpus, tmp_path, capsys):
     code = main(_distill_args(tmp_path, corpus, "bad", "--student-steps", "8"))
     assert code == 2 and "smaller than teacher_steps" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_max_seconds_stops_early_with_a_checkpoint_that_resumes(corpus, tmp_path):
+    ds = MelDataset(corpus)
+    config = _config(steps=6, save_every=100)
+    student = copy.deepcopy(_teacher(corpus))
+    summary = distill(_teacher(corpus), student, ds, str(tmp_path), config, progress=False, max_seconds=0.0)
+    assert summary["step"] == 1 and not summary["finished"]
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["step"] == 1  # checkpointed although step 1 is not a save_every step
+    summary = distill(_teacher(corpus), copy.deepcopy(_teacher(corpus)), ds, str(tmp_path), config, progress=False)
+    assert summary["step"] == 6 and summary["finished"]
+    reference = copy.deepcopy(_teacher(corpus))
+    distill(_teacher(corpus), reference, ds, str(tmp_path / "straight"), config, progress=False)
+    resumed = torch.load(tmp_path / "last.pt", weights_only=True)["student"]
+    for name, value in reference.state_dict().items():
+        assert torch.equal(value, resumed[name]), name
+
+
+def test_evaluate_appends_extra_systems_after_the_standard_rows(corpus):
+    from flowtts.train.distill import evaluate
+
+    ds = MelDataset(corpus)
+    teacher = _teacher(corpus)
+    config = _config()
+    prompts = draw_prompts(ds, [0, 1], teacher.num_channels, config, torch.Generator().manual_seed(0))
+    rows, mels = evaluate(teacher, teacher, prompts, config, extra={"teacher@8 again": (teacher, dict(steps=8))})
+    assert [r["system"] for r in rows][-1] == "teacher@8 again" and len(rows) == 5
+    # teacher@8 with cfg 1 (the default) differs from the cfg-2 reference: distance measured, not copied
+    assert rows[-1]["distance"] > 0 and rows[-1]["NFE"] == 16
+    assert set(mels) == {r["system"] for r in rows}
+
+
+def test_students_carry_their_sampling_settings(corpus, tmp_path):
+    import flowtts
+    from flowtts.infer import recommended_options
+
+    config = _config(steps=1, student_grid="sway", student_steps=3)
+    distill(
+        _teacher(corpus), copy.deepcopy(_teacher(corpus)), MelDataset(corpus), str(tmp_path), config, progress=False
+    )
+    student = flowtts.load(tmp_path / "student.safetensors")
+    options = recommended_options(student)
+    assert (options.steps, options.cfg_strength, options.sway_sampling_coef) == (3, 0.0, -1.0)
+    assert recommended_options(student, steps=6, cfg_strength=None).steps == 6
+    plain = recommended_options(_teacher(corpus))
+    assert (plain.steps, plain.cfg_strength, plain.sway_sampling_coef) == (32, 2.0, -1.0)

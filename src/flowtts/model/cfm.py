@@ -21,7 +21,7 @@ from torch import nn
 
 from flowtts.model.mel import MelSpec
 from flowtts.sampling.grids import make_grid
-from flowtts.sampling.solvers import STEP_RULES, check_grad_options, integrate
+from flowtts.sampling.solvers import STEP_RULES, SplitVelocity, check_grad_options, integrate
 from flowtts.text.tokenizers import tokens_to_tensor
 
 _ODEINT_KEYS_IGNORED = ("atol", "rtol")  # accepted as in F5-TTS; meaningless on a fixed grid
@@ -225,7 +225,10 @@ class CFM(nn.Module):
             noise: Initial noise ``b n d`` with ``n`` the final (clamped) maximum duration; honoured
                 in both modes, and differentiable with ``cache=False``.
             grad_checkpoint: With ``cache=False``, recompute each step in backward instead of
-                keeping its activations.
+                keeping its activations; with guidance the conditional and unconditional branches
+                are recomputed one at a time, so backward holds half a step's activations. In train
+                mode with active dropout every ``cache=False`` call runs the branches one at a time
+                (same dropout draws in every grad mode, so gradients equal plain backprop).
             backprop_steps: With ``cache=False``, build a graph for the last this many steps only.
             isolate_batch: Compute each sample of a batch exactly as it would be computed alone
                 (padded frames masked in attention and text statistics). Off by default, matching
@@ -321,9 +324,21 @@ class CFM(nn.Module):
             with autocast:
                 network_velocity = self._velocity(step_cond, text_ids, mask, float(cfg_strength), isolate_batch)
 
-            def velocity(t, x):
-                with autocast:
-                    return network_velocity(t, x)
+            def under_autocast(fn):
+                def wrapped(t, x):
+                    with autocast:
+                        return fn(t, x)
+
+                return wrapped
+
+            if isinstance(network_velocity, SplitVelocity):
+                velocity = SplitVelocity(
+                    parts=tuple(under_autocast(part) for part in network_velocity.parts),
+                    combine=network_velocity.combine,
+                    joint=under_autocast(network_velocity.joint) if network_velocity.joint is not None else None,
+                )
+            else:
+                velocity = under_autocast(network_velocity)
 
             grid = make_grid(steps, use_epss=use_epss, sway_coef=sway_sampling_coef, device=device)
             solution = integrate(
@@ -380,9 +395,27 @@ class CFM(nn.Module):
             if not guided:
                 return pred
             pred, null_pred = pred.chunk(2, dim=0)
+            return combine([pred, null_pred])
+
+        def combine(preds: list[torch.Tensor]) -> torch.Tensor:
+            pred, null_pred = preds
             return pred + (pred - null_pred) * cfg_strength
 
-        return velocity
+        if not guided or not hasattr(transformer, "condition"):
+            return velocity
+        # Guided DiT: the two branches can also run one at a time (the checkpoint mode's memory saver).
+        branches = (shared.branch(0), shared.branch(1))
+
+        def part(index: int):
+            def branch_velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+                return transformer.velocity(x.to(net_dtype), t.to(net_dtype), branches[index])
+
+            return branch_velocity
+
+        stochastic = any(m.training and isinstance(m, nn.Dropout) and m.p > 0 for m in transformer.modules())
+        # With active dropout the fused batch would draw other masks than the branches: use the branches
+        # everywhere so that every grad mode computes the same function.
+        return SplitVelocity(parts=(part(0), part(1)), combine=combine, joint=None if stochastic else velocity)
 
     def _draw_noise(self, duration, seeds, device, dtype) -> torch.Tensor:
         noises = []

@@ -10,6 +10,7 @@ also accepts a precomputed ``text_embed``. Everything cached therefore lives in 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,19 @@ class Conditioning:
     qkv: list[tuple[torch.Tensor, torch.Tensor]]
     branches: int
     attn_mask_enabled: bool | None
+
+    def branch(self, index: int) -> Conditioning:
+        """The conditional (0) or unconditional (1) half of a CFG conditioning, as a one-branch one."""
+        if self.branches != 2 or index not in (0, 1):
+            raise ValueError(f"branch({index!r}) needs a two-branch (CFG) conditioning and an index of 0 or 1")
+        b = self.inputs.shape[0] // 2
+        rows = slice(index * b, (index + 1) * b)
+        return dataclasses.replace(
+            self,
+            inputs=self.inputs[rows],
+            mask=self.mask[rows] if self.mask is not None else None,
+            branches=1,
+        )
 
 
 class DiT(nn.Module):

@@ -59,4 +59,3 @@ def make_grid(
     """The grid :meth:`flowtts.CFM.sample` uses: EPSS (or uniform) followed by sway sampling."""
     t = epss(steps, device) if use_epss else uniform(steps, device)
     return sway(t, sway_coef)
-

@@ -7,6 +7,11 @@ This module is the one place where the sampler's grad modes live:
 * ``"checkpoint"``: each step keeps only its input state and is recomputed during backward
   (dropout masks reproduced); memory no longer grows with the step count beyond one state per step.
 
+A velocity that is a fixed combination of separately computable parts (classifier-free guidance: a
+conditional and an unconditional branch) can say so with :class:`SplitVelocity`; the checkpoint mode
+then recomputes and backpropagates one part at a time, so backward holds the activations of half a
+step instead of a whole one.
+
 Independently, ``backprop_steps=K`` truncates backprop to the last ``K`` steps: the earlier ones run
 without a graph (no activations kept, no recompute cost).
 
@@ -26,6 +31,33 @@ Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepRule = Callable[[Velocity, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 GRAD_MODES = ("none", "full", "checkpoint")
+
+
+@dataclass(frozen=True)
+class SplitVelocity:
+    """A velocity ``combine([part(t, x) for part in parts])``, optionally with a fused equivalent.
+
+    Attributes:
+        parts: Velocity-like callables evaluated separately.
+        combine: Maps the parts' outputs (in order) to the velocity.
+        joint: A faster callable computing the same function in one go (e.g. both CFG branches as one
+            batch), used outside the checkpoint mode; ``None`` evaluates the parts. It must compute
+            the same function as the parts, random draws included (pass ``None`` when stochastic
+            layers such as dropout are active, so every grad mode draws the same masks).
+    """
+
+    parts: tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ...]
+    combine: Callable[[list[torch.Tensor]], torch.Tensor]
+    joint: Velocity | None = None
+
+    def __call__(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.joint is not None:
+            return self.joint(t, x)
+        return self.combine([part(t, x) for part in self.parts])
+
+    def checkpointed(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The parts, each under its own activation checkpoint."""
+        return self.combine([torch.utils.checkpoint.checkpoint(part, t, x, use_reentrant=False) for part in self.parts])
 
 
 def _velocity_as(velocity: Velocity, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +123,8 @@ def integrate(
     """Integrate ``dx/dt = velocity(t, x)`` over the times in ``grid`` with a fixed-step rule.
 
     Args:
-        velocity: Function ``v(t, x)``; ``t`` is a 0-dim tensor of the grid's dtype.
+        velocity: Function ``v(t, x)``; ``t`` is a 0-dim tensor of the grid's dtype. A
+            :class:`SplitVelocity` is checkpointed part by part.
         x0: State at ``grid[0]``.
         grid: 1-D tensor of times, at least two entries.
         method: Step rule, a key of :data:`STEP_RULES` (``"euler"`` or ``"midpoint"``).
@@ -116,6 +149,8 @@ def integrate(
     def step(x: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor) -> torch.Tensor:
         return rule(velocity, x, t0, t1)
 
+    split = isinstance(velocity, SplitVelocity)
+
     indices = range(steps)
     if progress:
         from tqdm.auto import tqdm
@@ -130,6 +165,8 @@ def integrate(
             if i < first_graph_step:
                 with torch.no_grad():
                     x = step(x, t0, t1)
+            elif grad == "checkpoint" and split:  # keeps the step's input state(s); parts recomputed one by one
+                x = rule(velocity.checkpointed, x, t0, t1)
             elif grad == "checkpoint":
                 x = torch.utils.checkpoint.checkpoint(step, x, t0, t1, use_reentrant=False)
             else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import inspect
 import json
 import os
 import time
@@ -191,11 +192,26 @@ def distill(
     *,
     progress: bool = True,
     on_step=None,
+    max_seconds: float | None = None,
 ) -> dict:
     """Distil ``teacher`` into ``student`` (start it as ``copy.deepcopy(teacher)`` for the usual recipe).
 
     Writes ``last.pt`` (resume state), ``student.safetensors`` (EMA weights), ``distill_log.csv`` and
     ``loss.png`` to ``out_dir`` (rank 0 only), and resumes from ``last.pt`` when present.
+
+    Args:
+        teacher: The frozen many-step model.
+        student: The model being trained (its weights are the starting point unless ``last.pt`` resumes).
+        dataset: Prepared data the prompts are drawn from.
+        out_dir: Run directory.
+        config: :class:`DistillConfig`.
+        progress: Progress bar (rank 0).
+        on_step: Called with ``(step, loss)`` after every optimiser step.
+        max_seconds: Stop after the first step that ends past this wall time (with a checkpoint); the
+            learning-rate schedule still spans ``config.steps``. ``None``: run all steps.
+
+    Returns:
+        ``step``, last ``loss``, ``seconds``, and ``finished`` (all ``config.steps`` done).
     """
     from flowtts.checkpoints.loader import save as save_model
 
@@ -281,13 +297,20 @@ def distill(
             if bar is not None:
                 bar.set_postfix(loss=f"{last:.4f}")
                 bar.update(1)
-            if step % config.save_every == 0 or step == config.steps:
+            out_of_time = max_seconds is not None and time.perf_counter() - start > max_seconds
+            if world > 1:  # every rank stops at the same step
+                flag = torch.tensor([float(out_of_time)], device=device)
+                torch.distributed.broadcast(flag, 0)
+                out_of_time = bool(flag.item())
+            if step % config.save_every == 0 or step == config.steps or out_of_time:
                 checkpoint()
+            if out_of_time:
+                break
     finally:
         if bar is not None:
             bar.close()
         dist_utils.barrier(env)
-    return {"step": step, "loss": last, "seconds": time.perf_counter() - start}
+    return {"step": step, "loss": last, "seconds": time.perf_counter() - start, "finished": step >= config.steps}
 
 
 def nfe(steps: int, cfg_strength: float, method: str = "euler") -> int:
@@ -296,8 +319,18 @@ def nfe(steps: int, cfg_strength: float, method: str = "euler") -> int:
     return steps * per_step * (2 if cfg_strength >= 1e-5 else 1)
 
 
-def evaluate(teacher, student, prompts: Prompts, config: DistillConfig) -> tuple[list[dict], dict]:
+def evaluate(
+    teacher, student, prompts: Prompts, config: DistillConfig, extra: dict | None = None
+) -> tuple[list[dict], dict]:
     """Mean squared distance to teacher@``teacher_steps`` of the student and two teacher baselines.
+
+    Args:
+        teacher: The reference model.
+        student: The distilled model, sampled with ``config.student_sampling()``.
+        prompts: Held-out prompts with fixed noises.
+        config: Step counts, guidance and grids.
+        extra: More systems to compare, ``name -> (model, sample() keyword arguments)``; their rows
+            follow the three standard ones.
 
     Returns:
         ``(rows, mels)``: one row per system (name, steps, NFE, distance, seconds per utterance) and the
@@ -330,6 +363,7 @@ def evaluate(teacher, student, prompts: Prompts, config: DistillConfig) -> tuple
             dict(steps=7, cfg_strength=config.teacher_cfg, use_epss=True, sway_sampling_coef=config.teacher_sway),
         ),
     ]
+    systems += [(name, model, kwargs) for name, (model, kwargs) in (extra or {}).items()]
     rows = [
         {
             "system": f"teacher@{config.teacher_steps} (reference)",
@@ -340,13 +374,15 @@ def evaluate(teacher, student, prompts: Prompts, config: DistillConfig) -> tuple
     ]
     first = int(prompts.lens[0]), int(prompts.durations[0])
     mels = {rows[0]["system"]: reference[0, first[0] : first[1]].t()}
+    signature = inspect.signature(type(teacher).sample).parameters
+    defaults = {"steps": signature["steps"].default, "cfg": signature["cfg_strength"].default}
     for name, model, kwargs in systems:
         out, seconds = run(model, **kwargs)
         distance = float(((out - reference) ** 2 * mask).sum() / (mask.sum() * out.shape[-1]))
         rows.append(
             {
                 "system": name,
-                "NFE": nfe(kwargs["steps"], kwargs["cfg_strength"], method),
+                "NFE": nfe(kwargs.get("steps", defaults["steps"]), kwargs.get("cfg_strength", defaults["cfg"]), method),
                 "distance": distance,
                 "s/utt": seconds,
             }
