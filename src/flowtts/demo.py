@@ -67,16 +67,6 @@ def _print_report(title: str, report: dict) -> None:
         print(f"  {key.ljust(width)}  {value}")
 
 
-def student_sampling(model) -> dict:
-    """``sample()`` settings of a distilled checkpoint (those it was trained for)."""
-    from flowtts.infer import recommended_options
-
-    o = recommended_options(model)
-    return dict(
-        steps=o.steps, cfg_strength=o.cfg_strength, sway_sampling_coef=o.sway_sampling_coef, use_epss=o.use_epss
-    )
-
-
 def synthesize_both(teacher, student, out_dir: str, text: str = SENTENCE, seed: int = 0) -> dict:
     """One sentence from teacher@32 (cfg 2) and the student (its own settings), as wav files."""
     from flowtts.audio.io import read_audio, write_audio
@@ -157,7 +147,9 @@ def run_demo(
     )
     extra = {}
     if shipped is not None:
-        kw = student_sampling(shipped)
+        from flowtts.infer import recommended_options
+
+        kw = recommended_options(shipped).solver_kwargs()
         extra[f"built-in student@{kw['steps']}"] = (shipped, kw)
     print(f"\n4. distance to teacher@32 on {len(held)} held-out prompts (fixed noises):")
     rows, mels = evaluate(teacher, fresh, prompts, config, extra=extra)

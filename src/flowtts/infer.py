@@ -39,6 +39,15 @@ class InferenceOptions:
     batch_size: int = 4
     dtype: str | None = None  # network precision: float32 (default), bfloat16, float16 (GPU)
 
+    def solver_kwargs(self) -> dict:
+        """The ``CFM.sample()`` keyword arguments these options fix (steps, guidance, time grid)."""
+        return dict(
+            steps=self.steps,
+            cfg_strength=self.cfg_strength,
+            sway_sampling_coef=self.sway_sampling_coef,
+            use_epss=self.use_epss,
+        )
+
 
 def recommended_options(model, **overrides) -> InferenceOptions:
     """:class:`InferenceOptions` for ``model``: F5-TTS's defaults, or what a distilled student was trained for.

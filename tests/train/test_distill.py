@@ -211,5 +211,6 @@ def test_students_carry_their_sampling_settings(corpus, tmp_path):
     options = recommended_options(student)
     assert (options.steps, options.cfg_strength, options.sway_sampling_coef) == (3, 0.0, -1.0)
     assert recommended_options(student, steps=6, cfg_strength=None).steps == 6
+    assert options.solver_kwargs() == dict(steps=3, cfg_strength=0.0, sway_sampling_coef=-1.0, use_epss=False)
     plain = recommended_options(_teacher(corpus))
     assert (plain.steps, plain.cfg_strength, plain.sway_sampling_coef) == (32, 2.0, -1.0)
