@@ -11,7 +11,6 @@ fixed by ``--seed``. Prints the table of ``flowtts.train.distill.evaluate`` and,
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 
 import torch
@@ -29,7 +28,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--student-steps", type=int, help="default: what the student was distilled for (else 4)")
     parser.add_argument("--student-cfg", type=float, help="default: the student's own (else 0)")
-    parser.add_argument("--student-grid", choices=["uniform", "epss", "sway"], help="default: the student's own")
+    parser.add_argument(
+        "--student-grid", choices=["uniform", "epss", "sway"], help="default: the student's own (with its times)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="where report.txt/report.png go (default: a temporary directory)")
@@ -37,13 +38,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     teacher, student = flowtts.load(args.teacher), flowtts.load(args.student)
-    recorded = json.loads((getattr(student, "metadata", None) or {}).get("distill_config", "{}"))
-    config = DistillConfig(
-        student_steps=args.student_steps or recorded.get("student_steps", 4),
-        student_cfg=args.student_cfg if args.student_cfg is not None else recorded.get("student_cfg", 0.0),
-        student_grid=args.student_grid or recorded.get("student_grid", "uniform"),
-        student_sway=recorded.get("student_sway", -1.0),
-    )
+    raw = (getattr(student, "metadata", None) or {}).get("distill_config")
+    recorded = DistillConfig.from_json(raw) if raw else DistillConfig()
+    changes = {"student_steps": args.student_steps, "student_cfg": args.student_cfg, "student_grid": args.student_grid}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if changes.get("student_grid", "custom") != "custom" or "student_steps" in changes:
+        changes["student_times"] = None  # a recorded custom grid does not fit another grid or step count
+        changes.setdefault("student_grid", "uniform" if recorded.student_grid == "custom" else recorded.student_grid)
+    # Only the student's sampling settings matter here; the rest are DistillConfig's defaults.
+    sampling = ("student_steps", "student_cfg", "student_grid", "student_sway", "student_times")
+    config = DistillConfig(**{k: getattr(recorded, k) for k in sampling} | changes)
     held = MelDataset(args.heldout)
     prompts = draw_prompts(
         held,

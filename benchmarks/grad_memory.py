@@ -1,15 +1,17 @@
 """Memory and time of backprop through ``sample(cache=False)``: plain vs checkpoint vs last-K.
 
-Usage: python benchmarks/grad_memory.py [--config small] [--steps 1 2 4 8 16 32] [--repeats 3]
+Usage: python benchmarks/grad_memory.py [--config small] [--steps 1 2 4 8 16 32] [--processes 3] [--repeats 1]
 
-For each grad mode and step count, a fresh Python process (so peak RSS belongs to that cell alone)
-builds the model (random weights, 300 frames, 100 prompt frames, cfg 2, batch 1) and measures:
+For each grad mode and step count, ``--processes`` fresh Python processes (so peak RSS belongs to
+that cell alone) build the model (random weights, 300 frames, 100 prompt frames, cfg 2, batch 1) and
+measure:
 
 * saved: bytes the forward pass stores for backward, counted with
   ``torch.autograd.graph.saved_tensors_hooks`` over distinct storages, parameters excluded (the
   memory backprop holds on to);
-* peak RSS of the process after forward+backward;
-* forward+backward wall time, median of ``--repeats`` runs.
+* peak RSS of the process after forward+backward: median over the processes, with their range
+  (glibc's heap makes it vary by tens of MiB from one fresh process to the next);
+* forward+backward wall time, median of all processes' ``--repeats`` runs.
 
 It ends with the ratios the targets are stated in.
 """
@@ -75,7 +77,7 @@ def run_cell(config: str, mode: str, steps: int, frames: int, repeats: int, thre
         times.append(time.perf_counter() - start)
         del out
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"saved_bytes": saved, "peak_rss_bytes": peak_kib * 1024, "seconds": statistics.median(times)}
+    return {"saved_bytes": saved, "peak_rss_bytes": peak_kib * 1024, "times": times}
 
 
 def main() -> None:
@@ -84,7 +86,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=3, help="fresh processes per cell")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per process (after one untimed)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--retain-memory", action="store_true", help="cells call retain_freed_memory() (as `flowtts train` does)"
@@ -119,14 +122,23 @@ def main() -> None:
                 mode,
                 str(steps),
             ]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            cell = json.loads(proc.stdout.strip().splitlines()[-1])
+            runs = []
+            for _ in range(args.processes):
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            rss = [r["peak_rss_bytes"] for r in runs]
+            cell = {
+                "saved_bytes": runs[0]["saved_bytes"],  # deterministic: the same in every process
+                "peak_rss_bytes": statistics.median(rss),
+                "seconds": statistics.median([t for r in runs for t in r["times"]]),
+            }
             results[(mode, steps)] = cell
             row = {
                 "mode": mode,
                 "steps": steps,
                 "saved (MiB)": f"{cell['saved_bytes'] / 2**20:.1f}",
                 "peak RSS (MiB)": f"{cell['peak_rss_bytes'] / 2**20:.0f}",
+                "RSS range": f"{min(rss) / 2**20:.0f}-{max(rss) / 2**20:.0f}",
                 "fwd+bwd (s)": f"{cell['seconds']:.2f}",
             }
             rows.append(row)
@@ -134,8 +146,8 @@ def main() -> None:
 
     allocator = "freed memory retained" if args.retain_memory else "default glibc allocator"
     print(
-        f"\n{args.config} config, {args.frames} frames, cfg 2, {args.threads} threads, medians of {args.repeats}, "
-        f"{allocator}"
+        f"\n{args.config} config, {args.frames} frames, cfg 2, {args.threads} threads, "
+        f"{args.processes} fresh processes per cell x {args.repeats} timed runs (medians), {allocator}"
     )
     print(table(rows, list(rows[0])))
 

@@ -21,6 +21,14 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _times(value: str) -> tuple[float, ...]:
+    """argparse type of ``--student-times``: comma-separated numbers."""
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
+
+
 def _read_lines(path: str) -> list[str]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"text file not found: {path}")
@@ -198,6 +206,8 @@ def _distill(args: argparse.Namespace) -> int:
         teacher_cfg=args.teacher_cfg,
         student_cfg=args.teacher_cfg if args.keep_guidance else 0.0,
         student_grid=args.student_grid,
+        student_times=args.student_times,
+        velocity_steps=args.velocity_steps,
         grad_checkpoint=args.grad_checkpoint,
         backprop_steps=args.backprop_steps,
         steps=args.steps,
@@ -321,7 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--teacher-steps", type=int, default=32)
     ds.add_argument("--teacher-cfg", type=float, default=2.0)
     ds.add_argument("--keep-guidance", action="store_true", help="student keeps CFG (default: distilled away)")
-    ds.add_argument("--student-grid", choices=["uniform", "epss", "sway"], default="uniform")
+    ds.add_argument("--student-grid", choices=["uniform", "epss", "sway", "custom"], default="uniform")
+    ds.add_argument(
+        "--student-times", type=_times, help="the custom grid: comma-separated times, 0 to 1 (e.g. 0,0.02,0.08,0.3,1)"
+    )
+    ds.add_argument(
+        "--velocity-steps",
+        type=int,
+        default=0,
+        help="first steps match the teacher's guided velocity at the student's grid times (cheap warm-up)",
+    )
     ds.add_argument("--grad-checkpoint", action="store_true")
     ds.add_argument("--backprop-steps", type=int)
     ds.add_argument("--steps", type=int, default=500)

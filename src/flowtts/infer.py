@@ -38,9 +38,17 @@ class InferenceOptions:
     min_ref_seconds: float = 0.5
     batch_size: int = 4
     dtype: str | None = None  # network precision: float32 (default), bfloat16, float16 (GPU)
+    t_grid: tuple[float, ...] | None = None  # explicit solver times; replace steps, EPSS and sway
 
     def solver_kwargs(self) -> dict:
         """The ``CFM.sample()`` keyword arguments these options fix (steps, guidance, time grid)."""
+        if self.t_grid is not None:
+            return dict(
+                steps=len(self.t_grid) - 1,
+                cfg_strength=self.cfg_strength,
+                sway_sampling_coef=None,
+                t_grid=tuple(self.t_grid),
+            )
         return dict(
             steps=self.steps,
             cfg_strength=self.cfg_strength,
@@ -56,20 +64,16 @@ def recommended_options(model, **overrides) -> InferenceOptions:
     count, guidance, grid) in its metadata; sampling it any other way throws its training away.
     ``overrides`` (non-``None`` values) win over both.
     """
-    import json
+    from flowtts.train.distill import DistillConfig
 
     fields = {}
     raw = (getattr(model, "metadata", None) or {}).get("distill_config")
     if raw:
-        config = json.loads(raw)
-        grid = config.get("student_grid", "uniform")
-        fields = dict(
-            steps=int(config["student_steps"]),
-            cfg_strength=float(config.get("student_cfg", 0.0)),
-            use_epss=grid == "epss",
-            sway_sampling_coef=float(config.get("student_sway", -1.0)) if grid == "sway" else None,
-        )
-    fields.update({k: v for k, v in overrides.items() if v is not None})
+        fields = DistillConfig.from_json(raw).student_sampling()
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if {"steps", "sway_sampling_coef"} & set(overrides):  # an explicit step count or sway replaces a student's grid
+        fields.pop("t_grid", None)
+    fields.update(overrides)
     return InferenceOptions(**fields)
 
 
@@ -238,10 +242,7 @@ def synthesize(
             cond,
             [_units(model, it[2]) for it in batch],
             durations,
-            steps=options.steps,
-            cfg_strength=options.cfg_strength,
-            sway_sampling_coef=options.sway_sampling_coef,
-            use_epss=options.use_epss,
+            **options.solver_kwargs(),
             seed=[it[4] for it in batch],
             isolate_batch=True,
             dtype=options.dtype,

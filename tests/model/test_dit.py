@@ -134,3 +134,22 @@ def test_prepared_velocity_equals_forward(cfg_infer, masked):
     dropped = dit.condition(cond, text, mask, drop_audio_cond=True, drop_text=True)
     reference = dit(x, cond, text, t, mask=mask, drop_audio_cond=True, drop_text=True)
     assert torch.allclose(dit.velocity(x, t, dropped), reference, atol=1e-5)
+
+
+def test_the_residual_stream_is_contiguous_in_every_block():
+    """The convolutional position embedding works channels-first; its output must not hand that layout
+    to the residual stream (every add, norm and projection of every block would then run strided)."""
+    dit = randomise(DiT(**TINY)).eval()
+    x, cond, text = _inputs()
+    layouts = []
+    hooks = [
+        block.register_forward_pre_hook(lambda module, args: layouts.append(args[0].is_contiguous()))
+        for block in dit.transformer_blocks
+    ]
+    with torch.no_grad():
+        dit(x, cond, text, torch.tensor(0.3))
+        conditioning = dit.condition(cond, text, None, cfg_infer=True)
+        dit.velocity(x, torch.tensor(0.3), conditioning)
+    for hook in hooks:
+        hook.remove()
+    assert len(layouts) == 2 * len(dit.transformer_blocks) and all(layouts)

@@ -1,4 +1,6 @@
 import copy
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -166,6 +168,14 @@ def test_distill_command_prints_the_report(corpus, tmp_path, capsys):
     code = main(_distill_args(tmp_path, corpus, "bad", "--student-steps", "8"))
     assert code == 2 and "smaller than teacher_steps" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    code = main(_distill_args(tmp_path, corpus, "bad", "--student-grid", "custom"))
+    assert code == 2 and "student_times goes with student_grid='custom'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(_distill_args(tmp_path, corpus, "bad", "--student-grid", "custom", "--student-times", "0,half,1"))
+    assert "expected comma-separated numbers" in capsys.readouterr().err
+    code = main(_distill_args(tmp_path, corpus, "bad", "--student-grid", "custom", "--student-times", "0,0.7,0.2"))
+    assert code == 2 and "rise strictly from 0 to 1" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_max_seconds_stops_early_with_a_checkpoint_that_resumes(corpus, tmp_path):
@@ -214,3 +224,91 @@ def test_students_carry_their_sampling_settings(corpus, tmp_path):
     assert options.solver_kwargs() == dict(steps=3, cfg_strength=0.0, sway_sampling_coef=-1.0, use_epss=False)
     plain = recommended_options(_teacher(corpus))
     assert (plain.steps, plain.cfg_strength, plain.sway_sampling_coef) == (32, 2.0, -1.0)
+
+
+def test_custom_student_grids_are_validated_and_travel_with_the_student(corpus, tmp_path):
+    import flowtts
+    from flowtts.infer import recommended_options
+
+    with pytest.raises(ValueError, match="student_times goes with"):
+        DistillConfig(student_grid="custom")
+    with pytest.raises(ValueError, match="student_times goes with"):
+        DistillConfig(student_times=(0, 0.5, 1))
+    with pytest.raises(ValueError, match="student_steps \\+ 1 = 5"):
+        DistillConfig(student_grid="custom", student_times=(0, 0.5, 1))
+    with pytest.raises(ValueError, match="rise strictly from 0 to 1"):
+        DistillConfig(student_grid="custom", student_steps=2, student_times=(0, 0.6, 0.6))
+    with pytest.raises(ValueError, match="velocity_steps"):
+        DistillConfig(velocity_steps=5, steps=4)
+
+    times = (0.0, 0.1, 1.0)
+    config = _config(steps=1, student_grid="custom", student_steps=2, student_times=times)
+    assert DistillConfig.from_json(json.dumps(dataclasses.asdict(config))) == config
+    distill(
+        _teacher(corpus), copy.deepcopy(_teacher(corpus)), MelDataset(corpus), str(tmp_path), config, progress=False
+    )
+    student = flowtts.load(tmp_path / "student.safetensors")
+    options = recommended_options(student)
+    assert options.t_grid == times and options.cfg_strength == 0.0
+    assert options.solver_kwargs() == dict(steps=2, cfg_strength=0.0, sway_sampling_coef=None, t_grid=times)
+    # an explicit step count replaces the recorded grid
+    assert recommended_options(student, steps=5).solver_kwargs()["steps"] == 5
+    assert "t_grid" not in recommended_options(student, steps=5).solver_kwargs()
+
+
+def test_velocity_warm_up_targets_are_the_teachers_guided_jump(corpus):
+    """The warm-up's teacher target equals x_t + (1 - t) v_guided(t, x_t), computed here from the DiT directly."""
+    from flowtts.model.cfm import lens_to_mask
+
+    ds = MelDataset(corpus)
+    teacher = _teacher(corpus).double()
+    config = _config(student_grid="custom", student_steps=2, student_times=(0.0, 0.25, 1.0), velocity_steps=5)
+    prompts = draw_prompts(ds, [0, 1], teacher.num_channels, config, torch.Generator().manual_seed(3))
+    prompts = prompts.rows([0, 1])
+    t = 0.25
+    noised = prompts.noised(t)
+    assert torch.allclose(noised.noise, 0.75 * prompts.noise + 0.25 * prompts.data)
+    noised.cond, noised.noise = noised.cond.double(), noised.noise.double()
+    out = sample_with(teacher, noised, cache=True, steps=1, cfg_strength=2.0, sway_sampling_coef=None, t_grid=(t, 1))
+
+    n = noised.noise.shape[1]
+    cond = torch.zeros_like(noised.noise)
+    cond[:, : noised.cond.shape[1]] = noised.cond
+    cond = cond * lens_to_mask(noised.lens, length=n)[..., None]
+    text = teacher._text_ids(noised.texts, 2)
+    time = torch.full((2,), t, dtype=torch.float64)
+    dit = teacher.transformer
+    for i in range(2):
+        d = int(noised.durations[i])
+        x = noised.noise[i : i + 1, :d]
+        c = cond[i : i + 1, :d]
+        ids = text[i : i + 1]
+        v = dit(x=x, cond=c, text=ids, time=time[:1], mask=None, drop_audio_cond=False, drop_text=False)
+        v_null = dit(x=x, cond=c, text=ids, time=time[:1], mask=None, drop_audio_cond=True, drop_text=True)
+        expected = x + (1 - t) * (v + 2.0 * (v - v_null))
+        gen = slice(int(noised.lens[i]), d)
+        assert torch.allclose(out[i : i + 1, gen], expected[:, gen], atol=1e-9), i
+
+
+def test_velocity_warm_up_moves_the_student_toward_the_guided_teacher(corpus, tmp_path):
+    ds = MelDataset(corpus)
+    teacher = _teacher(corpus)
+    student = copy.deepcopy(teacher)
+    times = (0.0, 0.3, 1.0)
+    config = _config(student_grid="custom", student_steps=2, student_times=times, velocity_steps=25, steps=25)
+
+    def jump_distance(model):
+        g = torch.Generator().manual_seed(99)
+        total = 0.0
+        for t in times[:-1]:
+            prompts = draw_prompts(ds, list(range(len(ds))), teacher.num_channels, config, g).noised(t)
+            kw = dict(steps=1, sway_sampling_coef=None, t_grid=(t, 1.0))
+            target = sample_with(teacher, prompts, cache=True, cfg_strength=2.0, **kw)
+            out = sample_with(model, prompts, cache=True, cfg_strength=0.0, **kw)
+            mask = prompts.generated_mask()[..., None]
+            total += float(((out - target) ** 2 * mask).sum() / mask.sum())
+        return total
+
+    before = jump_distance(student)
+    distill(teacher, student, ds, str(tmp_path), config, progress=False)
+    assert jump_distance(student) < 0.5 * before

@@ -67,6 +67,23 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _check_t_grid(t_grid, sway_sampling_coef) -> torch.Tensor:
+    """``t_grid`` as a float64 CPU tensor, or a ``ValueError`` saying what is wrong with it."""
+    if sway_sampling_coef is not None:
+        raise ValueError("t_grid is an explicit grid: pass sway_sampling_coef=None with it")
+    try:
+        grid = torch.as_tensor(t_grid, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"t_grid must be a sequence of numbers, got {t_grid!r}") from error
+    if grid.dim() != 1 or grid.numel() < 2:
+        raise ValueError(f"t_grid must be 1-D with at least 2 times, got shape {tuple(grid.shape)}")
+    if not bool(torch.isfinite(grid).all()) or float(grid[0]) < 0 or float(grid[-1]) > 1:
+        raise ValueError(f"t_grid must lie in [0, 1], got {grid.tolist()}")
+    if not bool((grid[1:] > grid[:-1]).all()):
+        raise ValueError(f"t_grid must be strictly increasing, got {grid.tolist()}")
+    return grid
+
+
 class CFM(nn.Module):
     """Flow-matching text-to-speech model around a velocity backbone (normally :class:`flowtts.DiT`).
 
@@ -198,6 +215,7 @@ class CFM(nn.Module):
         backprop_steps: int | None = None,
         isolate_batch: bool = False,
         dtype: torch.dtype | str | None = None,
+        t_grid: Sequence[float] | torch.Tensor | None = None,
         progress: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate mels (or waves with ``vocoder``) that continue the prompt ``cond`` with ``text``.
@@ -236,6 +254,9 @@ class CFM(nn.Module):
             dtype: Run the network under autocast in ``"bfloat16"`` (CPU or GPU) or ``"float16"`` (GPU);
                 the ODE state, its update, time embeddings, normalisation statistics and softmax stay
                 in float32. ``None``/``"float32"``: the parameters' dtype, no autocast.
+            t_grid: Explicit solver times, strictly increasing in [0, 1] (e.g. a distilled student's
+                grid); the solver runs ``len(t_grid) - 1`` steps from ``t_grid[0]`` and ``steps`` and
+                ``use_epss`` are not used. Cannot be combined with ``sway_sampling_coef``.
             progress: Show a progress bar over solver steps.
 
         Returns:
@@ -247,6 +268,9 @@ class CFM(nn.Module):
             raise TypeError(f"cache must be True or False, got {cache!r}")
         if cache and (grad_checkpoint or backprop_steps is not None):
             raise ValueError("grad_checkpoint and backprop_steps apply to the differentiable path: pass cache=False")
+        if t_grid is not None:
+            grid = _check_t_grid(t_grid, sway_sampling_coef)
+            steps = grid.numel() - 1
         if not _is_int(steps) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
         check_grad_options("checkpoint" if grad_checkpoint else "full", backprop_steps, int(steps))
@@ -340,11 +364,12 @@ class CFM(nn.Module):
             else:
                 velocity = under_autocast(network_velocity)
 
-            grid = make_grid(steps, use_epss=use_epss, sway_coef=sway_sampling_coef, device=device)
+            if t_grid is None:
+                grid = make_grid(steps, use_epss=use_epss, sway_coef=sway_sampling_coef, device=device)
             solution = integrate(
                 velocity,
                 x0,
-                grid.to(state_dtype),
+                grid.to(device=device, dtype=state_dtype),
                 method=method,
                 grad="none" if cache else ("checkpoint" if grad_checkpoint else "full"),
                 backprop_steps=backprop_steps,

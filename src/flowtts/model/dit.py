@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import nn
 
 from flowtts.model.embeddings import InputEmbedding, TextEmbedding, TimestepEmbedding
 from flowtts.model.modules import AdaLayerNormFinal, DiTBlock, RotaryEmbedding
+from flowtts.sampling.checkpoint import checkpoint
 
 
 @dataclass
@@ -303,9 +303,7 @@ class DiT(nn.Module):
         for i, block in enumerate(self.transformer_blocks):
             qkv_weight = qkv[i] if qkv is not None else None
             if self.checkpoint_activations and torch.is_grad_enabled():
-                h = torch.utils.checkpoint.checkpoint(
-                    block, h, t, mask, rope, attn_mask_enabled, qkv_weight, use_reentrant=False
-                )
+                h = checkpoint(block, h, t, mask, rope, attn_mask_enabled, qkv_weight)
             else:
                 h = block(h, t, mask, rope, attn_mask_enabled, qkv_weight)
         if self.long_skip_connection is not None:

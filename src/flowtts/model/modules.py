@@ -323,4 +323,6 @@ class ConvPositionEmbedding(nn.Module):
             x = layer(x)
             if keep is not None and isinstance(layer, nn.Conv1d):
                 x = x.masked_fill(~keep, 0.0)
-        return x.transpose(1, 2)
+        # Contiguous frames-major output: the residual stream it is added to would otherwise inherit the
+        # transposed layout, and every later add, norm and projection would run on (or copy) strided memory.
+        return x.transpose(1, 2).contiguous()

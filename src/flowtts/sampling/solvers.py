@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.utils.checkpoint
+
+from flowtts.sampling.checkpoint import checkpoint
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepRule = Callable[[Velocity, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -57,7 +58,7 @@ class SplitVelocity:
 
     def checkpointed(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The parts, each under its own activation checkpoint."""
-        return self.combine([torch.utils.checkpoint.checkpoint(part, t, x, use_reentrant=False) for part in self.parts])
+        return self.combine([checkpoint(part, t, x) for part in self.parts])
 
 
 def _velocity_as(velocity: Velocity, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -168,7 +169,7 @@ def integrate(
             elif grad == "checkpoint" and split:  # keeps the step's input state(s); parts recomputed one by one
                 x = rule(velocity.checkpointed, x, t0, t1)
             elif grad == "checkpoint":
-                x = torch.utils.checkpoint.checkpoint(step, x, t0, t1, use_reentrant=False)
+                x = checkpoint(step, x, t0, t1)
             else:
                 x = step(x, t0, t1)
             if states is not None:

@@ -7,6 +7,12 @@ student samples ``student_steps`` from the same noise with ``cache=False`` and t
 squared distance between the two outputs on the generated frames. Gradients flow through every
 student solver step (optionally checkpointed or truncated).
 
+Optionally the run starts with ``velocity_steps`` cheap warm-up steps that teach the student the
+teacher's *guided* velocity where the student will evaluate it: the data is noised to a time ``t`` of
+the student's grid, and the student's one-step jump from ``t`` to 1 (one network call, no guidance) is
+matched to the teacher's guided one (two calls). This distils guidance away at the cost of a training
+step instead of a ``teacher_steps`` sample, so the expensive sampler-through steps start close.
+
 Randomness is derived from ``(seed, step)`` and drawn for the global batch, as in
 :mod:`flowtts.train.trainer`, so runs resume exactly and ranks stay identical under torchrun.
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import inspect
 import json
 import os
@@ -35,7 +42,7 @@ from flowtts.train.trainer import (
     start_log,
 )
 
-GRIDS = ("uniform", "epss", "sway")
+GRIDS = ("uniform", "epss", "sway", "custom")
 LOG_COLUMNS = ["step", "loss", "lr", "grad_norm", "seconds_per_step", "elapsed_s"]
 
 
@@ -50,6 +57,8 @@ class DistillConfig:
     student_cfg: float = 0.0  # 0 distils guidance away: one network call per student step
     student_grid: str = "uniform"
     student_sway: float = -1.0  # used by the "sway" grid
+    student_times: tuple[float, ...] | None = None  # the "custom" grid: student_steps + 1 times in [0, 1]
+    velocity_steps: int = 0  # warm-up steps matching the teacher's guided velocity (see module docstring)
     grad_checkpoint: bool = False
     backprop_steps: int | None = None
     steps: int = 1000
@@ -75,9 +84,52 @@ class DistillConfig:
             raise ValueError(f"student_grid must be one of {GRIDS}, got {self.student_grid!r}")
         if self.batch_size < 1 or self.steps < 1:
             raise ValueError("batch_size and steps must be >= 1")
+        if not 0 <= self.velocity_steps <= self.steps:
+            raise ValueError(f"velocity_steps must be in [0, steps={self.steps}], got {self.velocity_steps}")
+        if (self.student_grid == "custom") != (self.student_times is not None):
+            raise ValueError("student_times goes with student_grid='custom' (and that grid needs it)")
+        if self.student_times is not None:
+            times = tuple(float(t) for t in self.student_times)
+            if len(times) != self.student_steps + 1:
+                raise ValueError(
+                    f"student_times must hold student_steps + 1 = {self.student_steps + 1} times, got {len(times)}"
+                )
+            if times[0] != 0.0 or times[-1] != 1.0 or any(b <= a for a, b in zip(times, times[1:])):
+                raise ValueError(f"student_times must rise strictly from 0 to 1, got {list(times)}")
+            self.student_times = times
+
+    @classmethod
+    def from_json(cls, raw: str) -> DistillConfig:
+        """The config a student recorded in its metadata (unknown keys from other versions are ignored)."""
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in json.loads(raw).items() if k in known}
+        for key in ("student_times", "prompt_fraction"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    def student_grid_times(self) -> torch.Tensor:
+        """The student's ``student_steps + 1`` solver times."""
+        from flowtts.sampling.grids import make_grid
+
+        if self.student_times is not None:
+            return torch.tensor(self.student_times, dtype=torch.float32)
+        return make_grid(
+            self.student_steps,
+            use_epss=self.student_grid == "epss",
+            sway_coef=self.student_sway if self.student_grid == "sway" else None,
+        )
 
     def student_sampling(self) -> dict:
         """``sample()`` keyword arguments of the student."""
+        if self.student_times is not None:
+            return dict(
+                steps=self.student_steps,
+                cfg_strength=self.student_cfg,
+                use_epss=False,
+                sway_sampling_coef=None,
+                t_grid=self.student_times,
+            )
         return dict(
             steps=self.student_steps,
             cfg_strength=self.student_cfg,
@@ -98,17 +150,26 @@ class Prompts:
     texts: list[str]
     durations: torch.Tensor  # (b,)
     noise: torch.Tensor  # (b, max duration, d)
+    data: torch.Tensor | None = None  # (b, max duration, d) the whole utterances' mels, zero-padded
 
     def rows(self, rows: list[int]) -> Prompts:
         lens = self.lens[rows]
         durations = self.durations[rows]
+        n = int(durations.max())
         return Prompts(
             cond=self.cond[rows, : int(lens.max())],
             lens=lens,
             texts=[self.texts[r] for r in rows],
             durations=durations,
-            noise=self.noise[rows, : int(durations.max())],
+            noise=self.noise[rows, :n],
+            data=None if self.data is None else self.data[rows, :n],
         )
+
+    def noised(self, t: float) -> Prompts:
+        """These prompts with the noise moved to time ``t`` of the data's flow path, ``(1 - t) noise + t data``."""
+        if self.data is None:
+            raise ValueError("these prompts carry no data mels (draw them with draw_prompts)")
+        return dataclasses.replace(self, noise=(1 - t) * self.noise + t * self.data)
 
     def generated_mask(self) -> torch.Tensor:
         """``(b, n)`` frames the model generates: after the prompt, before the duration."""
@@ -136,14 +197,15 @@ def draw_prompts(dataset: MelDataset, indices: list[int], num_channels: int, con
         mel, text = dataset[i]
         frac = lo + (hi - lo) * float(torch.rand((), generator=generator))
         n_prompt = max(1, min(int(frac * mel.shape[0]), mel.shape[0] - 1))
-        mels.append(mel[:n_prompt])
+        mels.append(mel)
         lens.append(n_prompt)
         durations.append(mel.shape[0])
         texts.append(text)
-    cond = torch.nn.utils.rnn.pad_sequence(mels, batch_first=True)
+    cond = torch.nn.utils.rnn.pad_sequence([m[:n] for m, n in zip(mels, lens)], batch_first=True)
+    data = torch.nn.utils.rnn.pad_sequence(mels, batch_first=True)
     durations = torch.tensor(durations)
     noise = torch.randn((len(indices), int(durations.max()), num_channels), generator=generator)
-    return Prompts(cond=cond, lens=torch.tensor(lens), texts=texts, durations=durations, noise=noise)
+    return Prompts(cond=cond, lens=torch.tensor(lens), texts=texts, durations=durations, noise=noise, data=data)
 
 
 def sample_with(model, prompts: Prompts, *, cache: bool, **kwargs) -> torch.Tensor:
@@ -168,16 +230,13 @@ class _StudentLoss(torch.nn.Module):
         self.student = student
         self.config = config
 
-    def forward(self, prompts: Prompts, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, prompts: Prompts, target: torch.Tensor, sampling: dict | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
-        out = sample_with(
-            self.student,
-            prompts,
-            cache=False,
-            grad_checkpoint=c.grad_checkpoint,
-            backprop_steps=c.backprop_steps,
-            **c.student_sampling(),
-        )
+        if sampling is None:  # the student's own solve
+            sampling = dict(grad_checkpoint=c.grad_checkpoint, backprop_steps=c.backprop_steps, **c.student_sampling())
+        out = sample_with(self.student, prompts, cache=False, **sampling)
         mask = prompts.generated_mask().to(out.device)[..., None]
         squared = (out - target.to(out.dtype)).pow(2) * mask
         return squared.sum(), mask.sum() * out.shape[-1]
@@ -234,6 +293,7 @@ def distill(
     csv_path = os.path.join(out_dir, "distill_log.csv")
     start_log(csv_path, LOG_COLUMNS, rank)
     bar = progress_bar(progress and rank == 0, config.steps, step, "distilling")
+    grid = config.student_grid_times().tolist()
     start = time.perf_counter()
     last = float("nan")
 
@@ -264,13 +324,20 @@ def distill(
             g = torch.Generator().manual_seed(config.seed * 7_919 + step)
             indices = torch.randint(len(dataset), (config.batch_size,), generator=g).tolist()
             prompts = draw_prompts(dataset, indices, teacher.num_channels, config, g)
+            teacher_sampling, student_sampling = config.teacher_sampling(), None
+            if step < config.velocity_steps:  # warm-up: one guided teacher jump from a student grid time
+                t = float(grid[int(torch.randint(config.student_steps, (), generator=g))])
+                prompts = prompts.noised(t)
+                jump = dict(steps=1, sway_sampling_coef=None, t_grid=(t, 1.0))
+                teacher_sampling = dict(cfg_strength=config.teacher_cfg, **jump)
+                student_sampling = dict(cfg_strength=config.student_cfg, **jump)
             rows = list(range(rank, config.batch_size, world)) or [0]
             weight = 1.0 if rank < config.batch_size else 0.0
             local = prompts.rows(rows)
-            target = sample_with(teacher, local, cache=True, **config.teacher_sampling())
+            target = sample_with(teacher, local, cache=True, **teacher_sampling)
             total = float(prompts.generated_mask().sum()) * teacher.num_channels
             torch.manual_seed(config.seed * 104_729 + step * world + rank)  # student dropout
-            squared, _ = loss_module(local, target)
+            squared, _ = loss_module(local, target, student_sampling)
             loss = squared * weight * world / total
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
