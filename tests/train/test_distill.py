@@ -67,7 +67,7 @@ def test_distillation_lowers_the_students_distance_to_the_teacher(corpus, tmp_pa
 
 def test_distillation_resumes_exactly(corpus, tmp_path):
     ds = MelDataset(corpus)
-    config = _config(steps=8, save_every=3, grad_checkpoint=True)
+    config = _config(steps=8, save_every=3, grad_checkpoint=True, velocity_steps=4)  # resumes inside the warm-up
     reference = copy.deepcopy(_teacher(corpus))
     distill(_teacher(corpus), reference, ds, str(tmp_path / "a"), config, progress=False)
 
@@ -126,7 +126,9 @@ from train.helpers import tiny_model
 ds = MelDataset({corpus!r})
 teacher = randomise(tiny_model(load_vocab(ds.vocab_path())), std=0.1, seed=5).eval()
 student = copy.deepcopy(teacher)
-cfg = DistillConfig(student_steps=2, teacher_steps=8, steps=3, batch_size=3, lr=3e-3, warmup=1, save_every=3, seed=1)
+cfg = DistillConfig(
+    student_steps=2, teacher_steps=8, steps=4, velocity_steps=2, batch_size=3, lr=3e-3, warmup=1, save_every=4, seed=1
+)
 distill(teacher, student, ds, {out!r}, cfg, progress=False)
 rank = dist.get_rank() if dist.is_initialized() else 0
 torch.save(student.state_dict(), {out!r} + f"/params{{rank}}.pt")

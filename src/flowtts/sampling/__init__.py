@@ -1,5 +1,6 @@
 """Fixed-grid ODE integration with selectable gradient modes, and time grids."""
 
+from flowtts.sampling.checkpoint import checkpoint
 from flowtts.sampling.grids import epss, make_grid, sway, uniform
 from flowtts.sampling.solvers import (
     GRAD_MODES,
@@ -15,6 +16,7 @@ __all__ = [
     "GRAD_MODES",
     "STEP_RULES",
     "ODESolution",
+    "checkpoint",
     "epss",
     "euler_step",
     "integrate",
