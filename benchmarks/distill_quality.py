@@ -11,6 +11,7 @@ fixed by ``--seed``. Prints the table of ``flowtts.train.distill.evaluate`` and,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 
 import torch
@@ -40,14 +41,15 @@ def main() -> None:
     teacher, student = flowtts.load(args.teacher), flowtts.load(args.student)
     raw = (getattr(student, "metadata", None) or {}).get("distill_config")
     recorded = DistillConfig.from_json(raw) if raw else DistillConfig()
-    changes = {"student_steps": args.student_steps, "student_cfg": args.student_cfg, "student_grid": args.student_grid}
-    changes = {k: v for k, v in changes.items() if v is not None}
-    if changes.get("student_grid", "custom") != "custom" or "student_steps" in changes:
-        changes["student_times"] = None  # a recorded custom grid does not fit another grid or step count
-        changes.setdefault("student_grid", "uniform" if recorded.student_grid == "custom" else recorded.student_grid)
     # Only the student's sampling settings matter here; the rest are DistillConfig's defaults.
     sampling = ("student_steps", "student_cfg", "student_grid", "student_sway", "student_times")
-    config = DistillConfig(**{k: getattr(recorded, k) for k in sampling} | changes)
+    config = DistillConfig(**{k: getattr(recorded, k) for k in sampling})
+    if args.student_steps or args.student_grid:  # a recorded custom grid fits neither another grid nor step count
+        grid = args.student_grid or ("uniform" if config.student_grid == "custom" else config.student_grid)
+        steps = args.student_steps or config.student_steps
+        config = dataclasses.replace(config, student_steps=steps, student_grid=grid, student_times=None)
+    if args.student_cfg is not None:
+        config = dataclasses.replace(config, student_cfg=args.student_cfg)
     held = MelDataset(args.heldout)
     prompts = draw_prompts(
         held,
