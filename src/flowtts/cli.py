@@ -208,6 +208,9 @@ def _distill(args: argparse.Namespace) -> int:
         student_grid=args.student_grid,
         student_times=args.student_times,
         velocity_steps=args.velocity_steps,
+        segment_steps=args.segment_steps,
+        teacher_pool=args.teacher_pool,
+        student_dropout=not args.no_dropout,
         grad_checkpoint=args.grad_checkpoint,
         backprop_steps=args.backprop_steps,
         steps=args.steps,
@@ -341,6 +344,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="first steps match the teacher's guided velocity at the student's grid times (cheap warm-up)",
     )
+    ds.add_argument(
+        "--segment-steps",
+        type=int,
+        default=0,
+        help="next steps match each student step to the teacher's trajectory (one network call per step)",
+    )
+    ds.add_argument(
+        "--teacher-pool",
+        type=int,
+        default=0,
+        help="sample this many teacher trajectories once and draw every step from them (0: sample every step)",
+    )
+    ds.add_argument("--no-dropout", action="store_true", help="switch the student's dropout off while distilling")
     ds.add_argument("--grad-checkpoint", action="store_true")
     ds.add_argument("--backprop-steps", type=int)
     ds.add_argument("--steps", type=int, default=500)

@@ -161,12 +161,18 @@ def test_distill_command_prints_the_report(corpus, tmp_path, capsys):
     from flowtts.cli import main
 
     flowtts.save(_teacher(corpus), tmp_path / "teacher.safetensors")
-    code = main(_distill_args(tmp_path, corpus, "run", "--steps", "3", "--batch-size", "2", "--report-prompts", "3"))
+    pool = ["--teacher-pool", "2", "--segment-steps", "1", "--no-dropout", "--report-prompts", "3"]
+    code = main(_distill_args(tmp_path, corpus, "run", "--steps", "3", "--batch-size", "2", *pool))
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("student/naive=") and "student_nfe=2" in lines[-1]
     assert any(line.startswith("teacher@7 (EPSS") for line in lines)
-    assert {"report.txt", "report.png", "student.safetensors"} <= set(os.listdir(tmp_path / "run"))
+    files = set(os.listdir(tmp_path / "run"))
+    assert {"report.txt", "report.png", "student.safetensors", "teacher_pool.pt"} <= files
+    from flowtts.checkpoints.loader import read_metadata
+
+    recorded = DistillConfig.from_json(read_metadata(str(tmp_path / "run" / "student.safetensors"))["distill_config"])
+    assert (recorded.teacher_pool, recorded.segment_steps, recorded.student_dropout) == (2, 1, False)
     code = main(_distill_args(tmp_path, corpus, "bad", "--student-steps", "8"))
     assert code == 2 and "smaller than teacher_steps" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

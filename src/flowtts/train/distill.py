@@ -13,6 +13,16 @@ the student's grid, and the student's one-step jump from ``t`` to 1 (one network
 matched to the teacher's guided one (two calls). This distils guidance away at the cost of a training
 step instead of a ``teacher_steps`` sample, so the expensive sampler-through steps start close.
 
+Then ``segment_steps`` steps can match the student one solver step at a time: the teacher's states at
+the student's grid times are the targets, and each student step starts from the teacher's state
+(``student_steps`` network calls with a graph one step deep each). The remaining steps are the
+sampler-through steps above.
+
+With ``teacher_pool=P`` the teacher samples ``P`` trajectories once (:mod:`flowtts.train.teacher_pool`,
+saved as ``teacher_pool.pt`` in the run directory and reused on resume) and every step draws its
+prompts, noises and targets from them instead of sampling the teacher: far cheaper steps, a finite set
+of targets.
+
 Randomness is derived from ``(seed, step)`` and drawn for the global batch, as in
 :mod:`flowtts.train.trainer`, so runs resume exactly and ranks stay identical under torchrun.
 """
@@ -32,6 +42,8 @@ import torch
 
 from flowtts.train import distributed as dist_utils
 from flowtts.train.data import MelDataset
+from flowtts.train.prompts import Prompts, draw_prompts, sample_with
+from flowtts.train.teacher_pool import load_or_build, teacher_states
 from flowtts.train.trainer import (
     ema_update,
     lr_factor,
@@ -59,6 +71,9 @@ class DistillConfig:
     student_sway: float = -1.0  # used by the "sway" grid
     student_times: tuple[float, ...] | None = None  # the "custom" grid: student_steps + 1 times in [0, 1]
     velocity_steps: int = 0  # warm-up steps matching the teacher's guided velocity (see module docstring)
+    segment_steps: int = 0  # then steps matching each student step to the teacher's trajectory (see distill())
+    teacher_pool: int = 0  # > 0: draw every step from this many teacher trajectories sampled once
+    student_dropout: bool = True  # the student's dropout stays active while it learns
     grad_checkpoint: bool = False
     backprop_steps: int | None = None
     steps: int = 1000
@@ -86,6 +101,13 @@ class DistillConfig:
             raise ValueError("batch_size and steps must be >= 1")
         if not 0 <= self.velocity_steps <= self.steps:
             raise ValueError(f"velocity_steps must be in [0, steps={self.steps}], got {self.velocity_steps}")
+        if self.segment_steps < 0 or self.velocity_steps + self.segment_steps > self.steps:
+            raise ValueError(
+                f"segment_steps must be >= 0 and velocity_steps + segment_steps <= steps={self.steps}, "
+                f"got {self.velocity_steps} + {self.segment_steps}"
+            )
+        if self.teacher_pool < 0:
+            raise ValueError(f"teacher_pool must be >= 0 (0: no pool), got {self.teacher_pool}")
         if (self.student_grid == "custom") != (self.student_times is not None):
             raise ValueError("student_times goes with student_grid='custom' (and that grid needs it)")
         if self.student_times is not None:
@@ -137,44 +159,16 @@ class DistillConfig:
             sway_sampling_coef=self.student_sway if self.student_grid == "sway" else None,
         )
 
+    def phase(self, step: int) -> str:
+        """``"velocity"``, ``"segment"`` or ``"sampler"``: what step ``step`` (0-based) trains on."""
+        if step < self.velocity_steps:
+            return "velocity"
+        if step < self.velocity_steps + self.segment_steps:
+            return "segment"
+        return "sampler"
+
     def teacher_sampling(self) -> dict:
         return dict(steps=self.teacher_steps, cfg_strength=self.teacher_cfg, sway_sampling_coef=self.teacher_sway)
-
-
-@dataclass
-class Prompts:
-    """A batch of distillation prompts."""
-
-    cond: torch.Tensor  # (b, n_prompt_max, d)
-    lens: torch.Tensor  # (b,) prompt frames
-    texts: list[str]
-    durations: torch.Tensor  # (b,)
-    noise: torch.Tensor  # (b, max duration, d)
-    data: torch.Tensor | None = None  # (b, max duration, d) the whole utterances' mels, zero-padded
-
-    def rows(self, rows: list[int]) -> Prompts:
-        lens = self.lens[rows]
-        durations = self.durations[rows]
-        n = int(durations.max())
-        return Prompts(
-            cond=self.cond[rows, : int(lens.max())],
-            lens=lens,
-            texts=[self.texts[r] for r in rows],
-            durations=durations,
-            noise=self.noise[rows, :n],
-            data=None if self.data is None else self.data[rows, :n],
-        )
-
-    def noised(self, t: float) -> Prompts:
-        """These prompts with the noise moved to time ``t`` of the data's flow path, ``(1 - t) noise + t data``."""
-        if self.data is None:
-            raise ValueError("these prompts carry no data mels (draw them with draw_prompts)")
-        return dataclasses.replace(self, noise=(1 - t) * self.noise + t * self.data)
-
-    def generated_mask(self) -> torch.Tensor:
-        """``(b, n)`` frames the model generates: after the prompt, before the duration."""
-        frames = torch.arange(self.noise.shape[1])[None, :]
-        return (frames >= self.lens[:, None]) & (frames < self.durations[:, None])
 
 
 def check_compatible(teacher, student) -> None:
@@ -189,39 +183,6 @@ def check_compatible(teacher, student) -> None:
             raise ValueError(f"teacher and student mel front ends differ in {attr}")
 
 
-def draw_prompts(dataset: MelDataset, indices: list[int], num_channels: int, config, generator) -> Prompts:
-    """Prompts for ``indices``: a random leading fraction of each utterance, and one noise each."""
-    lo, hi = config.prompt_fraction
-    mels, texts, lens, durations = [], [], [], []
-    for i in indices:
-        mel, text = dataset[i]
-        frac = lo + (hi - lo) * float(torch.rand((), generator=generator))
-        n_prompt = max(1, min(int(frac * mel.shape[0]), mel.shape[0] - 1))
-        mels.append(mel)
-        lens.append(n_prompt)
-        durations.append(mel.shape[0])
-        texts.append(text)
-    cond = torch.nn.utils.rnn.pad_sequence([m[:n] for m, n in zip(mels, lens)], batch_first=True)
-    data = torch.nn.utils.rnn.pad_sequence(mels, batch_first=True)
-    durations = torch.tensor(durations)
-    noise = torch.randn((len(indices), int(durations.max()), num_channels), generator=generator)
-    return Prompts(cond=cond, lens=torch.tensor(lens), texts=texts, durations=durations, noise=noise, data=data)
-
-
-def sample_with(model, prompts: Prompts, *, cache: bool, **kwargs) -> torch.Tensor:
-    out, _ = model.sample(
-        prompts.cond.to(model.device),
-        prompts.texts,
-        prompts.durations,
-        lens=prompts.lens,
-        noise=prompts.noise.to(model.device),
-        isolate_batch=True,
-        cache=cache,
-        **kwargs,
-    )
-    return out
-
-
 class _StudentLoss(torch.nn.Module):
     """Wraps the student so DistributedDataParallel sees one forward per step."""
 
@@ -231,13 +192,22 @@ class _StudentLoss(torch.nn.Module):
         self.config = config
 
     def forward(
-        self, prompts: Prompts, target: torch.Tensor, sampling: dict | None = None
+        self, prompts: Prompts, target: torch.Tensor, sampling: dict | None = None, segments: list | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
+        mask = prompts.generated_mask()[..., None]
+        if segments is not None:  # target: teacher states at the times in segments; one student step each
+            squared = 0.0
+            for i, (t0, t1) in enumerate(zip(segments, segments[1:])):
+                start = dataclasses.replace(prompts, noise=target[i])
+                jump = dict(steps=1, cfg_strength=c.student_cfg, sway_sampling_coef=None, t_grid=(t0, t1))
+                out = sample_with(self.student, start, cache=False, **jump)
+                squared = squared + ((out - target[i + 1].to(out)).pow(2) * mask.to(out.device)).sum()
+            return squared / (len(segments) - 1), mask.sum() * target.shape[-1]
         if sampling is None:  # the student's own solve
             sampling = dict(grad_checkpoint=c.grad_checkpoint, backprop_steps=c.backprop_steps, **c.student_sampling())
         out = sample_with(self.student, prompts, cache=False, **sampling)
-        mask = prompts.generated_mask().to(out.device)[..., None]
+        mask = mask.to(out.device)
         squared = (out - target.to(out.dtype)).pow(2) * mask
         return squared.sum(), mask.sum() * out.shape[-1]
 
@@ -280,7 +250,7 @@ def distill(
     if rank == 0:
         os.makedirs(out_dir, exist_ok=True)
     teacher.to(device).eval().requires_grad_(False)
-    student.to(device).train()
+    student.to(device).train(config.student_dropout)
     ema = copy.deepcopy(student).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
@@ -294,6 +264,10 @@ def distill(
     start_log(csv_path, LOG_COLUMNS, rank)
     bar = progress_bar(progress and rank == 0, config.steps, step, "distilling")
     grid = config.student_grid_times().tolist()
+    pool = None
+    if config.teacher_pool:
+        pool_path = os.path.join(out_dir, "teacher_pool.pt")
+        pool = load_or_build(pool_path, teacher, dataset, config, config.teacher_pool, env, progress=progress)
     start = time.perf_counter()
     last = float("nan")
 
@@ -322,22 +296,35 @@ def distill(
         while step < config.steps:
             t0 = time.perf_counter()
             g = torch.Generator().manual_seed(config.seed * 7_919 + step)
-            indices = torch.randint(len(dataset), (config.batch_size,), generator=g).tolist()
-            prompts = draw_prompts(dataset, indices, teacher.num_channels, config, g)
-            teacher_sampling, student_sampling = config.teacher_sampling(), None
-            if step < config.velocity_steps:  # warm-up: one guided teacher jump from a student grid time
-                t = float(grid[int(torch.randint(config.student_steps, (), generator=g))])
-                prompts = prompts.noised(t)
-                jump = dict(steps=1, sway_sampling_coef=None, t_grid=(t, 1.0))
-                teacher_sampling = dict(cfg_strength=config.teacher_cfg, **jump)
-                student_sampling = dict(cfg_strength=config.student_cfg, **jump)
+            if pool is not None:
+                picks = torch.randint(len(pool), (config.batch_size,), generator=g).tolist()
+                prompts, states = pool.batch(dataset, picks)
+            else:
+                indices = torch.randint(len(dataset), (config.batch_size,), generator=g).tolist()
+                prompts, states = draw_prompts(dataset, indices, teacher.num_channels, config, g), None
             rows = list(range(rank, config.batch_size, world)) or [0]
             weight = 1.0 if rank < config.batch_size else 0.0
             local = prompts.rows(rows)
-            target = sample_with(teacher, local, cache=True, **teacher_sampling)
+            if states is not None:
+                states = states[:, rows, : local.noise.shape[1]]
             total = float(prompts.generated_mask().sum()) * teacher.num_channels
+            phase = config.phase(step)
             torch.manual_seed(config.seed * 104_729 + step * world + rank)  # student dropout
-            squared, _ = loss_module(local, target, student_sampling)
+            if phase == "velocity":  # warm-up: one guided teacher jump from a student grid time
+                t = float(grid[int(torch.randint(config.student_steps, (), generator=g))])
+                local = local.noised(t)
+                jump = dict(steps=1, sway_sampling_coef=None, t_grid=(t, 1.0))
+                target = sample_with(teacher, local, cache=True, cfg_strength=config.teacher_cfg, **jump)
+                squared, _ = loss_module(local, target, dict(cfg_strength=config.student_cfg, **jump))
+            elif phase == "segment":  # each student step from the teacher's state to its next one
+                target = states if states is not None else teacher_states(teacher, local, config)
+                squared, _ = loss_module(local, target, None, grid)
+            else:
+                if states is not None:
+                    target = states[-1]
+                else:
+                    target = sample_with(teacher, local, cache=True, **config.teacher_sampling())
+                squared, _ = loss_module(local, target)
             loss = squared * weight * world / total
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,79 @@
+"""Distillation prompts: what the teacher and the student are both asked to generate."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from flowtts.train.data import MelDataset
+
+
+@dataclass
+class Prompts:
+    """A batch of distillation prompts."""
+
+    cond: torch.Tensor  # (b, n_prompt_max, d)
+    lens: torch.Tensor  # (b,) prompt frames
+    texts: list[str]
+    durations: torch.Tensor  # (b,)
+    noise: torch.Tensor  # (b, max duration, d)
+    data: torch.Tensor | None = None  # (b, max duration, d) the whole utterances' mels, zero-padded
+
+    def rows(self, rows: list[int]) -> Prompts:
+        lens = self.lens[rows]
+        durations = self.durations[rows]
+        n = int(durations.max())
+        return Prompts(
+            cond=self.cond[rows, : int(lens.max())],
+            lens=lens,
+            texts=[self.texts[r] for r in rows],
+            durations=durations,
+            noise=self.noise[rows, :n],
+            data=None if self.data is None else self.data[rows, :n],
+        )
+
+    def noised(self, t: float) -> Prompts:
+        """These prompts with the noise moved to time ``t`` of the data's flow path, ``(1 - t) noise + t data``."""
+        if self.data is None:
+            raise ValueError("these prompts carry no data mels (draw them with draw_prompts)")
+        return dataclasses.replace(self, noise=(1 - t) * self.noise + t * self.data)
+
+    def generated_mask(self) -> torch.Tensor:
+        """``(b, n)`` frames the model generates: after the prompt, before the duration."""
+        frames = torch.arange(self.noise.shape[1])[None, :]
+        return (frames >= self.lens[:, None]) & (frames < self.durations[:, None])
+
+
+def draw_prompts(dataset: MelDataset, indices: list[int], num_channels: int, config, generator) -> Prompts:
+    """Prompts for ``indices``: a random leading fraction of each utterance, and one noise each."""
+    lo, hi = config.prompt_fraction
+    mels, texts, lens, durations = [], [], [], []
+    for i in indices:
+        mel, text = dataset[i]
+        frac = lo + (hi - lo) * float(torch.rand((), generator=generator))
+        n_prompt = max(1, min(int(frac * mel.shape[0]), mel.shape[0] - 1))
+        mels.append(mel)
+        lens.append(n_prompt)
+        durations.append(mel.shape[0])
+        texts.append(text)
+    cond = torch.nn.utils.rnn.pad_sequence([m[:n] for m, n in zip(mels, lens)], batch_first=True)
+    data = torch.nn.utils.rnn.pad_sequence(mels, batch_first=True)
+    durations = torch.tensor(durations)
+    noise = torch.randn((len(indices), int(durations.max()), num_channels), generator=generator)
+    return Prompts(cond=cond, lens=torch.tensor(lens), texts=texts, durations=durations, noise=noise, data=data)
+
+
+def sample_with(model, prompts: Prompts, *, cache: bool, **kwargs) -> torch.Tensor:
+    out, _ = model.sample(
+        prompts.cond.to(model.device),
+        prompts.texts,
+        prompts.durations,
+        lens=prompts.lens,
+        noise=prompts.noise.to(model.device),
+        isolate_batch=True,
+        cache=cache,
+        **kwargs,
+    )
+    return out

@@ -1,0 +1,177 @@
+"""Teacher trajectories at the student's solver times, sampled once and reused by many distillation steps.
+
+A sampler-through distillation step costs one student solve with backprop and one many-step teacher
+solve; on a CPU the teacher's solve is most of it. A *pool* samples ``size`` teacher trajectories once
+(prompt, noise, and the teacher's states at every time of the student's grid), saves them in the run
+directory, and lets every later step draw its prompts, noises and targets from it. The states at the
+intermediate times also give the student a direct target for each of its own steps (the *segment*
+loss of :func:`flowtts.train.distill.distill`).
+
+The teacher integrates on its usual grid with the student's times merged in (a teacher time within
+``1e-4`` of a student time is replaced by it), so its states at the student's times are exact solver
+states, not interpolations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+from flowtts.train.data import MelDataset
+from flowtts.train.prompts import Prompts, draw_prompts
+
+SNAP = 1e-4
+
+
+def teacher_grid(config) -> tuple[torch.Tensor, list[int]]:
+    """The teacher's solver times with the student's merged in, and where the student's times sit in it.
+
+    Args:
+        config: A :class:`~flowtts.train.distill.DistillConfig`.
+
+    Returns:
+        ``(grid, positions)``: float32 times from 0 to 1, and for each student time its index in ``grid``.
+    """
+    from flowtts.sampling.grids import make_grid
+
+    student = config.student_grid_times().double()
+    teacher = make_grid(config.teacher_steps, use_epss=True, sway_coef=config.teacher_sway).double()
+    keep = (teacher[:, None] - student[None, :]).abs().min(dim=1).values > SNAP
+    grid = torch.sort(torch.cat([teacher[keep], student])).values
+    positions = [int(torch.argmin((grid - t).abs())) for t in student]
+    return grid.float(), positions
+
+
+def teacher_states(teacher, prompts: Prompts, config) -> torch.Tensor:
+    """The teacher's guided solve from ``prompts.noise``, ``(student_steps + 1, b, n, d)`` at the student's times.
+
+    The first entry is the noise, the last the teacher's output (prompt frames not copied in).
+    """
+    grid, positions = teacher_grid(config)
+    _, trajectory = teacher.sample(
+        prompts.cond.to(teacher.device),
+        prompts.texts,
+        prompts.durations,
+        lens=prompts.lens,
+        noise=prompts.noise.to(teacher.device),
+        isolate_batch=True,
+        cache=True,
+        cfg_strength=config.teacher_cfg,
+        t_grid=grid,
+    )
+    return trajectory[positions].float().cpu()
+
+
+def _fingerprint(teacher, dataset: MelDataset, config, size: int) -> str:
+    """What the pool's contents depend on; a saved pool with another fingerprint is not reused."""
+    weights = sum(float(p.detach().double().sum()) for p in teacher.parameters())
+    return json.dumps(
+        {
+            "size": size,
+            "seed": config.seed,
+            "chunk": config.batch_size,
+            "teacher_steps": config.teacher_steps,
+            "teacher_cfg": config.teacher_cfg,
+            "teacher_sway": config.teacher_sway,
+            "student_times": [round(float(t), 7) for t in config.student_grid_times()],
+            "prompt_fraction": list(config.prompt_fraction),
+            "dataset_rows": len(dataset),
+            "teacher_weights": f"{weights:.6e}",
+        },
+        sort_keys=True,
+    )
+
+
+class TeacherPool:
+    """``size`` prompts with their noises and teacher states (see the module docstring)."""
+
+    def __init__(self, index: torch.Tensor, n_prompt: torch.Tensor, states: list[torch.Tensor], fingerprint: str):
+        self.index = index  # (size,) dataset rows
+        self.n_prompt = n_prompt  # (size,) prompt frames
+        self.states = states  # size x (student_steps + 1, frames, channels)
+        self.fingerprint = fingerprint
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def batch(self, dataset: MelDataset, rows: list[int]) -> tuple[Prompts, torch.Tensor]:
+        """Prompts (noise = the stored noise, data = the utterance) and states ``(k + 1, b, n, d)`` of ``rows``."""
+        mels, texts = [], []
+        for r in rows:
+            mel, text = dataset[int(self.index[r])]
+            mels.append(mel)
+            texts.append(text)
+        lens = self.n_prompt[rows]
+        durations = torch.tensor([self.states[r].shape[1] for r in rows])
+        n = int(durations.max())
+        states = torch.stack([F.pad(self.states[r], (0, 0, 0, n - self.states[r].shape[1])) for r in rows], dim=1)
+        cond = torch.nn.utils.rnn.pad_sequence([m[: int(k)] for m, k in zip(mels, lens)], batch_first=True)
+        data = torch.nn.utils.rnn.pad_sequence(mels, batch_first=True)[:, :n]
+        data = F.pad(data, (0, 0, 0, n - data.shape[1]))
+        prompts = Prompts(cond=cond, lens=lens, texts=texts, durations=durations, noise=states[0], data=data)
+        return prompts, states
+
+    def save(self, path: str) -> None:
+        from flowtts.utils.files import atomic_output
+
+        state = {"index": self.index, "n_prompt": self.n_prompt, "states": self.states, "fingerprint": self.fingerprint}
+        with atomic_output(path) as tmp:
+            torch.save(state, tmp)
+
+    @classmethod
+    def load(cls, path: str) -> TeacherPool:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return cls(state["index"], state["n_prompt"], list(state["states"]), state["fingerprint"])
+
+
+def build_pool(teacher, dataset: MelDataset, config, size: int, env=None, *, progress: bool = False) -> TeacherPool:
+    """Sample ``size`` teacher trajectories, ``config.batch_size`` prompts at a time.
+
+    Every rank draws the same prompts and noises (from ``config.seed``); under torchrun each samples
+    its share of the batches and the shares are gathered, so all ranks hold the same pool.
+    """
+    from flowtts.train.trainer import progress_bar
+
+    if size < 1:
+        raise ValueError(f"pool size must be >= 1, got {size}")
+    rank, world = (env.rank, env.world_size) if env is not None else (0, 1)
+    g = torch.Generator().manual_seed(config.seed * 15_485_863 + 17)
+    rounds = math.ceil(size / len(dataset))
+    order = torch.cat([torch.randperm(len(dataset), generator=g) for _ in range(rounds)])[:size].tolist()
+    chunks = [order[i : i + config.batch_size] for i in range(0, size, config.batch_size)]
+    mine = {}
+    bar = progress_bar(progress and rank == 0, len(chunks), 0, "teacher pool")
+    for c, indices in enumerate(chunks):
+        prompts = draw_prompts(dataset, indices, teacher.num_channels, config, g)  # every rank: same draws
+        if c % world == rank:
+            states = teacher_states(teacher, prompts, config)
+            mine[c] = (prompts.lens, [states[:, j, : int(d)].clone() for j, d in enumerate(prompts.durations)])
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, mine)
+        mine = {c: part for shard in gathered for c, part in shard.items()}
+    n_prompt = torch.cat([mine[c][0] for c in range(len(chunks))])
+    states = [s for c in range(len(chunks)) for s in mine[c][1]]
+    return TeacherPool(torch.tensor(order), n_prompt, states, _fingerprint(teacher, dataset, config, size))
+
+
+def load_or_build(path: str, teacher, dataset: MelDataset, config, size: int, env=None, *, progress=False):
+    """The pool saved at ``path`` when it was built for the same teacher, data and settings, else a new one
+    (saved there by rank 0)."""
+    expected = _fingerprint(teacher, dataset, config, size)
+    if os.path.exists(path):
+        pool = TeacherPool.load(path)
+        if pool.fingerprint == expected:
+            return pool
+    pool = build_pool(teacher, dataset, config, size, env, progress=progress)
+    if env is None or env.rank == 0:
+        pool.save(path)
+    return pool

@@ -1,0 +1,205 @@
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from flowtts.sampling.grids import make_grid
+from flowtts.train import teacher_pool
+from flowtts.train.data import MelDataset
+from flowtts.train.distill import DistillConfig, _StudentLoss, distill, draw_prompts, sample_with
+from flowtts.train.teacher_pool import TeacherPool, build_pool, load_or_build, teacher_grid, teacher_states
+from train.test_distill import _config, _teacher, corpus  # noqa: F401  (corpus is a fixture)
+
+
+def test_teacher_grid_holds_the_student_times_exactly():
+    times = (0.0, 0.0192, 0.0761, 0.2929, 1.0)  # rounded sway times: near teacher times, which they replace
+    config = DistillConfig(student_grid="custom", student_times=times, teacher_steps=32, teacher_sway=-1.0)
+    grid, positions = teacher_grid(config)
+    assert torch.all(grid[1:] > grid[:-1])
+    assert torch.allclose(grid[positions].double(), torch.tensor(times, dtype=torch.float64), atol=1e-7)
+    assert grid.numel() == 33  # three teacher times within 1e-4 were replaced, none added
+    teacher = make_grid(32, sway_coef=-1.0)
+    assert torch.all(torch.isin(teacher, grid) | ((teacher[:, None] - grid[positions]).abs().min(1).values < 1e-4))
+
+    uniform = DistillConfig(student_steps=4, teacher_steps=32, teacher_sway=-1.0)
+    grid, positions = teacher_grid(uniform)
+    assert grid.numel() == 33 + 3  # 0.25, 0.5, 0.75 are not on the sway grid: added
+    assert torch.allclose(grid[positions], torch.linspace(0, 1, 5))
+
+
+def test_teacher_states_are_the_teachers_solve_stopped_at_each_student_time(corpus):  # noqa: F811
+    ds = MelDataset(corpus)
+    teacher = _teacher(corpus).double()
+    config = _config(student_grid="custom", student_steps=2, student_times=(0.0, 0.3, 1.0), teacher_steps=8)
+    prompts = draw_prompts(ds, [0, 3], teacher.num_channels, config, torch.Generator().manual_seed(4))
+    prompts.cond, prompts.noise = prompts.cond.double(), prompts.noise.double()
+    states = teacher_states(teacher, prompts, config).double()
+    assert states.shape == (3, 2, prompts.noise.shape[1], teacher.num_channels)
+    assert torch.allclose(states[0], prompts.noise)
+    grid, positions = teacher_grid(config)
+    mask = prompts.generated_mask()[..., None]
+    for k, pos in enumerate(positions[1:], start=1):  # an independent solve over the grid up to that time
+        out = sample_with(teacher, prompts, cache=True, cfg_strength=config.teacher_cfg, t_grid=grid[: pos + 1])
+        assert torch.allclose(out * mask, states[k].to(out) * mask, atol=1e-6), k
+    assert not torch.allclose(states[1] * mask, states[2] * mask)
+
+
+def test_pool_batches_reproduce_the_drawn_prompts_and_targets(corpus, tmp_path):  # noqa: F811
+    ds = MelDataset(corpus)
+    teacher = _teacher(corpus)
+    config = _config(batch_size=3)
+    pool = build_pool(teacher, ds, config, 7)
+    assert len(pool) == 7 and sorted(pool.index.tolist()[:7]) == sorted(set(pool.index.tolist()))  # no repeats
+    # the pool's third chunk (rows 6) equals draw_prompts on the same generator position
+    g = torch.Generator().manual_seed(config.seed * 15_485_863 + 17)
+    order = torch.randperm(len(ds), generator=g).tolist()[:7]
+    chunks = [draw_prompts(ds, order[i : i + 3], teacher.num_channels, config, g) for i in (0, 3, 6)]
+    prompts, states = pool.batch(ds, [3, 4, 5])
+    assert torch.equal(prompts.lens, chunks[1].lens) and prompts.texts == chunks[1].texts
+    assert torch.equal(prompts.durations, chunks[1].durations)
+    mask = prompts.generated_mask()[..., None]
+    assert torch.equal(prompts.noise * mask, chunks[1].noise * mask)
+    expected = teacher_states(teacher, chunks[1], config)
+    assert torch.allclose(states * mask, expected * mask, atol=1e-6)
+    assert torch.equal(prompts.data * mask, chunks[1].data * mask)
+
+    path = str(tmp_path / "pool.pt")
+    pool.save(path)
+    again = TeacherPool.load(path)
+    assert again.fingerprint == pool.fingerprint and all(torch.equal(a, b) for a, b in zip(again.states, pool.states))
+
+
+def test_a_saved_pool_is_reused_only_for_the_same_teacher_and_settings(corpus, tmp_path, monkeypatch):  # noqa: F811
+    ds = MelDataset(corpus)
+    teacher = _teacher(corpus)
+    config = _config(batch_size=2)
+    path = str(tmp_path / "pool.pt")
+    calls = []
+    real = teacher_pool.teacher_states
+    monkeypatch.setattr(teacher_pool, "teacher_states", lambda *a: calls.append(1) or real(*a))
+    first = load_or_build(path, teacher, ds, config, 4)
+    assert len(calls) == 2 and os.path.exists(path)
+    load_or_build(path, teacher, ds, config, 4)
+    assert len(calls) == 2  # reused
+    load_or_build(path, teacher, ds, _config(batch_size=2, teacher_cfg=1.0), 4)
+    assert len(calls) == 4  # other guidance: rebuilt
+    other = copy.deepcopy(teacher)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    rebuilt = load_or_build(path, other, ds, config, 4)
+    assert len(calls) == 6 and rebuilt.fingerprint != first.fingerprint
+
+
+def test_segment_loss_sums_one_student_step_per_segment(corpus):  # noqa: F811
+    """Against the student's own solve: with exact teacher states equal to the student's trajectory, the loss is 0;
+    moving one state changes it by exactly that segment's error."""
+    ds = MelDataset(corpus)
+    student = _teacher(corpus).double()
+    config = _config(student_grid="custom", student_steps=2, student_times=(0.0, 0.4, 1.0))
+    prompts = draw_prompts(ds, [1, 2], student.num_channels, config, torch.Generator().manual_seed(8))
+    prompts.cond, prompts.noise = prompts.cond.double(), prompts.noise.double()
+    _, trajectory = student.sample(
+        prompts.cond, prompts.texts, prompts.durations, lens=prompts.lens, noise=prompts.noise, isolate_batch=True,
+        cfg_strength=0.0, t_grid=(0.0, 0.4, 1.0),
+    )  # fmt: skip
+    loss = _StudentLoss(student, config)
+    squared, count = loss(prompts, trajectory, None, [0.0, 0.4, 1.0])
+    assert float(squared.detach()) < 1e-18
+    moved = trajectory.clone()
+    moved[2] += 0.5
+    squared, count = loss(prompts, moved, None, [0.0, 0.4, 1.0])
+    assert count == prompts.generated_mask().sum() * student.num_channels
+    assert float(squared.detach()) == pytest.approx(0.25 * float(count) / 2, rel=1e-9)  # one of two segments off by 0.5
+
+
+def test_segment_steps_from_a_pool_move_the_student_toward_the_teacher(corpus, tmp_path):  # noqa: F811
+    from train.test_distill import _distance
+
+    ds = MelDataset(corpus)
+    teacher = _teacher(corpus)
+    student = copy.deepcopy(teacher)
+    config = _config(steps=30, segment_steps=30, teacher_pool=8, student_dropout=False)
+    before = _distance(teacher, student, ds, config)
+    distill(teacher, student, ds, str(tmp_path), config, progress=False)
+    assert not student.training
+    assert _distance(teacher, student, ds, config) < 0.5 * before
+    assert os.path.exists(tmp_path / "teacher_pool.pt")
+
+
+def test_pool_runs_resume_exactly_without_sampling_the_teacher_again(corpus, tmp_path, monkeypatch):  # noqa: F811
+    ds = MelDataset(corpus)
+    config = _config(steps=8, save_every=3, segment_steps=4, teacher_pool=5, velocity_steps=1)
+    reference = copy.deepcopy(_teacher(corpus))
+    distill(_teacher(corpus), reference, ds, str(tmp_path / "a"), config, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill(step, loss):
+        if step == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        student = copy.deepcopy(_teacher(corpus))
+        distill(_teacher(corpus), student, ds, str(tmp_path / "b"), config, progress=False, on_step=kill)
+    calls = []
+    monkeypatch.setattr(teacher_pool, "teacher_states", lambda *a: calls.append(1))
+    resumed = copy.deepcopy(_teacher(corpus))
+    distill(_teacher(corpus), resumed, ds, str(tmp_path / "b"), config, progress=False)
+    assert calls == []
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_bad_pool_settings_are_refused():
+    with pytest.raises(ValueError, match="segment_steps"):
+        DistillConfig(steps=10, velocity_steps=6, segment_steps=5)
+    with pytest.raises(ValueError, match="teacher_pool must be >= 0"):
+        DistillConfig(teacher_pool=-1)
+    assert [DistillConfig(steps=5, velocity_steps=1, segment_steps=2).phase(s) for s in range(5)] == [
+        "velocity", "segment", "segment", "sampler", "sampler",
+    ]  # fmt: skip
+
+
+DDP_SCRIPT = """
+import copy, sys, torch
+sys.path.insert(0, {tests!r})
+import torch.distributed as dist
+from conftest import randomise
+from flowtts.text import load_vocab
+from flowtts.train.data import MelDataset
+from flowtts.train.distill import DistillConfig, distill
+from train.helpers import tiny_model
+ds = MelDataset({corpus!r})
+teacher = randomise(tiny_model(load_vocab(ds.vocab_path())), std=0.1, seed=5).eval()
+student = copy.deepcopy(teacher)
+cfg = DistillConfig(student_steps=2, teacher_steps=8, steps=4, segment_steps=2, teacher_pool=5, batch_size=3, lr=3e-3,
+                    warmup=1, save_every=4, seed=1)
+distill(teacher, student, ds, {out!r}, cfg, progress=False)
+rank = dist.get_rank() if dist.is_initialized() else 0
+torch.save(student.state_dict(), {out!r} + f"/params{{rank}}.pt")
+"""
+
+
+def test_two_processes_share_one_pool_and_stay_identical(corpus, tmp_path):  # noqa: F811
+    tests = os.path.dirname(os.path.dirname(__file__))
+    script = tmp_path / "run.py"
+    script.write_text(DDP_SCRIPT.format(tests=tests, corpus=corpus, out=str(tmp_path)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(script)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = torch.load(tmp_path / "params0.pt", weights_only=True)
+    b = torch.load(tmp_path / "params1.pt", weights_only=True)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the pool the two ranks built together (each sampled every other batch) equals a one-process pool
+    ds = MelDataset(corpus)
+    config = DistillConfig(student_steps=2, teacher_steps=8, steps=4, batch_size=3, seed=1)
+    alone = build_pool(_teacher(corpus), ds, config, 5)
+    shared = TeacherPool.load(str(tmp_path / "teacher_pool.pt"))
+    assert torch.equal(shared.index, alone.index) and torch.equal(shared.n_prompt, alone.n_prompt)
+    for x, y in zip(shared.states, alone.states):
+        assert torch.allclose(x, y, atol=1e-5)
