@@ -17,6 +17,7 @@ import tempfile
 import torch
 
 import flowtts
+from flowtts.infer import recommended_options
 from flowtts.train.data import MelDataset
 from flowtts.train.distill import DistillConfig, draw_prompts, evaluate, report
 
@@ -31,6 +32,9 @@ def main() -> None:
     parser.add_argument("--student-cfg", type=float, help="default: the student's own (else 0)")
     parser.add_argument(
         "--student-grid", choices=["uniform", "epss", "sway"], help="default: the student's own (with its times)"
+    )
+    parser.add_argument(
+        "--also", nargs="*", default=[], help="more students, each sampled with its recorded settings (extra rows)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -58,7 +62,15 @@ def main() -> None:
         config,
         torch.Generator().manual_seed(args.seed),
     )
-    rows, mels = evaluate(teacher, student, prompts, config)
+    # The teacher on the student's own grid: what the grid alone gives, so the student must beat it too.
+    n = config.student_steps
+    own_grid = {**config.student_sampling(), "cfg_strength": config.teacher_cfg}
+    extra = {f"teacher@{n} (student's grid, cfg {config.teacher_cfg:g})": (teacher, own_grid)}
+    for spec in args.also:
+        other = flowtts.load(spec)
+        kwargs = recommended_options(other).solver_kwargs()
+        extra[f"{spec} ({kwargs['steps']} steps, cfg {kwargs['cfg_strength']:g})"[-42:]] = (other, kwargs)
+    rows, mels = evaluate(teacher, student, prompts, config, extra=extra)
     print(report(rows, mels, args.out or tempfile.mkdtemp(prefix="distill-report-")))
 
 
