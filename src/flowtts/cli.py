@@ -198,6 +198,8 @@ def _distill(args: argparse.Namespace) -> int:
     from flowtts.utils.memory import retain_freed_memory
 
     retain_freed_memory()
+    if args.report_prompts < 0:
+        raise UserError(f"--report-prompts must be >= 0 (0: no report), got {args.report_prompts}")
     if args.threads:
         torch.set_num_threads(args.threads)
     config = DistillConfig(
@@ -230,6 +232,8 @@ def _distill(args: argparse.Namespace) -> int:
     max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
     summary = distill(teacher, student, dataset, args.out, config, progress=not args.quiet, max_seconds=max_seconds)
     print(f"distilled {summary['step']} steps in {summary['seconds']:.0f} s, last loss {summary['loss']:.5f}")
+    if args.report_prompts == 0:  # no report asked for
+        return 0
     held = MelDataset(args.heldout) if args.heldout else dataset
     n = min(args.report_prompts, len(held))
     prompts = draw_prompts(held, list(range(n)), teacher.num_channels, config, torch.Generator().manual_seed(0))
@@ -367,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--ema-decay", type=float, default=0.99)
     ds.add_argument("--save-every", type=int, default=50)
     ds.add_argument("--log-every", type=int, default=5)
-    ds.add_argument("--report-prompts", type=int, default=8)
+    ds.add_argument("--report-prompts", type=int, default=8, help="held-out prompts in the final report (0: none)")
     ds.add_argument("--seed", type=int, default=0)
     ds.add_argument("--threads", type=int)
     ds.add_argument("-q", "--quiet", action="store_true")

@@ -173,6 +173,11 @@ def test_distill_command_prints_the_report(corpus, tmp_path, capsys):
 
     recorded = DistillConfig.from_json(read_metadata(str(tmp_path / "run" / "student.safetensors"))["distill_config"])
     assert (recorded.teacher_pool, recorded.segment_steps, recorded.student_dropout) == (2, 1, False)
+    code = main(_distill_args(tmp_path, corpus, "noreport", "--steps", "1", "--report-prompts", "0"))
+    assert code == 0 and capsys.readouterr().out.strip().splitlines()[-1].startswith("distilled 1 steps")
+    assert "report.txt" not in os.listdir(tmp_path / "noreport")
+    code = main(_distill_args(tmp_path, corpus, "bad", "--report-prompts", "-1"))
+    assert code == 2 and "--report-prompts must be >= 0" in capsys.readouterr().err
     code = main(_distill_args(tmp_path, corpus, "bad", "--student-steps", "8"))
     assert code == 2 and "smaller than teacher_steps" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
