@@ -65,8 +65,9 @@ def draw_prompts(dataset: MelDataset, indices: list[int], num_channels: int, con
     return Prompts(cond=cond, lens=torch.tensor(lens), texts=texts, durations=durations, noise=noise, data=data)
 
 
-def sample_with(model, prompts: Prompts, *, cache: bool, **kwargs) -> torch.Tensor:
-    out, _ = model.sample(
+def solve(model, prompts: Prompts, *, cache: bool, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model.sample()`` on ``prompts`` (their noises, each sample computed as if alone): ``(out, trajectory)``."""
+    return model.sample(
         prompts.cond.to(model.device),
         prompts.texts,
         prompts.durations,
@@ -76,4 +77,8 @@ def sample_with(model, prompts: Prompts, *, cache: bool, **kwargs) -> torch.Tens
         cache=cache,
         **kwargs,
     )
-    return out
+
+
+def sample_with(model, prompts: Prompts, *, cache: bool, **kwargs) -> torch.Tensor:
+    """The output of :func:`solve`."""
+    return solve(model, prompts, cache=cache, **kwargs)[0]

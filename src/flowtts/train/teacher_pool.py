@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from flowtts.train.data import MelDataset
-from flowtts.train.prompts import Prompts, draw_prompts
+from flowtts.train.prompts import Prompts, draw_prompts, solve
 
 SNAP = 1e-4
 
@@ -52,17 +52,7 @@ def teacher_states(teacher, prompts: Prompts, config) -> torch.Tensor:
     The first entry is the noise, the last the teacher's output (prompt frames not copied in).
     """
     grid, positions = teacher_grid(config)
-    _, trajectory = teacher.sample(
-        prompts.cond.to(teacher.device),
-        prompts.texts,
-        prompts.durations,
-        lens=prompts.lens,
-        noise=prompts.noise.to(teacher.device),
-        isolate_batch=True,
-        cache=True,
-        cfg_strength=config.teacher_cfg,
-        t_grid=grid,
-    )
+    _, trajectory = solve(teacher, prompts, cache=True, cfg_strength=config.teacher_cfg, t_grid=grid)
     return trajectory[positions].float().cpu()
 
 
