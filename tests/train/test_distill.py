@@ -126,24 +126,27 @@ from train.helpers import tiny_model
 ds = MelDataset({corpus!r})
 teacher = randomise(tiny_model(load_vocab(ds.vocab_path())), std=0.1, seed=5).eval()
 student = copy.deepcopy(teacher)
-cfg = DistillConfig(
-    student_steps=2, teacher_steps=8, steps=4, velocity_steps=2, batch_size=3, lr=3e-3, warmup=1, save_every=4, seed=1
-)
+cfg = DistillConfig(**{config!r})
 distill(teacher, student, ds, {out!r}, cfg, progress=False)
 rank = dist.get_rank() if dist.is_initialized() else 0
 torch.save(student.state_dict(), {out!r} + f"/params{{rank}}.pt")
 """
 
 
-def test_two_process_distillation_keeps_ranks_identical(corpus, tmp_path):
+def run_two_ranks(corpus, tmp_path, **config) -> tuple[dict, dict]:
+    """Distil the test teacher under ``torchrun --nproc_per_node=2`` into ``tmp_path``; each rank's student."""
     tests = os.path.dirname(os.path.dirname(__file__))
     script = tmp_path / "run.py"
-    script.write_text(DDP_SCRIPT.format(tests=tests, corpus=corpus, out=str(tmp_path)))
+    script.write_text(DDP_SCRIPT.format(tests=tests, corpus=corpus, out=str(tmp_path), config=config))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(script)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a = torch.load(tmp_path / "params0.pt", weights_only=True)
-    b = torch.load(tmp_path / "params1.pt", weights_only=True)
+    return tuple(torch.load(tmp_path / f"params{rank}.pt", weights_only=True) for rank in (0, 1))
+
+
+def test_two_process_distillation_keeps_ranks_identical(corpus, tmp_path):
+    config = dict(student_steps=2, teacher_steps=8, steps=4, velocity_steps=2, batch_size=3, lr=3e-3, warmup=1)
+    a, b = run_two_ranks(corpus, tmp_path, **config, save_every=4, seed=1)
     start = _teacher(corpus).state_dict()
     assert any(not torch.equal(a[k], start[k]) for k in a)  # it trained
     for k in a:

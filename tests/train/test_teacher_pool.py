@@ -1,7 +1,5 @@
 import copy
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,7 +9,13 @@ from flowtts.train import teacher_pool
 from flowtts.train.data import MelDataset
 from flowtts.train.distill import DistillConfig, _StudentLoss, distill, draw_prompts, sample_with
 from flowtts.train.teacher_pool import TeacherPool, build_pool, load_or_build, teacher_grid, teacher_states
-from train.test_distill import _config, _teacher, check_resume_is_exact, corpus  # noqa: F401  (corpus: fixture)
+from train.test_distill import (  # noqa: F401  (corpus: a fixture)
+    _config,
+    _teacher,
+    check_resume_is_exact,
+    corpus,
+    run_two_ranks,
+)
 
 
 def test_teacher_grid_holds_the_student_times_exactly():
@@ -150,35 +154,9 @@ def test_bad_pool_settings_are_refused():
     ]  # fmt: skip
 
 
-DDP_SCRIPT = """
-import copy, sys, torch
-sys.path.insert(0, {tests!r})
-import torch.distributed as dist
-from conftest import randomise
-from flowtts.text import load_vocab
-from flowtts.train.data import MelDataset
-from flowtts.train.distill import DistillConfig, distill
-from train.helpers import tiny_model
-ds = MelDataset({corpus!r})
-teacher = randomise(tiny_model(load_vocab(ds.vocab_path())), std=0.1, seed=5).eval()
-student = copy.deepcopy(teacher)
-cfg = DistillConfig(student_steps=2, teacher_steps=8, steps=4, segment_steps=2, teacher_pool=5, batch_size=3, lr=3e-3,
-                    warmup=1, save_every=4, seed=1)
-distill(teacher, student, ds, {out!r}, cfg, progress=False)
-rank = dist.get_rank() if dist.is_initialized() else 0
-torch.save(student.state_dict(), {out!r} + f"/params{{rank}}.pt")
-"""
-
-
 def test_two_processes_share_one_pool_and_stay_identical(corpus, tmp_path):  # noqa: F811
-    tests = os.path.dirname(os.path.dirname(__file__))
-    script = tmp_path / "run.py"
-    script.write_text(DDP_SCRIPT.format(tests=tests, corpus=corpus, out=str(tmp_path)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(script)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    a = torch.load(tmp_path / "params0.pt", weights_only=True)
-    b = torch.load(tmp_path / "params1.pt", weights_only=True)
+    config = dict(student_steps=2, teacher_steps=8, steps=4, segment_steps=2, teacher_pool=5, batch_size=3, lr=3e-3)
+    a, b = run_two_ranks(corpus, tmp_path, **config, warmup=1, save_every=4, seed=1)
     for k in a:
         assert torch.equal(a[k], b[k]), k
     # the pool the two ranks built together (each sampled every other batch) equals a one-process pool
