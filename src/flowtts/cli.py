@@ -243,6 +243,66 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reward(args: argparse.Namespace) -> int:
+    import torch
+
+    from flowtts.checkpoints.loader import load
+    from flowtts.train.data import MelDataset
+    from flowtts.train.distill import draw_prompts
+    from flowtts.train.reward import RewardConfig, evaluate, finetune, format_rows, resolve_reward
+    from flowtts.utils.files import atomic_output
+    from flowtts.utils.memory import retain_freed_memory
+
+    retain_freed_memory()
+    if args.report_prompts < 0:
+        raise UserError(f"--report-prompts must be >= 0 (0: no report), got {args.report_prompts}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = RewardConfig(
+        reward=args.reward,
+        sample_steps=args.sample_steps,
+        cfg_strength=args.cfg,
+        backprop_steps=args.backprop_steps,
+        grad_checkpoint=args.grad_checkpoint,
+        anchor_weight=args.anchor_weight,
+        dropout=args.dropout,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        ema_decay=args.ema_decay,
+        save_every=args.save_every,
+        log_every=args.log_every,
+        seed=args.seed,
+    )
+    model = load(args.model, preset=args.preset, vocab=args.vocab)
+    reward = resolve_reward(config.reward, model)
+    sampling = config.sampling(model)
+    dataset = MelDataset(args.data)
+    if len(dataset) == 0:
+        raise UserError(f"{args.data} has no usable rows")
+    max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
+    summary = finetune(model, dataset, args.out, config, progress=not args.quiet, max_seconds=max_seconds)
+    print(
+        f"fine-tuned {summary['step']} steps in {summary['seconds']:.0f} s, "
+        f"last batch reward {summary['reward']:.5f}, loss {summary['loss']:.5f}"
+    )
+    if args.report_prompts == 0:
+        return 0
+    held = MelDataset(args.heldout) if args.heldout else dataset
+    n = min(args.report_prompts, len(held))
+    prompts = draw_prompts(held, list(range(n)), model.num_channels, config, torch.Generator().manual_seed(0))
+    before = load(args.model, preset=args.preset, vocab=args.vocab)
+    after = load(os.path.join(args.out, "model.safetensors"))
+    models = {"before": (before, sampling), "after (EMA)": (after, sampling)}
+    text = format_rows(evaluate(models, prompts, reward, reference="before"), "before")
+    with atomic_output(os.path.join(args.out, "report.txt")) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowtts", description="F5-TTS-compatible flow-matching TTS")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -376,6 +436,40 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--threads", type=int)
     ds.add_argument("-q", "--quiet", action="store_true")
     ds.set_defaults(func=_distill)
+
+    rw = sub.add_parser("reward", help="fine-tune a model to raise a differentiable reward of its own samples")
+    rw.add_argument("--model", default="builtin", help="model to fine-tune (flowtts, official, 'builtin', ...)")
+    rw.add_argument("--preset", help="architecture of an official checkpoint")
+    rw.add_argument("--vocab", help="vocab.txt of an official checkpoint")
+    rw.add_argument("--data", required=True, help="prepared dataset the prompts come from")
+    rw.add_argument("--heldout", help="prepared held-out set for the final report (default: --data)")
+    rw.add_argument("--out", required=True, help="run directory (resumes from its last.pt)")
+    rw.add_argument(
+        "--reward",
+        default="speaker",
+        help="'speaker' (speaker similarity to the reference), 'timbre', or module:function returning (b,) rewards",
+    )
+    rw.add_argument("--sample-steps", type=int, help="solver steps (default: the model's own, e.g. a student's)")
+    rw.add_argument("--cfg", type=float, help="guidance strength (default: the model's own)")
+    rw.add_argument("--backprop-steps", type=int, help="gradients through the last this many solver steps")
+    rw.add_argument("--grad-checkpoint", action="store_true", help="recompute each solver step in backward")
+    rw.add_argument(
+        "--anchor-weight", type=float, default=1.0, help="weight of the distance to the starting model's samples"
+    )
+    rw.add_argument("--dropout", action="store_true", help="keep dropout active while sampling")
+    rw.add_argument("--steps", type=int, default=200)
+    rw.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
+    rw.add_argument("--batch-size", type=int, default=4)
+    rw.add_argument("--lr", type=float, default=1e-5)
+    rw.add_argument("--warmup", type=int, default=20)
+    rw.add_argument("--ema-decay", type=float, default=0.99)
+    rw.add_argument("--save-every", type=int, default=50)
+    rw.add_argument("--log-every", type=int, default=1)
+    rw.add_argument("--report-prompts", type=int, default=8, help="held-out prompts in the final report (0: none)")
+    rw.add_argument("--seed", type=int, default=0)
+    rw.add_argument("--threads", type=int)
+    rw.add_argument("-q", "--quiet", action="store_true")
+    rw.set_defaults(func=_reward)
     return parser
 
 

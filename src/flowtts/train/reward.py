@@ -1,0 +1,428 @@
+"""Reward fine-tuning: raise a differentiable reward of the model's own samples.
+
+Each step draws prompts (the leading 20-50 % of an utterance as the reference mel, its transcript, its
+length) and one noise per prompt from a prepared dataset, samples them with ``cache=False`` so the
+output carries gradients through the solver (all steps, or the last ``backprop_steps`` as in DRaFT-K;
+optionally checkpointed), scores each utterance with a reward ``r(mel, prompts) -> (b,)``, and
+minimises
+
+    loss = -mean(r) + anchor_weight * (mean squared distance to the frozen starting model's sample)
+
+where the anchor compares the generated frames with what the model produced before fine-tuning from
+the same prompt and noise: the reward can only be bought with changes it pays for.
+
+A model is sampled the way it is meant to be (:func:`flowtts.infer.recommended_options`: F5-TTS's 32
+guided steps for a teacher, a distilled student's own steps, grid and guidance) unless the config says
+otherwise, and the fine-tuned file keeps the original's metadata, so a fine-tuned student is still
+sampled as a student.
+
+Randomness is derived from ``(seed, step)`` and drawn for the global batch, as in
+:mod:`flowtts.train.distill`, so runs resume exactly and ranks stay identical under torchrun.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import importlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from flowtts.train import distributed as dist_utils
+from flowtts.train.data import MelDataset
+from flowtts.train.prompts import Prompts, draw_prompts, sample_with
+from flowtts.train.trainer import ema_update, lr_factor, progress_bar, restore, save_checkpoint, start_log
+
+Reward = Callable[[torch.Tensor, Prompts], torch.Tensor]
+LOG_COLUMNS = ["step", "loss", "reward", "anchor", "lr", "grad_norm", "seconds_per_step", "elapsed_s"]
+
+
+def _frame_stats(mel: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-utterance, per-channel mean and standard deviation of the frames in ``mask`` (``b n``)."""
+    weights = mask[..., None].to(mel.dtype)
+    count = weights.sum(dim=1).clamp(min=1.0)
+    mean = (mel * weights).sum(dim=1) / count
+    var = ((mel - mean[:, None]) ** 2 * weights).sum(dim=1) / count
+    return mean, (var + 1e-8).sqrt()
+
+
+def timbre_reward(mel: torch.Tensor, prompts: Prompts) -> torch.Tensor:
+    """How closely the generated frames' log-mel statistics match the reference's (0 at best, else negative).
+
+    Per utterance: minus the mean over channels of the squared differences between the generated and the
+    reference frames' per-channel mean and per-channel standard deviation (the long-term spectrum and
+    its spread, a cheap differentiable stand-in for speaker and recording similarity).
+
+    Args:
+        mel: Generated mels ``(b, n, d)`` (prompt frames included, as ``sample()`` returns them).
+        prompts: The prompts they were generated for.
+
+    Returns:
+        ``(b,)`` rewards.
+    """
+    frames = torch.arange(mel.shape[1], device=mel.device)[None, :]
+    reference = frames < prompts.lens.to(mel.device)[:, None]
+    generated = prompts.generated_mask().to(mel.device)
+    ref_mean, ref_std = _frame_stats(mel, reference)
+    gen_mean, gen_std = _frame_stats(mel, generated)
+    return -((gen_mean - ref_mean) ** 2 + (gen_std - ref_std) ** 2).mean(dim=-1)
+
+
+def _speaker_reward(model) -> Reward:
+    from flowtts.eval.speaker import SpeakerSimilarity
+
+    return SpeakerSimilarity(model.mel_spec).to(model.device)
+
+
+# Built-in rewards by name: each entry builds the reward for a model.
+REWARDS: dict[str, Callable[[object], Reward]] = {
+    "timbre": lambda model: timbre_reward,
+    "speaker": _speaker_reward,
+}
+
+
+def resolve_reward(spec: str | Reward, model=None) -> Reward:
+    """A reward callable from a name in :data:`REWARDS`, a ``"package.module:function"`` path, or a callable.
+
+    Args:
+        spec: The name, path or callable.
+        model: The model the reward is for (built-in rewards such as ``"speaker"`` need its mel front end).
+    """
+    if callable(spec):
+        return spec
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"reward must be a callable, a name in {tuple(REWARDS)} or 'module:function', got {spec!r}")
+    if spec in REWARDS:
+        if model is None:
+            raise ValueError(f"the built-in reward {spec!r} is made for a model: pass model=")
+        return REWARDS[spec](model)
+    if ":" not in spec:
+        raise ValueError(f"reward must be one of {tuple(REWARDS)} or 'module:function', got {spec!r}")
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"reward {spec!r}: cannot import module {module_name!r} ({e})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"reward {spec!r}: {module_name} has no callable {attr!r}")
+    return fn
+
+
+@dataclass
+class RewardConfig:
+    """What to reward and how hard to hold the model to where it started."""
+
+    reward: str = "speaker"  # a name in REWARDS or "module:function" (the Python API also takes a callable)
+    sample_steps: int | None = None  # None: the model's recommended steps (and a student's own grid)
+    cfg_strength: float | None = None  # None: the model's recommended guidance
+    backprop_steps: int | None = None  # gradients through the last this many solver steps (None: all)
+    grad_checkpoint: bool = False
+    anchor_weight: float = 1.0  # weight of the distance to the starting model's sample (0: no anchor)
+    dropout: bool = False  # keep the model's dropout active while it samples
+    steps: int = 200
+    batch_size: int = 4
+    lr: float = 1e-5
+    warmup: int = 20
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.99
+    save_every: int = 50
+    log_every: int = 1
+    prompt_fraction: tuple[float, float] = (0.2, 0.5)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
+        if self.sample_steps is not None and self.sample_steps < 1:
+            raise ValueError(f"sample_steps must be >= 1 or None, got {self.sample_steps}")
+        if self.backprop_steps is not None and self.backprop_steps < 1:
+            raise ValueError(f"backprop_steps must be >= 1 or None, got {self.backprop_steps}")
+        if not self.anchor_weight >= 0:
+            raise ValueError(f"anchor_weight must be >= 0, got {self.anchor_weight}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        lo, hi = self.prompt_fraction
+        if not 0 < lo <= hi < 1:
+            raise ValueError(f"prompt_fraction must satisfy 0 < lo <= hi < 1, got {self.prompt_fraction}")
+        self.prompt_fraction = (float(lo), float(hi))
+
+    def sampling(self, model) -> dict:
+        """``sample()`` keyword arguments for ``model``: its recommended settings with this config's overrides."""
+        from flowtts.infer import recommended_options
+
+        options = recommended_options(model, steps=self.sample_steps, cfg_strength=self.cfg_strength)
+        kwargs = options.solver_kwargs()
+        steps = len(kwargs["t_grid"]) - 1 if kwargs.get("t_grid") is not None else kwargs["steps"]
+        if self.backprop_steps is not None and self.backprop_steps > steps:
+            raise ValueError(f"backprop_steps ({self.backprop_steps}) exceeds the {steps} solver steps sampled")
+        return kwargs
+
+
+class _RewardLoss(torch.nn.Module):
+    """Wraps the model so DistributedDataParallel sees one forward per step."""
+
+    def __init__(self, model, reward: Reward, sampling: dict, config: RewardConfig):
+        super().__init__()
+        self.model = model
+        self.reward = reward
+        self.sampling = sampling
+        self.config = config
+
+    def forward(self, prompts: Prompts, anchor: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sum of rewards, sum of squared anchor distances)`` over this rank's prompts."""
+        c = self.config
+        out = sample_with(
+            self.model,
+            prompts,
+            cache=False,
+            grad_checkpoint=c.grad_checkpoint,
+            backprop_steps=c.backprop_steps,
+            **self.sampling,
+        )
+        rewards = check_rewards(self.reward(out, prompts), len(prompts.texts))
+        squared = out.new_zeros(())
+        if anchor is not None:
+            mask = prompts.generated_mask()[..., None].to(out.device)
+            squared = ((out - anchor.to(out)) ** 2 * mask).sum()
+        return rewards.sum(), squared
+
+
+def check_rewards(rewards, batch: int) -> torch.Tensor:
+    """``rewards`` if it is a finite floating ``(batch,)`` tensor, else ``ValueError`` naming what came back."""
+    if not torch.is_tensor(rewards) or not rewards.is_floating_point() or tuple(rewards.shape) != (batch,):
+        got = tuple(rewards.shape) if torch.is_tensor(rewards) else type(rewards).__name__
+        raise ValueError(f"the reward must return a floating tensor of shape ({batch},), one per utterance; got {got}")
+    if not torch.isfinite(rewards.detach()).all():
+        raise ValueError(f"the reward returned non-finite values: {rewards.detach().tolist()}")
+    return rewards
+
+
+def finetune(
+    model,
+    dataset: MelDataset,
+    out_dir: str,
+    config: RewardConfig,
+    *,
+    reward: Reward | None = None,
+    progress: bool = True,
+    on_step=None,
+    max_seconds: float | None = None,
+) -> dict:
+    """Fine-tune ``model`` to raise ``reward`` on its own samples (see the module docstring).
+
+    Writes ``last.pt`` (resume state), ``model.safetensors`` (EMA weights, the original metadata plus
+    ``reward_config``), ``reward_log.csv`` and ``reward.png`` to ``out_dir`` (rank 0), and resumes from
+    ``last.pt`` when present.
+
+    Args:
+        model: The model to fine-tune; its weights at the call are the anchor's frozen reference.
+        dataset: Prepared data the prompts are drawn from.
+        out_dir: Run directory.
+        config: :class:`RewardConfig`.
+        reward: A callable ``(mel (b, n, d), prompts) -> (b,)`` overriding ``config.reward``.
+        progress: Progress bar (rank 0).
+        on_step: Called with ``(step, loss)`` after every optimiser step.
+        max_seconds: Stop after the first step that ends past this wall time (with a checkpoint).
+
+    Returns:
+        ``step``, last ``loss``, last mean ``reward``, ``seconds``, and ``finished``.
+    """
+    from flowtts.checkpoints.loader import save as save_model
+
+    if len(dataset) == 0:
+        raise ValueError("the dataset has no usable rows")
+    reward_fn = resolve_reward(reward if reward is not None else config.reward, model)
+    sampling = config.sampling(model)
+    env = dist_utils.setup()
+    device, rank, world = env.device, env.rank, env.world_size
+    if rank == 0:
+        os.makedirs(out_dir, exist_ok=True)
+    model.to(device).train(config.dropout)
+    reference = None
+    if config.anchor_weight > 0:
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
+    step = 0
+    ckpt = os.path.join(out_dir, "last.pt")
+    if os.path.exists(ckpt):
+        parts = {"model": model, "ema": ema, "optimizer": optimizer, "scheduler": scheduler}
+        if reference is not None:
+            parts["reference"] = reference
+        step = restore(ckpt, parts)["step"]
+    loss_module = dist_utils.wrap(_RewardLoss(model, reward_fn, sampling, config), env)
+    csv_path = os.path.join(out_dir, "reward_log.csv")
+    start_log(csv_path, LOG_COLUMNS, rank)
+    bar = progress_bar(progress and rank == 0, config.steps, step, "reward fine-tuning")
+    metadata = dict(getattr(model, "metadata", None) or {})
+    start = time.perf_counter()
+    last, last_reward = float("nan"), float("nan")
+
+    def checkpoint():
+        if rank != 0:
+            return
+        state = {
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "reward_config": json.dumps(asdict(config)),
+        }
+        if reference is not None:
+            state["reference"] = reference.state_dict()
+        save_checkpoint(ckpt, state)
+        extra = {k: v for k, v in metadata.items() if k not in ("format", "format_version")}
+        extra.update(reward_step=step, reward_config=json.dumps(asdict(config)))
+        save_model(ema, os.path.join(out_dir, "model.safetensors"), extra=extra)
+        plot_reward_curve(csv_path, os.path.join(out_dir, "reward.png"))
+
+    try:
+        while step < config.steps:
+            t0 = time.perf_counter()
+            g = torch.Generator().manual_seed(config.seed * 7_919 + step)
+            indices = torch.randint(len(dataset), (config.batch_size,), generator=g).tolist()
+            prompts = draw_prompts(dataset, indices, model.num_channels, config, g)
+            rows = list(range(rank, config.batch_size, world)) or [0]
+            weight = 1.0 if rank < config.batch_size else 0.0
+            local = prompts.rows(rows)
+            elements = float(prompts.generated_mask().sum()) * model.num_channels
+            anchor = None
+            if reference is not None:
+                anchor = sample_with(reference, local, cache=True, **sampling)
+            torch.manual_seed(config.seed * 104_729 + step * world + rank)  # dropout, when active
+            reward_sum, squared = loss_module(local, anchor)
+            loss = (-reward_sum / config.batch_size + config.anchor_weight * squared / elements) * weight * world
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+            optimizer.step()
+            scheduler.step()
+            ema_update(ema, model, config.ema_decay)
+            step += 1
+            last = dist_utils.mean_over_ranks(loss.detach(), env)
+            last_reward = dist_utils.mean_over_ranks(reward_sum.detach() * weight * world / config.batch_size, env)
+            anchor_value = dist_utils.mean_over_ranks(squared.detach() * weight * world / elements, env)
+            if on_step is not None:
+                on_step(step, last)
+            if rank == 0 and (step % config.log_every == 0 or step == config.steps):
+                with open(csv_path, "a", newline="", encoding="utf-8") as f:
+                    csv.writer(f).writerow(
+                        [
+                            step,
+                            f"{last:.6f}",
+                            f"{last_reward:.6f}",
+                            f"{anchor_value:.6f}",
+                            f"{scheduler.get_last_lr()[0]:.3e}",
+                            f"{grad_norm:.4f}",
+                            f"{time.perf_counter() - t0:.2f}",
+                            f"{time.perf_counter() - start:.1f}",
+                        ]
+                    )
+            if bar is not None:
+                bar.set_postfix(reward=f"{last_reward:.4f}")
+                bar.update(1)
+            out_of_time = max_seconds is not None and time.perf_counter() - start > max_seconds
+            if world > 1:  # every rank stops at the same step
+                flag = torch.tensor([float(out_of_time)], device=device)
+                torch.distributed.broadcast(flag, 0)
+                out_of_time = bool(flag.item())
+            if step % config.save_every == 0 or step == config.steps or out_of_time:
+                checkpoint()
+            if out_of_time:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+        dist_utils.barrier(env)
+    return {
+        "step": step,
+        "loss": last,
+        "reward": last_reward,
+        "seconds": time.perf_counter() - start,
+        "finished": step >= config.steps,
+    }
+
+
+def evaluate(models: dict, prompts: Prompts, reward: Reward, reference: str) -> list[dict]:
+    """Mean reward of each model's samples and their distance to the samples of ``models[reference]``.
+
+    Args:
+        models: ``name -> (model, sample() keyword arguments)``.
+        prompts: Held-out prompts with fixed noises.
+        reward: The reward callable.
+        reference: The name whose samples the distances are measured to (e.g. the model before fine-tuning).
+
+    Returns:
+        One row per model: ``system``, ``reward`` (mean), ``distance`` (mean squared, generated frames),
+        ``s/utt``; and a last row ``"recordings"`` for the prompts' own utterances when they carry them.
+    """
+    if reference not in models:
+        raise ValueError(f"reference {reference!r} is not one of the models {list(models)}")
+    mask = prompts.generated_mask()[..., None]
+    outs, rows = {}, []
+    for name, (model, kwargs) in models.items():
+        begin = time.perf_counter()
+        outs[name] = sample_with(model, prompts, cache=True, **kwargs)
+        seconds = (time.perf_counter() - begin) / len(prompts.texts)
+        with torch.no_grad():
+            rewards = check_rewards(reward(outs[name], prompts), len(prompts.texts))
+        rows.append({"system": name, "reward": float(rewards.mean()), "s/utt": seconds})
+    if prompts.data is not None:  # what the recordings themselves score
+        data = prompts.data.to(outs[reference])
+        with torch.no_grad():
+            rewards = check_rewards(reward(data, prompts), len(prompts.texts))
+        outs["recordings"] = data
+        rows.append({"system": "recordings", "reward": float(rewards.mean()), "s/utt": float("nan")})
+    for row in rows:
+        diff = (outs[row["system"]] - outs[reference]) ** 2 * mask
+        row["distance"] = float(diff.sum() / (mask.sum() * diff.shape[-1]))
+    return rows
+
+
+def format_rows(rows: list[dict], reference: str) -> str:
+    """The rows of :func:`evaluate` as a table."""
+    header = f"{'system':<40} {'reward':>10} {'dist. to ' + reference:>22} {'s/utt':>7}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r['system']:<40} {r['reward']:>10.5f} {r['distance']:>22.5f} {r['s/utt']:>7.3f}")
+    return "\n".join(lines)
+
+
+def plot_reward_curve(csv_path: str, png_path: str) -> bool:
+    """Mean reward and anchor distance against step; ``False`` without matplotlib or log rows."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    from flowtts.utils.files import atomic_output
+
+    with open(csv_path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return False
+    steps = [int(r["step"]) for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    top.plot(steps, [float(r["reward"]) for r in rows], lw=0.8)
+    top.set_ylabel("mean reward")
+    bottom.plot(steps, [float(r["anchor"]) for r in rows], lw=0.8, color="tab:orange")
+    bottom.set_ylabel("anchor distance")
+    bottom.set_xlabel("step")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_output(png_path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return True

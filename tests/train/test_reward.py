@@ -1,0 +1,276 @@
+import copy
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import randomise
+from flowtts.text import load_vocab
+from flowtts.train.data import MelDataset, prepare_dataset
+from flowtts.train.prompts import Prompts, draw_prompts, sample_with
+from flowtts.train.reward import RewardConfig, evaluate, finetune, resolve_reward, timbre_reward
+from train.helpers import tiny_model, write_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rcorpus")
+    prepare_dataset(write_corpus(str(root), n=8), None, str(root / "prepared"), progress=False)
+    return str(root / "prepared")
+
+
+def _model(corpus):
+    return randomise(tiny_model(load_vocab(MelDataset(corpus).vocab_path())), std=0.1, seed=5).eval()
+
+
+def _config(**kw):
+    base = dict(
+        reward="timbre", sample_steps=2, cfg_strength=0.0, steps=20, batch_size=3, lr=3e-3, warmup=2, save_every=10
+    )
+    return RewardConfig(**{**base, **kw})
+
+
+def _prompts(lens, durations, channels=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = max(durations)
+    return Prompts(
+        cond=torch.zeros(len(lens), max(lens), channels),
+        lens=torch.tensor(lens),
+        texts=["x"] * len(lens),
+        durations=torch.tensor(durations),
+        noise=torch.randn(len(lens), n, channels, generator=g),
+    )
+
+
+def _reference_timbre(mel, lens, durations):
+    """Loop-per-utterance form of the timbre reward, in float64."""
+    out = []
+    for b, (k, n) in enumerate(zip(lens, durations)):
+        ref, gen = mel[b, :k].double(), mel[b, k:n].double()
+        d_mean = gen.mean(0) - ref.mean(0)
+        d_std = gen.std(0, unbiased=False) - ref.std(0, unbiased=False)
+        out.append(-(d_mean**2 + d_std**2).mean())
+    return torch.stack(out)
+
+
+def test_timbre_reward_matches_a_per_utterance_reference_and_peaks_at_matching_statistics():
+    prompts = _prompts([3, 5], [9, 8])
+    mel = torch.randn(2, 9, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    mel[1, 8:] = 100.0  # padding after the duration is ignored
+    got = timbre_reward(mel, prompts)
+    torch.testing.assert_close(got, _reference_timbre(mel, [3, 5], [9, 8]), rtol=1e-6, atol=1e-8)
+    assert (got < 0).all()
+    # Generated frames that repeat the reference frames (same mean and spread) score the maximum, 0.
+    same = mel.clone()
+    same[0, 3:6], same[0, 6:9] = mel[0, :3], mel[0, :3]
+    assert abs(float(timbre_reward(same, prompts)[0])) < 1e-6
+
+
+def test_timbre_reward_gradient_matches_finite_differences():
+    prompts = _prompts([2, 3], [6, 5])
+    mel = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda m: timbre_reward(m, prompts), (mel,))
+
+
+def test_reward_fine_tuning_raises_the_reward_on_fixed_prompts(corpus, tmp_path):
+    ds = MelDataset(corpus)
+    model = _model(corpus)
+    config = _config(anchor_weight=0.0, steps=25)
+    prompts = draw_prompts(ds, list(range(len(ds))), model.num_channels, config, torch.Generator().manual_seed(9))
+    sampling = config.sampling(model)
+
+    def mean_reward(m):
+        return float(timbre_reward(sample_with(m, prompts, cache=True, **sampling), prompts).mean())
+
+    before = mean_reward(model)
+    summary = finetune(model, ds, str(tmp_path), config, progress=False)
+    assert summary["step"] == 25 and summary["finished"]
+    after = mean_reward(model)
+    assert after > before + 0.3 * abs(before), (before, after)
+    assert {"last.pt", "model.safetensors", "reward_log.csv"} <= set(os.listdir(tmp_path))
+    assert torch.is_grad_enabled()  # grad mode restored for the caller
+
+
+def test_the_anchor_holds_the_model_near_its_starting_samples(corpus, tmp_path):
+    ds = MelDataset(corpus)
+    start = _model(corpus)
+    prompts = draw_prompts(ds, list(range(len(ds))), start.num_channels, _config(), torch.Generator().manual_seed(9))
+    sampling = _config().sampling(start)
+    origin = sample_with(start, prompts, cache=True, **sampling)
+    mask = prompts.generated_mask()[..., None]
+    drift, rewards = {}, {}
+    for weight in (0.0, 30.0):
+        model = copy.deepcopy(start)
+        finetune(model, ds, str(tmp_path / f"w{weight}"), _config(anchor_weight=weight, steps=15), progress=False)
+        out = sample_with(model, prompts, cache=True, **sampling)
+        drift[weight] = float(((out - origin) ** 2 * mask).sum() / mask.sum())
+        rewards[weight] = float(timbre_reward(out, prompts).mean())
+    assert drift[30.0] < 0.5 * drift[0.0], drift
+    assert rewards[30.0] < rewards[0.0], rewards
+
+
+def test_a_callable_reward_and_truncated_checkpointed_backprop_train_the_model(corpus, tmp_path):
+    ds = MelDataset(corpus)
+    model = _model(corpus)
+    start = copy.deepcopy(model.state_dict())
+    seen = []
+
+    def loudness(mel, prompts):  # any differentiable (b,) function of the output
+        seen.append(mel.requires_grad)
+        return mel.mean(dim=(1, 2))
+
+    config = _config(steps=3, sample_steps=4, backprop_steps=1, grad_checkpoint=True, reward="unused")
+    finetune(model, ds, str(tmp_path), config, reward=loudness, progress=False)
+    assert seen == [True, True, True]
+    assert any(not torch.equal(start[k], v) for k, v in model.state_dict().items())
+
+
+def test_fine_tuned_students_keep_their_sampling_settings(corpus, tmp_path):
+    import flowtts
+    from flowtts.checkpoints.loader import read_metadata
+    from flowtts.infer import recommended_options
+    from flowtts.train.distill import DistillConfig
+
+    student = _model(corpus)
+    recorded = DistillConfig(student_steps=3, teacher_steps=8, student_grid="custom", student_times=(0, 0.1, 0.5, 1))
+    student.metadata = {"distill_config": json.dumps(dataclasses.asdict(recorded))}
+    config = _config(steps=2, sample_steps=None, cfg_strength=None)
+    assert config.sampling(student)["t_grid"] == (0.0, 0.1, 0.5, 1.0)
+    finetune(student, MelDataset(corpus), str(tmp_path), config, progress=False)
+    path = str(tmp_path / "model.safetensors")
+    meta = read_metadata(path)
+    assert "reward_config" in meta and meta["reward_step"] == "2"
+    assert recommended_options(flowtts.load(path)).t_grid == (0.0, 0.1, 0.5, 1.0)
+
+
+def test_reward_fine_tuning_resumes_exactly(corpus, tmp_path):
+    ds = MelDataset(corpus)
+    config = _config(steps=8, save_every=3)
+    reference = _model(corpus)
+    finetune(reference, ds, str(tmp_path / "a"), config, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill(step, loss):
+        if step == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        finetune(_model(corpus), ds, str(tmp_path / "b"), config, progress=False, on_step=kill)
+    resumed = _model(corpus)
+    finetune(resumed, ds, str(tmp_path / "b"), config, progress=False)
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+DDP_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+import torch.distributed as dist
+from conftest import randomise
+from flowtts.text import load_vocab
+from flowtts.train.data import MelDataset
+from flowtts.train.reward import RewardConfig, finetune
+from train.helpers import tiny_model
+ds = MelDataset({corpus!r})
+model = randomise(tiny_model(load_vocab(ds.vocab_path())), std=0.1, seed=5).eval()
+finetune(model, ds, {out!r}, RewardConfig(**{config!r}), progress=False)
+rank = dist.get_rank() if dist.is_initialized() else 0
+torch.save(model.state_dict(), {out!r} + f"/params{{rank}}.pt")
+"""
+
+
+def test_two_process_fine_tuning_keeps_ranks_identical_and_matches_one_process(corpus, tmp_path):
+    config = dict(reward="timbre", sample_steps=2, cfg_strength=0.0, steps=3, batch_size=4, lr=3e-3, warmup=1)
+    tests = os.path.dirname(os.path.dirname(__file__))
+    script = tmp_path / "run.py"
+    script.write_text(DDP_SCRIPT.format(tests=tests, corpus=corpus, out=str(tmp_path), config=config))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(script)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (torch.load(tmp_path / f"params{rank}.pt", weights_only=True) for rank in (0, 1))
+    single = _model(corpus)
+    finetune(single, MelDataset(corpus), str(tmp_path / "single"), RewardConfig(**config), progress=False)
+    for name, value in single.state_dict().items():
+        assert torch.equal(a[name], b[name]), name
+        torch.testing.assert_close(a[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    assert any(not torch.equal(a[k], v) for k, v in _model(corpus).state_dict().items())
+
+
+def test_evaluate_scores_each_model_and_the_recordings(corpus):
+    ds = MelDataset(corpus)
+    model = _model(corpus)
+    config = _config()
+    prompts = draw_prompts(ds, [0, 1, 2], model.num_channels, config, torch.Generator().manual_seed(0))
+    sampling = config.sampling(model)
+    models = {"a": (model, sampling), "b": (copy.deepcopy(model), sampling)}
+    rows = evaluate(models, prompts, timbre_reward, reference="a")
+    assert [r["system"] for r in rows] == ["a", "b", "recordings"]
+    assert rows[0]["distance"] == 0.0 and rows[1]["distance"] == 0.0 and rows[2]["distance"] > 0
+    expected = float(timbre_reward(sample_with(model, prompts, cache=True, **sampling), prompts).mean())
+    assert rows[0]["reward"] == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="reference"):
+        evaluate({"a": (model, sampling)}, prompts, timbre_reward, reference="c")
+
+
+def test_bad_settings_are_refused_before_anything_is_written(corpus, tmp_path):
+    model = _model(corpus)
+    ds = MelDataset(corpus)
+    with pytest.raises(ValueError, match="anchor_weight"):
+        RewardConfig(anchor_weight=-1.0)
+    with pytest.raises(ValueError, match="backprop_steps"):
+        _config(backprop_steps=0)
+    with pytest.raises(ValueError, match="reward must be one of"):
+        resolve_reward("loudness")
+    with pytest.raises(ValueError, match="cannot import module"):
+        resolve_reward("no_such_module_xyz:f")
+    with pytest.raises(ValueError, match="no callable"):
+        resolve_reward("os.path:not_there")
+    assert resolve_reward("os.path:basename") is os.path.basename
+    with pytest.raises(ValueError, match="exceeds the 2 solver steps"):
+        finetune(model, ds, str(tmp_path / "x"), _config(backprop_steps=3), progress=False)
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        finetune(model, ds, str(tmp_path / "y"), _config(), reward=lambda mel, p: mel.sum(), progress=False)
+    assert not os.path.exists(tmp_path / "x")
+    assert not os.path.exists(tmp_path / "y" / "last.pt")
+    assert torch.is_grad_enabled()
+
+
+def test_reward_command_fine_tunes_and_reports(corpus, tmp_path, capsys):
+    import flowtts
+    from flowtts.cli import main
+
+    flowtts.save(_model(corpus), tmp_path / "model.safetensors")
+    base = ["reward", "--model", str(tmp_path / "model.safetensors"), "--data", corpus, "-q"]
+    run = ["--out", str(tmp_path / "run"), "--reward", "timbre", "--sample-steps", "2", "--cfg", "0"]
+    code = main(base + run + ["--steps", "4", "--batch-size", "2", "--lr", "3e-3", "--report-prompts", "3"])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("fine-tuned 4 steps")
+    systems = [line.split()[0] for line in lines[3:]]
+    assert systems == ["before", "after", "recordings"]
+    assert {"report.txt", "model.safetensors", "reward_log.csv", "last.pt"} <= set(os.listdir(tmp_path / "run"))
+    assert main(base + ["--out", str(tmp_path / "bad"), "--reward", "nonsense"]) == 2
+    assert "reward must be one of" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "bad"), "--report-prompts", "-1"]) == 2
+    assert not os.path.exists(tmp_path / "bad")
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("resemblyzer"), reason="resemblyzer not installed")
+def test_the_speaker_reward_is_built_for_the_model_and_scores_each_utterance(corpus):
+    from flowtts.eval.speaker import SpeakerSimilarity
+
+    model = _model(corpus)
+    reward = resolve_reward("speaker", model)
+    assert isinstance(reward, SpeakerSimilarity)
+    ds = MelDataset(corpus)
+    prompts = draw_prompts(ds, [0, 1, 2], model.num_channels, _config(), torch.Generator().manual_seed(0))
+    scores = reward(prompts.data, prompts)
+    assert scores.shape == (3,) and ((scores > -1) & (scores <= 1 + 1e-6)).all()
+    with pytest.raises(ValueError, match="pass model="):
+        resolve_reward("speaker")
