@@ -187,6 +187,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_run(args: argparse.Namespace) -> None:
+    """What distill and reward do first: check --report-prompts, keep freed memory, set the thread count."""
+    import torch
+
+    from flowtts.utils.memory import retain_freed_memory
+
+    if args.report_prompts < 0:
+        raise UserError(f"--report-prompts must be >= 0 (0: no report), got {args.report_prompts}")
+    retain_freed_memory()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
 def _distill(args: argparse.Namespace) -> int:
     import copy
 
@@ -195,13 +208,8 @@ def _distill(args: argparse.Namespace) -> int:
     from flowtts.checkpoints.loader import load
     from flowtts.train.data import MelDataset
     from flowtts.train.distill import DistillConfig, distill, draw_prompts, evaluate, report
-    from flowtts.utils.memory import retain_freed_memory
 
-    retain_freed_memory()
-    if args.report_prompts < 0:
-        raise UserError(f"--report-prompts must be >= 0 (0: no report), got {args.report_prompts}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _start_run(args)
     config = DistillConfig(
         student_steps=args.student_steps,
         teacher_steps=args.teacher_steps,
@@ -251,13 +259,8 @@ def _reward(args: argparse.Namespace) -> int:
     from flowtts.train.distill import draw_prompts
     from flowtts.train.reward import RewardConfig, evaluate, finetune, format_rows, resolve_reward
     from flowtts.utils.files import atomic_output
-    from flowtts.utils.memory import retain_freed_memory
 
-    retain_freed_memory()
-    if args.report_prompts < 0:
-        raise UserError(f"--report-prompts must be >= 0 (0: no report), got {args.report_prompts}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _start_run(args)
     config = RewardConfig(
         reward=args.reward,
         sample_steps=args.sample_steps,

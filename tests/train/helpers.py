@@ -38,3 +38,38 @@ def tiny_model(vocab, seed: int = 0):
 
     torch.manual_seed(seed)
     return build_model(TINY_TRAIN, vocab)
+
+
+def prepared_corpus(root: str, n: int = 8) -> str:
+    """A prepared :func:`write_corpus` of ``n`` utterances under ``root``; returns its directory."""
+    from flowtts.train.data import prepare_dataset
+
+    prepare_dataset(write_corpus(root, n=n), None, os.path.join(root, "prepared"), progress=False)
+    return os.path.join(root, "prepared")
+
+
+def random_model(corpus: str):
+    """The tiny model with randomised weights (std 0.1, seed 5) for ``corpus``'s vocabulary, in eval mode."""
+    from conftest import randomise
+    from flowtts.text import load_vocab
+    from flowtts.train.data import MelDataset
+
+    return randomise(tiny_model(load_vocab(MelDataset(corpus).vocab_path())), std=0.1, seed=5).eval()
+
+
+def run_two_ranks(script: str, corpus: str, out_dir, config: dict) -> tuple[dict, dict]:
+    """Run ``script`` (formatted with ``tests``, ``corpus``, ``out``, ``config``; it saves each rank's
+    ``params{rank}.pt`` in ``out``) under ``torchrun --nproc_per_node=2``; returns the two state dicts."""
+    import subprocess
+    import sys
+
+    import torch
+
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(str(out_dir), "run.py")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(script.format(tests=tests, corpus=corpus, out=str(out_dir), config=config))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", path]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tuple(torch.load(os.path.join(str(out_dir), f"params{r}.pt"), weights_only=True) for r in (0, 1))

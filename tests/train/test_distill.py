@@ -2,28 +2,23 @@ import copy
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import randomise
-from flowtts.text import load_vocab
-from flowtts.train.data import MelDataset, prepare_dataset
+from flowtts.train.data import MelDataset
 from flowtts.train.distill import DistillConfig, distill, draw_prompts, sample_with
-from train.helpers import tiny_model, write_corpus
+from train import helpers
+from train.helpers import prepared_corpus, random_model
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dcorpus")
-    prepare_dataset(write_corpus(str(root), n=8), None, str(root / "prepared"), progress=False)
-    return str(root / "prepared")
+    return prepared_corpus(str(tmp_path_factory.mktemp("dcorpus")))
 
 
 def _teacher(corpus):
-    return randomise(tiny_model(load_vocab(MelDataset(corpus).vocab_path())), std=0.1, seed=5).eval()
+    return random_model(corpus)
 
 
 def _config(**kw):
@@ -118,13 +113,11 @@ DDP_SCRIPT = """
 import copy, sys, torch
 sys.path.insert(0, {tests!r})
 import torch.distributed as dist
-from conftest import randomise
-from flowtts.text import load_vocab
 from flowtts.train.data import MelDataset
 from flowtts.train.distill import DistillConfig, distill
-from train.helpers import tiny_model
+from train.helpers import random_model
 ds = MelDataset({corpus!r})
-teacher = randomise(tiny_model(load_vocab(ds.vocab_path())), std=0.1, seed=5).eval()
+teacher = random_model({corpus!r})
 student = copy.deepcopy(teacher)
 cfg = DistillConfig(**{config!r})
 distill(teacher, student, ds, {out!r}, cfg, progress=False)
@@ -135,13 +128,7 @@ torch.save(student.state_dict(), {out!r} + f"/params{{rank}}.pt")
 
 def run_two_ranks(corpus, tmp_path, **config) -> tuple[dict, dict]:
     """Distil the test teacher under ``torchrun --nproc_per_node=2`` into ``tmp_path``; each rank's student."""
-    tests = os.path.dirname(os.path.dirname(__file__))
-    script = tmp_path / "run.py"
-    script.write_text(DDP_SCRIPT.format(tests=tests, corpus=corpus, out=str(tmp_path), config=config))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(script)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return tuple(torch.load(tmp_path / f"params{rank}.pt", weights_only=True) for rank in (0, 1))
+    return helpers.run_two_ranks(DDP_SCRIPT, corpus, tmp_path, config)
 
 
 def test_two_process_distillation_keeps_ranks_identical(corpus, tmp_path):

@@ -2,29 +2,23 @@ import copy
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import randomise
-from flowtts.text import load_vocab
-from flowtts.train.data import MelDataset, prepare_dataset
+from flowtts.train.data import MelDataset
 from flowtts.train.prompts import Prompts, draw_prompts, sample_with
 from flowtts.train.reward import RewardConfig, evaluate, finetune, resolve_reward, timbre_reward
-from train.helpers import tiny_model, write_corpus
+from train.helpers import prepared_corpus, random_model, run_two_ranks
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rcorpus")
-    prepare_dataset(write_corpus(str(root), n=8), None, str(root / "prepared"), progress=False)
-    return str(root / "prepared")
+    return prepared_corpus(str(tmp_path_factory.mktemp("rcorpus")))
 
 
 def _model(corpus):
-    return randomise(tiny_model(load_vocab(MelDataset(corpus).vocab_path())), std=0.1, seed=5).eval()
+    return random_model(corpus)
 
 
 def _config(**kw):
@@ -172,13 +166,11 @@ DDP_SCRIPT = """
 import sys, torch
 sys.path.insert(0, {tests!r})
 import torch.distributed as dist
-from conftest import randomise
-from flowtts.text import load_vocab
 from flowtts.train.data import MelDataset
 from flowtts.train.reward import RewardConfig, finetune
-from train.helpers import tiny_model
+from train.helpers import random_model
 ds = MelDataset({corpus!r})
-model = randomise(tiny_model(load_vocab(ds.vocab_path())), std=0.1, seed=5).eval()
+model = random_model({corpus!r})
 finetune(model, ds, {out!r}, RewardConfig(**{config!r}), progress=False)
 rank = dist.get_rank() if dist.is_initialized() else 0
 torch.save(model.state_dict(), {out!r} + f"/params{{rank}}.pt")
@@ -187,13 +179,7 @@ torch.save(model.state_dict(), {out!r} + f"/params{{rank}}.pt")
 
 def test_two_process_fine_tuning_keeps_ranks_identical_and_matches_one_process(corpus, tmp_path):
     config = dict(reward="timbre", sample_steps=2, cfg_strength=0.0, steps=3, batch_size=4, lr=3e-3, warmup=1)
-    tests = os.path.dirname(os.path.dirname(__file__))
-    script = tmp_path / "run.py"
-    script.write_text(DDP_SCRIPT.format(tests=tests, corpus=corpus, out=str(tmp_path), config=config))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(script)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    a, b = (torch.load(tmp_path / f"params{rank}.pt", weights_only=True) for rank in (0, 1))
+    a, b = run_two_ranks(DDP_SCRIPT, corpus, tmp_path, config)
     single = _model(corpus)
     finetune(single, MelDataset(corpus), str(tmp_path / "single"), RewardConfig(**config), progress=False)
     for name, value in single.state_dict().items():

@@ -30,7 +30,6 @@ Randomness is derived from ``(seed, step)`` and drawn for the global batch, as i
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import inspect
 import json
@@ -45,12 +44,16 @@ from flowtts.train.data import MelDataset
 from flowtts.train.prompts import Prompts, draw_prompts, sample_with
 from flowtts.train.teacher_pool import load_or_build, teacher_states
 from flowtts.train.trainer import (
-    ema_update,
+    append_log,
     lr_factor,
+    optimizer_step,
+    out_of_time,
     plot_loss_curve,
     progress_bar,
+    pyplot,
     restore,
     save_checkpoint,
+    save_figure,
     start_log,
 )
 
@@ -326,39 +329,22 @@ def distill(
                     target = sample_with(teacher, local, cache=True, **config.teacher_sampling())
                 squared, _ = loss_module(local, target)
             loss = squared * weight * world / total
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip))
-            optimizer.step()
-            scheduler.step()
-            ema_update(ema, student, config.ema_decay)
+            grad_norm = optimizer_step(loss, student, optimizer, scheduler, ema, config.grad_clip, config.ema_decay)
             step += 1
             last = dist_utils.mean_over_ranks(loss.detach(), env)
             if on_step is not None:
                 on_step(step, last)
             if rank == 0 and (step % config.log_every == 0 or step == config.steps):
-                with open(csv_path, "a", newline="", encoding="utf-8") as f:
-                    csv.writer(f).writerow(
-                        [
-                            step,
-                            f"{last:.6f}",
-                            f"{scheduler.get_last_lr()[0]:.3e}",
-                            f"{grad_norm:.4f}",
-                            f"{time.perf_counter() - t0:.2f}",
-                            f"{time.perf_counter() - start:.1f}",
-                        ]
-                    )
+                timing = [f"{time.perf_counter() - t0:.2f}", f"{time.perf_counter() - start:.1f}"]
+                lr = f"{scheduler.get_last_lr()[0]:.3e}"
+                append_log(csv_path, [step, f"{last:.6f}", lr, f"{grad_norm:.4f}", *timing])
             if bar is not None:
                 bar.set_postfix(loss=f"{last:.4f}")
                 bar.update(1)
-            out_of_time = max_seconds is not None and time.perf_counter() - start > max_seconds
-            if world > 1:  # every rank stops at the same step
-                flag = torch.tensor([float(out_of_time)], device=device)
-                torch.distributed.broadcast(flag, 0)
-                out_of_time = bool(flag.item())
-            if step % config.save_every == 0 or step == config.steps or out_of_time:
+            stop = out_of_time(start, max_seconds, env)
+            if step % config.save_every == 0 or step == config.steps or stop:
                 checkpoint()
-            if out_of_time:
+            if stop:
                 break
     finally:
         if bar is not None:
@@ -463,12 +449,8 @@ def report(rows: list[dict], mels: dict, out_dir: str) -> str:
     with atomic_output(os.path.join(out_dir, "report.txt")) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text + "\n")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return text
     fig, axes = plt.subplots(len(mels), 1, figsize=(8, 2.2 * len(mels)), sharex=True)
     for ax, (name, mel) in zip(axes, mels.items()):
@@ -477,7 +459,5 @@ def report(rows: list[dict], mels: dict, out_dir: str) -> str:
         ax.set_ylabel("mel")
     axes[-1].set_xlabel("frame")
     fig.tight_layout()
-    with atomic_output(os.path.join(out_dir, "report.png")) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, os.path.join(out_dir, "report.png"))
     return text

@@ -36,7 +36,18 @@ import torch
 from flowtts.train import distributed as dist_utils
 from flowtts.train.data import MelDataset
 from flowtts.train.prompts import Prompts, draw_prompts, sample_with
-from flowtts.train.trainer import ema_update, lr_factor, progress_bar, restore, save_checkpoint, start_log
+from flowtts.train.trainer import (
+    append_log,
+    lr_factor,
+    optimizer_step,
+    out_of_time,
+    progress_bar,
+    pyplot,
+    restore,
+    save_checkpoint,
+    save_figure,
+    start_log,
+)
 
 Reward = Callable[[torch.Tensor, Prompts], torch.Tensor]
 LOG_COLUMNS = ["step", "loss", "reward", "anchor", "lr", "grad_norm", "seconds_per_step", "elapsed_s"]
@@ -301,12 +312,7 @@ def finetune(
             torch.manual_seed(config.seed * 104_729 + step * world + rank)  # dropout, when active
             reward_sum, squared = loss_module(local, anchor)
             loss = (-reward_sum / config.batch_size + config.anchor_weight * squared / elements) * weight * world
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
-            optimizer.step()
-            scheduler.step()
-            ema_update(ema, model, config.ema_decay)
+            grad_norm = optimizer_step(loss, model, optimizer, scheduler, ema, config.grad_clip, config.ema_decay)
             step += 1
             last = dist_utils.mean_over_ranks(loss.detach(), env)
             last_reward = dist_utils.mean_over_ranks(reward_sum.detach() * weight * world / config.batch_size, env)
@@ -314,30 +320,16 @@ def finetune(
             if on_step is not None:
                 on_step(step, last)
             if rank == 0 and (step % config.log_every == 0 or step == config.steps):
-                with open(csv_path, "a", newline="", encoding="utf-8") as f:
-                    csv.writer(f).writerow(
-                        [
-                            step,
-                            f"{last:.6f}",
-                            f"{last_reward:.6f}",
-                            f"{anchor_value:.6f}",
-                            f"{scheduler.get_last_lr()[0]:.3e}",
-                            f"{grad_norm:.4f}",
-                            f"{time.perf_counter() - t0:.2f}",
-                            f"{time.perf_counter() - start:.1f}",
-                        ]
-                    )
+                values = [f"{v:.6f}" for v in (last, last_reward, anchor_value)]
+                timing = [f"{time.perf_counter() - t0:.2f}", f"{time.perf_counter() - start:.1f}"]
+                append_log(csv_path, [step, *values, f"{scheduler.get_last_lr()[0]:.3e}", f"{grad_norm:.4f}", *timing])
             if bar is not None:
                 bar.set_postfix(reward=f"{last_reward:.4f}")
                 bar.update(1)
-            out_of_time = max_seconds is not None and time.perf_counter() - start > max_seconds
-            if world > 1:  # every rank stops at the same step
-                flag = torch.tensor([float(out_of_time)], device=device)
-                torch.distributed.broadcast(flag, 0)
-                out_of_time = bool(flag.item())
-            if step % config.save_every == 0 or step == config.steps or out_of_time:
+            stop = out_of_time(start, max_seconds, env)
+            if step % config.save_every == 0 or step == config.steps or stop:
                 checkpoint()
-            if out_of_time:
+            if stop:
                 break
     finally:
         if bar is not None:
@@ -399,15 +391,9 @@ def format_rows(rows: list[dict], reference: str) -> str:
 
 def plot_reward_curve(csv_path: str, png_path: str) -> bool:
     """Mean reward and anchor distance against step; ``False`` without matplotlib or log rows."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
-    from flowtts.utils.files import atomic_output
-
     with open(csv_path, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows:
@@ -422,7 +408,5 @@ def plot_reward_curve(csv_path: str, png_path: str) -> bool:
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_output(png_path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, png_path)
     return True

@@ -121,14 +121,58 @@ def progress_bar(enabled: bool, total: int, initial: int, desc: str):
     return tqdm(total=total, initial=initial, desc=desc, unit="step")
 
 
-def plot_loss_curve(csv_path: str, png_path: str) -> bool:
-    """Loss (and held-out right/wrong-text loss) against step; ``False`` without matplotlib."""
+def append_log(path: str, row: list) -> None:
+    """Append one row to a CSV log."""
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerow(row)
+
+
+def optimizer_step(loss: torch.Tensor, model, optimizer, scheduler, ema, grad_clip: float, ema_decay: float) -> float:
+    """Backward, clip, step, advance the schedule and the EMA; returns the gradient norm before clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
+    optimizer.step()
+    scheduler.step()
+    ema_update(ema, model, ema_decay)
+    return grad_norm
+
+
+def out_of_time(start: float, max_seconds: float | None, env) -> bool:
+    """Whether ``max_seconds`` have passed since ``start``; under torchrun rank 0 decides for every rank."""
+    over = max_seconds is not None and time.perf_counter() - start > max_seconds
+    if env.world_size > 1:  # every rank stops at the same step
+        flag = torch.tensor([float(over)], device=env.device)
+        torch.distributed.broadcast(flag, 0)
+        over = bool(flag.item())
+    return over
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend, or ``None`` without matplotlib."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def save_figure(fig, png_path: str) -> None:
+    """Write ``fig`` as a PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_output(png_path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def plot_loss_curve(csv_path: str, png_path: str) -> bool:
+    """Loss (and held-out right/wrong-text loss) against step; ``False`` without matplotlib."""
+    plt = pyplot()
+    if plt is None:
         return False
     with open(csv_path, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -146,9 +190,7 @@ def plot_loss_curve(csv_path: str, png_path: str) -> bool:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_output(png_path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, png_path)
     return True
 
 
