@@ -249,13 +249,13 @@ def finetune(
 
     if len(dataset) == 0:
         raise ValueError("the dataset has no usable rows")
-    reward_fn = resolve_reward(reward if reward is not None else config.reward, model)
-    sampling = config.sampling(model)
     env = dist_utils.setup()
     device, rank, world = env.device, env.rank, env.world_size
+    model.to(device).train(config.dropout)
+    reward_fn = resolve_reward(reward if reward is not None else config.reward, model)  # on the model's device
+    sampling = config.sampling(model)
     if rank == 0:
         os.makedirs(out_dir, exist_ok=True)
-    model.to(device).train(config.dropout)
     reference = None
     if config.anchor_weight > 0:
         reference = copy.deepcopy(model).eval().requires_grad_(False)
