@@ -218,8 +218,10 @@ def test_bad_settings_are_refused_before_anything_is_written(corpus, tmp_path):
     with pytest.raises(ValueError, match="no callable"):
         resolve_reward("os.path:not_there")
     assert resolve_reward("os.path:basename") is os.path.basename
+    model.train()
     with pytest.raises(ValueError, match="exceeds the 2 solver steps"):
         finetune(model, ds, str(tmp_path / "x"), _config(backprop_steps=3), progress=False)
+    assert model.training  # a refused run leaves the caller's mode alone
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
         finetune(model, ds, str(tmp_path / "y"), _config(), reward=lambda mel, p: mel.sum(), progress=False)
     assert not os.path.exists(tmp_path / "x")

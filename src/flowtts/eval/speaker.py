@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flowtts.model.mel import mel_filterbank
+
 ENCODER_RATE = 16_000
 ENCODER_FFT = 400  # 25 ms
 ENCODER_FPS = 100  # 10 ms hop
@@ -93,12 +95,6 @@ def window_starts(n_frames: int) -> list[int]:
     return starts
 
 
-def _slaney_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    from flowtts.model.mel import mel_filterbank
-
-    return mel_filterbank(sample_rate, n_fft, n_mels, scale="slaney").double().numpy()
-
-
 class EncoderFeatures(nn.Module):
     """Maps a model's log-mel ``(n, d)`` to the speaker encoder's power-mel frames ``(n', 40)``."""
 
@@ -123,8 +119,8 @@ class EncoderFeatures(nn.Module):
         interp[np.arange(theirs.size), lo] += 1 - frac
         interp[np.arange(theirs.size), hi] += frac
         self.register_buffer("to_bins", torch.from_numpy(interp @ spread).float(), persistent=False)
-        filters = _slaney_filterbank(ENCODER_RATE, ENCODER_FFT, ENCODER_BANDS)
-        self.register_buffer("filters", torch.from_numpy(filters).float(), persistent=False)
+        filters = mel_filterbank(ENCODER_RATE, ENCODER_FFT, ENCODER_BANDS, scale="slaney")  # librosa's default
+        self.register_buffer("filters", filters, persistent=False)
         self.frame_rate = sample_rate / int(mel_spec.hop_length)
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:

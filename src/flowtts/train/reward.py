@@ -251,11 +251,12 @@ def finetune(
         raise ValueError("the dataset has no usable rows")
     env = dist_utils.setup()
     device, rank, world = env.device, env.rank, env.world_size
-    model.to(device).train(config.dropout)
+    model.to(device)
     reward_fn = resolve_reward(reward if reward is not None else config.reward, model)  # on the model's device
     sampling = config.sampling(model)
     if rank == 0:
         os.makedirs(out_dir, exist_ok=True)
+    model.train(config.dropout)
     reference = None
     if config.anchor_weight > 0:
         reference = copy.deepcopy(model).eval().requires_grad_(False)
