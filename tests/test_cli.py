@@ -78,6 +78,17 @@ def test_text_file_batches_equal_single_calls(model_file, tmp_path):
         assert abs(a - b).max() < 2e-3  # 16-bit wav; batched sampling is exact up to float rounding
 
 
+def test_upstream_option_spellings_and_fix_duration(model_file, tmp_path):
+    out = tmp_path / "up.wav"
+    args = ["infer", "--ckpt_file", model_file, "--ref_audio", ASSET, "--ref_text", REF_TEXT, "--gen_text", "Hello."]
+    args += ["--nfe_step", "2", "--cfg_strength", "1", "--sway_sampling_coef", "-1", "--fix_duration", "4"]
+    args += ["--target_rms", "0.1", "--cross_fade_duration", "0", "--seed", "1", "-o", str(out), "-q"]
+    assert main(args) == 0
+    data, rate = sf.read(out)
+    ref_frames = round(62647 * 24000 / 22050) // 256 + 1
+    assert abs(len(data) - (int(4 * 24000 / 256) - ref_frames) * 256) <= 256
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -87,6 +98,13 @@ def test_text_file_batches_equal_single_calls(model_file, tmp_path):
         (["--text", "hi", "--preset", "F5TTS_Huge"], "carries its own architecture"),
         (["--text", "hi", "--steps", "0"], "--steps must be >= 1"),
         (["--text", "hi", "-o", "/no/dir/out.wav"], "output directory does not exist"),
+        (
+            ["--text", "hi", "--fix-duration", "2"],
+            "fix_duration (2.0 s) must be longer than the reference clip (2.84 s)",
+        ),
+        (["--text", "hi", "--fix-duration", "-1"], "--fix-duration must be positive"),
+        (["--text", "hi", "--target-rms", "0"], "--target-rms must be positive"),
+        (["--text", "hi", "--cross-fade", "-0.1"], "--cross-fade must be >= 0"),
     ],
 )
 def test_user_errors_exit_2_with_a_message_and_no_output(model_file, tmp_path, capsys, args, message):

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from flowtts.infer import InferenceOptions, chunk_text, cross_fade, prepare_reference
@@ -39,3 +40,52 @@ def test_reference_preparation():
             assert match in str(exc)
         else:
             raise AssertionError("no error")
+
+
+def _reference(model, seconds=1.0):
+    wave = torch.sin(torch.arange(int(24000 * seconds)) / 5) * 0.2
+    return prepare_reference(model, wave, "Some words", InferenceOptions())
+
+
+def test_fix_duration_sets_each_texts_total_length_without_chunking():
+    from flowtts.infer import synthesize
+
+    model = build_model("tiny")
+    reference = _reference(model)
+    ref_frames = reference.mel.shape[1]
+    long_text = "A first sentence that is long. " * 6  # several chunks without fix_duration
+    vocoder = lambda mel: mel.new_zeros(mel.shape[0], mel.shape[2] * 256)  # noqa: E731
+    free = synthesize(
+        model, reference, [long_text], vocoder=vocoder, options=InferenceOptions(steps=2), seeds=[0], progress=False
+    )
+    fixed_options = InferenceOptions(steps=2, fix_duration=3.0)
+    fixed = synthesize(
+        model, reference, [long_text, "Short."], vocoder=vocoder, options=fixed_options, seeds=[0, 1], progress=False
+    )
+    frames = int(3.0 * 24000 / 256) - ref_frames
+    assert [u.mel.shape[1] for u in fixed] == [frames, frames]
+    assert [u.wave.numel() for u in fixed] == [frames * 256, frames * 256]
+    assert free[0].mel.shape[1] > 2 * frames  # the estimate, chunked, is far longer
+    with pytest.raises(ValueError, match=r"fix_duration \(0.9 s\) must be longer than the reference clip \(1.00 s\)"):
+        synthesize(model, reference, ["Hi."], vocoder=vocoder, options=InferenceOptions(fix_duration=0.9))
+    for bad, match in ((dict(target_rms=0), "target_rms must be positive"), (dict(cross_fade_seconds=-1), ">= 0")):
+        with pytest.raises(ValueError, match=match):
+            synthesize(model, reference, ["Hi."], vocoder=vocoder, options=InferenceOptions(**bad))
+
+
+def test_remove_silence_shortens_the_vocoded_output():
+    from flowtts.infer import synthesize
+
+    model = build_model("tiny")
+    reference = _reference(model)
+
+    def vocoder(mel):  # speech, 3 s of silence, speech: whatever the mel
+        tone = 0.3 * torch.sin(torch.arange(12000) / 7.0)
+        return torch.cat([tone, torch.zeros(72000), tone])[None].expand(mel.shape[0], -1)
+
+    kwargs = dict(vocoder=vocoder, seeds=[0], progress=False)
+    kept = synthesize(model, reference, ["Hello."], options=InferenceOptions(steps=1), **kwargs)[0]
+    cut = synthesize(model, reference, ["Hello."], options=InferenceOptions(steps=1, remove_silence=True), **kwargs)[0]
+    assert kept.wave.numel() == 96000
+    assert cut.wave.numel() == 48000  # the 3 s pause becomes 1 s
+    assert torch.equal(cut.mel, kept.mel)

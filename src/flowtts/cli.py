@@ -54,8 +54,15 @@ def _infer(args: argparse.Namespace) -> int:
     for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
-    if args.speed <= 0:
-        raise UserError(f"--speed must be positive, got {args.speed}")
+    for flag, value in (
+        ("--speed", args.speed),
+        ("--target-rms", args.target_rms),
+        ("--fix-duration", args.fix_duration),
+    ):
+        if value is not None and not value > 0:
+            raise UserError(f"{flag} must be positive, got {value}")
+    if args.cross_fade < 0:
+        raise UserError(f"--cross-fade must be >= 0, got {args.cross_fade}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.text is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
@@ -83,6 +90,10 @@ def _infer(args: argparse.Namespace) -> int:
         speed=args.speed,
         batch_size=args.batch_size,
         dtype=args.dtype,
+        fix_duration=args.fix_duration,
+        remove_silence=args.remove_silence,
+        target_rms=args.target_rms,
+        cross_fade_seconds=args.cross_fade,
     )
     reference = prepare_reference(model, wave, ref_text, options)
     vocoder = load_vocoder(model.mel_spec, args.vocoder_path)
@@ -320,21 +331,52 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     infer = sub.add_parser("infer", help="synthesise speech from text and a reference clip")
-    infer.add_argument("--model", default="builtin", help="flowtts or F5-TTS checkpoint, or 'builtin'")
+    # Upstream F5-TTS's spellings (f5-tts_infer-cli) are accepted where they mean the same thing.
+    infer.add_argument("--model", "--ckpt_file", default="builtin", help="flowtts or F5-TTS checkpoint, or 'builtin'")
     infer.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
-    infer.add_argument("--vocab", help="vocab.txt the official checkpoint was trained with")
-    infer.add_argument("--ref-audio", help="reference clip (any format soundfile reads)")
-    infer.add_argument("--ref-text", help="transcript of the reference clip")
+    infer.add_argument("--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
+    infer.add_argument("--ref-audio", "--ref_audio", help="reference clip (any format soundfile reads)")
+    infer.add_argument("--ref-text", "--ref_text", help="transcript of the reference clip")
     text = infer.add_mutually_exclusive_group(required=True)
-    text.add_argument("--text", help="text to speak")
+    text.add_argument("--text", "--gen_text", help="text to speak")
     text.add_argument("--text-file", help="one utterance per line; -o is then a directory")
     infer.add_argument("-o", "--output", default="out.wav", help="output wav (a directory with --text-file)")
     infer.add_argument(
-        "--steps", type=int, help="solver steps (default 32, or what a distilled student was trained for)"
+        "--steps",
+        "--nfe_step",
+        type=int,
+        help="solver steps (default 32, or what a distilled student was trained for)",
     )
-    infer.add_argument("--cfg", type=float, help="classifier-free guidance strength (default 2, students: theirs)")
-    infer.add_argument("--sway", type=float, help="sway sampling coefficient (default -1, students: theirs)")
-    infer.add_argument("--speed", type=float, default=1.0)
+    infer.add_argument(
+        "--cfg", "--cfg_strength", type=float, help="classifier-free guidance strength (default 2, students: theirs)"
+    )
+    infer.add_argument(
+        "--sway", "--sway_sampling_coef", type=float, help="sway sampling coefficient (default -1, students: theirs)"
+    )
+    infer.add_argument("--speed", type=float, default=1.0, help="speaking rate (estimated durations are divided by it)")
+    infer.add_argument(
+        "--fix-duration",
+        "--fix_duration",
+        type=float,
+        help="seconds of reference + generated speech for each text (replaces the estimate; no chunking)",
+    )
+    infer.add_argument(
+        "--remove-silence", "--remove_silence", action="store_true", help="shorten silences over 1 s in the output"
+    )
+    infer.add_argument(
+        "--target-rms",
+        "--target_rms",
+        type=float,
+        default=0.1,
+        help="quieter references are raised to this RMS (and the output lowered back)",
+    )
+    infer.add_argument(
+        "--cross-fade",
+        "--cross_fade_duration",
+        type=float,
+        default=0.15,
+        help="seconds of cross-fade between the chunks of a long text",
+    )
     infer.add_argument("--seed", type=int, help="seed of the first utterance (the n-th uses seed + n - 1)")
     infer.add_argument("--batch-size", type=int, default=4, help="utterances per sample() call")
     infer.add_argument("--device", default="cpu")

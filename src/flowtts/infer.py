@@ -4,8 +4,10 @@ It follows F5-TTS's inference recipe: the reference is mono, at the model's rate
 ``max_ref_seconds`` long and loudness-normalised to ``target_rms`` (undone on the output); the text
 fed to the model is the reference transcript followed by the new text; the output length is estimated
 from the reference's frames per UTF-8 byte and ``speed``; long text is split at sentence boundaries
-and the chunks are joined with a short cross-fade. Several utterances (or chunks) share one
-``sample()`` call, each computed exactly as it would be alone (``isolate_batch``).
+and the chunks are joined with a short cross-fade (``fix_duration`` instead fixes each text's total
+length, reference included, and keeps it in one piece); ``remove_silence`` then shortens long pauses.
+Several utterances (or chunks) share one ``sample()`` call, each computed exactly as it would be
+alone (``isolate_batch``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class InferenceOptions:
     use_epss: bool = True
     target_rms: float = 0.1
     cross_fade_seconds: float = 0.15
+    fix_duration: float | None = None  # seconds of reference + speech per text (F5-TTS's fix_duration); no chunking
+    remove_silence: bool = False  # shorten silences over 1 s in the output (F5-TTS's remove_silence)
     max_ref_seconds: float = 12.0
     min_ref_seconds: float = 0.5
     batch_size: int = 4
@@ -93,7 +97,7 @@ class Utterance:
 
     text: str
     wave: torch.Tensor  # (nw,)
-    mel: torch.Tensor  # (d, n) generated part only
+    mel: torch.Tensor  # (d, n) generated part only (before any silence removal)
     seed: int
     sample_rate: int
 
@@ -194,7 +198,9 @@ def synthesize(
         progress: Show a progress bar over ``sample()`` calls.
 
     Raises:
-        ValueError: An empty text, or a seed count that does not match.
+        ValueError: An empty text, a seed count that does not match, or an option out of range
+            (``speed``/``target_rms`` not positive, negative cross-fade, ``fix_duration`` not longer
+            than the reference).
     """
     options = options or InferenceOptions()
     for i, text in enumerate(texts):
@@ -206,12 +212,29 @@ def synthesize(
         raise ValueError(f"got {len(seeds)} seeds for {len(texts)} texts")
     if options.speed <= 0:
         raise ValueError(f"speed must be positive, got {options.speed}")
+    if options.target_rms <= 0:
+        raise ValueError(f"target_rms must be positive, got {options.target_rms}")
+    if options.cross_fade_seconds < 0:
+        raise ValueError(f"cross_fade_seconds must be >= 0, got {options.cross_fade_seconds}")
+    hop = model.mel_spec.hop_length
+    rate = model.mel_spec.target_sample_rate
+    fixed_frames = None
+    if options.fix_duration is not None:
+        fixed_frames = int(options.fix_duration * rate / hop)
+        if fixed_frames <= reference.mel.shape[1]:
+            raise ValueError(
+                f"fix_duration ({options.fix_duration} s) must be longer than the reference clip "
+                f"({reference.seconds:.2f} s): it is the length of reference + generated speech"
+            )
 
     ref_frames = reference.mel.shape[1]
     ref_bytes = len(reference.text.encode("utf-8"))
     max_bytes = max(int(ref_bytes / reference.seconds * (22 - reference.seconds) * options.speed), 40)
     items = []  # (text index, chunk index, full text, duration, seed)
     for i, text in enumerate(texts):
+        if fixed_frames is not None:
+            items.append((i, 0, reference.text + text.strip(), fixed_frames, seeds[i]))
+            continue
         for j, chunk in enumerate(chunk_text(text.strip(), max_bytes)):
             chunk_bytes = len(chunk.encode("utf-8"))
             speed = 0.3 if chunk_bytes < 10 else options.speed  # F5-TTS slows very short texts
@@ -233,7 +256,6 @@ def synthesize(
 
         iterator = tqdm(batches, desc="synthesising", unit="batch")
     pieces: dict[int, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
-    rate = model.mel_spec.target_sample_rate
     for batch in iterator:
         b = len(batch)
         cond = reference.mel.expand(b, -1, -1)
@@ -259,6 +281,10 @@ def synthesize(
     for i, text in enumerate(texts):
         parts = sorted(pieces[i], key=lambda p: p[0])
         wave = cross_fade([p[1] for p in parts], fade)
+        if options.remove_silence:
+            from flowtts.audio.silence import remove_silence
+
+            wave = remove_silence(wave, rate)
         mel = torch.cat([p[2] for p in parts], dim=1)
         results.append(Utterance(text=text, wave=wave, mel=mel, seed=seeds[i], sample_rate=rate))
     return results

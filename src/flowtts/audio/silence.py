@@ -1,0 +1,91 @@
+"""Shortening long silences in a waveform (F5-TTS's ``remove_silence`` option).
+
+F5-TTS splits the output on silences of at least 1 s below -50 dBFS and keeps 0.5 s of silence on
+each side of every piece; the effect is that a long pause inside speech becomes 1 s and leading or
+trailing silence becomes 0.5 s. :func:`remove_silence` does the same on a float tensor, measuring
+loudness in short windows (full scale is 1.0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def silent_windows(wave: torch.Tensor, window: int, threshold_db: float) -> torch.Tensor:
+    """Whether each ``window``-sample window (the last may be shorter) is quieter than ``threshold_db`` dBFS.
+
+    Args:
+        wave: ``(n,)`` samples, full scale 1.0.
+        window: Window length in samples.
+        threshold_db: Level in dB relative to full scale; a window whose RMS is below it is silent.
+
+    Returns:
+        ``(ceil(n / window),)`` booleans.
+    """
+    n = wave.numel()
+    pad = (-n) % window
+    power = torch.nn.functional.pad(wave.double().pow(2), (0, pad)).view(-1, window).sum(1)
+    counts = torch.full_like(power, float(window))
+    if pad:
+        counts[-1] = window - pad
+    rms = (power / counts).sqrt()
+    return rms < 10.0 ** (threshold_db / 20.0)
+
+
+def remove_silence(
+    wave: torch.Tensor,
+    sample_rate: int,
+    *,
+    threshold_db: float = -50.0,
+    min_silence: float = 1.0,
+    keep: float = 0.5,
+    window: float = 0.01,
+) -> torch.Tensor:
+    """Shorten every silence of at least ``min_silence`` seconds.
+
+    A long silence between sounds keeps ``keep`` seconds at each end (so it becomes ``2 * keep``
+    long); a leading one keeps its last ``keep`` seconds and a trailing one its first. Shorter
+    silences and all sound are left as they are. A wave that is silent throughout is returned unchanged.
+
+    Args:
+        wave: ``(n,)`` float samples, full scale 1.0.
+        sample_rate: Samples per second.
+        threshold_db: Windows quieter than this (dBFS) are silent.
+        min_silence: Shortest silence (seconds) that is shortened.
+        keep: Seconds of silence kept next to sound.
+        window: Loudness window in seconds.
+
+    Raises:
+        ValueError: ``wave`` is not one-dimensional, or a duration is not positive.
+    """
+    if wave.dim() != 1:
+        raise ValueError(f"wave must be one-dimensional (samples,), got shape {tuple(wave.shape)}")
+    for name, value in (("sample_rate", sample_rate), ("min_silence", min_silence), ("window", window)):
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    if keep < 0 or 2 * keep > min_silence:
+        raise ValueError(f"keep must be between 0 and min_silence / 2 ({min_silence / 2}), got {keep}")
+    size = max(1, round(window * sample_rate))
+    silent = silent_windows(wave, size, threshold_db).tolist()
+    if all(silent) or not any(silent):
+        return wave
+    n, keep_n, min_n = wave.numel(), round(keep * sample_rate), math.ceil(min_silence * sample_rate)
+    pieces, position, k = [], 0, 0
+    while k < len(silent):
+        if not silent[k]:
+            k += 1
+            continue
+        end = k
+        while end < len(silent) and silent[end]:
+            end += 1
+        start_s, end_s = k * size, min(end * size, n)
+        if end_s - start_s >= min_n:
+            cut_from = start_s if start_s == 0 else start_s + keep_n  # a leading silence keeps only its end
+            cut_to = end_s if end_s == n else end_s - keep_n  # a trailing one only its start
+            pieces.append(wave[position:cut_from])
+            position = cut_to
+        k = end
+    pieces.append(wave[position:])
+    return torch.cat(pieces)
