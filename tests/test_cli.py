@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 import soundfile as sf
@@ -171,3 +172,22 @@ def test_demo_refuses_a_negative_distillation_time(capsys):
 
     assert main(["demo", "--distill-seconds", "-1", "--out", "/no/such/dir"]) == 2
     assert "--distill-seconds must be >= 0" in capsys.readouterr().err
+
+
+def test_a_missing_reference_transcript_is_recognised_offline(model_file, tmp_path, capsys, monkeypatch):
+    from flowtts.checkpoints.loader import builtin_reference
+
+    clip, _ = builtin_reference()  # "His sister followed the white horse next to the lake, but nobody noticed."
+    args = ["infer", "--model", model_file, "--ref-audio", clip, "--text", "Hi there.", "--steps", "1"]
+    args += ["-o", str(tmp_path / "t.wav")]
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # not installed
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--ref-text is required" in err and "flowtts[eval]" in err
+    assert not (tmp_path / "t.wav").exists()
+    monkeypatch.delitem(sys.modules, "pocketsphinx")
+    pytest.importorskip("pocketsphinx")
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "reference transcribed" in err and "followed the white horse next to the lake" in err
+    assert (tmp_path / "t.wav").exists()

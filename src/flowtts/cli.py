@@ -79,9 +79,22 @@ def _infer(args: argparse.Namespace) -> int:
         from flowtts.checkpoints.loader import builtin_reference
 
         ref_audio, ref_text = builtin_reference(ref_text)
-    if ref_text is None:
-        raise UserError("--ref-text is required with --ref-audio (the transcript of the reference clip)")
     wave, _ = read_audio(ref_audio, rate)
+    if ref_text is None:
+        from flowtts.infer import transcribe_reference
+
+        try:
+            ref_text = transcribe_reference(wave, rate)
+        except ImportError:
+            raise UserError(
+                "--ref-text is required with --ref-audio (the transcript of the reference clip); "
+                "or pip install 'flowtts[eval]' to transcribe English references offline"
+            ) from None
+        if not args.quiet:
+            print(
+                f"reference transcribed (pocketsphinx, English only; check it or pass --ref-text): {ref_text!r}",
+                file=sys.stderr,
+            )
     options = recommended_options(
         model,
         steps=args.steps,
@@ -336,7 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
     infer.add_argument("--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
     infer.add_argument("--ref-audio", "--ref_audio", help="reference clip (any format soundfile reads)")
-    infer.add_argument("--ref-text", "--ref_text", help="transcript of the reference clip")
+    infer.add_argument(
+        "--ref-text",
+        "--ref_text",
+        help="transcript of the reference clip (default: transcribed offline if pocketsphinx is installed, English)",
+    )
     text = infer.add_mutually_exclusive_group(required=True)
     text.add_argument("--text", "--gen_text", help="text to speak")
     text.add_argument("--text-file", help="one utterance per line; -o is then a directory")
