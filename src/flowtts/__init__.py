@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "CFM": "flowtts.model.cfm",
+    "F5TTS": "flowtts.api",
     "DiT": "flowtts.model.dit",
     "MelSpec": "flowtts.model.mel",
     "integrate": "flowtts.sampling.solvers",
@@ -22,9 +23,10 @@ _EXPORTS = {
     "ModelConfig": "flowtts.config",
 }
 
-__all__ = ["CFM", "PRESETS", "DiT", "MelSpec", "ModelConfig", "build_model", "integrate", "load", "save"]
+__all__ = ["CFM", "F5TTS", "PRESETS", "DiT", "MelSpec", "ModelConfig", "build_model", "integrate", "load", "save"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from flowtts.api import F5TTS
     from flowtts.checkpoints.loader import load, save
     from flowtts.config import PRESETS, ModelConfig
     from flowtts.model.build import build_model

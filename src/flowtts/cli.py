@@ -43,10 +43,10 @@ def _read_lines(path: str) -> list[str]:
 def _infer(args: argparse.Namespace) -> int:
     import torch
 
-    from flowtts.audio.io import read_audio, write_audio
+    from flowtts.audio.io import write_audio
     from flowtts.audio.vocoders import load_vocoder
     from flowtts.checkpoints.loader import load
-    from flowtts.infer import prepare_reference, recommended_options, save_mel_png, synthesize
+    from flowtts.infer import load_reference, recommended_options, save_mel_png, synthesize
 
     if args.text is not None and not args.text.strip():
         raise UserError("--text is empty")
@@ -74,27 +74,6 @@ def _infer(args: argparse.Namespace) -> int:
     if getattr(model, "preset", None) and args.preset is None and not args.quiet:
         print(f"using preset {model.preset} (matched by parameter shapes)", file=sys.stderr)
     rate = model.mel_spec.target_sample_rate
-    ref_audio, ref_text = args.ref_audio, args.ref_text
-    if ref_audio is None:
-        from flowtts.checkpoints.loader import builtin_reference
-
-        ref_audio, ref_text = builtin_reference(ref_text)
-    wave, _ = read_audio(ref_audio, rate)
-    if ref_text is None:
-        from flowtts.infer import transcribe_reference
-
-        try:
-            ref_text = transcribe_reference(wave, rate)
-        except ImportError:
-            raise UserError(
-                "--ref-text is required with --ref-audio (the transcript of the reference clip); "
-                "or pip install 'flowtts[eval]' to transcribe English references offline"
-            ) from None
-        if not args.quiet:
-            print(
-                f"reference transcribed (pocketsphinx, English only; check it or pass --ref-text): {ref_text!r}",
-                file=sys.stderr,
-            )
     options = recommended_options(
         model,
         steps=args.steps,
@@ -108,7 +87,21 @@ def _infer(args: argparse.Namespace) -> int:
         target_rms=args.target_rms,
         cross_fade_seconds=args.cross_fade,
     )
-    reference = prepare_reference(model, wave, ref_text, options)
+
+    def show(text):
+        if not args.quiet:
+            print(
+                f"reference transcribed (pocketsphinx, English only; check it or pass --ref-text): {text!r}",
+                file=sys.stderr,
+            )
+
+    try:
+        reference = load_reference(model, args.ref_audio, args.ref_text, options, on_transcript=show)
+    except ImportError:
+        raise UserError(
+            "--ref-text is required with --ref-audio (the transcript of the reference clip); "
+            "or pip install 'flowtts[eval]' to transcribe English references offline"
+        ) from None
     vocoder = load_vocoder(model.mel_spec, args.vocoder_path)
     seeds = [args.seed + i for i in range(len(texts))] if args.seed is not None else None
     results = synthesize(

@@ -147,6 +147,43 @@ def transcribe_reference(wave: torch.Tensor, sample_rate: int) -> str:
     return text
 
 
+def load_reference(
+    model,
+    ref_file: str | None,
+    ref_text: str | None,
+    options: InferenceOptions,
+    *,
+    on_transcript: Callable[[str], None] | None = None,
+) -> Reference:
+    """Read, clip, normalise and embed a reference clip; the built-in one when ``ref_file`` is ``None``.
+
+    Args:
+        model: A :class:`flowtts.CFM`.
+        ref_file: Any audio file soundfile reads (resampled to the model's rate, downmixed to mono).
+        ref_text: Its transcript; ``None`` or empty: transcribed with :func:`transcribe_reference`.
+        options: :class:`InferenceOptions` (reference length limits, ``target_rms``).
+        on_transcript: Called with a transcript that was recognised rather than given.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Unreadable or too short audio, or nothing recognised.
+        ImportError: No transcript and no pocketsphinx to make one.
+    """
+    from flowtts.audio.io import read_audio
+
+    if ref_file is None:
+        from flowtts.checkpoints.loader import builtin_reference
+
+        ref_file, ref_text = builtin_reference(ref_text or None)
+    rate = model.mel_spec.target_sample_rate
+    wave, _ = read_audio(ref_file, rate)
+    if not (ref_text or "").strip():
+        ref_text = transcribe_reference(wave, rate)
+        if on_transcript is not None:
+            on_transcript(ref_text)
+    return prepare_reference(model, wave, ref_text, options)
+
+
 _SENTENCE_END = re.compile(r"(?<=[.!?;:,。！？；：，])\s*")
 
 

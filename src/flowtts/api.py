@@ -1,0 +1,191 @@
+"""A drop-in for F5-TTS's Python API (``f5_tts.api.F5TTS``): load once, then ``infer()`` text + reference.
+
+Upstream code such as ::
+
+    from f5_tts.api import F5TTS
+    tts = F5TTS(ckpt_file="model_1250000.safetensors", vocab_file="vocab.txt")
+    wav, sr, spec = tts.infer(ref_file="ref.wav", ref_text="...", gen_text="...", file_wave="out.wav", seed=0)
+
+runs with ``from flowtts.api import F5TTS``. Differences: nothing is downloaded (``model`` is
+``"builtin"`` by default, or names the architecture of ``ckpt_file``), the vocoder is Griffin-Lim unless
+``vocoder_local_path`` names a local Vocos directory, an empty ``ref_text`` is transcribed with offline
+pocketsphinx (English only) instead of Whisper, and ``nfe_step``/``cfg_strength``/``sway_sampling_coef``
+default to what the model was made for (F5-TTS's 32/2/-1, or a distilled student's own settings).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from flowtts.infer import load_reference, recommended_options, save_mel_png, synthesize
+
+
+class F5TTS:
+    """A loaded model and vocoder, ready for :meth:`infer`.
+
+    Args:
+        model: ``"builtin"``, ``"builtin:student"``, a flowtts or F5-TTS checkpoint path, or, with
+            ``ckpt_file``, the preset naming that checkpoint's architecture (e.g. ``"F5TTS_v1_Base"``).
+        ckpt_file: Checkpoint to load (``.safetensors`` or ``.pt``); empty: ``model`` is the file.
+        vocab_file: ``vocab.txt`` an official checkpoint was trained with.
+        ode_method: ``"euler"`` or ``"midpoint"``.
+        use_ema: Take the EMA weights of a ``.pt`` training checkpoint.
+        vocoder_local_path: Local Vocos directory (``config.yaml`` + weights); default Griffin-Lim.
+        device: Default: CUDA when available, else CPU.
+
+    Raises:
+        ValueError: A preset name without ``ckpt_file`` (there is nothing to download it from), or an
+            unknown ``ode_method``.
+        FileNotFoundError, flowtts.checkpoints.CheckpointError: As :func:`flowtts.load`.
+    """
+
+    def __init__(
+        self,
+        model: str = "builtin",
+        ckpt_file: str | os.PathLike = "",
+        vocab_file: str | os.PathLike = "",
+        ode_method: str = "euler",
+        use_ema: bool = True,
+        vocoder_local_path: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+    ):
+        from flowtts.audio.vocoders import load_vocoder
+        from flowtts.checkpoints.loader import load
+        from flowtts.config import PRESETS
+        from flowtts.sampling.solvers import STEP_RULES
+
+        if ode_method not in STEP_RULES:
+            raise ValueError(f"ode_method must be one of {tuple(STEP_RULES)}, got {ode_method!r}")
+        if ckpt_file:
+            path, preset = ckpt_file, (model if model in PRESETS else None)
+        elif model in PRESETS:
+            raise ValueError(
+                f"model={model!r} names an architecture and flowtts downloads no weights: pass "
+                "ckpt_file=<its checkpoint> (or model='builtin')"
+            )
+        else:
+            path, preset = model, None
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.ema_model = load(path, preset=preset, vocab=vocab_file or None, use_ema=use_ema, device=self.device)
+        self.ema_model.odeint_kwargs = {"method": ode_method}
+        self.vocoder = load_vocoder(self.ema_model.mel_spec, vocoder_local_path)  # runs on the CPU
+        self.target_sample_rate = self.ema_model.mel_spec.target_sample_rate
+        self.mel_spec_type = self.ema_model.mel_spec.mel_spec_type
+        self.seed = -1
+
+    def transcribe(self, ref_audio: str | os.PathLike, language: str | None = None) -> str:
+        """Transcript of an audio file (offline pocketsphinx: English only).
+
+        Raises:
+            ValueError: ``language`` other than English, or nothing recognised.
+            ImportError: pocketsphinx is not installed (``pip install 'flowtts[eval]'``).
+        """
+        from flowtts.audio.io import read_audio
+        from flowtts.infer import transcribe_reference
+
+        if language is not None and language.lower() not in ("en", "english"):
+            raise ValueError(f"language must be English ('en') for the offline recogniser, got {language!r}")
+        wave, rate = read_audio(ref_audio)
+        return transcribe_reference(wave, rate)
+
+    def infer(
+        self,
+        ref_file: str | os.PathLike | None,
+        ref_text: str,
+        gen_text: str,
+        show_info=print,
+        progress=True,
+        target_rms: float = 0.1,
+        cross_fade_duration: float = 0.15,
+        sway_sampling_coef: float | None = None,
+        cfg_strength: float | None = None,
+        nfe_step: int | None = None,
+        speed: float = 1.0,
+        fix_duration: float | None = None,
+        remove_silence: bool = False,
+        file_wave: str | os.PathLike | None = None,
+        file_spec: str | os.PathLike | None = None,
+        seed: int | None = None,
+    ) -> tuple[np.ndarray, int, np.ndarray]:
+        """Speak ``gen_text`` in the voice of ``ref_file``.
+
+        Args:
+            ref_file: Reference clip (``None``: the built-in one, with its transcript unless given).
+            ref_text: Its transcript; empty: transcribed offline (English), reported via ``show_info``.
+            gen_text: Text to speak (chunked at sentence ends when long, unless ``fix_duration``).
+            show_info: Called with informational messages (``print`` by default, as upstream).
+            progress: Show a progress bar (anything falsy hides it; upstream passes ``tqdm``).
+            target_rms: Quieter references are raised to this RMS and the output lowered back.
+            cross_fade_duration: Seconds of cross-fade between chunks.
+            sway_sampling_coef, cfg_strength, nfe_step: Solver settings; ``None``: the model's own.
+            speed: Speaking rate (the duration estimate is divided by it).
+            fix_duration: Seconds of reference + generated speech (replaces the estimate).
+            remove_silence: Shorten silences over 1 s in the output.
+            file_wave: Also write the wave here.
+            file_spec: Also write the generated mel as a PNG here (needs matplotlib).
+            seed: Noise seed; ``None`` or negative: a random one (kept in ``self.seed``).
+
+        Returns:
+            ``(wave, sample_rate, spec)``: float32 samples ``(nw,)``, the rate, the generated log-mel ``(d, n)``.
+
+        Raises:
+            ValueError: Empty ``gen_text``, an option out of range, unreadable or too short audio.
+            ImportError: No ``ref_text`` and no pocketsphinx.
+        """
+        if not gen_text or not gen_text.strip():
+            raise ValueError("gen_text is empty")
+        if nfe_step is not None and nfe_step < 1:
+            raise ValueError(f"nfe_step must be >= 1, got {nfe_step}")
+        options = recommended_options(
+            self.ema_model,
+            steps=nfe_step,
+            cfg_strength=cfg_strength,
+            sway_sampling_coef=sway_sampling_coef,
+            speed=speed,
+            target_rms=target_rms,
+            cross_fade_seconds=cross_fade_duration,
+            fix_duration=fix_duration,
+            remove_silence=remove_silence,
+        )
+        reference = load_reference(
+            self.ema_model,
+            None if ref_file is None else os.fspath(ref_file),
+            ref_text,
+            options,
+            on_transcript=lambda text: show_info(f"reference transcribed (pocketsphinx): {text!r}"),
+        )
+        self.seed = seed if seed is not None and seed >= 0 else random.randrange(2**31)
+        (result,) = synthesize(
+            self.ema_model,
+            reference,
+            [gen_text],
+            vocoder=self.vocoder,
+            options=options,
+            seeds=[self.seed],
+            progress=bool(progress),
+        )
+        wave, spec = result.wave.numpy().astype(np.float32), result.mel.numpy()
+        if file_wave is not None:
+            self.export_wav(wave, file_wave)
+        if file_spec is not None:
+            self.export_spectrogram(spec, file_spec)
+        return wave, self.target_sample_rate, spec
+
+    def export_wav(self, wav, file_wave: str | os.PathLike, remove_silence: bool = False) -> None:
+        """Write samples at the model's rate (optionally shortening long silences first)."""
+        from flowtts.audio.io import write_audio
+
+        wave = torch.as_tensor(np.asarray(wav, dtype=np.float32))
+        if remove_silence:
+            from flowtts.audio.silence import remove_silence as shorten
+
+            wave = shorten(wave, self.target_sample_rate)
+        write_audio(file_wave, wave, self.target_sample_rate)
+
+    def export_spectrogram(self, spec, file_spec: str | os.PathLike) -> None:
+        """Write a log-mel ``(d, n)`` as a PNG (needs matplotlib)."""
+        save_mel_png(torch.as_tensor(np.asarray(spec)), os.fspath(file_spec))
