@@ -30,10 +30,14 @@ def test_reference_preparation():
     ref = prepare_reference(model, quiet, "Some words", InferenceOptions())
     assert ref.text == "Some words. "
     assert abs(ref.rms - 0.01 / 2**0.5) < 1e-3
-    assert ref.mel.shape == (1, 24000 // 256 + 1, 100)
+    assert ref.mel.shape == (1, 25200 // 256 + 1, 100)  # 50 ms of silence appended
     long = prepare_reference(model, quiet.repeat(20), "Done.", InferenceOptions(max_ref_seconds=12))
-    assert long.seconds == 12 and long.text == "Done. "
-    for bad_wave, bad_text, match in ((quiet[:6000], "x", "0.25 s long"), (quiet, "  ", "empty")):
+    assert long.seconds == 12.05 and long.text == "Done. "
+    padded = torch.cat((torch.zeros(12000), quiet, torch.zeros(19200)))  # leading/trailing silence is dropped
+    assert torch.equal(prepare_reference(model, padded, "x", InferenceOptions()).mel, ref.mel)
+    bad = ((quiet[:6000], "x", "0.25 s long"), (quiet, "  ", "empty"), (torch.zeros(48000), "x", "silent"))
+    bad += ((torch.cat((torch.zeros(48000), quiet[:6000])), "x", "0.25 s long without its leading"),)
+    for bad_wave, bad_text, match in bad:
         try:
             prepare_reference(model, bad_wave, bad_text, InferenceOptions())
         except ValueError as exc:
@@ -66,7 +70,7 @@ def test_fix_duration_sets_each_texts_total_length_without_chunking():
     assert [u.mel.shape[1] for u in fixed] == [frames, frames]
     assert [u.wave.numel() for u in fixed] == [frames * 256, frames * 256]
     assert free[0].mel.shape[1] > 2 * frames  # the estimate, chunked, is far longer
-    with pytest.raises(ValueError, match=r"fix_duration \(0.9 s\) must be longer than the reference clip \(1.00 s\)"):
+    with pytest.raises(ValueError, match=r"fix_duration \(0.9 s\) must be longer than the reference clip \(1.05 s\)"):
         synthesize(model, reference, ["Hi."], vocoder=vocoder, options=InferenceOptions(fix_duration=0.9))
     for bad, match in ((dict(target_rms=0), "target_rms must be positive"), (dict(cross_fade_seconds=-1), ">= 0")):
         with pytest.raises(ValueError, match=match):

@@ -103,17 +103,40 @@ class Utterance:
 
 
 def prepare_reference(model, wave: torch.Tensor, text: str, options: InferenceOptions) -> Reference:
-    """Clip, normalise and embed a reference wave (already mono at the model's rate)."""
+    """Clip, trim, normalise and embed a reference wave (already mono at the model's rate).
+
+    As in F5-TTS: a clip longer than ``max_ref_seconds`` is cut inside a pause where it has one
+    (a warning says so: its transcript should then be shortened to match), leading and trailing
+    silence is dropped and 50 ms of silence appended, and a clip quieter than ``target_rms`` is
+    raised to it.
+
+    Raises:
+        ValueError: A silent clip, one shorter than ``min_ref_seconds`` after trimming, or an empty
+            transcript.
+    """
+    from flowtts.audio.silence import clip_at_pause, trim_edges
+
     rate = model.mel_spec.target_sample_rate
+    if wave.numel() == 0 or float(wave.abs().max()) < 10 ** (-50 / 20):
+        raise ValueError("reference audio is silent (below -50 dBFS throughout)")
+    seconds = wave.numel() / rate
+    if seconds > options.max_ref_seconds:
+        wave = clip_at_pause(wave, rate, options.max_ref_seconds)
+        log.warning(
+            "reference audio clipped from %.1f s to %.1f s (at a pause where possible); its transcript must "
+            "match the clipped audio",
+            seconds,
+            wave.numel() / rate,
+        )
+    wave = trim_edges(wave, rate)
     seconds = wave.numel() / rate
     if seconds < options.min_ref_seconds:
         raise ValueError(
-            f"reference audio is {seconds:.2f} s long; at least {options.min_ref_seconds} s of speech is needed"
+            f"reference audio is {seconds:.2f} s long without its leading and trailing silence; "
+            f"at least {options.min_ref_seconds} s of speech is needed"
         )
-    if seconds > options.max_ref_seconds:
-        log.warning("reference audio clipped from %.1f s to %.1f s", seconds, options.max_ref_seconds)
-        wave = wave[: int(options.max_ref_seconds * rate)]
-        seconds = options.max_ref_seconds
+    wave = torch.cat((wave, wave.new_zeros(int(0.05 * rate))))
+    seconds = wave.numel() / rate
     text = text.strip()
     if not text:
         raise ValueError("the reference transcript (--ref-text) is empty")

@@ -56,3 +56,24 @@ def test_bad_arguments_are_named(kwargs, message):
         remove_silence(_tone(0.1), RATE, **kwargs)
     with pytest.raises(ValueError, match="one-dimensional"):
         remove_silence(torch.zeros(2, 10), RATE)
+
+
+def test_trim_edges_drops_leading_and_trailing_silence_only():
+    from flowtts.audio.silence import trim_edges
+
+    inner = torch.cat([_tone(0.5), _quiet(0.7), _tone(0.25)])
+    wave = torch.cat([_quiet(0.5, seed=3), inner, _quiet(0.8, seed=4)])
+    assert torch.equal(trim_edges(wave, RATE), inner)
+    assert torch.equal(trim_edges(_quiet(1.0), RATE), _quiet(1.0))
+
+
+def test_long_clips_are_cut_inside_a_pause_preferring_long_pauses():
+    from flowtts.audio.silence import clip_at_pause
+
+    long_pause = torch.cat([_tone(5.0), _quiet(1.2), _tone(4.0), _quiet(0.3), _tone(4.0)])
+    assert clip_at_pause(long_pause, RATE, 12.0).numel() == round(5.6 * RATE)  # middle of the 1.2 s pause
+    short_pauses = torch.cat([_tone(4.0), _quiet(0.3), _tone(3.0), _quiet(0.2), _tone(7.0)])
+    assert clip_at_pause(short_pauses, RATE, 12.0).numel() == round(7.4 * RATE)  # the latest pause >= 0.1 s
+    none = _tone(14.0)
+    assert clip_at_pause(none, RATE, 12.0).numel() == 12 * RATE
+    assert clip_at_pause(none, RATE, 20.0) is none

@@ -89,3 +89,55 @@ def remove_silence(
         k = end
     pieces.append(wave[position:])
     return torch.cat(pieces)
+
+
+def trim_edges(
+    wave: torch.Tensor, sample_rate: int, *, threshold_db: float = -50.0, window: float = 0.01
+) -> torch.Tensor:
+    """Drop leading and trailing silence (whole windows quieter than ``threshold_db`` dBFS).
+
+    Returns ``wave`` unchanged when it is silent throughout.
+    """
+    size = max(1, round(window * sample_rate))
+    loud = (~silent_windows(wave, size, threshold_db)).nonzero().flatten()
+    if loud.numel() == 0:
+        return wave
+    return wave[int(loud[0]) * size : min((int(loud[-1]) + 1) * size, wave.numel())]
+
+
+def clip_at_pause(
+    wave: torch.Tensor,
+    sample_rate: int,
+    max_seconds: float,
+    *,
+    threshold_db: float = -50.0,
+    pauses: tuple[float, ...] = (1.0, 0.1),
+    window: float = 0.01,
+) -> torch.Tensor:
+    """Shorten ``wave`` to at most ``max_seconds``, cutting inside a pause rather than a word.
+
+    The cut goes at the middle of the latest silence that starts before ``max_seconds``, trying
+    pauses of at least ``pauses[0]`` seconds first, then ``pauses[1]``, and so on (as F5-TTS does with
+    its reference clips); without any such pause the wave is cut at ``max_seconds``.
+    """
+    limit = int(max_seconds * sample_rate)
+    if wave.numel() <= limit:
+        return wave
+    size = max(1, round(window * sample_rate))
+    silent = silent_windows(wave, size, threshold_db).tolist()
+    runs, k = [], 0  # (start, end) sample ranges of silent runs, not at the very start
+    while k < len(silent):
+        if silent[k]:
+            end = k
+            while end < len(silent) and silent[end]:
+                end += 1
+            if k > 0:
+                runs.append((k * size, min(end * size, wave.numel())))
+            k = end
+        else:
+            k += 1
+    for shortest in pauses:
+        cuts = [min((a + b) // 2, limit) for a, b in runs if b - a >= shortest * sample_rate and a < limit]
+        if cuts:
+            return wave[: cuts[-1]]
+    return wave[:limit]
