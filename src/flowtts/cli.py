@@ -236,6 +236,7 @@ def _distill(args: argparse.Namespace) -> int:
         student_times=args.student_times,
         velocity_steps=args.velocity_steps,
         segment_steps=args.segment_steps,
+        segment_start=args.segment_start,
         teacher_pool=args.teacher_pool,
         student_dropout=not args.no_dropout,
         grad_checkpoint=args.grad_checkpoint,
@@ -468,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="next steps match each student step to the teacher's trajectory (one network call per step)",
+    )
+    ds.add_argument(
+        "--segment-start",
+        choices=["teacher", "student", "both"],
+        default="teacher",
+        help="segment steps start from the teacher's states, the student's own (on-policy), or both",
     )
     ds.add_argument(
         "--teacher-pool",

@@ -151,7 +151,8 @@ def test_distill_command_prints_the_report(corpus, tmp_path, capsys):
     from flowtts.cli import main
 
     flowtts.save(_teacher(corpus), tmp_path / "teacher.safetensors")
-    pool = ["--teacher-pool", "2", "--segment-steps", "1", "--no-dropout", "--report-prompts", "3"]
+    pool = ["--teacher-pool", "2", "--segment-steps", "1", "--segment-start", "both", "--no-dropout"]
+    pool += ["--report-prompts", "3"]
     code = main(_distill_args(tmp_path, corpus, "run", "--steps", "3", "--batch-size", "2", *pool))
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -163,6 +164,7 @@ def test_distill_command_prints_the_report(corpus, tmp_path, capsys):
 
     recorded = DistillConfig.from_json(read_metadata(str(tmp_path / "run" / "student.safetensors"))["distill_config"])
     assert (recorded.teacher_pool, recorded.segment_steps, recorded.student_dropout) == (2, 1, False)
+    assert recorded.segment_start == "both"
     code = main(_distill_args(tmp_path, corpus, "noreport", "--steps", "1", "--report-prompts", "0"))
     assert code == 0 and capsys.readouterr().out.strip().splitlines()[-1].startswith("distilled 1 steps")
     assert "report.txt" not in os.listdir(tmp_path / "noreport")

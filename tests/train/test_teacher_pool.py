@@ -97,6 +97,31 @@ def test_a_saved_pool_is_reused_only_for_the_same_teacher_and_settings(corpus, t
     assert len(calls) == 6 and rebuilt.fingerprint != first.fingerprint
 
 
+def test_a_larger_pool_extends_a_saved_smaller_one(corpus, tmp_path, monkeypatch):  # noqa: F811
+    """Growing --teacher-pool samples only the new trajectories, and the result equals a pool built at once."""
+    ds = MelDataset(corpus)
+    teacher = _teacher(corpus)
+    config = _config(batch_size=2)
+    path = str(tmp_path / "pool.pt")
+    calls = []
+    real = teacher_pool.teacher_states
+    monkeypatch.setattr(teacher_pool, "teacher_states", lambda *a: calls.append(1) or real(*a))
+    small = load_or_build(path, teacher, ds, config, 4)
+    assert len(calls) == 2
+    grown = load_or_build(path, teacher, ds, config, 7)
+    assert len(calls) == 4  # chunks 3 and 4 only
+    assert TeacherPool.load(path).fingerprint == grown.fingerprint
+    at_once = build_pool(teacher, ds, config, 7)
+    assert torch.equal(grown.index, at_once.index) and torch.equal(grown.n_prompt, at_once.n_prompt)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grown.states, at_once.states))
+    assert all(torch.equal(a, b) for a, b in zip(grown.states[:4], small.states))  # kept as saved
+    load_or_build(str(tmp_path / "other.pt"), teacher, ds, _config(batch_size=2, seed=5), 4)
+    os.replace(tmp_path / "other.pt", path)  # other noises: not a prefix, so rebuilt
+    calls.clear()
+    load_or_build(path, teacher, ds, config, 6)
+    assert len(calls) == 3
+
+
 def test_segment_loss_sums_one_student_step_per_segment(corpus):  # noqa: F811
     """Against the student's own solve: with exact teacher states equal to the student's trajectory, the loss is 0;
     moving one state changes it by exactly that segment's error."""
@@ -119,13 +144,42 @@ def test_segment_loss_sums_one_student_step_per_segment(corpus):  # noqa: F811
     assert float(squared.detach()) == pytest.approx(0.25 * float(count) / 2, rel=1e-9)  # one of two segments off by 0.5
 
 
-def test_segment_steps_from_a_pool_move_the_student_toward_the_teacher(corpus, tmp_path):  # noqa: F811
+def test_on_policy_segments_start_from_the_students_own_states(corpus):  # noqa: F811
+    """segment_start="student": each step starts where the student's own solve is, so moving a teacher state
+    changes only the segment that ends there; "both" adds the teacher-start terms (shared first segment once)."""
+    ds = MelDataset(corpus)
+    student = _teacher(corpus).double()
+    times = (0.0, 0.4, 1.0)
+    prompts = draw_prompts(ds, [1, 2], student.num_channels, _config(), torch.Generator().manual_seed(8))
+    prompts.cond, prompts.noise = prompts.cond.double(), prompts.noise.double()
+    _, own = student.sample(
+        prompts.cond, prompts.texts, prompts.durations, lens=prompts.lens, noise=prompts.noise, isolate_batch=True,
+        cfg_strength=0.0, t_grid=times,
+    )  # fmt: skip
+    count = float(prompts.generated_mask().sum() * student.num_channels)
+    losses = {}
+    for start in ("teacher", "student", "both"):
+        config = _config(student_grid="custom", student_steps=2, student_times=times, segment_start=start)
+        loss = _StudentLoss(student, config)
+        assert float(loss(prompts, own, None, list(times))[0].detach()) < 1e-18
+        moved = own.clone()
+        moved[1] += 0.5  # the teacher's middle state
+        losses[start] = float(loss(prompts, moved, None, list(times))[0].detach())
+    assert losses["student"] == pytest.approx(
+        0.25 * count / 2, rel=1e-9
+    )  # the second step starts on the student's path
+    assert losses["teacher"] > losses["student"] * 1.01  # it starts off the path, from the moved state
+    assert 3 * losses["both"] == pytest.approx(2 * losses["teacher"] + 0.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("start", ["teacher", "student"])
+def test_segment_steps_from_a_pool_move_the_student_toward_the_teacher(corpus, tmp_path, start):  # noqa: F811
     from train.test_distill import _distance
 
     ds = MelDataset(corpus)
     teacher = _teacher(corpus)
     student = copy.deepcopy(teacher)
-    config = _config(steps=30, segment_steps=30, teacher_pool=8, student_dropout=False)
+    config = _config(steps=30, segment_steps=30, teacher_pool=8, student_dropout=False, segment_start=start)
     before = _distance(teacher, student, ds, config)
     distill(teacher, student, ds, str(tmp_path), config, progress=False)
     assert not student.training
@@ -147,6 +201,8 @@ def test_pool_runs_resume_exactly_without_sampling_the_teacher_again(corpus, tmp
 def test_bad_pool_settings_are_refused():
     with pytest.raises(ValueError, match="segment_steps"):
         DistillConfig(steps=10, velocity_steps=6, segment_steps=5)
+    with pytest.raises(ValueError, match="segment_start must be one of"):
+        DistillConfig(segment_start="own")
     with pytest.raises(ValueError, match="teacher_pool must be >= 0"):
         DistillConfig(teacher_pool=-1)
     assert [DistillConfig(steps=5, velocity_steps=1, segment_steps=2).phase(s) for s in range(5)] == [

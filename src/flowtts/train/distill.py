@@ -15,8 +15,11 @@ step instead of a ``teacher_steps`` sample, so the expensive sampler-through ste
 
 Then ``segment_steps`` steps can match the student one solver step at a time: the teacher's states at
 the student's grid times are the targets, and each student step starts from the teacher's state
-(``student_steps`` network calls with a graph one step deep each). The remaining steps are the
-sampler-through steps above.
+(``student_steps`` network calls with a graph one step deep each). With ``segment_start="student"``
+each step starts instead from the student's *own* state at that time (its solve from the same noise,
+rolled out without gradients): the targets stay the teacher's, so the student learns to steer its own
+errors back to the teacher's trajectory, the error that a solve otherwise accumulates and its long last
+step amplifies; ``"both"`` sums the two. The remaining steps are the sampler-through steps above.
 
 With ``teacher_pool=P`` the teacher samples ``P`` trajectories once (:mod:`flowtts.train.teacher_pool`,
 saved as ``teacher_pool.pt`` in the run directory and reused on resume) and every step draws its
@@ -41,7 +44,7 @@ import torch
 
 from flowtts.train import distributed as dist_utils
 from flowtts.train.data import MelDataset
-from flowtts.train.prompts import Prompts, draw_prompts, sample_with
+from flowtts.train.prompts import Prompts, draw_prompts, sample_with, solve
 from flowtts.train.teacher_pool import load_or_build, teacher_states
 from flowtts.train.trainer import (
     append_log,
@@ -58,6 +61,7 @@ from flowtts.train.trainer import (
 )
 
 GRIDS = ("uniform", "epss", "sway", "custom")
+SEGMENT_STARTS = ("teacher", "student", "both")
 LOG_COLUMNS = ["step", "loss", "lr", "grad_norm", "seconds_per_step", "elapsed_s"]
 
 
@@ -75,6 +79,7 @@ class DistillConfig:
     student_times: tuple[float, ...] | None = None  # the "custom" grid: student_steps + 1 times in [0, 1]
     velocity_steps: int = 0  # warm-up steps matching the teacher's guided velocity (see module docstring)
     segment_steps: int = 0  # then steps matching each student step to the teacher's trajectory (see distill())
+    segment_start: str = "teacher"  # segment steps start from the teacher's states, the student's own, or "both"
     teacher_pool: int = 0  # > 0: draw every step from this many teacher trajectories sampled once
     student_dropout: bool = True  # the student's dropout stays active while it learns
     grad_checkpoint: bool = False
@@ -109,6 +114,8 @@ class DistillConfig:
                 f"segment_steps must be >= 0 and velocity_steps + segment_steps <= steps={self.steps}, "
                 f"got {self.velocity_steps} + {self.segment_steps}"
             )
+        if self.segment_start not in SEGMENT_STARTS:
+            raise ValueError(f"segment_start must be one of {SEGMENT_STARTS}, got {self.segment_start!r}")
         if self.teacher_pool < 0:
             raise ValueError(f"teacher_pool must be >= 0 (0: no pool), got {self.teacher_pool}")
         if (self.student_grid == "custom") != (self.student_times is not None):
@@ -200,13 +207,29 @@ class _StudentLoss(torch.nn.Module):
         c = self.config
         mask = prompts.generated_mask()[..., None]
         if segments is not None:  # target: teacher states at the times in segments; one student step each
-            squared = 0.0
-            for i, (t0, t1) in enumerate(zip(segments, segments[1:])):
-                start = dataclasses.replace(prompts, noise=target[i])
-                jump = dict(steps=1, cfg_strength=c.student_cfg, sway_sampling_coef=None, t_grid=(t0, t1))
-                out = sample_with(self.student, start, cache=False, **jump)
-                squared = squared + ((out - target[i + 1].to(out)).pow(2) * mask.to(out.device)).sum()
-            return squared / (len(segments) - 1), mask.sum() * target.shape[-1]
+            steps = list(zip(segments, segments[1:]))
+
+            def step(state, i, raw=False):  # raw: the ODE state itself (prompt frames not copied in)
+                jump = dict(steps=1, cfg_strength=c.student_cfg, sway_sampling_coef=None, t_grid=steps[i])
+                out, trajectory = solve(self.student, dataclasses.replace(prompts, noise=state), cache=False, **jump)
+                return trajectory[-1] if raw else out
+
+            starts = [[target[i]] if c.segment_start != "student" else [] for i in range(len(steps))]
+            if c.segment_start != "teacher":  # the student's own states along its solve (no graph)
+                own = target[0]
+                with torch.no_grad():
+                    for i in range(len(steps)):
+                        if i > 0 or c.segment_start == "student":  # both start from the same noise at i = 0
+                            starts[i].append(own)
+                        if i + 1 < len(steps):
+                            own = step(own, i, raw=True)
+            squared, terms = 0.0, 0
+            for i, begins in enumerate(starts):
+                for begin in begins:
+                    out = step(begin, i)
+                    squared = squared + ((out - target[i + 1].to(out)).pow(2) * mask.to(out.device)).sum()
+                    terms += 1
+            return squared / terms, mask.sum() * target.shape[-1]
         if sampling is None:  # the student's own solve
             sampling = dict(grad_checkpoint=c.grad_checkpoint, backprop_steps=c.backprop_steps, **c.student_sampling())
         out = sample_with(self.student, prompts, cache=False, **sampling)

@@ -118,11 +118,35 @@ class TeacherPool:
         return cls(state["index"], state["n_prompt"], list(state["states"]), state["fingerprint"])
 
 
-def build_pool(teacher, dataset: MelDataset, config, size: int, env=None, *, progress: bool = False) -> TeacherPool:
+def _extends(pool: TeacherPool, expected: str, rows: int, chunk: int) -> bool:
+    """Whether ``pool`` holds the first draws of the pool ``expected`` describes."""
+    old, new = json.loads(pool.fingerprint), json.loads(expected)
+    if {k: v for k, v in old.items() if k != "size"} != {k: v for k, v in new.items() if k != "size"}:
+        return False
+    return (
+        old["size"] < new["size"]
+        and math.ceil(old["size"] / rows) == math.ceil(new["size"] / rows)
+        and old["size"] >= chunk
+    )
+
+
+def build_pool(
+    teacher,
+    dataset: MelDataset,
+    config,
+    size: int,
+    env=None,
+    *,
+    progress: bool = False,
+    reuse: TeacherPool | None = None,
+) -> TeacherPool:
     """Sample ``size`` teacher trajectories, ``config.batch_size`` prompts at a time.
 
     Every rank draws the same prompts and noises (from ``config.seed``); under torchrun each samples
-    its share of the batches and the shares are gathered, so all ranks hold the same pool.
+    its share of the batches and the shares are gathered, so all ranks hold the same pool. The draws
+    of a smaller pool are the first draws of a larger one (while both need the same number of passes
+    over the dataset), so ``reuse`` (a smaller pool built with the same settings) supplies its
+    trajectories and only the rest are sampled.
     """
     from flowtts.train.trainer import progress_bar
 
@@ -133,11 +157,15 @@ def build_pool(teacher, dataset: MelDataset, config, size: int, env=None, *, pro
     rounds = math.ceil(size / len(dataset))
     order = torch.cat([torch.randperm(len(dataset), generator=g) for _ in range(rounds)])[:size].tolist()
     chunks = [order[i : i + config.batch_size] for i in range(0, size, config.batch_size)]
-    mine = {}
+    mine, kept = {}, 0
+    if reuse is not None:
+        kept = len(reuse) // config.batch_size  # whole chunks
+        if reuse.index[: kept * config.batch_size].tolist() != order[: kept * config.batch_size]:
+            raise ValueError("the pool to reuse was drawn differently (other settings or dataset)")
     bar = progress_bar(progress and rank == 0, len(chunks), 0, "teacher pool")
     for c, indices in enumerate(chunks):
         prompts = draw_prompts(dataset, indices, teacher.num_channels, config, g)  # every rank: same draws
-        if c % world == rank:
+        if c >= kept and c % world == rank:
             states = teacher_states(teacher, prompts, config)
             mine[c] = (prompts.lens, [states[:, j, : int(d)].clone() for j, d in enumerate(prompts.durations)])
         if bar is not None:
@@ -148,6 +176,9 @@ def build_pool(teacher, dataset: MelDataset, config, size: int, env=None, *, pro
         gathered = [None] * world
         torch.distributed.all_gather_object(gathered, mine)
         mine = {c: part for shard in gathered for c, part in shard.items()}
+    for c in range(kept):  # every rank holds the reused pool
+        rows = list(range(c * config.batch_size, (c + 1) * config.batch_size))
+        mine[c] = (reuse.n_prompt[rows], [reuse.states[r] for r in rows])
     n_prompt = torch.cat([mine[c][0] for c in range(len(chunks))])
     states = [s for c in range(len(chunks)) for s in mine[c][1]]
     return TeacherPool(torch.tensor(order), n_prompt, states, _fingerprint(teacher, dataset, config, size))
@@ -157,11 +188,14 @@ def load_or_build(path: str, teacher, dataset: MelDataset, config, size: int, en
     """The pool saved at ``path`` when it was built for the same teacher, data and settings, else a new one
     (saved there by rank 0)."""
     expected = _fingerprint(teacher, dataset, config, size)
+    reuse = None
     if os.path.exists(path):
         pool = TeacherPool.load(path)
         if pool.fingerprint == expected:
             return pool
-    pool = build_pool(teacher, dataset, config, size, env, progress=progress)
+        if _extends(pool, expected, len(dataset), config.batch_size):
+            reuse = pool  # a smaller pool of the same draws: keep its trajectories, sample the rest
+    pool = build_pool(teacher, dataset, config, size, env, progress=progress, reuse=reuse)
     if env is None or env.rank == 0:
         pool.save(path)
     return pool
