@@ -76,14 +76,18 @@ def test_pool_batches_reproduce_the_drawn_prompts_and_targets(corpus, tmp_path):
     assert again.fingerprint == pool.fingerprint and all(torch.equal(a, b) for a, b in zip(again.states, pool.states))
 
 
-def test_a_saved_pool_is_reused_only_for_the_same_teacher_and_settings(corpus, tmp_path, monkeypatch):  # noqa: F811
-    ds = MelDataset(corpus)
-    teacher = _teacher(corpus)
-    config = _config(batch_size=2)
-    path = str(tmp_path / "pool.pt")
+@pytest.fixture
+def counted(corpus, monkeypatch):  # noqa: F811
+    """Dataset, teacher, config (batch 2) and a list that grows by one per teacher_states() call."""
     calls = []
     real = teacher_pool.teacher_states
     monkeypatch.setattr(teacher_pool, "teacher_states", lambda *a: calls.append(1) or real(*a))
+    return MelDataset(corpus), _teacher(corpus), _config(batch_size=2), calls
+
+
+def test_a_saved_pool_is_reused_only_for_the_same_teacher_and_settings(counted, tmp_path):
+    ds, teacher, config, calls = counted
+    path = str(tmp_path / "pool.pt")
     first = load_or_build(path, teacher, ds, config, 4)
     assert len(calls) == 2 and os.path.exists(path)
     load_or_build(path, teacher, ds, config, 4)
@@ -97,15 +101,10 @@ def test_a_saved_pool_is_reused_only_for_the_same_teacher_and_settings(corpus, t
     assert len(calls) == 6 and rebuilt.fingerprint != first.fingerprint
 
 
-def test_a_larger_pool_extends_a_saved_smaller_one(corpus, tmp_path, monkeypatch):  # noqa: F811
+def test_a_larger_pool_extends_a_saved_smaller_one(counted, tmp_path):
     """Growing --teacher-pool samples only the new trajectories, and the result equals a pool built at once."""
-    ds = MelDataset(corpus)
-    teacher = _teacher(corpus)
-    config = _config(batch_size=2)
+    ds, teacher, config, calls = counted
     path = str(tmp_path / "pool.pt")
-    calls = []
-    real = teacher_pool.teacher_states
-    monkeypatch.setattr(teacher_pool, "teacher_states", lambda *a: calls.append(1) or real(*a))
     small = load_or_build(path, teacher, ds, config, 4)
     assert len(calls) == 2
     grown = load_or_build(path, teacher, ds, config, 7)
