@@ -34,6 +34,22 @@ def silent_windows(wave: torch.Tensor, window: int, threshold_db: float) -> torc
     return rms < 10.0 ** (threshold_db / 20.0)
 
 
+def silent_runs(wave: torch.Tensor, window: int, threshold_db: float) -> list[tuple[int, int]]:
+    """``(start, end)`` sample ranges of consecutive silent windows (see :func:`silent_windows`)."""
+    flags = silent_windows(wave, window, threshold_db).tolist()
+    runs, k = [], 0
+    while k < len(flags):
+        if not flags[k]:
+            k += 1
+            continue
+        end = k
+        while end < len(flags) and flags[end]:
+            end += 1
+        runs.append((k * window, min(end * window, wave.numel())))
+        k = end
+    return runs
+
+
 def remove_silence(
     wave: torch.Tensor,
     sample_rate: int,
@@ -67,26 +83,18 @@ def remove_silence(
             raise ValueError(f"{name} must be positive, got {value}")
     if keep < 0 or 2 * keep > min_silence:
         raise ValueError(f"keep must be between 0 and min_silence / 2 ({min_silence / 2}), got {keep}")
-    size = max(1, round(window * sample_rate))
-    silent = silent_windows(wave, size, threshold_db).tolist()
-    if all(silent) or not any(silent):
+    n = wave.numel()
+    runs = silent_runs(wave, max(1, round(window * sample_rate)), threshold_db)
+    if not runs or runs[0] == (0, n):  # no silence, or nothing but silence
         return wave
-    n, keep_n, min_n = wave.numel(), round(keep * sample_rate), math.ceil(min_silence * sample_rate)
-    pieces, position, k = [], 0, 0
-    while k < len(silent):
-        if not silent[k]:
-            k += 1
-            continue
-        end = k
-        while end < len(silent) and silent[end]:
-            end += 1
-        start_s, end_s = k * size, min(end * size, n)
-        if end_s - start_s >= min_n:
-            cut_from = start_s if start_s == 0 else start_s + keep_n  # a leading silence keeps only its end
-            cut_to = end_s if end_s == n else end_s - keep_n  # a trailing one only its start
+    keep_n, min_n = round(keep * sample_rate), math.ceil(min_silence * sample_rate)
+    pieces, position = [], 0
+    for start, end in runs:
+        if end - start >= min_n:
+            cut_from = start if start == 0 else start + keep_n  # a leading silence keeps only its end
+            cut_to = end if end == n else end - keep_n  # a trailing one only its start
             pieces.append(wave[position:cut_from])
             position = cut_to
-        k = end
     pieces.append(wave[position:])
     return torch.cat(pieces)
 
@@ -123,19 +131,7 @@ def clip_at_pause(
     limit = int(max_seconds * sample_rate)
     if wave.numel() <= limit:
         return wave
-    size = max(1, round(window * sample_rate))
-    silent = silent_windows(wave, size, threshold_db).tolist()
-    runs, k = [], 0  # (start, end) sample ranges of silent runs, not at the very start
-    while k < len(silent):
-        if silent[k]:
-            end = k
-            while end < len(silent) and silent[end]:
-                end += 1
-            if k > 0:
-                runs.append((k * size, min(end * size, wave.numel())))
-            k = end
-        else:
-            k += 1
+    runs = [r for r in silent_runs(wave, max(1, round(window * sample_rate)), threshold_db) if r[0] > 0]
     for shortest in pauses:
         cuts = [min((a + b) // 2, limit) for a, b in runs if b - a >= shortest * sample_rate and a < limit]
         if cuts:
