@@ -114,10 +114,10 @@ def prepare_reference(model, wave: torch.Tensor, text: str, options: InferenceOp
         ValueError: A silent clip, one shorter than ``min_ref_seconds`` after trimming, or an empty
             transcript.
     """
-    from flowtts.audio.silence import clip_at_pause, trim_edges
+    from flowtts.audio.silence import clip_at_pause, silent_windows, trim_edges
 
     rate = model.mel_spec.target_sample_rate
-    if wave.numel() == 0 or float(wave.abs().max()) < 10 ** (-50 / 20):
+    if wave.numel() == 0 or bool(silent_windows(wave, round(0.01 * rate), -50.0).all()):  # trim_edges' test
         raise ValueError("reference audio is silent (below -50 dBFS throughout)")
     seconds = wave.numel() / rate
     if seconds > options.max_ref_seconds:
