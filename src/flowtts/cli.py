@@ -227,6 +227,10 @@ def _distill(args: argparse.Namespace) -> int:
     from flowtts.train.distill import DistillConfig, distill, draw_prompts, evaluate, report
 
     _start_run(args)
+    if args.eval_every < 0 or args.eval_prompts < 1:
+        raise UserError(
+            f"--eval-every must be >= 0 and --eval-prompts >= 1, got {args.eval_every} and {args.eval_prompts}"
+        )
     config = DistillConfig(
         student_steps=args.student_steps,
         teacher_steps=args.teacher_steps,
@@ -256,11 +260,31 @@ def _distill(args: argparse.Namespace) -> int:
     if len(dataset) == 0:
         raise UserError(f"{args.data} has no usable rows")
     max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
-    summary = distill(teacher, student, dataset, args.out, config, progress=not args.quiet, max_seconds=max_seconds)
+    held = MelDataset(args.heldout) if args.heldout else dataset
+    eval_prompts = None
+    if args.eval_every:
+        first = args.report_prompts if args.eval_start is None else args.eval_start
+        rows = list(range(first, min(first + args.eval_prompts, len(held))))
+        if not rows:
+            raise UserError(
+                f"--eval-every: the held-out set has {len(held)} rows, none from --eval-start {first} on "
+                "(the evaluation prompts follow the report's unless --eval-start says otherwise)"
+            )
+        eval_prompts = draw_prompts(held, rows, teacher.num_channels, config, torch.Generator().manual_seed(1))
+    summary = distill(
+        teacher,
+        student,
+        dataset,
+        args.out,
+        config,
+        progress=not args.quiet,
+        max_seconds=max_seconds,
+        eval_prompts=eval_prompts,
+        eval_every=args.eval_every,
+    )
     print(f"distilled {summary['step']} steps in {summary['seconds']:.0f} s, last loss {summary['loss']:.5f}")
     if args.report_prompts == 0:  # no report asked for
         return 0
-    held = MelDataset(args.heldout) if args.heldout else dataset
     n = min(args.report_prompts, len(held))
     prompts = draw_prompts(held, list(range(n)), teacher.num_channels, config, torch.Generator().manual_seed(0))
     final = load(f"{args.out}/student.safetensors")
@@ -494,6 +518,19 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--save-every", type=int, default=50)
     ds.add_argument("--log-every", type=int, default=5)
     ds.add_argument("--report-prompts", type=int, default=8, help="held-out prompts in the final report (0: none)")
+    ds.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="every N steps: the EMA student's distance to the teacher on held-out prompts "
+        "(distill_eval.csv), the closest kept as best.safetensors (0: off)",
+    )
+    ds.add_argument("--eval-prompts", type=int, default=16, help="held-out prompts of --eval-every")
+    ds.add_argument(
+        "--eval-start",
+        type=int,
+        help="first held-out row of --eval-every (default: after the report's --report-prompts rows)",
+    )
     ds.add_argument("--seed", type=int, default=0)
     ds.add_argument("--threads", type=int)
     ds.add_argument("-q", "--quiet", action="store_true")

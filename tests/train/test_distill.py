@@ -317,3 +317,98 @@ def test_velocity_warm_up_moves_the_student_toward_the_guided_teacher(corpus, tm
     before = jump_distance(student)
     distill(teacher, student, ds, str(tmp_path), config, progress=False)
     assert jump_distance(student) < 0.5 * before
+
+
+def _eval_prompts(ds, config):
+    return draw_prompts(ds, [0, 1, 2], 100, config, torch.Generator().manual_seed(1))
+
+
+def test_held_out_evaluation_logs_distances_and_keeps_the_closest_student(corpus, tmp_path):
+    import csv
+
+    import flowtts
+
+    ds = MelDataset(corpus)
+    config = _config(steps=12, save_every=100)
+    prompts = _eval_prompts(ds, config)
+    plain = copy.deepcopy(_teacher(corpus))
+    distill(_teacher(corpus), plain, ds, str(tmp_path / "plain"), config, progress=False)
+    student = copy.deepcopy(_teacher(corpus))
+    out = tmp_path / "eval"
+    distill(_teacher(corpus), student, ds, str(out), config, progress=False, eval_prompts=prompts, eval_every=5)
+    for (name, a), b in zip(plain.state_dict().items(), student.state_dict().values()):
+        assert torch.equal(a, b), name  # evaluating changes nothing in training
+    with open(out / "distill_eval.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [0, 5, 10, 12]  # the start, every 5 steps and the last
+    distances = [float(r["distance"]) for r in rows]
+    assert [float(r["best_distance"]) for r in rows] == pytest.approx(
+        [min(distances[: i + 1]) for i in range(4)], abs=1e-6
+    )
+    assert max(distances) > min(distances)  # the student moved
+    best = flowtts.load(str(out / "best.safetensors"))
+    from flowtts.checkpoints.loader import read_metadata
+
+    meta = read_metadata(str(out / "best.safetensors"))
+    assert int(meta["step"]) == int(rows[distances.index(min(distances))]["step"])
+    # an independent recomputation of the kept student's distance
+    reference = sample_with(_teacher(corpus), prompts, cache=True, **config.teacher_sampling())
+    mine = sample_with(best, prompts, cache=True, **config.student_sampling())
+    mask = prompts.generated_mask()[..., None]
+    expected = float(((mine - reference) ** 2 * mask).sum() / (mask.sum() * 100))
+    assert float(meta["eval_distance"]) == pytest.approx(expected, rel=1e-5)
+    assert min(distances) == pytest.approx(expected, rel=1e-5)
+
+
+def test_held_out_evaluation_keeps_its_best_across_a_resume(corpus, tmp_path):
+    import csv
+
+    ds = MelDataset(corpus)
+    config = _config(steps=10, save_every=2)
+    prompts = _eval_prompts(ds, config)
+
+    class Killed(Exception):
+        pass
+
+    def kill(step, loss):
+        if step == 5:
+            raise Killed
+
+    kw = dict(progress=False, eval_prompts=prompts, eval_every=2)
+    with pytest.raises(Killed):
+        distill(_teacher(corpus), copy.deepcopy(_teacher(corpus)), ds, str(tmp_path), config, on_step=kill, **kw)
+    distill(_teacher(corpus), copy.deepcopy(_teacher(corpus)), ds, str(tmp_path), config, **kw)
+    with open(tmp_path / "distill_eval.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [0, 2, 4, 6, 8, 10]  # resumed from step 4's checkpoint
+    distances = [float(r["distance"]) for r in rows]
+    assert float(rows[-1]["best_distance"]) == pytest.approx(min(distances), abs=1e-6)
+
+
+def test_held_out_evaluation_needs_prompts(corpus, tmp_path):
+    ds = MelDataset(corpus)
+    with pytest.raises(ValueError, match="eval_every"):
+        distill(_teacher(corpus), _teacher(corpus), ds, str(tmp_path / "x"), _config(), progress=False, eval_every=5)
+    assert not (tmp_path / "x").exists()
+
+
+def test_distill_command_evaluates_on_held_out_rows_after_the_reports(corpus, tmp_path, capsys):
+    import csv
+
+    import flowtts
+    from flowtts.cli import main
+
+    flowtts.save(_teacher(corpus), tmp_path / "teacher.safetensors")
+    n = len(MelDataset(corpus))
+    run = ["--steps", "4", "--batch-size", "2", "--report-prompts", "2", "--eval-every", "2", "--eval-prompts", "2"]
+    assert main(_distill_args(tmp_path, corpus, "run", *run)) == 0
+    with open(tmp_path / "run" / "distill_eval.csv", encoding="utf-8") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [0, 2, 4]
+    assert "best.safetensors" in os.listdir(tmp_path / "run")
+    capsys.readouterr()
+    code = main(_distill_args(tmp_path, corpus, "bad", "--eval-every", "2", "--eval-start", str(n)))
+    assert code == 2 and f"held-out set has {n} rows, none from --eval-start {n} on" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    code = main(_distill_args(tmp_path, corpus, "bad", "--eval-every", "-1"))
+    assert code == 2 and "--eval-every must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

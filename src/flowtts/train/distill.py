@@ -33,6 +33,7 @@ Randomness is derived from ``(seed, step)`` and drawn for the global batch, as i
 from __future__ import annotations
 
 import copy
+import csv
 import dataclasses
 import inspect
 import json
@@ -63,6 +64,7 @@ from flowtts.train.trainer import (
 GRIDS = ("uniform", "epss", "sway", "custom")
 SEGMENT_STARTS = ("teacher", "student", "both")
 LOG_COLUMNS = ["step", "loss", "lr", "grad_norm", "seconds_per_step", "elapsed_s"]
+EVAL_COLUMNS = ["step", "distance", "best_distance", "best_step"]
 
 
 @dataclass
@@ -238,6 +240,47 @@ class _StudentLoss(torch.nn.Module):
         return squared.sum(), mask.sum() * out.shape[-1]
 
 
+class HeldOutEval:
+    """The EMA student's distance to teacher@``teacher_steps`` on fixed held-out prompts, during a run.
+
+    The teacher's reference is sampled once; each call samples the student (its own grid, ``cache=True``),
+    appends ``(step, distance, best so far)`` to ``distill_eval.csv`` and writes the student to
+    ``best.safetensors`` when it is the closest yet (kept across resumes: the best distance is read back
+    from that file's metadata).
+    """
+
+    def __init__(self, teacher, prompts: Prompts, config: DistillConfig, out_dir: str):
+        from flowtts.checkpoints.loader import read_metadata
+
+        self.prompts = prompts
+        self.config = config
+        self.csv = os.path.join(out_dir, "distill_eval.csv")
+        self.best_path = os.path.join(out_dir, "best.safetensors")
+        self.reference = sample_with(teacher, prompts, cache=True, **config.teacher_sampling())
+        self.mask = prompts.generated_mask()[..., None].to(self.reference.device)
+        self.best, self.best_step = float("inf"), -1
+        meta = read_metadata(self.best_path) if os.path.exists(self.best_path) else None
+        if meta is not None and "eval_distance" in meta:
+            self.best, self.best_step = float(meta["eval_distance"]), int(meta["step"])
+        start_log(self.csv, EVAL_COLUMNS, 0)
+
+    def distance(self, student) -> float:
+        out = sample_with(student, self.prompts, cache=True, **self.config.student_sampling())
+        squared = (out.float() - self.reference.float()).pow(2) * self.mask
+        return float(squared.sum() / (self.mask.sum() * out.shape[-1]))
+
+    def __call__(self, student, step: int) -> float:
+        from flowtts.checkpoints.loader import save as save_model
+
+        distance = self.distance(student)
+        if distance < self.best:
+            self.best, self.best_step = distance, step
+            extra = {"step": step, "distill_config": json.dumps(asdict(self.config)), "eval_distance": repr(distance)}
+            save_model(student, self.best_path, extra=extra)
+        append_log(self.csv, [step, f"{distance:.8g}", f"{self.best:.8g}", self.best_step])
+        return distance
+
+
 def distill(
     teacher,
     student,
@@ -248,6 +291,8 @@ def distill(
     progress: bool = True,
     on_step=None,
     max_seconds: float | None = None,
+    eval_prompts: Prompts | None = None,
+    eval_every: int = 0,
 ) -> dict:
     """Distil ``teacher`` into ``student`` (start it as ``copy.deepcopy(teacher)`` for the usual recipe).
 
@@ -264,6 +309,11 @@ def distill(
         on_step: Called with ``(step, loss)`` after every optimiser step.
         max_seconds: Stop after the first step that ends past this wall time (with a checkpoint); the
             learning-rate schedule still spans ``config.steps``. ``None``: run all steps.
+        eval_prompts: Held-out prompts with fixed noises (:func:`draw_prompts`) for :class:`HeldOutEval`:
+            every ``eval_every`` steps (and at the last) the EMA student's distance to the teacher is
+            logged to ``distill_eval.csv`` and the closest student kept as ``best.safetensors`` (the
+            starting student is evaluated first, as step 0).
+        eval_every: Steps between evaluations (0: none).
 
     Returns:
         ``step``, last ``loss``, ``seconds``, and ``finished`` (all ``config.steps`` done).
@@ -271,6 +321,8 @@ def distill(
     from flowtts.checkpoints.loader import save as save_model
 
     check_compatible(teacher, student)
+    if eval_every < 0 or (eval_every > 0 and eval_prompts is None):
+        raise ValueError(f"eval_every must be >= 0 and needs eval_prompts when > 0, got {eval_every}")
     env = dist_utils.setup()
     device, rank, world = env.device, env.rank, env.world_size
     if rank == 0:
@@ -294,6 +346,11 @@ def distill(
     if config.teacher_pool:
         pool_path = os.path.join(out_dir, "teacher_pool.pt")
         pool = load_or_build(pool_path, teacher, dataset, config, config.teacher_pool, env, progress=progress)
+    evaluator = None
+    if eval_every and rank == 0:
+        evaluator = HeldOutEval(teacher, eval_prompts, config, out_dir)
+        if step == 0:  # where the student starts
+            evaluator(ema, 0)
     start = time.perf_counter()
     last = float("nan")
 
@@ -316,7 +373,11 @@ def distill(
             os.path.join(out_dir, "student.safetensors"),
             extra={"step": step, "distill_config": json.dumps(asdict(config))},
         )
-        plot_loss_curve(csv_path, os.path.join(out_dir, "loss.png"))
+        distances = None
+        if evaluator is not None and os.path.exists(evaluator.csv):
+            with open(evaluator.csv, encoding="utf-8") as f:
+                distances = [(int(r["step"]), float(r["distance"])) for r in csv.DictReader(f)]
+        plot_loss_curve(csv_path, os.path.join(out_dir, "loss.png"), {"held-out distance to teacher": distances})
 
     try:
         while step < config.steps:
@@ -365,6 +426,8 @@ def distill(
                 bar.set_postfix(loss=f"{last:.4f}")
                 bar.update(1)
             stop = out_of_time(start, max_seconds, env)
+            if evaluator is not None and (step % eval_every == 0 or step == config.steps or stop):
+                evaluator(ema, step)
             if step % config.save_every == 0 or step == config.steps or stop:
                 checkpoint()
             if stop:

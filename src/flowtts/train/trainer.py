@@ -169,8 +169,14 @@ def save_figure(fig, png_path: str) -> None:
     plt.close(fig)
 
 
-def plot_loss_curve(csv_path: str, png_path: str) -> bool:
-    """Loss (and held-out right/wrong-text loss) against step; ``False`` without matplotlib."""
+def plot_loss_curve(csv_path: str, png_path: str, extra: dict | None = None) -> bool:
+    """Loss (and held-out right/wrong-text loss) against step; ``False`` without matplotlib.
+
+    Args:
+        csv_path: The run's CSV log (``step``, ``loss``, optional held-out columns).
+        png_path: Where the figure goes.
+        extra: More series to draw, ``label -> [(step, value), ...]`` (``None`` or empty ones skipped).
+    """
     plt = pyplot()
     if plt is None:
         return False
@@ -182,6 +188,9 @@ def plot_loss_curve(csv_path: str, png_path: str) -> bool:
     ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], lw=0.8, label="train loss")
     for key, label in (("val_loss", "held-out, right text"), ("wrong_text_loss", "held-out, wrong text")):
         pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3, label=label)
+    for label, pts in (extra or {}).items():
         if pts:
             ax.plot(*zip(*pts), marker="o", ms=3, label=label)
     ax.set_xlabel("step")
