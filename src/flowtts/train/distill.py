@@ -45,7 +45,7 @@ import torch
 
 from flowtts.train import distributed as dist_utils
 from flowtts.train.data import MelDataset
-from flowtts.train.prompts import Prompts, draw_prompts, sample_with, solve
+from flowtts.train.prompts import Prompts, draw_prompts, generated_distance, sample_with, solve
 from flowtts.train.teacher_pool import load_or_build, teacher_states
 from flowtts.train.trainer import (
     append_log,
@@ -257,7 +257,6 @@ class HeldOutEval:
         self.csv = os.path.join(out_dir, "distill_eval.csv")
         self.best_path = os.path.join(out_dir, "best.safetensors")
         self.reference = sample_with(teacher, prompts, cache=True, **config.teacher_sampling())
-        self.mask = prompts.generated_mask()[..., None].to(self.reference.device)
         self.best, self.best_step = float("inf"), -1
         meta = read_metadata(self.best_path) if os.path.exists(self.best_path) else None
         if meta is not None and "eval_distance" in meta:
@@ -266,8 +265,7 @@ class HeldOutEval:
 
     def distance(self, student) -> float:
         out = sample_with(student, self.prompts, cache=True, **self.config.student_sampling())
-        squared = (out.float() - self.reference.float()).pow(2) * self.mask
-        return float(squared.sum() / (self.mask.sum() * out.shape[-1]))
+        return generated_distance(out, self.reference, self.prompts)
 
     def __call__(self, student, step: int) -> float:
         from flowtts.checkpoints.loader import save as save_model
@@ -463,7 +461,6 @@ def evaluate(
         generated mel of the first prompt for each system.
     """
     method = teacher.odeint_kwargs.get("method", "euler")
-    mask = prompts.generated_mask()[..., None]
     b = len(prompts.texts)
 
     def run(model, **kwargs):
@@ -504,7 +501,7 @@ def evaluate(
     defaults = {"steps": signature["steps"].default, "cfg": signature["cfg_strength"].default}
     for name, model, kwargs in systems:
         out, seconds = run(model, **kwargs)
-        distance = float(((out - reference) ** 2 * mask).sum() / (mask.sum() * out.shape[-1]))
+        distance = generated_distance(out, reference, prompts)
         rows.append(
             {
                 "system": name,

@@ -46,6 +46,13 @@ class Prompts:
         return (frames >= self.lens[:, None]) & (frames < self.durations[:, None])
 
 
+def generated_distance(out: torch.Tensor, reference: torch.Tensor, prompts: Prompts) -> float:
+    """Mean squared distance between two ``(b, n, d)`` mels on the frames ``prompts`` generate."""
+    mask = prompts.generated_mask()[..., None].to(out.device)
+    squared = (out.float() - reference.float().to(out.device)).pow(2) * mask
+    return float(squared.sum() / (mask.sum() * out.shape[-1]))
+
+
 def draw_prompts(dataset: MelDataset, indices: list[int], num_channels: int, config, generator) -> Prompts:
     """Prompts for ``indices``: a random leading fraction of each utterance, and one noise each."""
     lo, hi = config.prompt_fraction

@@ -35,7 +35,7 @@ import torch
 
 from flowtts.train import distributed as dist_utils
 from flowtts.train.data import MelDataset
-from flowtts.train.prompts import Prompts, draw_prompts, sample_with
+from flowtts.train.prompts import Prompts, draw_prompts, generated_distance, sample_with
 from flowtts.train.trainer import (
     append_log,
     lr_factor,
@@ -360,7 +360,6 @@ def evaluate(models: dict, prompts: Prompts, reward: Reward, reference: str) -> 
     """
     if reference not in models:
         raise ValueError(f"reference {reference!r} is not one of the models {list(models)}")
-    mask = prompts.generated_mask()[..., None]
     outs, rows = {}, []
     for name, (model, kwargs) in models.items():
         begin = time.perf_counter()
@@ -376,8 +375,7 @@ def evaluate(models: dict, prompts: Prompts, reward: Reward, reference: str) -> 
         outs["recordings"] = data
         rows.append({"system": "recordings", "reward": float(rewards.mean()), "s/utt": float("nan")})
     for row in rows:
-        diff = (outs[row["system"]] - outs[reference]) ** 2 * mask
-        row["distance"] = float(diff.sum() / (mask.sum() * diff.shape[-1]))
+        row["distance"] = generated_distance(outs[row["system"]], outs[reference], prompts)
     return rows
 
 
