@@ -245,6 +245,7 @@ def _distill(args: argparse.Namespace) -> int:
         student_dropout=not args.no_dropout,
         grad_checkpoint=args.grad_checkpoint,
         backprop_steps=args.backprop_steps,
+        dtype=args.dtype,
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -509,6 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--no-dropout", action="store_true", help="switch the student's dropout off while distilling")
     ds.add_argument("--grad-checkpoint", action="store_true")
     ds.add_argument("--backprop-steps", type=int)
+    ds.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="precision of the teacher's and student's networks while distilling (autocast; default float32; "
+        "float16 needs a GPU); ODE states, losses and the report stay float32",
+    )
     ds.add_argument("--steps", type=int, default=500)
     ds.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
     ds.add_argument("--batch-size", type=int, default=4)

@@ -152,7 +152,7 @@ def test_distill_command_prints_the_report(corpus, tmp_path, capsys):
 
     flowtts.save(_teacher(corpus), tmp_path / "teacher.safetensors")
     pool = ["--teacher-pool", "2", "--segment-steps", "1", "--segment-start", "both", "--no-dropout"]
-    pool += ["--report-prompts", "3"]
+    pool += ["--report-prompts", "3", "--dtype", "bfloat16"]
     code = main(_distill_args(tmp_path, corpus, "run", "--steps", "3", "--batch-size", "2", *pool))
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -164,7 +164,7 @@ def test_distill_command_prints_the_report(corpus, tmp_path, capsys):
 
     recorded = DistillConfig.from_json(read_metadata(str(tmp_path / "run" / "student.safetensors"))["distill_config"])
     assert (recorded.teacher_pool, recorded.segment_steps, recorded.student_dropout) == (2, 1, False)
-    assert recorded.segment_start == "both"
+    assert recorded.segment_start == "both" and recorded.dtype == "bfloat16"
     code = main(_distill_args(tmp_path, corpus, "noreport", "--steps", "1", "--report-prompts", "0"))
     assert code == 0 and capsys.readouterr().out.strip().splitlines()[-1].startswith("distilled 1 steps")
     assert "report.txt" not in os.listdir(tmp_path / "noreport")
@@ -412,3 +412,45 @@ def test_distill_command_evaluates_on_held_out_rows_after_the_reports(corpus, tm
     code = main(_distill_args(tmp_path, corpus, "bad", "--eval-every", "-1"))
     assert code == 2 and "--eval-every must be >= 0" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_bfloat16_distillation_tracks_float32_and_repeats_exactly(corpus, tmp_path):
+    ds = MelDataset(corpus)
+    runs = {}
+    for name, dtype in (("fp32", None), ("bf16", "bfloat16"), ("bf16_again", "bfloat16")):
+        config = _config(steps=3, velocity_steps=1, segment_steps=1, segment_start="both", dtype=dtype)
+        losses = []
+        student = copy.deepcopy(_teacher(corpus))
+        distill(
+            _teacher(corpus),
+            student,
+            ds,
+            str(tmp_path / name),
+            config,
+            progress=False,
+            on_step=lambda s, v, out=losses: out.append(v),
+        )
+        runs[name] = (losses, student)
+    fp32, bf16 = runs["fp32"][0], runs["bf16"][0]
+    assert len(bf16) == 3  # a velocity, a segment and a sampler-through step
+    for a, b in zip(fp32, bf16):
+        assert abs(a - b) <= 0.02 * abs(a), (fp32, bf16)  # bf16 rounding (~0.3 % here), not another computation
+    assert fp32 != bf16  # autocast was on
+    assert runs["bf16_again"][0] == bf16
+    for (name, a), b in zip(runs["bf16"][1].state_dict().items(), runs["bf16_again"][1].state_dict().values()):
+        assert torch.equal(a, b), name
+        assert a.dtype == torch.float32, name  # the weights stay float32
+
+
+def test_distillation_precision_is_checked_and_separates_pools(corpus, tmp_path):
+    from flowtts.train.teacher_pool import _fingerprint
+
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        DistillConfig(dtype="float64")
+    ds = MelDataset(corpus)
+    with pytest.raises(ValueError, match="float16 needs a GPU"):
+        distill(_teacher(corpus), _teacher(corpus), ds, str(tmp_path / "x"), _config(dtype="float16"), progress=False)
+    assert not (tmp_path / "x").exists()
+    teacher = _teacher(corpus)
+    prints = {d: _fingerprint(teacher, ds, _config(dtype=d), 4) for d in (None, "float32", "bfloat16")}
+    assert prints[None] == prints["float32"] != prints["bfloat16"]

@@ -62,6 +62,7 @@ from flowtts.train.trainer import (
 )
 
 GRIDS = ("uniform", "epss", "sway", "custom")
+DTYPES = ("float32", "bfloat16", "float16")
 SEGMENT_STARTS = ("teacher", "student", "both")
 LOG_COLUMNS = ["step", "loss", "lr", "grad_norm", "seconds_per_step", "elapsed_s"]
 EVAL_COLUMNS = ["step", "distance", "best_distance", "best_step"]
@@ -86,6 +87,7 @@ class DistillConfig:
     student_dropout: bool = True  # the student's dropout stays active while it learns
     grad_checkpoint: bool = False
     backprop_steps: int | None = None
+    dtype: str | None = None  # the networks' autocast precision while distilling (None: float32)
     steps: int = 1000
     batch_size: int = 4
     lr: float = 5e-5
@@ -118,6 +120,8 @@ class DistillConfig:
             )
         if self.segment_start not in SEGMENT_STARTS:
             raise ValueError(f"segment_start must be one of {SEGMENT_STARTS}, got {self.segment_start!r}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES} (or None for float32), got {self.dtype!r}")
         if self.teacher_pool < 0:
             raise ValueError(f"teacher_pool must be >= 0 (0: no pool), got {self.teacher_pool}")
         if (self.student_grid == "custom") != (self.student_times is not None):
@@ -171,6 +175,14 @@ class DistillConfig:
             sway_sampling_coef=self.student_sway if self.student_grid == "sway" else None,
         )
 
+    def precision(self) -> dict:
+        """``sample()`` keyword arguments for the networks' precision while distilling (teacher and student).
+
+        Only the distillation's own solves use it; the student's recorded sampling settings and the
+        evaluations stay in float32.
+        """
+        return {} if self.dtype in (None, "float32") else {"dtype": self.dtype}
+
     def phase(self, step: int) -> str:
         """``"velocity"``, ``"segment"`` or ``"sampler"``: what step ``step`` (0-based) trains on."""
         if step < self.velocity_steps:
@@ -213,6 +225,7 @@ class _StudentLoss(torch.nn.Module):
 
             def step(state, i, raw=False):  # raw: the ODE state itself (prompt frames not copied in)
                 jump = dict(steps=1, cfg_strength=c.student_cfg, sway_sampling_coef=None, t_grid=steps[i])
+                jump.update(c.precision())
                 out, trajectory = solve(self.student, dataclasses.replace(prompts, noise=state), cache=False, **jump)
                 return trajectory[-1] if raw else out
 
@@ -234,6 +247,7 @@ class _StudentLoss(torch.nn.Module):
             return squared / terms, mask.sum() * target.shape[-1]
         if sampling is None:  # the student's own solve
             sampling = dict(grad_checkpoint=c.grad_checkpoint, backprop_steps=c.backprop_steps, **c.student_sampling())
+            sampling.update(c.precision())
         out = sample_with(self.student, prompts, cache=False, **sampling)
         mask = mask.to(out.device)
         squared = (out - target.to(out.dtype)).pow(2) * mask
@@ -323,6 +337,8 @@ def distill(
         raise ValueError(f"eval_every must be >= 0 and needs eval_prompts when > 0, got {eval_every}")
     env = dist_utils.setup()
     device, rank, world = env.device, env.rank, env.world_size
+    if config.dtype == "float16" and device.type != "cuda":
+        raise ValueError("dtype float16 needs a GPU; use bfloat16 on CPU")
     if rank == 0:
         os.makedirs(out_dir, exist_ok=True)
     teacher.to(device).eval().requires_grad_(False)
@@ -398,7 +414,7 @@ def distill(
             if phase == "velocity":  # warm-up: one guided teacher jump from a student grid time
                 t = float(grid[int(torch.randint(config.student_steps, (), generator=g))])
                 local = local.noised(t)
-                jump = dict(steps=1, sway_sampling_coef=None, t_grid=(t, 1.0))
+                jump = dict(steps=1, sway_sampling_coef=None, t_grid=(t, 1.0), **config.precision())
                 target = sample_with(teacher, local, cache=True, cfg_strength=config.teacher_cfg, **jump)
                 squared, _ = loss_module(local, target, dict(cfg_strength=config.student_cfg, **jump))
             elif phase == "segment":  # each student step from the teacher's state to its next one
@@ -408,7 +424,7 @@ def distill(
                 if states is not None:
                     target = states[-1]
                 else:
-                    target = sample_with(teacher, local, cache=True, **config.teacher_sampling())
+                    target = sample_with(teacher, local, cache=True, **config.teacher_sampling(), **config.precision())
                 squared, _ = loss_module(local, target)
             loss = squared * weight * world / total
             grad_norm = optimizer_step(loss, student, optimizer, scheduler, ema, config.grad_clip, config.ema_decay)

@@ -52,15 +52,18 @@ def teacher_states(teacher, prompts: Prompts, config) -> torch.Tensor:
     The first entry is the noise, the last the teacher's output (prompt frames not copied in).
     """
     grid, positions = teacher_grid(config)
-    _, trajectory = solve(teacher, prompts, cache=True, cfg_strength=config.teacher_cfg, t_grid=grid)
+    kwargs = dict(cfg_strength=config.teacher_cfg, t_grid=grid, **config.precision())
+    _, trajectory = solve(teacher, prompts, cache=True, **kwargs)
     return trajectory[positions].float().cpu()
 
 
 def _fingerprint(teacher, dataset: MelDataset, config, size: int) -> str:
     """What the pool's contents depend on; a saved pool with another fingerprint is not reused."""
     weights = sum(float(p.detach().double().sum()) for p in teacher.parameters())
+    precision = config.precision()  # named only when reduced, so float32 pools keep their fingerprint
     return json.dumps(
         {
+            **precision,
             "size": size,
             "seed": config.seed,
             "chunk": config.batch_size,
