@@ -391,7 +391,12 @@ def distill(
         if evaluator is not None and os.path.exists(evaluator.csv):
             with open(evaluator.csv, encoding="utf-8") as f:
                 distances = [(int(r["step"]), float(r["distance"])) for r in csv.DictReader(f)]
-        plot_loss_curve(csv_path, os.path.join(out_dir, "loss.png"), {"held-out distance to teacher": distances})
+        plot_loss_curve(
+            csv_path,
+            os.path.join(out_dir, "loss.png"),
+            {"held-out distance to teacher": distances},
+            ylabel="squared log-mel distance to the teacher",
+        )
 
     try:
         while step < config.steps:

@@ -169,13 +169,16 @@ def save_figure(fig, png_path: str) -> None:
     plt.close(fig)
 
 
-def plot_loss_curve(csv_path: str, png_path: str, extra: dict | None = None) -> bool:
+def plot_loss_curve(
+    csv_path: str, png_path: str, extra: dict | None = None, ylabel: str = "flow-matching loss"
+) -> bool:
     """Loss (and held-out right/wrong-text loss) against step; ``False`` without matplotlib.
 
     Args:
         csv_path: The run's CSV log (``step``, ``loss``, optional held-out columns).
         png_path: Where the figure goes.
         extra: More series to draw, ``label -> [(step, value), ...]`` (``None`` or empty ones skipped).
+        ylabel: The y axis's label.
     """
     plt = pyplot()
     if plt is None:
@@ -194,7 +197,7 @@ def plot_loss_curve(csv_path: str, png_path: str, extra: dict | None = None) -> 
         if pts:
             ax.plot(*zip(*pts), marker="o", ms=3, label=label)
     ax.set_xlabel("step")
-    ax.set_ylabel("flow-matching loss")
+    ax.set_ylabel(ylabel)
     ax.set_yscale("log")
     ax.legend()
     ax.grid(alpha=0.3)
