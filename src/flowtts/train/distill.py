@@ -26,6 +26,10 @@ saved as ``teacher_pool.pt`` in the run directory and reused on resume) and ever
 prompts, noises and targets from them instead of sampling the teacher: far cheaper steps, a finite set
 of targets.
 
+Every objective eventually overfits its prompts or pool; ``distill(..., eval_prompts=, eval_every=)``
+(:class:`HeldOutEval`) measures the EMA student on fixed held-out prompts during the run and keeps the
+closest as ``best.safetensors``. ``DistillConfig.dtype`` runs the networks under autocast.
+
 Randomness is derived from ``(seed, step)`` and drawn for the global batch, as in
 :mod:`flowtts.train.trainer`, so runs resume exactly and ranks stay identical under torchrun.
 """
