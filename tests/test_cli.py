@@ -191,3 +191,100 @@ def test_a_missing_reference_transcript_is_recognised_offline(model_file, tmp_pa
     err = capsys.readouterr().err
     assert "reference transcribed" in err and "followed the white horse next to the lake" in err
     assert (tmp_path / "t.wav").exists()
+
+
+def _config(tmp_path, text):
+    path = tmp_path / "infer.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_a_config_with_voices_joins_each_piece_in_its_voice(model_file, tmp_path):
+    config = _config(
+        tmp_path,
+        f"""
+ckpt_file = "{model_file}"
+ref_audio = "{ASSET}"
+ref_text = "{REF_TEXT}"
+gen_text = "Hello there. [town] Good evening to you all."
+nfe_step = 4
+output_dir = "{tmp_path / "made"}"
+output_file = "story.wav"
+
+[voices.town]
+ref_audio = "{ASSET}"
+ref_text = "{REF_TEXT}"
+speed = 0.5
+""",
+    )
+    assert main(["infer", "-c", config, "--seed", "5", "-q"]) == 0
+    joined, rate = sf.read(tmp_path / "made" / "story.wav")  # output_dir created, as upstream
+    first, second = tmp_path / "1.wav", tmp_path / "2.wav"
+    assert _infer(model_file, "--text", "Hello there.", "-o", str(first), "--seed", "5") == 0
+    args = ["--text", "Good evening to you all.", "-o", str(second), "--seed", "6", "--speed", "0.5"]
+    assert _infer(model_file, *args) == 0
+    a, _ = sf.read(first)
+    b, _ = sf.read(second)
+    assert len(b) / rate > 2 * len("Good evening to you all.") / len("Hello there.") * len(a) / rate * 0.9  # slower
+    assert joined.shape == (len(a) + len(b),)
+    assert abs(joined - torch.cat([torch.from_numpy(a), torch.from_numpy(b)]).numpy()).max() < 2e-3
+
+
+def test_options_given_win_over_the_config(model_file, tmp_path):
+    config = _config(
+        tmp_path,
+        f"""
+model = "tiny"
+ckpt_file = "{model_file}"
+ref_audio = "{ASSET}"
+ref_text = "{REF_TEXT}"
+gen_text = "Words from the config file."
+nfe_step = 2
+fix_duration = 4
+""",
+    )
+    out, direct = tmp_path / "c.wav", tmp_path / "d.wav"
+    assert main(["infer", "-c", config, "--nfe_step", "3", "--seed", "2", "-o", str(out), "-q"]) == 0
+    assert (
+        _infer(
+            model_file,
+            "--text",
+            "Words from the config file.",
+            "--steps",
+            "3",
+            "--fix-duration",
+            "4",
+            "--seed",
+            "2",
+            "-o",
+            str(direct),
+        )
+        == 0
+    )
+    a, _ = sf.read(out)
+    b, _ = sf.read(direct)
+    assert a.shape == b.shape and abs(a - b).max() < 2e-3
+    (tmp_path / "story.txt").write_text("Read whole. [main] Even this.", encoding="utf-8")
+    story = _config(tmp_path, f'ckpt_file = "{model_file}"\ngen_file = "{tmp_path / "story.txt"}"\nnfe_step = 2\n')
+    assert main(["infer", "-c", story, "-o", str(tmp_path / "s.wav"), "-q"]) == 0  # built-in reference
+    assert (tmp_path / "s.wav").exists()
+
+
+@pytest.mark.parametrize(
+    "text, extra, message",
+    [
+        ('model = "F5TTS_v1_Base"\ngen_text = "hi"', [], "flowtts downloads nothing: give ckpt_file"),
+        ('model = "E2TTS_Base"\nckpt_file = "x.pt"\ngen_text = "hi"', [], "not an architecture flowtts knows"),
+        ('gen_text = "hi [city] there"', [], "names voice [city]"),
+        ('gen_text = "[main]"', [], "nothing to say besides its voice tags"),
+        ("nfe_step = 2.5\ngen_text = 'hi'", [], "nfe_step must be a whole number"),
+        ("nfe_step = 2", [], "give --text or --text-file (or gen_text / gen_file in --config)"),
+        ('[voices.town]\nref_audio = "t.wav"', ["--text-file", "list.txt"], "not --text-file"),
+    ],
+)
+def test_config_errors_exit_2_with_a_message(model_file, tmp_path, capsys, text, extra, message):
+    config = _config(tmp_path, text)
+    assert main(["infer", "-c", config, "-o", str(tmp_path / "x.wav"), "-q", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "x.wav").exists()

@@ -40,16 +40,101 @@ def _read_lines(path: str) -> list[str]:
     return lines
 
 
+INFER_DEFAULTS = {
+    "model": "builtin",
+    "output": "out.wav",
+    "speed": 1.0,
+    "target_rms": 0.1,
+    "cross_fade": 0.15,
+    "batch_size": 4,
+    "device": "cpu",
+}
+# infer option -> F5-TTS config key that fills it when the option is not given
+CONFIG_OPTIONS = {
+    "vocab": "vocab_file",
+    "ref_audio": "ref_audio",
+    "steps": "nfe_step",
+    "cfg": "cfg_strength",
+    "sway": "sway_sampling_coef",
+    "speed": "speed",
+    "fix_duration": "fix_duration",
+    "target_rms": "target_rms",
+    "cross_fade": "cross_fade_duration",
+    "device": "device",
+}
+
+
+def _apply_config(args: argparse.Namespace) -> dict:
+    """Fill the infer options not given from ``--config`` (F5-TTS's TOML); returns its extra voices."""
+    from flowtts.checkpoints.loader import read_metadata
+    from flowtts.config import PRESETS
+    from flowtts.voices import read_config
+
+    path = args.config
+    config = read_config(path)
+    if args.model is None:
+        name, ckpt = config.get("model"), config.get("ckpt_file") or None
+        if ckpt is not None:
+            args.model = ckpt
+            if name and name not in PRESETS:
+                raise UserError(f"{path}: model = {name!r} is not an architecture flowtts knows ({', '.join(PRESETS)})")
+            own = os.path.isfile(ckpt) and read_metadata(ckpt) is not None  # a flowtts file names its own
+            if args.preset is None and not own:
+                args.preset = name
+        elif name in PRESETS:
+            raise UserError(
+                f"{path}: model = {name!r} names an architecture without weights; flowtts downloads nothing: "
+                "give ckpt_file (the checkpoint on disk) or model = 'builtin'"
+            )
+        elif name:
+            args.model = name
+    for option, key in CONFIG_OPTIONS.items():
+        if getattr(args, option) is None and key in config:
+            setattr(args, option, config[key])
+    if args.steps is not None and not float(args.steps).is_integer():
+        raise UserError(f"{path}: nfe_step must be a whole number, got {args.steps}")
+    args.steps = None if args.steps is None else int(args.steps)
+    if args.ref_text is None and "ref_audio" in config and args.ref_audio == config["ref_audio"]:
+        args.ref_text = config.get("ref_text")  # the config's transcript goes with the config's clip
+    if args.text is None and args.text_file is None:
+        if config.get("gen_file"):  # read whole, as upstream: one text, e.g. a story with voice tags
+            with open(config["gen_file"], encoding="utf-8") as f:
+                args.text = f.read()
+        elif config.get("gen_text"):
+            args.text = config["gen_text"]
+    args.remove_silence = args.remove_silence or config.get("remove_silence", False)
+    if args.output is None and ("output_dir" in config or "output_file" in config):
+        args.output = os.path.join(config.get("output_dir", "."), config.get("output_file", "out.wav"))
+        args.make_output_dir = True
+    return config["voices"]
+
+
 def _infer(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import torch
 
     from flowtts.audio.io import write_audio
     from flowtts.audio.vocoders import load_vocoder
     from flowtts.checkpoints.loader import load
     from flowtts.infer import load_reference, recommended_options, save_mel_png, synthesize
+    from flowtts.voices import VOICE_TAG, Voice, split_voices
 
+    voices = _apply_config(args) if args.config else {}
+    for option, value in INFER_DEFAULTS.items():
+        if getattr(args, option) is None:
+            setattr(args, option, value)
+    if args.text is None and args.text_file is None:
+        raise UserError("give --text or --text-file (or gen_text / gen_file in --config)")
     if args.text is not None and not args.text.strip():
         raise UserError("--text is empty")
+    pieces = None  # (voice, text) pieces of a config's text with [voice] tags
+    if args.config and (voices or (args.text is not None and VOICE_TAG.search(args.text))):
+        if args.text is None:
+            raise UserError("the voices of --config go with one text (--text, gen_text or gen_file), not --text-file")
+        pieces = split_voices(args.text, voices)
+        if not pieces:
+            raise UserError("the text has nothing to say besides its voice tags")
     texts = [args.text] if args.text is not None else _read_lines(args.text_file)
     for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
@@ -65,7 +150,8 @@ def _infer(args: argparse.Namespace) -> int:
         raise UserError(f"--cross-fade must be >= 0, got {args.cross_fade}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.text is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if args.text is not None and not os.path.isdir(out_dir) and not getattr(args, "make_output_dir", False):
         raise UserError(f"output directory does not exist: {os.path.dirname(args.output)}")
     if args.text_file is not None and os.path.isfile(args.output):
         raise UserError(f"with --text-file, -o must be a directory, and {args.output} is a file")
@@ -95,20 +181,45 @@ def _infer(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    try:
-        reference = load_reference(model, args.ref_audio, args.ref_text, options, on_transcript=show)
-    except ImportError:
-        raise UserError(
-            "--ref-text is required with --ref-audio (the transcript of the reference clip); "
-            "or pip install 'flowtts[eval]' to transcribe English references offline"
-        ) from None
+    voices = {"main": Voice(args.ref_audio, args.ref_text), **voices}
+    used = [name for name in voices if pieces is not None and name in {v for v, _ in pieces}] or ["main"]
+    references, voice_options = {}, {}
+    for name in used:
+        voice = voices[name]
+        voice_options[name] = options if voice.speed is None else dataclasses.replace(options, speed=voice.speed)
+        try:
+            references[name] = load_reference(
+                model, voice.ref_audio, voice.ref_text, voice_options[name], on_transcript=show
+            )
+        except ImportError:
+            raise UserError(
+                "--ref-text is required with --ref-audio (the transcript of the reference clip); "
+                "or pip install 'flowtts[eval]' to transcribe English references offline"
+            ) from None
     vocoder = load_vocoder(model.mel_spec, args.vocoder_path)
-    seeds = [args.seed + i for i in range(len(texts))] if args.seed is not None else None
-    results = synthesize(
-        model, reference, texts, vocoder=vocoder, options=options, seeds=seeds, progress=not args.quiet
-    )
+    if pieces is None:
+        seeds = [args.seed + i for i in range(len(texts))] if args.seed is not None else None
+        results = synthesize(
+            model, references["main"], texts, vocoder=vocoder, options=options, seeds=seeds, progress=not args.quiet
+        )
+    else:  # each piece in its voice, then joined, as upstream
+        parts = []
+        for i, (name, piece) in enumerate(pieces):
+            seeds = [args.seed + i] if args.seed is not None else None
+            kwargs = dict(vocoder=vocoder, options=voice_options[name], seeds=seeds, progress=False)
+            parts += synthesize(model, references[name], [piece], **kwargs)
+            if not args.quiet:
+                print(f"[{name}] {piece[:60]!r}: seed {parts[-1].seed}", file=sys.stderr)
+        joined = dataclasses.replace(
+            parts[0],
+            text=args.text,
+            wave=torch.cat([p.wave for p in parts]),
+            mel=torch.cat([p.mel for p in parts], dim=-1),
+        )
+        results = [joined]
 
     if args.text is not None:
+        os.makedirs(out_dir, exist_ok=True)
         targets = [args.output]
     else:
         os.makedirs(args.output, exist_ok=True)
@@ -364,7 +475,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     infer = sub.add_parser("infer", help="synthesise speech from text and a reference clip")
     # Upstream F5-TTS's spellings (f5-tts_infer-cli) are accepted where they mean the same thing.
-    infer.add_argument("--model", "--ckpt_file", default="builtin", help="flowtts or F5-TTS checkpoint, or 'builtin'")
+    infer.add_argument(
+        "-c",
+        "--config",
+        help="F5-TTS inference config (TOML: model, ckpt_file, ref_audio, ref_text, gen_text, gen_file, "
+        "[voices.NAME] ...); options given here win over it",
+    )
+    infer.add_argument("--model", "--ckpt_file", help="flowtts or F5-TTS checkpoint, or 'builtin' (default)")
     infer.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
     infer.add_argument("--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
     infer.add_argument("--ref-audio", "--ref_audio", help="reference clip (any format soundfile reads)")
@@ -373,10 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--ref_text",
         help="transcript of the reference clip (default: transcribed offline if pocketsphinx is installed, English)",
     )
-    text = infer.add_mutually_exclusive_group(required=True)
+    text = infer.add_mutually_exclusive_group()
     text.add_argument("--text", "--gen_text", help="text to speak")
     text.add_argument("--text-file", help="one utterance per line; -o is then a directory")
-    infer.add_argument("-o", "--output", default="out.wav", help="output wav (a directory with --text-file)")
+    infer.add_argument("-o", "--output", help="output wav, default out.wav (a directory with --text-file)")
     infer.add_argument(
         "--steps",
         "--nfe_step",
@@ -389,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument(
         "--sway", "--sway_sampling_coef", type=float, help="sway sampling coefficient (default -1, students: theirs)"
     )
-    infer.add_argument("--speed", type=float, default=1.0, help="speaking rate (estimated durations are divided by it)")
+    infer.add_argument("--speed", type=float, help="speaking rate, default 1 (estimated durations are divided by it)")
     infer.add_argument(
         "--fix-duration",
         "--fix_duration",
@@ -403,19 +520,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--target-rms",
         "--target_rms",
         type=float,
-        default=0.1,
-        help="quieter references are raised to this RMS (and the output lowered back)",
+        help="quieter references are raised to this RMS, default 0.1 (and the output lowered back)",
     )
     infer.add_argument(
         "--cross-fade",
         "--cross_fade_duration",
         type=float,
-        default=0.15,
-        help="seconds of cross-fade between the chunks of a long text",
+        help="seconds of cross-fade between the chunks of a long text, default 0.15",
     )
     infer.add_argument("--seed", type=int, help="seed of the first utterance (the n-th uses seed + n - 1)")
-    infer.add_argument("--batch-size", type=int, default=4, help="utterances per sample() call")
-    infer.add_argument("--device", default="cpu")
+    infer.add_argument("--batch-size", type=int, help="utterances per sample() call, default 4")
+    infer.add_argument("--device", help="default cpu")
     infer.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="network precision (autocast)")
     infer.add_argument("--threads", type=int)
     infer.add_argument("--vocoder-path", help="local Vocos directory (config.yaml + weights); default Griffin-Lim")
