@@ -231,7 +231,8 @@ def _infer(args: argparse.Namespace) -> int:
             save_mel_png(result.mel, png, title=result.text[:60])
         if not args.quiet:
             seconds = result.wave.numel() / rate
-            print(f"{target}: {seconds:.2f} s, seed {result.seed}", file=sys.stderr)
+            what = f"seed {result.seed}" if pieces is None else f"{len(pieces)} pieces from seed {result.seed}"
+            print(f"{target}: {seconds:.2f} s, {what}", file=sys.stderr)
     return 0
 
 
