@@ -288,3 +288,28 @@ def test_config_errors_exit_2_with_a_message(model_file, tmp_path, capsys, text,
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_upstream_gen_file_and_output_dir_spellings(model_file, tmp_path, capsys):
+    (tmp_path / "story.txt").write_text("First line,\nand the same text goes on.\n", encoding="utf-8")
+    args = ["--gen_file", str(tmp_path / "story.txt"), "--output_dir", str(tmp_path / "new"), "--seed", "1"]
+    assert _infer(model_file, *args, "--output_file", "a.wav") == 0
+    assert (
+        _infer(
+            model_file,
+            "--text",
+            "First line,\nand the same text goes on.\n",
+            "--seed",
+            "1",
+            "-o",
+            str(tmp_path / "b.wav"),
+        )
+        == 0
+    )
+    a, _ = sf.read(tmp_path / "new" / "a.wav")
+    b, _ = sf.read(tmp_path / "b.wav")
+    assert a.shape == b.shape and abs(a - b).max() < 2e-3  # read whole, one text
+    assert _infer(model_file, "--gen_file", str(tmp_path / "nope.txt")) == 2
+    assert "--gen-file not found" in capsys.readouterr().err
+    assert _infer(model_file, "--text", "hi", "-o", str(tmp_path / "c.wav"), "--output_dir", str(tmp_path)) == 2
+    assert "not both" in capsys.readouterr().err

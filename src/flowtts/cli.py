@@ -120,6 +120,16 @@ def _infer(args: argparse.Namespace) -> int:
     from flowtts.infer import load_reference, recommended_options, save_mel_png, synthesize
     from flowtts.voices import VOICE_TAG, Voice, split_voices
 
+    if args.gen_file is not None:  # read whole, as upstream's --gen_file
+        if not os.path.isfile(args.gen_file):
+            raise UserError(f"--gen-file not found: {args.gen_file}")
+        with open(args.gen_file, encoding="utf-8") as f:
+            args.text = f.read()
+    if args.output_dir is not None or args.output_file is not None:
+        if args.output is not None:
+            raise UserError("give -o or --output-dir/--output-file, not both")
+        args.output = os.path.join(args.output_dir or ".", args.output_file or "out.wav")
+        args.make_output_dir = True  # created, as upstream
     voices = _apply_config(args) if args.config else {}
     for option, value in INFER_DEFAULTS.items():
         if getattr(args, option) is None:
@@ -494,7 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
     text = infer.add_mutually_exclusive_group()
     text.add_argument("--text", "--gen_text", help="text to speak")
     text.add_argument("--text-file", help="one utterance per line; -o is then a directory")
+    text.add_argument("--gen-file", "--gen_file", help="a text file read whole as one text (upstream's --gen_file)")
     infer.add_argument("-o", "--output", help="output wav, default out.wav (a directory with --text-file)")
+    infer.add_argument("--output-dir", "--output_dir", help="upstream's spelling: -o is OUTPUT_DIR/OUTPUT_FILE")
+    infer.add_argument("--output-file", "--output_file", help="upstream's spelling: -o is OUTPUT_DIR/OUTPUT_FILE")
     infer.add_argument(
         "--steps",
         "--nfe_step",
