@@ -22,7 +22,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _times(value: str) -> tuple[float, ...]:
-    """argparse type of ``--student-times``: comma-separated numbers."""
+    """argparse type of ``--student-times`` and ``--weights``: comma-separated numbers."""
     try:
         return tuple(float(v) for v in value.split(","))
     except ValueError:
@@ -471,6 +471,28 @@ def _reward(args: argparse.Namespace) -> int:
     return 0
 
 
+def _average(args: argparse.Namespace) -> int:
+    import json
+
+    from flowtts.checkpoints.average import average
+    from flowtts.checkpoints.loader import load, save
+
+    if os.path.exists(args.output) and not args.force:
+        raise UserError(f"{args.output} exists (--force overwrites it)")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        raise UserError(f"output directory does not exist: {os.path.dirname(args.output)}")
+    models = [load(path) for path in args.models]
+    weights = args.weights if args.weights is not None else [1.0] * len(models)
+    model = average(models, weights)
+    extra = {"averaged_from": json.dumps([[path, w] for path, w in zip(args.models, weights)])}
+    raw = (getattr(models[0], "metadata", None) or {}).get("distill_config")
+    if raw:
+        extra["distill_config"] = raw  # all inputs sample alike (checked), so the student's settings carry over
+    save(model, args.output, dtype=args.dtype, extra=extra)
+    print(f"{args.output}: the {'weighted ' if args.weights else ''}average of {len(models)} models")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowtts", description="F5-TTS-compatible flow-matching TTS")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -551,6 +573,14 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--save-mel", help="also write the spectrogram as a PNG (a directory's files with --text-file)")
     infer.add_argument("-q", "--quiet", action="store_true")
     infer.set_defaults(func=_infer)
+
+    av = sub.add_parser("average", help="average the weights of models that share a starting point (a model soup)")
+    av.add_argument("models", nargs="+", help="two or more flowtts files of one architecture")
+    av.add_argument("-o", "--output", required=True, help="the averaged model (.safetensors)")
+    av.add_argument("--weights", type=_times, help="comma-separated positive weights, one per model (default: equal)")
+    av.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="stored precision (default float32)")
+    av.add_argument("--force", action="store_true", help="overwrite --output")
+    av.set_defaults(func=_average)
 
     data = sub.add_parser("data", help="prepare training data, or synthesise an offline corpus")
     data_sub = data.add_subparsers(dest="data_command", required=True)
