@@ -53,3 +53,10 @@ def _restore_grad_mode():
     before = torch.is_grad_enabled()
     yield
     assert torch.is_grad_enabled() == before, "test left grad mode changed"
+
+
+def write_file(folder, name: str, text: str) -> str:
+    """Write ``text`` to ``folder/name`` (UTF-8) and return the path as a string."""
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)

@@ -6,7 +6,7 @@ import soundfile as sf
 import torch
 
 import flowtts
-from conftest import randomise
+from conftest import randomise, write_file
 from flowtts.cli import main
 from flowtts.model.build import build_model
 
@@ -194,9 +194,7 @@ def test_a_missing_reference_transcript_is_recognised_offline(model_file, tmp_pa
 
 
 def _config(tmp_path, text):
-    path = tmp_path / "infer.toml"
-    path.write_text(text, encoding="utf-8")
-    return str(path)
+    return write_file(tmp_path, "infer.toml", text)
 
 
 def test_a_config_with_voices_joins_each_piece_in_its_voice(model_file, tmp_path):

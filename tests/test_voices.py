@@ -2,6 +2,7 @@ import logging
 
 import pytest
 
+from conftest import write_file
 from flowtts.voices import Voice, read_config, split_voices
 
 
@@ -23,9 +24,7 @@ def test_an_unknown_voice_tag_is_named():
 
 
 def _write(tmp_path, text):
-    path = tmp_path / "c.toml"
-    path.write_text(text, encoding="utf-8")
-    return str(path)
+    return write_file(tmp_path, "c.toml", text)
 
 
 def test_an_upstream_config_is_read_with_its_voices(tmp_path, caplog):
