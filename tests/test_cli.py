@@ -228,7 +228,7 @@ speed = 0.5
     assert abs(joined - torch.cat([torch.from_numpy(a), torch.from_numpy(b)]).numpy()).max() < 2e-3
 
 
-def test_options_given_win_over_the_config(model_file, tmp_path):
+def test_options_given_win_over_the_config(model_file, tmp_path, capsys):
     config = _config(
         tmp_path,
         f"""
@@ -263,8 +263,9 @@ fix_duration = 4
     b, _ = sf.read(direct)
     assert a.shape == b.shape and abs(a - b).max() < 2e-3
     (tmp_path / "story.txt").write_text("Read whole. [main] Even this.", encoding="utf-8")
-    story = _config(tmp_path, f'ckpt_file = "{model_file}"\ngen_file = "{tmp_path / "story.txt"}"\nnfe_step = 2\n')
-    assert main(["infer", "-c", story, "-o", str(tmp_path / "s.wav"), "-q"]) == 0  # built-in reference
+    story = f'ckpt_file = "{model_file}"\ngen_file = "{tmp_path / "story.txt"}"\nnfe_step = 2\nref_text = "x"\n'
+    assert main(["infer", "-c", _config(tmp_path, story), "-o", str(tmp_path / "s.wav"), "-q"]) == 0
+    assert "ref_text ignored" in capsys.readouterr().err  # the built-in reference keeps its own transcript
     assert (tmp_path / "s.wav").exists()
 
 

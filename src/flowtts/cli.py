@@ -96,6 +96,8 @@ def _apply_config(args: argparse.Namespace) -> dict:
     args.steps = None if args.steps is None else int(args.steps)
     if args.ref_text is None and "ref_audio" in config and args.ref_audio == config["ref_audio"]:
         args.ref_text = config.get("ref_text")  # the config's transcript goes with the config's clip
+    elif config.get("ref_text") and args.ref_text is None:
+        print(f"{path}: ref_text ignored: it goes with the config's ref_audio, which is not used", file=sys.stderr)
     if args.text is None and args.text_file is None:
         if config.get("gen_file"):  # read whole, as upstream: one text, e.g. a story with voice tags
             with open(config["gen_file"], encoding="utf-8") as f:
