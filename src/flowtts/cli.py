@@ -21,6 +21,9 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+DTYPE_CHOICES = ["float32", "bfloat16", "float16"]
+
+
 def _times(value: str) -> tuple[float, ...]:
     """argparse type of ``--student-times`` and ``--weights``: comma-separated numbers."""
     try:
@@ -569,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--seed", type=int, help="seed of the first utterance (the n-th uses seed + n - 1)")
     infer.add_argument("--batch-size", type=int, help="utterances per sample() call, default 4")
     infer.add_argument("--device", help="default cpu")
-    infer.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="network precision (autocast)")
+    infer.add_argument("--dtype", choices=DTYPE_CHOICES, help="network precision (autocast)")
     infer.add_argument("--threads", type=int)
     infer.add_argument("--vocoder-path", help="local Vocos directory (config.yaml + weights); default Griffin-Lim")
     infer.add_argument("--save-mel", help="also write the spectrogram as a PNG (a directory's files with --text-file)")
@@ -580,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("models", nargs="+", help="two or more flowtts files of one architecture")
     av.add_argument("-o", "--output", required=True, help="the averaged model (.safetensors)")
     av.add_argument("--weights", type=_times, help="comma-separated positive weights, one per model (default: equal)")
-    av.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="stored precision (default float32)")
+    av.add_argument("--dtype", choices=DTYPE_CHOICES, help="stored precision (default float32)")
     av.add_argument("--force", action="store_true", help="overwrite --output")
     av.set_defaults(func=_average)
 
@@ -673,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--backprop-steps", type=int)
     ds.add_argument(
         "--dtype",
-        choices=["float32", "bfloat16", "float16"],
+        choices=DTYPE_CHOICES,
         help="precision of the teacher's and student's networks while distilling (autocast; default float32; "
         "float16 needs a GPU); ODE states, losses and the report stay float32",
     )

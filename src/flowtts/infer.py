@@ -68,12 +68,9 @@ def recommended_options(model, **overrides) -> InferenceOptions:
     count, guidance, grid) in its metadata; sampling it any other way throws its training away.
     ``overrides`` (non-``None`` values) win over both.
     """
-    from flowtts.train.distill import DistillConfig
+    from flowtts.train.distill import recorded_sampling
 
-    fields = {}
-    raw = (getattr(model, "metadata", None) or {}).get("distill_config")
-    if raw:
-        fields = DistillConfig.from_json(raw).student_sampling()
+    fields = recorded_sampling(model) or {}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if {"steps", "sway_sampling_coef"} & set(overrides):  # an explicit step count or sway replaces a student's grid
         fields.pop("t_grid", None)

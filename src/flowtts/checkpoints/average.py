@@ -7,14 +7,6 @@ from collections.abc import Sequence
 import torch
 
 
-def _sampling(model) -> dict | None:
-    """The sampling settings a distilled student records (``None`` for other models)."""
-    from flowtts.train.distill import DistillConfig
-
-    raw = (getattr(model, "metadata", None) or {}).get("distill_config")
-    return DistillConfig.from_json(raw).student_sampling() if raw else None
-
-
 def average(models: Sequence, weights: Sequence[float] | None = None):
     """A model whose every floating parameter and buffer is the weighted mean of ``models``'.
 
@@ -36,6 +28,8 @@ def average(models: Sequence, weights: Sequence[float] | None = None):
     """
     import copy
 
+    from flowtts.train.distill import recorded_sampling
+
     if len(models) < 2:
         raise ValueError(f"average needs two or more models, got {len(models)}")
     weights = [1.0] * len(models) if weights is None else [float(w) for w in weights]
@@ -49,7 +43,7 @@ def average(models: Sequence, weights: Sequence[float] | None = None):
             raise ValueError(f"model {i} has another configuration than model 1")
         if other.vocab_char_map != first.vocab_char_map:
             raise ValueError(f"model {i} has another vocabulary than model 1")
-        if _sampling(other) != _sampling(first):
+        if recorded_sampling(other) != recorded_sampling(first):
             raise ValueError(f"model {i} is a student sampled otherwise than model 1 (steps, guidance or grid)")
     total = sum(weights)
     states = [m.state_dict() for m in models]

@@ -199,6 +199,12 @@ class DistillConfig:
         return dict(steps=self.teacher_steps, cfg_strength=self.teacher_cfg, sway_sampling_coef=self.teacher_sway)
 
 
+def recorded_sampling(model) -> dict | None:
+    """The ``sample()`` settings a distilled student records in its metadata (``None`` for other models)."""
+    raw = (getattr(model, "metadata", None) or {}).get("distill_config")
+    return DistillConfig.from_json(raw).student_sampling() if raw else None
+
+
 def check_compatible(teacher, student) -> None:
     """Raise ``ValueError`` unless the student can learn from the teacher (same mel, same vocabulary)."""
     if teacher.num_channels != student.num_channels:
@@ -279,6 +285,10 @@ class HeldOutEval:
         meta = read_metadata(self.best_path) if os.path.exists(self.best_path) else None
         if meta is not None and "eval_distance" in meta:
             self.best, self.best_step = float(meta["eval_distance"]), int(meta["step"])
+        self.history: list[tuple[int, float]] = []  # (step, distance), a resumed run's earlier ones first
+        if os.path.exists(self.csv):
+            with open(self.csv, encoding="utf-8") as f:
+                self.history = [(int(r["step"]), float(r["distance"])) for r in csv.DictReader(f)]
         start_log(self.csv, EVAL_COLUMNS, 0)
 
     def distance(self, student) -> float:
@@ -294,6 +304,7 @@ class HeldOutEval:
             extra = {"step": step, "distill_config": json.dumps(asdict(self.config)), "eval_distance": repr(distance)}
             save_model(student, self.best_path, extra=extra)
         append_log(self.csv, [step, f"{distance:.8g}", f"{self.best:.8g}", self.best_step])
+        self.history.append((step, distance))
         return distance
 
 
@@ -391,14 +402,10 @@ def distill(
             os.path.join(out_dir, "student.safetensors"),
             extra={"step": step, "distill_config": json.dumps(asdict(config))},
         )
-        distances = None
-        if evaluator is not None and os.path.exists(evaluator.csv):
-            with open(evaluator.csv, encoding="utf-8") as f:
-                distances = [(int(r["step"]), float(r["distance"])) for r in csv.DictReader(f)]
         plot_loss_curve(
             csv_path,
             os.path.join(out_dir, "loss.png"),
-            {"held-out distance to teacher": distances},
+            {"held-out distance to teacher": evaluator.history if evaluator is not None else None},
             ylabel="squared log-mel distance to the teacher",
         )
 
