@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 
 
@@ -248,6 +249,72 @@ def _infer(args: argparse.Namespace) -> int:
             seconds = result.wave.numel() / rate
             what = f"seed {result.seed}" if pieces is None else f"{len(pieces)} pieces from seed {result.seed}"
             print(f"{target}: {seconds:.2f} s, {what}", file=sys.stderr)
+    return 0
+
+
+def _spans(value: str) -> tuple[tuple[float, float], ...]:
+    """argparse type of ``edit --parts``: comma-separated START-END seconds."""
+    number = r"\s*(\d+(?:\.\d*)?|\.\d+)\s*"
+    spans = []
+    for item in value.split(","):
+        match = re.fullmatch(f"{number}-{number}", item)
+        if match is None:
+            raise argparse.ArgumentTypeError(f"expected comma-separated START-END seconds (e.g. 1.4-2.4), got {item!r}")
+        spans.append((float(match[1]), float(match[2])))
+    return tuple(spans)
+
+
+def _edit(args: argparse.Namespace) -> int:
+    import torch
+
+    from flowtts.audio.io import read_audio, write_audio
+    from flowtts.audio.vocoders import load_vocoder
+    from flowtts.checkpoints.loader import load
+    from flowtts.edit import edit_speech
+    from flowtts.infer import recommended_options, save_mel_png
+
+    if not args.text.strip():
+        raise UserError("--text is empty")
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {args.steps}")
+    if not args.target_rms > 0:
+        raise UserError(f"--target-rms must be positive, got {args.target_rms}")
+    if args.durations is not None and len(args.durations) != len(args.parts):
+        raise UserError(f"--durations gives {len(args.durations)} lengths for {len(args.parts)} --parts")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        raise UserError(f"output directory does not exist: {os.path.dirname(args.output)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load(args.model, preset=args.preset, vocab=args.vocab, device=args.device)
+    rate = model.mel_spec.target_sample_rate
+    wave, _ = read_audio(args.audio, rate)
+    options = recommended_options(
+        model,
+        steps=args.steps,
+        cfg_strength=args.cfg,
+        sway_sampling_coef=args.sway,
+        dtype=args.dtype,
+        target_rms=args.target_rms,
+    )
+    result = edit_speech(
+        model,
+        wave,
+        args.text,
+        args.parts,
+        durations=args.durations,
+        vocoder=load_vocoder(model.mel_spec, args.vocoder_path),
+        options=options,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    write_audio(args.output, result.wave, rate)
+    if args.save_mel:
+        save_mel_png(result.mel, args.save_mel, title=args.text[:60])
+    if not args.quiet:
+        frame = model.mel_spec.hop_length / rate
+        spans = ", ".join(f"{a * frame:.2f}-{b * frame:.2f} s" for a, b in result.spans)
+        seconds = result.wave.numel() / rate
+        print(f"{args.output}: {seconds:.2f} s, new speech at {spans}, seed {result.seed}", file=sys.stderr)
     return 0
 
 
@@ -578,6 +645,39 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--save-mel", help="also write the spectrogram as a PNG (a directory's files with --text-file)")
     infer.add_argument("-q", "--quiet", action="store_true")
     infer.set_defaults(func=_infer)
+
+    ed = sub.add_parser(
+        "edit", help="make a recording say new words in chosen spans, keeping the rest (F5-TTS's speech editing)"
+    )
+    ed.add_argument("--audio", required=True, help="the recording to edit (any format soundfile reads)")
+    ed.add_argument("--text", required=True, help="transcript of the whole recording after the edit")
+    ed.add_argument(
+        "--parts",
+        required=True,
+        type=_spans,
+        help="spans to replace, START-END seconds, comma-separated (1.4-2.4,4-4.9)",
+    )
+    ed.add_argument(
+        "--durations", type=_times, help="new length in seconds of each part, comma-separated (default: their own)"
+    )
+    ed.add_argument("-o", "--output", default="edited.wav")
+    ed.add_argument("--model", "--ckpt_file", default="builtin", help="flowtts or F5-TTS checkpoint, or 'builtin'")
+    ed.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
+    ed.add_argument("--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
+    ed.add_argument("--steps", "--nfe_step", type=int, help="solver steps (default 32, or a student's own)")
+    ed.add_argument("--cfg", "--cfg_strength", type=float, help="guidance strength (default 2, or a student's own)")
+    ed.add_argument("--sway", "--sway_sampling_coef", type=float, help="sway sampling coefficient (default -1)")
+    ed.add_argument(
+        "--target-rms", "--target_rms", type=float, default=0.1, help="quieter recordings are raised to this RMS"
+    )
+    ed.add_argument("--seed", type=int)
+    ed.add_argument("--device", default="cpu")
+    ed.add_argument("--dtype", choices=DTYPE_CHOICES, help="network precision (autocast)")
+    ed.add_argument("--threads", type=int)
+    ed.add_argument("--vocoder-path", help="local Vocos directory (config.yaml + weights); default Griffin-Lim")
+    ed.add_argument("--save-mel", help="also write the edited spectrogram as a PNG")
+    ed.add_argument("-q", "--quiet", action="store_true")
+    ed.set_defaults(func=_edit)
 
     av = sub.add_parser("average", help="average the weights of models that share a starting point (a model soup)")
     av.add_argument("models", nargs="+", help="two or more flowtts files of one architecture")
