@@ -374,10 +374,20 @@ def _train(args: argparse.Namespace) -> int:
         model = build_model(args.preset or "tiny", vocab)
     from flowtts.text import unknown_characters
 
+    if args.extend_vocab and not args.init:
+        raise UserError("--extend-vocab extends the vocabulary of an --init checkpoint (from scratch, --vocab is used)")
     if model.vocab_char_map is not None:
-        missing = unknown_characters([it["text"] for it in dataset.items], model.vocab_char_map)
-        if missing:
-            logging.getLogger("flowtts").warning("dataset characters outside the vocabulary: %s", " ".join(missing))
+        missing = unknown_characters(dataset.texts, model.vocab_char_map)
+        if missing and args.extend_vocab:
+            from flowtts.model.build import extend_vocab
+
+            model = extend_vocab(model, missing, seed=args.seed)
+            if not args.quiet:
+                print(f"vocabulary extended by {len(missing)} units: {' '.join(missing)}", file=sys.stderr)
+        elif missing:
+            logging.getLogger("flowtts").warning(
+                "dataset units outside the vocabulary (read as id 0; --extend-vocab adds them): %s", " ".join(missing)
+            )
     config = TrainConfig(
         steps=args.steps,
         lr=args.lr,
@@ -714,6 +724,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--init", help="fine-tune from this checkpoint (flowtts or official F5-TTS)")
     tr.add_argument("--init-preset", help="architecture of an official --init checkpoint")
     tr.add_argument("--vocab", help="vocab.txt (default: the dataset's, or the --init checkpoint's)")
+    tr.add_argument(
+        "--extend-vocab",
+        action="store_true",
+        help="add the dataset's units that the --init checkpoint's vocabulary lacks (new embedding rows; F5-TTS's "
+        "extend vocab)",
+    )
     tr.add_argument("--steps", type=int, default=10_000)
     tr.add_argument("--lr", type=float, default=7.5e-5)
     tr.add_argument("--warmup", type=int, default=1_000)

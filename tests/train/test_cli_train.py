@@ -1,7 +1,7 @@
 import os
 
 from flowtts.cli import main
-from train.helpers import write_corpus
+from train.helpers import tiny_model, write_corpus
 
 
 def test_data_prepare_and_train_from_the_command_line(tmp_path, capsys):
@@ -52,3 +52,39 @@ def test_train_user_errors(tmp_path, capsys):
         == 2
     )
     assert "unknown preset" in capsys.readouterr().err
+
+
+def test_fine_tuning_with_extend_vocab_adds_the_datasets_new_units(tmp_path, capsys, caplog):
+    import pytest
+    import torch
+
+    import flowtts
+    from flowtts.model.build import EMBEDDING_KEY
+    from train.test_data import write_chinese_corpus
+
+    pytest.importorskip("rjieba")
+    base = tmp_path / "base.safetensors"
+    flowtts.save(tiny_model({c: i for i, c in enumerate(" abcdefghijklmnopqrstuvwxyz")}), base)
+    write_chinese_corpus(str(tmp_path / "zh"))
+    assert main(["data", "prepare", str(tmp_path / "zh" / "metadata.csv"), "--out", str(tmp_path / "p"), "-q"]) == 0
+    args = ["train", "--data", str(tmp_path / "p"), "--init", str(base), "--steps", "1", "--warmup", "1"]
+    args += ["--batch-frames", "400", "--save-every", "1"]
+
+    assert main([*args, "--out", str(tmp_path / "plain"), "-q"]) == 0
+    warned = caplog.text
+    assert "outside the vocabulary" in warned and "--extend-vocab adds them" in warned and "hao3" in warned
+
+    assert main([*args, "--out", str(tmp_path / "grown"), "--extend-vocab"]) == 0
+    assert "vocabulary extended by 9 units: hao3 hui2 jia1" in capsys.readouterr().err
+    grown = flowtts.load(tmp_path / "grown" / "model.safetensors")
+    base_model = flowtts.load(base)
+    new = [u for u in grown.vocab_char_map if u not in base_model.vocab_char_map]
+    assert "hao3" in new and all(grown.vocab_char_map[u] >= 27 for u in new)
+    assert all(grown.vocab_char_map[c] == i for c, i in base_model.vocab_char_map.items())
+    rows = grown.state_dict()[EMBEDDING_KEY].shape[0]
+    assert rows == 28 + len(new) and torch.isfinite(grown.state_dict()[EMBEDDING_KEY]).all()
+    assert main([*args, "--out", str(tmp_path / "grown"), "--extend-vocab", "-q"]) == 0  # resumes: same vocabulary
+
+    scratch = ["train", "--data", str(tmp_path / "p"), "--out", str(tmp_path / "s"), "--extend-vocab", "-q"]
+    assert main(scratch) == 2
+    assert "--extend-vocab extends the vocabulary of an --init checkpoint" in capsys.readouterr().err

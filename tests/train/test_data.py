@@ -35,6 +35,40 @@ def test_prepare_keeps_good_rows_and_reports_bad_ones(tmp_path):
     assert (tmp_path / "prepared" / "vocab.txt").read_text().startswith(" \n")
 
 
+CHINESE = ["你好世界", "a cat sat", "我们回家了"]
+
+
+def write_chinese_corpus(directory) -> str:
+    """:func:`write_corpus`'s audio with two Chinese transcripts; returns the metadata path."""
+    meta = write_corpus(directory, n=3)
+    rows = [f"wavs/{i:03d}.wav|{text}" for i, text in enumerate(CHINESE)]
+    with open(meta, "w", encoding="utf-8") as f:
+        f.write("audio_file|text\n" + "\n".join(rows) + "\n")
+    return meta
+
+
+def test_chinese_text_is_prepared_as_the_pinyin_units_inference_reads(tmp_path):
+    pytest.importorskip("pypinyin")
+    pytest.importorskip("rjieba")
+    from flowtts.infer import _units
+    from flowtts.model.build import build_model
+    from flowtts.text import load_vocab
+    from flowtts.text.pinyin import to_pinyin
+
+    meta = write_chinese_corpus(tmp_path)
+    prepare_dataset(meta, None, str(tmp_path / "prepared"), progress=False)
+    ds = MelDataset(str(tmp_path / "prepared"))
+    assert ds[0][1] == to_pinyin([CHINESE[0]])[0] and ds[2][1] == to_pinyin([CHINESE[2]])[0]
+    assert ds[1][1] == "a cat sat" and "units" not in ds.items[1]
+    assert [it["text"] for it in ds.items] == CHINESE  # the transcript itself is kept too
+    assert ds.texts == [ds[i][1] for i in range(3)]
+    vocab = load_vocab(ds.vocab_path())
+    assert "hao3" in vocab and "你" not in vocab
+    assert all(unit in vocab for text in ds.texts for unit in text)
+    model = build_model("tiny", vocab)
+    assert _units(model, CHINESE[0]) == ds[0][1]  # what inference feeds the model for the same text
+
+
 def test_metadata_and_vocab_helpers(tmp_path):
     (tmp_path / "m.csv").write_text("audio_file|text\na.wav|hello|world\n\nb.wav|x\n", encoding="utf-8")
     assert read_metadata(str(tmp_path / "m.csv")) == [(2, "a.wav", "hello|world"), (4, "b.wav", "x")]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import torch
 
 from flowtts.config import ModelConfig, get_preset
 from flowtts.model.cfm import CFM
@@ -36,3 +38,52 @@ def build_model(config: ModelConfig | str, vocab: Mapping[str, int] | None = Non
     )
     model.config = config
     return model
+
+
+EMBEDDING_KEY = "transformer.text_embed.text_embed.weight"
+
+
+def extend_vocab(model: CFM, tokens: Sequence[str], *, seed: int = 0) -> CFM:
+    """A copy of ``model`` whose vocabulary also has ``tokens``, for fine-tuning on text it has no ids for.
+
+    F5-TTS's fine-tuning tools do the same ("extend vocab"): the new tokens are appended to the
+    vocabulary in the order given, every existing id and weight stays as it is, and the text embedding
+    grows by one row per new token, drawn from N(0, 1) (as ``nn.Embedding`` initialises) by a generator
+    seeded with ``seed``. The copy has no metadata (a student's sampling settings do not carry over).
+
+    Args:
+        model: A :class:`CFM` with a character vocabulary and its ``config`` (built or loaded by flowtts).
+        tokens: New tokens (characters, or units such as pinyin syllables).
+        seed: Seed of the new embedding rows.
+
+    Raises:
+        ValueError: No tokens, a token that is empty, has a newline, repeats or is in the vocabulary
+            already, or a model without a character vocabulary or config.
+    """
+    vocab = model.vocab_char_map
+    config = getattr(model, "config", None)
+    if vocab is None or config is None:
+        raise ValueError(
+            "extend_vocab needs a model with a character vocabulary and its config "
+            "(a UTF-8 byte model has no vocabulary to extend)"
+        )
+    tokens = list(tokens)
+    if not tokens:
+        raise ValueError("tokens is empty: nothing to add to the vocabulary")
+    for token in tokens:
+        if not isinstance(token, str) or not token or "\n" in token:
+            raise ValueError(f"tokens must be non-empty strings without newlines, got {token!r}")
+    known = sorted({t for t in tokens if t in vocab})
+    if known:
+        raise ValueError(f"tokens already in the vocabulary: {' '.join(repr(t) for t in known)}")
+    if len(set(tokens)) != len(tokens):
+        raise ValueError("tokens must not repeat")
+    new_vocab = {**vocab, **{t: len(vocab) + i for i, t in enumerate(tokens)}}
+    state = model.state_dict()
+    old = state[EMBEDDING_KEY]
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randn(len(tokens), old.shape[1], generator=g, dtype=torch.float32)
+    state[EMBEDDING_KEY] = torch.cat((old, rows.to(old)))
+    grown = build_model(config, new_vocab)
+    grown.load_state_dict(state)
+    return grown.to(device=old.device, dtype=old.dtype)

@@ -3,7 +3,9 @@
 A prepared dataset is a directory with
 
 * ``mels.npy``: all mels concatenated along frames, float16, shape ``(total_frames, n_mels)``;
-* ``index.jsonl``: one JSON object per utterance: ``offset``, ``frames``, ``text``, ``audio``;
+* ``index.jsonl``: one JSON object per utterance: ``offset``, ``frames``, ``text``, ``audio``, and for
+  text with Chinese characters ``units``, its pinyin units (F5-TTS's data preparation converts such text
+  to pinyin, and inference does the same, so a model must learn from the same units);
 * ``dataset.json``: mel settings, counts, and the rows that were skipped with the reason;
 * ``vocab.txt``: the character vocabulary (space first, id 0), unless one was given.
 """
@@ -50,8 +52,20 @@ def read_metadata(path: str) -> list[tuple[int, str, str]]:
     return rows
 
 
-def build_vocab(texts: Sequence[str]) -> dict[str, int]:
-    """Character vocabulary of ``texts``: space at id 0 (F5-TTS's unknown/filler convention), then sorted."""
+def _units(text: str) -> str | list[str]:
+    """What the model reads of ``text``: pinyin units if it has Chinese characters (as F5-TTS), else itself."""
+    from flowtts.text.pinyin import needs_pinyin
+
+    if not needs_pinyin(text):
+        return text
+    from flowtts.text.pinyin import to_pinyin
+
+    return to_pinyin([text])[0]
+
+
+def build_vocab(texts: Sequence[str | Sequence[str]]) -> dict[str, int]:
+    """Vocabulary of the units of ``texts`` (characters, or pinyin unit lists): space at id 0 (F5-TTS's
+    unknown/filler convention), then sorted."""
     chars = sorted({c for t in texts for c in t} - {" "})
     return {c: i for i, c in enumerate([" ", *chars])}
 
@@ -74,7 +88,7 @@ def prepare_dataset(
         audio_dir: Folder the audio paths are relative to (default: the metadata's folder).
         out_dir: Output directory (created).
         mel_spec: :class:`flowtts.model.mel.MelSpec` (default: F5-TTS's 24 kHz vocos mel).
-        vocab: Character vocabulary to use; built from the kept texts when ``None``.
+        vocab: Character vocabulary to use; built from the kept texts' units when ``None``.
         max_frames: Longest utterance kept (rows over it are reported, never truncated).
         min_frames: Shortest utterance kept.
         progress: Show a progress bar.
@@ -119,16 +133,20 @@ def prepare_dataset(
         if frames < min_frames:
             skipped.append((n, audio, f"too short ({frames} frames < {min_frames})"))
             continue
-        if len(text) >= frames:
-            skipped.append((n, audio, f"text longer than the audio ({len(text)} chars, {frames} frames)"))
+        units = _units(text)
+        if len(units) >= frames:
+            skipped.append((n, audio, f"text longer than the audio ({len(units)} units, {frames} frames)"))
             continue
-        kept.append({"offset": offset, "frames": frames, "text": text, "audio": audio})
+        item = {"offset": offset, "frames": frames, "text": text, "audio": audio}
+        if not isinstance(units, str):
+            item["units"] = units
+        kept.append(item)
         mels.append(mel.astype(np.float16))
         offset += frames
     if not kept:
         raise ValueError(f"{metadata}: no usable rows ({len(skipped)} skipped)")
     if vocab is None:
-        vocab = build_vocab([k["text"] for k in kept])
+        vocab = build_vocab([k.get("units", k["text"]) for k in kept])
     with atomic_output(os.path.join(out_dir, "mels.npy")) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, np.concatenate(mels, axis=0))
@@ -156,7 +174,8 @@ def prepare_dataset(
 
 
 class MelDataset(torch.utils.data.Dataset):
-    """A prepared dataset: items are ``(mel (n, d) float32, text)``."""
+    """A prepared dataset: items are ``(mel (n, d) float32, text)``, the text as the model reads it (a
+    string, or the pinyin unit list of a text with Chinese characters)."""
 
     def __init__(self, directory: str):
         index = os.path.join(directory, "index.jsonl")
@@ -178,10 +197,15 @@ class MelDataset(torch.utils.data.Dataset):
     def frames(self) -> list[int]:
         return [it["frames"] for it in self.items]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str | list[str]]:
         it = self.items[i]
         mel = np.asarray(self.mels[it["offset"] : it["offset"] + it["frames"]], dtype=np.float32)
-        return torch.from_numpy(mel), it["text"]
+        return torch.from_numpy(mel), it.get("units", it["text"])
+
+    @property
+    def texts(self) -> list[str | list[str]]:
+        """Every item's text as the model reads it (see ``__getitem__``)."""
+        return [it.get("units", it["text"]) for it in self.items]
 
     def vocab_path(self) -> str:
         return os.path.join(self.directory, "vocab.txt")
