@@ -318,6 +318,25 @@ def _edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from flowtts.checkpoints.export import export_upstream
+    from flowtts.checkpoints.loader import load
+
+    model = load(args.model, preset=args.preset, vocab=args.vocab)
+    try:
+        paths = export_upstream(model, args.out, name=args.name, dtype=args.dtype, overwrite=args.force)
+    except FileExistsError as exc:
+        raise UserError(f"{exc}".replace("pass overwrite=True (--force)", "--force")) from None
+    for note in paths["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {paths['weights']}, {paths['vocab']}, {paths['config']}; with F5-TTS:")
+    print(
+        f"  f5-tts_infer-cli --model_cfg {paths['config']} --ckpt_file {paths['weights']} "
+        f"--vocab_file {paths['vocab']} --ref_audio REF.wav --ref_text '...' --gen_text '...'"
+    )
+    return 0
+
+
 def _data_prepare(args: argparse.Namespace) -> int:
     from flowtts.text import load_vocab
     from flowtts.train.data import prepare_dataset
@@ -696,6 +715,16 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("--dtype", choices=DTYPE_CHOICES, help="stored precision (default float32)")
     av.add_argument("--force", action="store_true", help="overwrite --output")
     av.set_defaults(func=_average)
+
+    ex = sub.add_parser("export", help="write a model in F5-TTS's layout (weights, vocab.txt, model config)")
+    ex.add_argument("model", help="flowtts file, official checkpoint, or 'builtin' / 'builtin:student'")
+    ex.add_argument("-o", "--out", required=True, help="directory for NAME.safetensors, vocab.txt, NAME.yaml")
+    ex.add_argument("--name", default="model", help="file stem and the config's model name (default: model)")
+    ex.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
+    ex.add_argument("--vocab", help="vocab.txt of an official checkpoint")
+    ex.add_argument("--dtype", choices=DTYPE_CHOICES, help="stored precision (default: as loaded)")
+    ex.add_argument("--force", action="store_true", help="replace existing files")
+    ex.set_defaults(func=_export)
 
     data = sub.add_parser("data", help="prepare training data, or synthesise an offline corpus")
     data_sub = data.add_subparsers(dest="data_command", required=True)
