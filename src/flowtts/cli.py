@@ -115,6 +115,16 @@ def _apply_config(args: argparse.Namespace) -> dict:
     return config["voices"]
 
 
+def _load_model(args: argparse.Namespace):
+    """``--model`` with its ``--preset``/``--vocab`` (and ``--device``), saying which preset the shapes matched."""
+    from flowtts.checkpoints.loader import load
+
+    model = load(args.model, preset=args.preset, vocab=args.vocab, device=getattr(args, "device", None) or "cpu")
+    if getattr(model, "preset", None) and args.preset is None and not getattr(args, "quiet", False):
+        print(f"using preset {model.preset} (matched by parameter shapes)", file=sys.stderr)
+    return model
+
+
 def _infer(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -122,7 +132,6 @@ def _infer(args: argparse.Namespace) -> int:
 
     from flowtts.audio.io import write_audio
     from flowtts.audio.vocoders import load_vocoder
-    from flowtts.checkpoints.loader import load
     from flowtts.infer import load_reference, recommended_options, save_mel_png, synthesize
     from flowtts.voices import VOICE_TAG, Voice, split_voices
 
@@ -172,9 +181,7 @@ def _infer(args: argparse.Namespace) -> int:
     if args.text_file is not None and os.path.isfile(args.output):
         raise UserError(f"with --text-file, -o must be a directory, and {args.output} is a file")
 
-    model = load(args.model, preset=args.preset, vocab=args.vocab, device=args.device)
-    if getattr(model, "preset", None) and args.preset is None and not args.quiet:
-        print(f"using preset {model.preset} (matched by parameter shapes)", file=sys.stderr)
+    model = _load_model(args)
     rate = model.mel_spec.target_sample_rate
     options = recommended_options(
         model,
@@ -269,7 +276,6 @@ def _edit(args: argparse.Namespace) -> int:
 
     from flowtts.audio.io import read_audio, write_audio
     from flowtts.audio.vocoders import load_vocoder
-    from flowtts.checkpoints.loader import load
     from flowtts.edit import edit_speech
     from flowtts.infer import recommended_options, save_mel_png
 
@@ -285,7 +291,7 @@ def _edit(args: argparse.Namespace) -> int:
         raise UserError(f"output directory does not exist: {os.path.dirname(args.output)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load(args.model, preset=args.preset, vocab=args.vocab, device=args.device)
+    model = _load_model(args)
     rate = model.mel_spec.target_sample_rate
     wave, _ = read_audio(args.audio, rate)
     options = recommended_options(
@@ -320,9 +326,8 @@ def _edit(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from flowtts.checkpoints.export import export_upstream
-    from flowtts.checkpoints.loader import load
 
-    model = load(args.model, preset=args.preset, vocab=args.vocab)
+    model = _load_model(args)
     try:
         paths = export_upstream(model, args.out, name=args.name, dtype=args.dtype, overwrite=args.force)
     except FileExistsError as exc:
