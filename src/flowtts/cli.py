@@ -426,6 +426,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         bf16=args.bf16,
         isolate_batch=args.isolate_batch,
+        grad_accum=args.grad_accum,
     )
     summary = train(model, dataset, args.out, config, held_out=held_out, progress=not args.quiet)
     print(f"step {summary['step']}, loss {summary['loss']:.4f}, {summary['seconds']:.0f} s; weights in {args.out}")
@@ -769,6 +770,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--warmup", type=int, default=1_000)
     tr.add_argument("--batch-frames", type=int, default=8_000)
     tr.add_argument("--max-samples", type=int, default=32)
+    tr.add_argument(
+        "--grad-accum",
+        "--grad_accumulation_steps",
+        type=int,
+        default=1,
+        help="frame batches per optimiser step (their mean losses averaged, as F5-TTS's grad_accumulation_steps)",
+    )
     tr.add_argument("--grad-clip", type=float, default=1.0)
     tr.add_argument("--ema-decay", type=float, default=0.999)
     tr.add_argument("--save-every", type=int, default=500)

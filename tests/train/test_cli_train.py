@@ -28,6 +28,8 @@ def test_data_prepare_and_train_from_the_command_line(tmp_path, capsys):
         "1",
         "--lr",
         "1e-3",
+        "--grad-accum",
+        "2",
         "-q",
     ]
     assert main(args) == 0
@@ -52,6 +54,10 @@ def test_train_user_errors(tmp_path, capsys):
         == 2
     )
     assert "unknown preset" in capsys.readouterr().err
+    bad = ["train", "--data", str(tmp_path / "prepared"), "--out", str(tmp_path / "r3"), "--grad-accum", "0", "-q"]
+    assert main(bad) == 2
+    assert "grad_accum must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "r3").exists()
 
 
 def test_fine_tuning_with_extend_vocab_adds_the_datasets_new_units(tmp_path, capsys, caplog):

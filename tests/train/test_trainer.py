@@ -98,6 +98,43 @@ def test_architecture_mismatch_on_resume_is_refused(corpus, tmp_path):
         train(other, ds, str(tmp_path), _config(steps=4), progress=False)
 
 
+def test_gradient_accumulation_steps_on_the_mean_of_its_micro_batch_gradients(corpus, tmp_path):
+    import copy
+
+    from flowtts.train.data import frame_batches
+    from flowtts.train.trainer import _step_generator, load_checkpoint
+
+    ds = MelDataset(corpus)
+    model = tiny_model(load_vocab(ds.vocab_path()))
+    start = copy.deepcopy(model)
+    config = _config(steps=1, grad_accum=3, grad_clip=1e9, save_every=1)
+    train(model, ds, str(tmp_path), config, progress=False)
+    optimizer = load_checkpoint(str(tmp_path / "last.pt"))["optimizer"]["state"]
+    used = [optimizer[i]["exp_avg"] / 0.1 for i in range(len(optimizer))]  # Adam's first moment after one step
+
+    # Independent reference: the first three frame batches of epoch 0, each with its own draws, their mean
+    # losses averaged, one backward.
+    batches = frame_batches(ds.frames, config.batch_frames, config.max_samples, config.seed, 0)
+    assert len(batches) >= 3
+    start.train()
+    total = 0.0
+    for micro, indices in enumerate(batches[:3]):
+        mels, lens, texts = collate([ds[i] for i in indices])
+        draws = start.draw(lens, mels.shape[1], _step_generator(config.seed, micro, "cpu"))
+        loss_sum, _, _ = start(mels, texts, lens=lens, draws=draws, reduction="sum")
+        total = total + loss_sum / (int(draws.span.sum()) * start.num_channels)
+        if micro == 0:
+            first = torch.autograd.grad(loss_sum, [p for p in start.parameters()], retain_graph=True, allow_unused=True)
+    (total / 3).backward()
+    params = [p for p in start.parameters() if p.requires_grad]
+    assert len(params) == len(used)
+    largest = max(float(p.grad.abs().max()) for p in params)
+    for p, g in zip(params, used):
+        torch.testing.assert_close(g, p.grad, atol=1e-6 * largest, rtol=1e-4)
+    # and it is not just the first micro-batch's gradient
+    assert any(f is not None and not torch.allclose(f, p.grad, rtol=0.05) for f, p in zip(first, params))
+
+
 DDP_SCRIPT = """
 import sys, torch
 sys.path.insert(0, {tests!r})
@@ -109,21 +146,22 @@ import torch.distributed as dist
 ds = MelDataset({corpus!r})
 model = tiny_model(load_vocab(ds.vocab_path()))
 cfg = TrainConfig(steps=6, lr=3e-3, warmup=2, batch_frames=400, max_samples=4, save_every=6, log_every=1, seed=3,
-                  isolate_batch=True)
+                  isolate_batch=True, grad_accum={accum})
 train(model, ds, {out!r}, cfg, progress=False)
 rank = dist.get_rank() if dist.is_initialized() else 0
 torch.save(model.state_dict(), {out!r} + f"/params{{rank}}.pt")
 """
 
 
-def test_two_process_torchrun_matches_one_process(corpus, tmp_path):
+@pytest.mark.parametrize("accum", [1, 2])
+def test_two_process_torchrun_matches_one_process(corpus, tmp_path, accum):
     tests = os.path.dirname(os.path.dirname(__file__))
     results = {}
     for n in (1, 2):
         out = str(tmp_path / f"n{n}")
         os.makedirs(out)
         script = tmp_path / f"run{n}.py"
-        script.write_text(DDP_SCRIPT.format(tests=tests, corpus=corpus, out=out))
+        script.write_text(DDP_SCRIPT.format(tests=tests, corpus=corpus, out=out, accum=accum))
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--standalone"]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(cmd + [str(script)], capture_output=True, text=True, env=env, timeout=300)

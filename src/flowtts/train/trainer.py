@@ -9,6 +9,7 @@ and N processes match one process with the same global batch up to float roundin
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -48,9 +49,10 @@ class TrainConfig:
     seed: int = 0
     bf16: bool | None = None  # None: on for CUDA, off for CPU
     isolate_batch: bool = False  # True: no padding leaks between samples (exact DDP == 1 process), slower
+    grad_accum: int = 1  # frame batches per optimiser step (F5-TTS's grad_accumulation_steps)
 
     def __post_init__(self):
-        for name in ("steps", "batch_frames", "max_samples", "save_every", "log_every"):
+        for name in ("steps", "batch_frames", "max_samples", "save_every", "log_every", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1:
@@ -301,77 +303,90 @@ def train(
         save_model(ema, os.path.join(out_dir, "model.safetensors"), extra={"step": step})
         plot_loss_curve(csv_path, os.path.join(out_dir, "loss.png"))
 
+    batches = frame_batches(frames, config.batch_frames, config.max_samples, config.seed, epoch)
+
+    def next_batch() -> list[int]:
+        nonlocal epoch, batch_in_epoch, batches
+        while batch_in_epoch >= len(batches):
+            epoch, batch_in_epoch = epoch + 1, 0
+            batches = frame_batches(frames, config.batch_frames, config.max_samples, config.seed, epoch)
+        batch_in_epoch += 1
+        return batches[batch_in_epoch - 1]
+
+    accum = config.grad_accum
     try:
         while step < stop:
-            batches = frame_batches(frames, config.batch_frames, config.max_samples, config.seed, epoch)
-            while batch_in_epoch < len(batches) and step < stop:
-                indices = batches[batch_in_epoch]
+            optimizer.zero_grad(set_to_none=True)
+            loss_sums = []
+            for micro in range(accum):
+                indices = next_batch()
                 mels, lens, texts = collate([dataset[i] for i in indices])
                 mels, lens = mels.to(device), lens.to(device)
-                generator = _step_generator(config.seed, step, device)
+                draw_index = step * accum + micro  # one random stream per micro-batch (= step without accumulation)
+                generator = _step_generator(config.seed, draw_index, device)
                 draws = model.draw(lens, mels.shape[1], generator)
                 total_span = int(draws.span.sum()) * model.num_channels  # loss elements of the global batch
                 rows = list(range(rank, len(indices), world))
                 weight = 1.0
                 if not rows:  # fewer rows than ranks: run one row with weight 0 to join the all-reduce
                     rows, weight = [0], 0.0
-                torch.manual_seed(config.seed * 104_729 + step * world + rank)  # dropout
+                torch.manual_seed(config.seed * 104_729 + draw_index * world + rank)  # dropout
                 local_frames = int(lens[rows].max())
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss_sum, _, _ = net(
-                        mels[rows, :local_frames],
-                        [texts[r] for r in rows],
-                        lens=lens[rows],
-                        draws=draws.select(rows, local_frames),
-                        reduction="sum",
-                        isolate_batch=config.isolate_batch,
-                    )
-                loss_sum = loss_sum * weight
-                # DDP averages gradients over ranks; scaling by world size makes the result the
-                # gradient of the global mean.
-                loss = loss_sum * world / max(total_span, 1)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
-                optimizer.step()
-                scheduler.step()
-                ema_update(ema, model, config.ema_decay)
-                step += 1
-                batch_in_epoch += 1
-                last_loss = dist_utils.mean_over_ranks(loss_sum.detach() / max(total_span, 1) * world, env)
+                # Only the last micro-batch's backward all-reduces under DDP (the sum is the same).
+                sync = micro == accum - 1 or not hasattr(net, "no_sync")
+                with contextlib.nullcontext() if sync else net.no_sync():
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                        loss_sum, _, _ = net(
+                            mels[rows, :local_frames],
+                            [texts[r] for r in rows],
+                            lens=lens[rows],
+                            draws=draws.select(rows, local_frames),
+                            reduction="sum",
+                            isolate_batch=config.isolate_batch,
+                        )
+                    loss_sum = loss_sum * weight
+                    # DDP averages gradients over ranks; scaling by world size makes the result the
+                    # gradient of the global mean; micro-batches count equally, as in F5-TTS's accumulation.
+                    loss = loss_sum * world / max(total_span, 1) / accum
+                    loss.backward()
+                loss_sums.append(loss_sum.detach() / max(total_span, 1) * world)
                 window_frames += int(lens.sum())
-                if on_step is not None:
-                    on_step(step, last_loss)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+            optimizer.step()
+            scheduler.step()
+            ema_update(ema, model, config.ema_decay)
+            step += 1
+            last_loss = dist_utils.mean_over_ranks(torch.stack(loss_sums).mean(), env)
+            if on_step is not None:
+                on_step(step, last_loss)
 
-                if step % config.log_every == 0 or step == stop:
-                    elapsed = time.perf_counter() - window_start
-                    fps = window_frames / max(elapsed, 1e-9)
-                    window_frames, window_start = 0, time.perf_counter()
-                    row = {
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": f"{last_loss:.5f}",
-                        "lr": f"{scheduler.get_last_lr()[0]:.3e}",
-                        "grad_norm": f"{grad_norm:.4f}",
-                        "frames_per_s": f"{fps:.0f}",
-                        "elapsed_s": f"{time.perf_counter() - start:.1f}",
-                        "val_loss": "",
-                        "wrong_text_loss": "",
-                    }
-                    if eval_batch is not None and (step % config.eval_every == 0 or step == stop):
-                        right, wrong = _text_gap(ema, eval_batch, config.seed, device, config.isolate_batch)
-                        row["val_loss"], row["wrong_text_loss"] = f"{right:.5f}", f"{wrong:.5f}"
-                    if rank == 0:
-                        with open(csv_path, "a", newline="", encoding="utf-8") as f:
-                            csv.DictWriter(f, LOG_COLUMNS).writerow(row)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{last_loss:.4f}", fps=f"{fps:.0f}")
+            if step % config.log_every == 0 or step == stop:
+                elapsed = time.perf_counter() - window_start
+                fps = window_frames / max(elapsed, 1e-9)
+                window_frames, window_start = 0, time.perf_counter()
+                row = {
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": f"{last_loss:.5f}",
+                    "lr": f"{scheduler.get_last_lr()[0]:.3e}",
+                    "grad_norm": f"{grad_norm:.4f}",
+                    "frames_per_s": f"{fps:.0f}",
+                    "elapsed_s": f"{time.perf_counter() - start:.1f}",
+                    "val_loss": "",
+                    "wrong_text_loss": "",
+                }
+                if eval_batch is not None and (step % config.eval_every == 0 or step == stop):
+                    right, wrong = _text_gap(ema, eval_batch, config.seed, device, config.isolate_batch)
+                    row["val_loss"], row["wrong_text_loss"] = f"{right:.5f}", f"{wrong:.5f}"
+                if rank == 0:
+                    with open(csv_path, "a", newline="", encoding="utf-8") as f:
+                        csv.DictWriter(f, LOG_COLUMNS).writerow(row)
                 if bar is not None:
-                    bar.update(1)
-                if step % config.save_every == 0 or step == stop:
-                    checkpoint()
-            if batch_in_epoch >= len(batches):
-                epoch, batch_in_epoch = epoch + 1, 0
+                    bar.set_postfix(loss=f"{last_loss:.4f}", fps=f"{fps:.0f}")
+            if bar is not None:
+                bar.update(1)
+            if step % config.save_every == 0 or step == stop:
+                checkpoint()
     finally:
         if bar is not None:
             bar.close()
