@@ -1,6 +1,7 @@
 import os
 import sys
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -312,3 +313,29 @@ def test_upstream_gen_file_and_output_dir_spellings(model_file, tmp_path, capsys
     assert "--gen-file not found" in capsys.readouterr().err
     assert _infer(model_file, "--text", "hi", "-o", str(tmp_path / "c.wav"), "--output_dir", str(tmp_path)) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_output_dash_streams_the_same_audio_as_raw_pcm(model_file, tmp_path, capsysbinary):
+    text = "A first sentence. And then a second one."
+    assert _infer(model_file, "--text", text, "-o", str(tmp_path / "a.wav"), "--seed", "2") == 0
+    capsysbinary.readouterr()
+    assert _infer(model_file, "--text", text, "-o", "-", "--seed", "2") == 0
+    raw = capsysbinary.readouterr().out
+    streamed = np.frombuffer(raw, dtype="<i2")
+    written, _ = sf.read(tmp_path / "a.wav", dtype="int16")
+    assert streamed.shape == written.shape
+    assert np.abs(streamed.astype(int) - written.astype(int)).max() <= 1
+    assert os.listdir(tmp_path) == ["a.wav"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--text-file", "LINES"], "-o - streams one text"),
+        (["--text", "hi", "--remove-silence"], "cannot be combined with --remove-silence"),
+    ],
+)
+def test_output_dash_refuses_what_it_cannot_stream(model_file, tmp_path, capsys, extra, message):
+    lines = write_file(tmp_path, "lines.txt", "one\ntwo\n")
+    assert _infer(model_file, "-o", "-", *[lines if e == "LINES" else e for e in extra]) == 2
+    assert message in capsys.readouterr().err

@@ -93,3 +93,63 @@ def test_remove_silence_shortens_the_vocoded_output():
     assert kept.wave.numel() == 96000
     assert cut.wave.numel() == 48000  # the 3 s pause becomes 1 s
     assert torch.equal(cut.mel, kept.mel)
+
+
+def test_stream_yields_each_chunk_when_it_is_done_and_joins_to_synthesize():
+    from conftest import randomise
+    from flowtts.infer import stream, synthesize
+
+    model = randomise(build_model("tiny"), std=0.02)
+    reference = _reference(model)
+    calls = []
+
+    def vocoder(mel):
+        calls.append(mel.shape[-1])
+        return (mel.exp().mean(dim=1) - 0.5).repeat_interleave(256, dim=-1)
+
+    text = "A first sentence that is rather long, to make chunks. " * 9 + "Short. End."
+    options = InferenceOptions(steps=2)
+    pieces = []
+    for piece in stream(model, reference, text, vocoder=vocoder, options=options, seed=4):
+        pieces.append((piece, len(calls)))
+    chunks = len(calls)
+    assert chunks >= 3
+    assert pieces[0][1] == 1  # the first audio came out before the second chunk was sampled
+    calls.clear()
+    (whole,) = synthesize(model, reference, [text], vocoder=vocoder, options=options, seeds=[4], progress=False)
+    assert len(calls) == chunks
+    joined = torch.cat([p for p, _ in pieces])
+    assert joined.shape == whole.wave.shape
+    torch.testing.assert_close(joined, whole.wave, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("lengths", [[5000, 1000, 8000, 300, 4000], [100], [3000, 3600, 50, 50, 7000]])
+def test_stream_joins_chunks_shorter_than_the_fade_as_cross_fade_does(monkeypatch, lengths):
+    import flowtts.infer as infer
+
+    g = torch.Generator().manual_seed(len(lengths))
+    waves = [torch.randn(n, generator=g) for n in lengths]
+    pieces = [infer._Piece(0, j, "x", 10, j) for j in range(len(lengths))]
+    monkeypatch.setattr(infer, "_plan", lambda *args: pieces)
+    monkeypatch.setattr(infer, "_render", lambda m, r, batch, v, o: [(waves[batch[0].chunk_index], None)])
+    model = build_model("tiny")
+    options = InferenceOptions(cross_fade_seconds=3600 / 24000)
+    out = list(infer.stream(model, None, "text", vocoder=None, options=options, seed=0))
+    assert torch.equal(torch.cat(out), infer.cross_fade(waves, 3600))
+    assert all(p.numel() > 0 for p in out)
+
+
+def test_stream_refuses_what_it_cannot_stream():
+    from flowtts.infer import stream
+
+    model = build_model("tiny")
+    reference = _reference(model)
+    vocoder = lambda mel: mel.new_zeros(mel.shape[0], mel.shape[2] * 256)  # noqa: E731
+    for text, options, error, match in (
+        ("Hi.", InferenceOptions(remove_silence=True), ValueError, "cannot be streamed"),
+        ("  ", InferenceOptions(), ValueError, "text 1 is empty"),
+        (["Hi."], InferenceOptions(), TypeError, "text must be a string"),
+        ("Hi.", InferenceOptions(speed=0), ValueError, "speed must be positive"),
+    ):
+        with pytest.raises(error, match=match):
+            next(stream(model, reference, text, vocoder=vocoder, options=options))

@@ -175,6 +175,12 @@ def _infer(args: argparse.Namespace) -> int:
         raise UserError(f"--cross-fade must be >= 0, got {args.cross_fade}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    streaming = args.output == "-"
+    if streaming:
+        if args.text is None or pieces is not None:
+            raise UserError("-o - streams one text in one voice (--text or --gen-file, no voice tags)")
+        if args.remove_silence or args.save_mel:
+            raise UserError("-o - cannot be combined with --remove-silence or --save-mel (they need the whole output)")
     out_dir = os.path.dirname(os.path.abspath(args.output))
     if args.text is not None and not os.path.isdir(out_dir) and not getattr(args, "make_output_dir", False):
         raise UserError(f"output directory does not exist: {os.path.dirname(args.output)}")
@@ -220,6 +226,16 @@ def _infer(args: argparse.Namespace) -> int:
                 "or pip install 'flowtts[eval]' to transcribe English references offline"
             ) from None
     vocoder = load_vocoder(model.mel_spec, args.vocoder_path)
+    if streaming:  # raw 16-bit PCM on stdout, each piece as soon as it is final
+        from flowtts.infer import stream
+
+        if not args.quiet:
+            print(f"streaming 16-bit mono PCM at {rate} Hz to stdout", file=sys.stderr)
+        out = sys.stdout.buffer
+        for wave in stream(model, references["main"], args.text, vocoder=vocoder, options=options, seed=args.seed):
+            out.write((wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy().tobytes())
+            out.flush()
+        return 0
     if pieces is None:
         seeds = [args.seed + i for i in range(len(texts))] if args.seed is not None else None
         results = synthesize(
@@ -634,7 +650,12 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--text", "--gen_text", help="text to speak")
     text.add_argument("--text-file", help="one utterance per line; -o is then a directory")
     text.add_argument("--gen-file", "--gen_file", help="a text file read whole as one text (upstream's --gen_file)")
-    infer.add_argument("-o", "--output", help="output wav, default out.wav (a directory with --text-file)")
+    infer.add_argument(
+        "-o",
+        "--output",
+        help="output wav, default out.wav (a directory with --text-file; '-': raw 16-bit PCM on stdout, streamed "
+        "chunk by chunk)",
+    )
     infer.add_argument("--output-dir", "--output_dir", help="upstream's spelling: -o is OUTPUT_DIR/OUTPUT_FILE")
     infer.add_argument("--output-file", "--output_file", help="upstream's spelling: -o is OUTPUT_DIR/OUTPUT_FILE")
     infer.add_argument(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -251,6 +251,89 @@ def cross_fade(waves: Sequence[torch.Tensor], samples: int) -> torch.Tensor:
     return out
 
 
+@dataclass
+class _Piece:
+    """One ``sample()`` row of a synthesis: a chunk of one text."""
+
+    text_index: int
+    chunk_index: int
+    text: str  # reference transcript + chunk
+    duration: int  # frames, reference included
+    seed: int
+
+
+def _check_options(options: InferenceOptions) -> None:
+    if options.speed <= 0:
+        raise ValueError(f"speed must be positive, got {options.speed}")
+    if options.target_rms <= 0:
+        raise ValueError(f"target_rms must be positive, got {options.target_rms}")
+    if options.cross_fade_seconds < 0:
+        raise ValueError(f"cross_fade_seconds must be >= 0, got {options.cross_fade_seconds}")
+
+
+def _plan(model, reference: Reference, texts: Sequence[str], seeds: Sequence[int], options) -> list[_Piece]:
+    """Chunk each text and estimate each chunk's duration, as F5-TTS does."""
+    hop = model.mel_spec.hop_length
+    rate = model.mel_spec.target_sample_rate
+    ref_frames = reference.mel.shape[1]
+    if options.fix_duration is not None:
+        fixed_frames = int(options.fix_duration * rate / hop)
+        if fixed_frames <= ref_frames:
+            raise ValueError(
+                f"fix_duration ({options.fix_duration} s) must be longer than the reference clip "
+                f"({reference.seconds:.2f} s): it is the length of reference + generated speech"
+            )
+        return [_Piece(i, 0, reference.text + text.strip(), fixed_frames, seeds[i]) for i, text in enumerate(texts)]
+    ref_bytes = len(reference.text.encode("utf-8"))
+    max_bytes = max(int(ref_bytes / reference.seconds * (22 - reference.seconds) * options.speed), 40)
+    pieces = []
+    for i, text in enumerate(texts):
+        for j, chunk in enumerate(chunk_text(text.strip(), max_bytes)):
+            chunk_bytes = len(chunk.encode("utf-8"))
+            speed = 0.3 if chunk_bytes < 10 else options.speed  # F5-TTS slows very short texts
+            duration = ref_frames + int(ref_frames / ref_bytes * chunk_bytes / speed)
+            pieces.append(_Piece(i, j, reference.text + chunk, duration, seeds[i] + j))
+    return pieces
+
+
+def _warn_unknown(model, pieces: Sequence[_Piece]) -> None:
+    vocab = model.vocab_char_map
+    if vocab is not None:
+        from flowtts.text import unknown_characters
+
+        missing = unknown_characters([_units(model, p.text) for p in pieces], vocab)
+        if missing:
+            log.warning("characters not in the vocabulary (read as id 0): %s", " ".join(repr(c) for c in missing))
+
+
+def _render(model, reference: Reference, batch: Sequence[_Piece], vocoder, options) -> list[tuple[torch.Tensor, ...]]:
+    """``(wave, mel)`` of each piece of ``batch``, from one ``sample()`` call (each row as if alone)."""
+    ref_frames = reference.mel.shape[1]
+    out, _ = model.sample(
+        reference.mel.expand(len(batch), -1, -1),
+        [_units(model, p.text) for p in batch],
+        torch.tensor([p.duration for p in batch]),
+        **options.solver_kwargs(),
+        seed=[p.seed for p in batch],
+        isolate_batch=True,
+        dtype=options.dtype,
+    )
+    results = []
+    for k, piece in enumerate(batch):
+        mel = out[k, ref_frames : piece.duration].t().float().cpu()
+        wave = vocoder(mel[None])[0].float().cpu()
+        if reference.rms < options.target_rms:
+            wave = wave * (reference.rms / options.target_rms)
+        results.append((wave, mel))
+    return results
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise ValueError(f"text {i + 1} is empty")
+
+
 def synthesize(
     model,
     reference: Reference,
@@ -279,51 +362,15 @@ def synthesize(
             than the reference).
     """
     options = options or InferenceOptions()
-    for i, text in enumerate(texts):
-        if not text.strip():
-            raise ValueError(f"text {i + 1} is empty")
+    _check_texts(texts)
     if seeds is None:
         seeds = [random.randrange(2**31) for _ in texts]
     if len(seeds) != len(texts):
         raise ValueError(f"got {len(seeds)} seeds for {len(texts)} texts")
-    if options.speed <= 0:
-        raise ValueError(f"speed must be positive, got {options.speed}")
-    if options.target_rms <= 0:
-        raise ValueError(f"target_rms must be positive, got {options.target_rms}")
-    if options.cross_fade_seconds < 0:
-        raise ValueError(f"cross_fade_seconds must be >= 0, got {options.cross_fade_seconds}")
-    hop = model.mel_spec.hop_length
+    _check_options(options)
     rate = model.mel_spec.target_sample_rate
-    fixed_frames = None
-    if options.fix_duration is not None:
-        fixed_frames = int(options.fix_duration * rate / hop)
-        if fixed_frames <= reference.mel.shape[1]:
-            raise ValueError(
-                f"fix_duration ({options.fix_duration} s) must be longer than the reference clip "
-                f"({reference.seconds:.2f} s): it is the length of reference + generated speech"
-            )
-
-    ref_frames = reference.mel.shape[1]
-    ref_bytes = len(reference.text.encode("utf-8"))
-    max_bytes = max(int(ref_bytes / reference.seconds * (22 - reference.seconds) * options.speed), 40)
-    items = []  # (text index, chunk index, full text, duration, seed)
-    for i, text in enumerate(texts):
-        if fixed_frames is not None:
-            items.append((i, 0, reference.text + text.strip(), fixed_frames, seeds[i]))
-            continue
-        for j, chunk in enumerate(chunk_text(text.strip(), max_bytes)):
-            chunk_bytes = len(chunk.encode("utf-8"))
-            speed = 0.3 if chunk_bytes < 10 else options.speed  # F5-TTS slows very short texts
-            duration = ref_frames + int(ref_frames / ref_bytes * chunk_bytes / speed)
-            items.append((i, j, reference.text + chunk, duration, seeds[i] + j))
-
-    vocab = model.vocab_char_map
-    if vocab is not None:
-        from flowtts.text import unknown_characters
-
-        missing = unknown_characters([_units(model, it[2]) for it in items], vocab)
-        if missing:
-            log.warning("characters not in the vocabulary (read as id 0): %s", " ".join(repr(c) for c in missing))
+    items = _plan(model, reference, texts, seeds, options)
+    _warn_unknown(model, items)
 
     batches = [items[k : k + options.batch_size] for k in range(0, len(items), options.batch_size)]
     iterator = batches
@@ -333,24 +380,8 @@ def synthesize(
         iterator = tqdm(batches, desc="synthesising", unit="batch")
     pieces: dict[int, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
     for batch in iterator:
-        b = len(batch)
-        cond = reference.mel.expand(b, -1, -1)
-        durations = torch.tensor([it[3] for it in batch])
-        out, _ = model.sample(
-            cond,
-            [_units(model, it[2]) for it in batch],
-            durations,
-            **options.solver_kwargs(),
-            seed=[it[4] for it in batch],
-            isolate_batch=True,
-            dtype=options.dtype,
-        )
-        for k, (i, j, _text, duration, _seed) in enumerate(batch):
-            mel = out[k, ref_frames:duration].t().float().cpu()
-            wave = vocoder(mel[None])[0].float().cpu()
-            if reference.rms < options.target_rms:
-                wave = wave * (reference.rms / options.target_rms)
-            pieces.setdefault(i, []).append((j, wave, mel))
+        for piece, (wave, mel) in zip(batch, _render(model, reference, batch, vocoder, options)):
+            pieces.setdefault(piece.text_index, []).append((piece.chunk_index, wave, mel))
 
     fade = int(options.cross_fade_seconds * rate)
     results = []
@@ -364,6 +395,66 @@ def synthesize(
         mel = torch.cat([p[2] for p in parts], dim=1)
         results.append(Utterance(text=text, wave=wave, mel=mel, seed=seeds[i], sample_rate=rate))
     return results
+
+
+def stream(
+    model,
+    reference: Reference,
+    text: str,
+    *,
+    vocoder: Callable[[torch.Tensor], torch.Tensor],
+    options: InferenceOptions | None = None,
+    seed: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """Synthesise ``text`` one chunk at a time, yielding audio as soon as it is final.
+
+    For playback that starts before a long text is done (F5-TTS streams the same way, chunk by chunk):
+    each sentence-level chunk is sampled alone, and its audio is yielded up to the cross-fade with the
+    next chunk, which is held back until that chunk exists. Joined, the pieces are the wave
+    :func:`synthesize` returns for the same text and seed (each chunk is computed as if alone in both).
+
+    Args:
+        model: A :class:`flowtts.CFM`.
+        reference: From :func:`prepare_reference`.
+        text: The text to speak.
+        vocoder: Log-mel ``(b, d, n)`` -> wave ``(b, nw)``.
+        options: :class:`InferenceOptions`; ``remove_silence`` needs the whole output and is refused,
+            ``batch_size`` does not apply.
+        seed: Seed of the first chunk (chunk ``j`` uses ``seed + j``); random when ``None``.
+
+    Yields:
+        1-D float waves at the model's sample rate.
+
+    Raises:
+        ValueError: An empty text, ``remove_silence``, or an option out of range (as :func:`synthesize`).
+    """
+    options = options or InferenceOptions()
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    _check_texts([text])
+    if options.remove_silence:
+        raise ValueError("remove_silence needs the whole output; it cannot be streamed")
+    _check_options(options)
+    seed = random.randrange(2**31) if seed is None else seed
+    items = _plan(model, reference, [text], [seed], options)
+    _warn_unknown(model, items)
+    fade = int(options.cross_fade_seconds * model.mel_spec.target_sample_rate)
+    tail = None  # the output's last samples (at most the fade), not final until the next chunk fades in
+    for piece in items:
+        ((wave, _mel),) = _render(model, reference, [piece], vocoder, options)
+        if tail is None:
+            joined = wave
+        else:  # the join of cross_fade(): over min(fade, output so far, new wave) samples
+            n = min(fade, tail.numel(), wave.numel())
+            ramp = torch.linspace(0, 1, n, dtype=tail.dtype)
+            mixed = tail[tail.numel() - n :] * (1 - ramp) + wave[:n] * ramp
+            joined = torch.cat((tail[: tail.numel() - n], mixed, wave[n:]))
+        keep = min(fade, joined.numel())
+        if joined.numel() > keep:
+            yield joined[: joined.numel() - keep]
+        tail = joined[joined.numel() - keep :]
+    if tail is not None and tail.numel():
+        yield tail
 
 
 def save_mel_png(mel: torch.Tensor, path: str, title: str = "") -> None:
