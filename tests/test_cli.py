@@ -339,3 +339,54 @@ def test_output_dash_refuses_what_it_cannot_stream(model_file, tmp_path, capsys,
     lines = write_file(tmp_path, "lines.txt", "one\ntwo\n")
     assert _infer(model_file, "-o", "-", *[lines if e == "LINES" else e for e in extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_upstream_short_options_and_architecture_with_ckpt_file(model_file, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from flowtts.text import save_vocab
+
+    model = flowtts.load(model_file)
+    bare = str(tmp_path / "bare.safetensors")  # an official-style file: weights only, no flowtts metadata
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, bare)
+    text = "Hello there, in upstream's spelling."
+    ours = tmp_path / "ours.wav"
+    assert _infer(model_file, "--text", text, "-o", str(ours), "--seed", "3") == 0
+    upstream_style = ["infer", "-m", "tiny", "-p", bare, "-r", ASSET, "-s", REF_TEXT, "-t", text]
+    upstream_style += ["-o", str(tmp_path / "out"), "-w", "u.wav", "--nfe_step", "4", "--seed", "3", "-q"]
+    if model.vocab_char_map is not None:
+        save_vocab(model.vocab_char_map, tmp_path / "vocab.txt")
+        upstream_style += ["-v", str(tmp_path / "vocab.txt")]
+    assert main(upstream_style) == 0
+    a, _ = sf.read(ours)
+    b, _ = sf.read(tmp_path / "out" / "u.wav")
+    assert a.shape == b.shape and np.abs(a - b).max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-m", "F5TTS_v1_Base", "-t", "hi"], "names an architecture without weights; flowtts downloads nothing"),
+        (["-m", "E2TTS_Base", "-p", "x.pt", "-t", "hi"], "not an architecture flowtts knows"),
+        (["-t", "hi", "--vocoder_name", "bigvgan", "--load_vocoder_from_local"], "BigVGAN vocoders are not supported"),
+    ],
+)
+def test_upstream_model_and_vocoder_options_that_cannot_work_are_explained(tmp_path, capsys, args, message):
+    assert main(["infer", *args, "-o", str(tmp_path / "x.wav"), "-q"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_vocoder_name_without_local_weights_says_griffin_lim_is_used(model_file, tmp_path, capsys):
+    out = tmp_path / "v.wav"
+    assert (
+        main(
+            ["infer", "--model", model_file, "-t", "Hi there.", "--steps", "2", "-o", str(out)]
+            + ["--vocoder_name", "vocos"]
+        )
+        == 0
+    )
+    assert "Griffin-Lim vocoder is used" in capsys.readouterr().err and out.exists()
+    missing = ["infer", "--model", model_file, "-t", "Hi.", "--load_vocoder_from_local", "-o", str(tmp_path / "w.wav")]
+    assert main(missing) == 2
+    assert "vocos-mel-24khz" in capsys.readouterr().err

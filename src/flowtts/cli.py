@@ -45,7 +45,6 @@ def _read_lines(path: str) -> list[str]:
 
 
 INFER_DEFAULTS = {
-    "model": "builtin",
     "output": "out.wav",
     "speed": 1.0,
     "target_rms": 0.1,
@@ -70,28 +69,12 @@ CONFIG_OPTIONS = {
 
 def _apply_config(args: argparse.Namespace) -> dict:
     """Fill the infer options not given from ``--config`` (F5-TTS's TOML); returns its extra voices."""
-    from flowtts.checkpoints.loader import read_metadata
-    from flowtts.config import PRESETS
     from flowtts.voices import read_config
 
     path = args.config
     config = read_config(path)
-    if args.model is None:
-        name, ckpt = config.get("model"), config.get("ckpt_file") or None
-        if ckpt is not None:
-            args.model = ckpt
-            if name and name not in PRESETS:
-                raise UserError(f"{path}: model = {name!r} is not an architecture flowtts knows ({', '.join(PRESETS)})")
-            own = os.path.isfile(ckpt) and read_metadata(ckpt) is not None  # a flowtts file names its own
-            if args.preset is None and not own:
-                args.preset = name
-        elif name in PRESETS:
-            raise UserError(
-                f"{path}: model = {name!r} names an architecture without weights; flowtts downloads nothing: "
-                "give ckpt_file (the checkpoint on disk) or model = 'builtin'"
-            )
-        elif name:
-            args.model = name
+    if args.model is None and args.ckpt_file is None:  # the command line's model wins, with its checkpoint
+        args.model, args.ckpt_file = config.get("model") or None, config.get("ckpt_file") or None
     for option, key in CONFIG_OPTIONS.items():
         if getattr(args, option) is None and key in config:
             setattr(args, option, config[key])
@@ -113,6 +96,36 @@ def _apply_config(args: argparse.Namespace) -> dict:
         args.output = os.path.join(config.get("output_dir", "."), config.get("output_file", "out.wav"))
         args.make_output_dir = True
     return config["voices"]
+
+
+UPSTREAM_VOCOS_DIR = "../checkpoints/charactr/vocos-mel-24khz"  # where upstream's --load_vocoder_from_local looks
+
+
+def _resolve_checkpoint(args: argparse.Namespace) -> None:
+    """Upstream's pair ``--model ARCH --ckpt_file FILE`` (or a config's) -> ``args.model`` = the file, ``args.preset``.
+
+    Alone, ``--model`` is the checkpoint (or ``builtin``, the default).
+    """
+    from flowtts.checkpoints.loader import read_metadata
+    from flowtts.config import PRESETS
+
+    model, ckpt = args.model, args.ckpt_file
+    if ckpt:
+        if model and model not in PRESETS and model != ckpt:
+            raise UserError(
+                f"model {model!r} is not an architecture flowtts knows ({', '.join(PRESETS)}); with a checkpoint "
+                "(ckpt_file), model names its architecture"
+            )
+        own = os.path.isfile(ckpt) and ckpt.endswith(".safetensors") and read_metadata(ckpt) is not None
+        if model in PRESETS and args.preset is None and not own:  # a flowtts file names its own
+            args.preset = model
+        args.model = ckpt
+    elif model in PRESETS and not os.path.exists(model):
+        raise UserError(
+            f"model {model!r} names an architecture without weights; flowtts downloads nothing: give ckpt_file "
+            "(--ckpt_file, the checkpoint on disk) or --model builtin"
+        )
+    args.model = args.model or "builtin"
 
 
 def _load_model(args: argparse.Namespace):
@@ -140,12 +153,27 @@ def _infer(args: argparse.Namespace) -> int:
             raise UserError(f"--gen-file not found: {args.gen_file}")
         with open(args.gen_file, encoding="utf-8") as f:
             args.text = f.read()
+    if args.output is not None and args.output_file is not None and args.output_dir is None:
+        args.output_dir, args.output = args.output, None  # upstream's -o DIR -w FILE
     if args.output_dir is not None or args.output_file is not None:
         if args.output is not None:
             raise UserError("give -o or --output-dir/--output-file, not both")
         args.output = os.path.join(args.output_dir or ".", args.output_file or "out.wav")
         args.make_output_dir = True  # created, as upstream
     voices = _apply_config(args) if args.config else {}
+    _resolve_checkpoint(args)
+    if args.vocoder_name == "bigvgan" and args.load_vocoder_from_local:
+        raise UserError(
+            "BigVGAN vocoders are not supported: use Griffin-Lim (default) or a local Vocos (--vocoder-path)"
+        )
+    if args.load_vocoder_from_local and args.vocoder_path is None:
+        args.vocoder_path = UPSTREAM_VOCOS_DIR
+    if args.vocoder_name is not None and args.vocoder_path is None and not args.quiet:
+        print(
+            f"--vocoder_name {args.vocoder_name}: flowtts downloads nothing, so the Griffin-Lim vocoder is used "
+            "(--vocoder-path DIR or --load_vocoder_from_local for a Vocos on disk)",
+            file=sys.stderr,
+        )
     for option, value in INFER_DEFAULTS.items():
         if getattr(args, option) is None:
             setattr(args, option, value)
@@ -637,27 +665,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="F5-TTS inference config (TOML: model, ckpt_file, ref_audio, ref_text, gen_text, gen_file, "
         "[voices.NAME] ...); options given here win over it",
     )
-    infer.add_argument("--model", "--ckpt_file", help="flowtts or F5-TTS checkpoint, or 'builtin' (default)")
-    infer.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
-    infer.add_argument("--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
-    infer.add_argument("--ref-audio", "--ref_audio", help="reference clip (any format soundfile reads)")
     infer.add_argument(
+        "-m",
+        "--model",
+        help="flowtts or F5-TTS checkpoint, or 'builtin' (default); with --ckpt_file, its architecture (as upstream)",
+    )
+    infer.add_argument(
+        "-p", "--ckpt_file", "--ckpt-file", dest="ckpt_file", help="the checkpoint (upstream's spelling)"
+    )
+    infer.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
+    infer.add_argument("-v", "--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
+    infer.add_argument("-r", "--ref-audio", "--ref_audio", help="reference clip (any format soundfile reads)")
+    infer.add_argument(
+        "-s",
         "--ref-text",
         "--ref_text",
         help="transcript of the reference clip (default: transcribed offline if pocketsphinx is installed, English)",
     )
     text = infer.add_mutually_exclusive_group()
-    text.add_argument("--text", "--gen_text", help="text to speak")
+    text.add_argument("-t", "--text", "--gen_text", help="text to speak")
     text.add_argument("--text-file", help="one utterance per line; -o is then a directory")
-    text.add_argument("--gen-file", "--gen_file", help="a text file read whole as one text (upstream's --gen_file)")
+    text.add_argument(
+        "-f", "--gen-file", "--gen_file", help="a text file read whole as one text (upstream's --gen_file)"
+    )
     infer.add_argument(
         "-o",
         "--output",
-        help="output wav, default out.wav (a directory with --text-file; '-': raw 16-bit PCM on stdout, streamed "
-        "chunk by chunk)",
+        help="output wav, default out.wav (a directory with --text-file, or with --output-file as upstream's -o; "
+        "'-': raw 16-bit PCM on stdout, streamed chunk by chunk)",
     )
     infer.add_argument("--output-dir", "--output_dir", help="upstream's spelling: -o is OUTPUT_DIR/OUTPUT_FILE")
-    infer.add_argument("--output-file", "--output_file", help="upstream's spelling: -o is OUTPUT_DIR/OUTPUT_FILE")
+    infer.add_argument("-w", "--output-file", "--output_file", help="upstream's spelling: -o is OUTPUT_DIR/OUTPUT_FILE")
     infer.add_argument(
         "--steps",
         "--nfe_step",
@@ -698,6 +736,18 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--dtype", choices=DTYPE_CHOICES, help="network precision (autocast)")
     infer.add_argument("--threads", type=int)
     infer.add_argument("--vocoder-path", help="local Vocos directory (config.yaml + weights); default Griffin-Lim")
+    infer.add_argument(
+        "--vocoder_name",
+        "--vocoder-name",
+        choices=["vocos", "bigvgan"],
+        help="upstream's option: noted, nothing downloads",
+    )
+    infer.add_argument(
+        "--load_vocoder_from_local",
+        "--load-vocoder-from-local",
+        action="store_true",
+        help=f"a Vocos in upstream's local directory ({UPSTREAM_VOCOS_DIR}) unless --vocoder-path",
+    )
     infer.add_argument("--save-mel", help="also write the spectrogram as a PNG (a directory's files with --text-file)")
     infer.add_argument("-q", "--quiet", action="store_true")
     infer.set_defaults(func=_infer)

@@ -80,11 +80,9 @@ class VocosVocoder(nn.Module):
 
     def __init__(self, path: str | os.PathLike):
         super().__init__()
-        try:
-            from vocos import Vocos
-        except ImportError as exc:
-            raise ImportError("the Vocos vocoder needs the vocos extra: pip install 'flowtts[vocos]'") from exc
         path = os.fspath(path)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"Vocos directory not found: {path}")
         config = os.path.join(path, "config.yaml")
         if not os.path.isfile(config):
             raise FileNotFoundError(f"{path}: no config.yaml (expected a local Vocos model directory)")
@@ -92,6 +90,10 @@ class VocosVocoder(nn.Module):
         weights = [w for w in weights if os.path.isfile(w)]
         if not weights:
             raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin")
+        try:
+            from vocos import Vocos
+        except ImportError as exc:
+            raise ImportError("the Vocos vocoder needs the vocos extra: pip install 'flowtts[vocos]'") from exc
         if weights[0].endswith(".safetensors"):
             from safetensors.torch import load_file
 
