@@ -392,7 +392,13 @@ def _data_prepare(args: argparse.Namespace) -> int:
 
     vocab = load_vocab(args.vocab) if args.vocab else None
     report = prepare_dataset(
-        args.metadata, args.audio_dir, args.out, vocab=vocab, max_frames=args.max_frames, progress=not args.quiet
+        args.metadata,
+        args.audio_dir,
+        args.out,
+        vocab=vocab,
+        max_frames=args.max_frames,
+        progress=not args.quiet,
+        layout=args.layout,
     )
     print(report.summary())
     return 0
@@ -806,7 +812,13 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="prepare training data, or synthesise an offline corpus")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     prep = data_sub.add_parser("prepare", help="metadata.csv (audio_file|text) + audio -> mels")
-    prep.add_argument("metadata", help="metadata.csv with audio_file|text rows")
+    prep.add_argument("metadata", help="metadata.csv with audio_file|text rows (or LJSpeech's, with --layout)")
+    prep.add_argument(
+        "--layout",
+        choices=["f5-tts", "ljspeech"],
+        default="f5-tts",
+        help="f5-tts: audio_file|text; ljspeech: id|text|normalized text, audio in wavs/ID.wav",
+    )
     prep.add_argument("--audio-dir", help="folder the audio paths are relative to (default: the csv's)")
     prep.add_argument("--out", required=True)
     prep.add_argument("--vocab", help="vocab.txt to use (default: built from the texts)")

@@ -2,6 +2,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from flowtts.train.data import MelDataset, build_vocab, frame_batches, prepare_dataset, read_metadata
 from train.helpers import write_corpus
@@ -67,6 +68,29 @@ def test_chinese_text_is_prepared_as_the_pinyin_units_inference_reads(tmp_path):
     assert all(unit in vocab for text in ds.texts for unit in text)
     model = build_model("tiny", vocab)
     assert _units(model, CHINESE[0]) == ds[0][1]  # what inference feeds the model for the same text
+
+
+def test_ljspeech_layout_reads_ids_and_normalised_text(tmp_path):
+    meta = write_corpus(tmp_path, n=3)  # wavs/000.wav ...
+    (tmp_path / "lj.csv").write_text(
+        "000|Dr. Smith, 1st.|Doctor Smith, first.\n001|plain text|\n\n002|two fields only\n", encoding="utf-8"
+    )
+    rows = read_metadata(str(tmp_path / "lj.csv"), "ljspeech")
+    wav = os.path.join("wavs", "{}.wav")
+    assert rows == [
+        (1, wav.format("000"), "Doctor Smith, first."),
+        (2, wav.format("001"), "plain text"),
+        (4, wav.format("002"), "two fields only"),
+    ]
+    report = prepare_dataset(str(tmp_path / "lj.csv"), None, str(tmp_path / "p"), progress=False, layout="ljspeech")
+    assert report.kept == 3
+    ds = MelDataset(str(tmp_path / "p"))
+    prepare_dataset(meta, None, str(tmp_path / "q"), progress=False)
+    reference = MelDataset(str(tmp_path / "q"))
+    assert [ds[i][1] for i in range(3)] == ["Doctor Smith, first.", "plain text", "two fields only"]
+    assert all(torch.equal(ds[i][0], reference[i][0]) for i in range(3))
+    with pytest.raises(ValueError, match="layout must be one of"):
+        read_metadata(meta, "libritts")
 
 
 def test_metadata_and_vocab_helpers(tmp_path):

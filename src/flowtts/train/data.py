@@ -37,14 +37,34 @@ class PrepareReport:
         return "\n".join(lines)
 
 
-def read_metadata(path: str) -> list[tuple[int, str, str]]:
-    """``audio_file|text`` rows (F5-TTS's layout; a header line ``audio_file|text`` is skipped)."""
+LAYOUTS = ("f5-tts", "ljspeech")
+
+
+def read_metadata(path: str, layout: str = "f5-tts") -> list[tuple[int, str, str]]:
+    """``(line number, audio file, text)`` rows of a metadata file.
+
+    Layouts: ``"f5-tts"``, F5-TTS's ``audio_file|text`` (a header line ``audio_file|text`` is skipped);
+    ``"ljspeech"``, LJSpeech's ``id|text|normalized text`` without header, the audio being
+    ``wavs/<id>.wav`` and the text the normalised one where present (as F5-TTS's LJSpeech preparation).
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: An unknown layout.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"metadata file not found: {path}")
     rows = []
     with open(path, encoding="utf-8", newline="") as f:
         for n, row in enumerate(csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE), start=1):
-            if not row or (n == 1 and row[0].strip() == "audio_file"):
+            if not row:
+                continue
+            if layout == "ljspeech":
+                text = row[2] if len(row) > 2 and row[2].strip() else (row[1] if len(row) > 1 else "")
+                rows.append((n, os.path.join("wavs", row[0].strip() + ".wav"), text.strip()))
+                continue
+            if n == 1 and row[0].strip() == "audio_file":
                 continue
             audio = row[0].strip()
             text = "|".join(row[1:]).strip()
@@ -80,6 +100,7 @@ def prepare_dataset(
     max_frames: int = 2048,
     min_frames: int = 16,
     progress: bool = True,
+    layout: str = "f5-tts",
 ) -> PrepareReport:
     """Compute mels for every usable row; report and skip the others (never stop halfway).
 
@@ -92,6 +113,7 @@ def prepare_dataset(
         max_frames: Longest utterance kept (rows over it are reported, never truncated).
         min_frames: Shortest utterance kept.
         progress: Show a progress bar.
+        layout: Layout of ``metadata`` (see :func:`read_metadata`).
     """
     from flowtts.audio.io import read_audio
     from flowtts.model.mel import MelSpec
@@ -100,7 +122,7 @@ def prepare_dataset(
 
     mel_spec = mel_spec or MelSpec()
     audio_dir = audio_dir or os.path.dirname(os.path.abspath(metadata))
-    rows = read_metadata(metadata)
+    rows = read_metadata(metadata, layout)
     if not rows:
         raise ValueError(f"{metadata} has no rows")
     os.makedirs(out_dir, exist_ok=True)
