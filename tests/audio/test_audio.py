@@ -83,15 +83,20 @@ def test_filterbank_inversion_is_non_negative_and_consistent():
     assert (projected - mel).abs().mean() < 0.01
 
 
-def test_vocos_needs_its_extra_or_a_local_directory(tmp_path):
+def test_vocos_needs_a_local_directory_and_its_extra(tmp_path):
     import importlib.util
 
     from flowtts.audio.vocoders import load_vocoder
 
     assert isinstance(load_vocoder(MelSpec()), GriffinLim)
+    with pytest.raises(FileNotFoundError, match="Vocos directory not found"):
+        load_vocoder(MelSpec(), tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="no config.yaml"):
+        load_vocoder(MelSpec(), tmp_path)
+    (tmp_path / "config.yaml").write_text("feature_extractor: {}\n")
+    with pytest.raises(FileNotFoundError, match="no model.safetensors or pytorch_model.bin"):
+        load_vocoder(MelSpec(), tmp_path)
     if importlib.util.find_spec("vocos") is None:
+        (tmp_path / "model.safetensors").write_bytes(b"")
         with pytest.raises(ImportError, match=r"flowtts\[vocos\]"):
-            load_vocoder(MelSpec(), tmp_path)
-    else:  # pragma: no cover - vocos installed
-        with pytest.raises(FileNotFoundError, match="config.yaml"):
             load_vocoder(MelSpec(), tmp_path)
