@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from flowtts.infer import InferenceOptions, _units
+from flowtts.infer import InferenceOptions, text_units
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def edit_speech(
     with torch.no_grad():
         mel = model.mel_spec(wave[None].to(model.device)).transpose(1, 2)
     plan = plan_edit(mel, parts, durations, frame_rate=rate / hop)
-    units = _units(model, text.strip())
+    units = text_units(model, text.strip())
     frames = plan.cond.shape[1]
     n_units = int((model.tokenize([units]) != -1).sum())
     if n_units >= frames:

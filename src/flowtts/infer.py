@@ -224,17 +224,14 @@ def chunk_text(text: str, max_bytes: int) -> list[str]:
     return chunks
 
 
-def _units(model, text: str):
-    """Tokenizer input: pinyin syllables for Chinese text with a character vocabulary, else the string."""
+def text_units(model, text: str):
+    """What ``model`` reads for ``text``: pinyin units for Chinese text with a character vocabulary
+    (:func:`flowtts.text.pinyin.vocab_units`), else the string (UTF-8 byte models)."""
     if model.vocab_char_map is None:
         return text
-    from flowtts.text.pinyin import needs_pinyin
+    from flowtts.text.pinyin import vocab_units
 
-    if needs_pinyin(text):
-        from flowtts.text.pinyin import to_pinyin
-
-        return to_pinyin([text])[0]
-    return text
+    return vocab_units(text)
 
 
 def cross_fade(waves: Sequence[torch.Tensor], samples: int) -> torch.Tensor:
@@ -301,7 +298,7 @@ def _warn_unknown(model, pieces: Sequence[_Piece]) -> None:
     if vocab is not None:
         from flowtts.text import unknown_characters
 
-        missing = unknown_characters([_units(model, p.text) for p in pieces], vocab)
+        missing = unknown_characters([text_units(model, p.text) for p in pieces], vocab)
         if missing:
             log.warning("characters not in the vocabulary (read as id 0): %s", " ".join(repr(c) for c in missing))
 
@@ -311,7 +308,7 @@ def _render(model, reference: Reference, batch: Sequence[_Piece], vocoder, optio
     ref_frames = reference.mel.shape[1]
     out, _ = model.sample(
         reference.mel.expand(len(batch), -1, -1),
-        [_units(model, p.text) for p in batch],
+        [text_units(model, p.text) for p in batch],
         torch.tensor([p.duration for p in batch]),
         **options.solver_kwargs(),
         seed=[p.seed for p in batch],

@@ -51,7 +51,7 @@ def write_chinese_corpus(directory) -> str:
 def test_chinese_text_is_prepared_as_the_pinyin_units_inference_reads(tmp_path):
     pytest.importorskip("pypinyin")
     pytest.importorskip("rjieba")
-    from flowtts.infer import _units
+    from flowtts.infer import text_units
     from flowtts.model.build import build_model
     from flowtts.text import load_vocab
     from flowtts.text.pinyin import to_pinyin
@@ -67,7 +67,7 @@ def test_chinese_text_is_prepared_as_the_pinyin_units_inference_reads(tmp_path):
     assert "hao3" in vocab and "你" not in vocab
     assert all(unit in vocab for text in ds.texts for unit in text)
     model = build_model("tiny", vocab)
-    assert _units(model, CHINESE[0]) == ds[0][1]  # what inference feeds the model for the same text
+    assert text_units(model, CHINESE[0]) == ds[0][1]  # what inference feeds the model for the same text
 
 
 def test_ljspeech_layout_reads_ids_and_normalised_text(tmp_path):

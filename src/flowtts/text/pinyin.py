@@ -61,3 +61,9 @@ def to_pinyin(texts: Sequence[str], polyphone: bool = True) -> list[list[str]]:
                         units.append(c)
         out.append(units)
     return out
+
+
+def vocab_units(text: str) -> str | list[str]:
+    """What a character-vocabulary model reads for ``text``, as F5-TTS's inference and data preparation
+    both make it: the pinyin units of a text with Chinese characters, any other text unchanged."""
+    return to_pinyin([text])[0] if needs_pinyin(text) else text

@@ -72,17 +72,6 @@ def read_metadata(path: str, layout: str = "f5-tts") -> list[tuple[int, str, str
     return rows
 
 
-def _units(text: str) -> str | list[str]:
-    """What the model reads of ``text``: pinyin units if it has Chinese characters (as F5-TTS), else itself."""
-    from flowtts.text.pinyin import needs_pinyin
-
-    if not needs_pinyin(text):
-        return text
-    from flowtts.text.pinyin import to_pinyin
-
-    return to_pinyin([text])[0]
-
-
 def build_vocab(texts: Sequence[str | Sequence[str]]) -> dict[str, int]:
     """Vocabulary of the units of ``texts`` (characters, or pinyin unit lists): space at id 0 (F5-TTS's
     unknown/filler convention), then sorted."""
@@ -118,6 +107,7 @@ def prepare_dataset(
     from flowtts.audio.io import read_audio
     from flowtts.model.mel import MelSpec
     from flowtts.text import save_vocab
+    from flowtts.text.pinyin import vocab_units
     from flowtts.utils.files import atomic_output
 
     mel_spec = mel_spec or MelSpec()
@@ -155,7 +145,7 @@ def prepare_dataset(
         if frames < min_frames:
             skipped.append((n, audio, f"too short ({frames} frames < {min_frames})"))
             continue
-        units = _units(text)
+        units = vocab_units(text)
         if len(units) >= frames:
             skipped.append((n, audio, f"text longer than the audio ({len(units)} units, {frames} frames)"))
             continue
