@@ -372,10 +372,7 @@ def _export(args: argparse.Namespace) -> int:
     from flowtts.checkpoints.export import export_upstream
 
     model = _load_model(args)
-    try:
-        paths = export_upstream(model, args.out, name=args.name, dtype=args.dtype, overwrite=args.force)
-    except FileExistsError as exc:
-        raise UserError(f"{exc}".replace("pass overwrite=True (--force)", "--force")) from None
+    paths = export_upstream(model, args.out, name=args.name, dtype=args.dtype, overwrite=args.force)
     for note in paths["notes"]:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {paths['weights']}, {paths['vocab']}, {paths['config']}; with F5-TTS:")
@@ -990,7 +987,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="flowtts: %(message)s")
     try:
         return args.func(args)
-    except (UserError, FileNotFoundError, ValueError, ImportError) as exc:
+    except (UserError, FileNotFoundError, FileExistsError, ValueError, ImportError) as exc:
         print(f"flowtts {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -234,17 +234,21 @@ def text_units(model, text: str):
     return vocab_units(text)
 
 
+def _fade_join(left: torch.Tensor, right: torch.Tensor, samples: int) -> torch.Tensor:
+    """``left`` then ``right``, overlapped by a linear cross-fade of ``min(samples, len(left), len(right))``."""
+    n = min(samples, left.numel(), right.numel())
+    if n <= 0:
+        return torch.cat((left, right))
+    ramp = torch.linspace(0, 1, n, dtype=left.dtype)
+    mixed = left[left.numel() - n :] * (1 - ramp) + right[:n] * ramp
+    return torch.cat((left[: left.numel() - n], mixed, right[n:]))
+
+
 def cross_fade(waves: Sequence[torch.Tensor], samples: int) -> torch.Tensor:
     """Concatenate with linear cross-fades of ``samples`` (shortened where a wave is shorter)."""
     out = waves[0]
     for wave in waves[1:]:
-        n = min(samples, out.numel(), wave.numel())
-        if n <= 0:
-            out = torch.cat((out, wave))
-            continue
-        ramp = torch.linspace(0, 1, n, dtype=out.dtype)
-        mixed = out[-n:] * (1 - ramp) + wave[:n] * ramp
-        out = torch.cat((out[:-n], mixed, wave[n:]))
+        out = _fade_join(out, wave, samples)
     return out
 
 
@@ -439,13 +443,8 @@ def stream(
     tail = None  # the output's last samples (at most the fade), not final until the next chunk fades in
     for piece in items:
         ((wave, _mel),) = _render(model, reference, [piece], vocoder, options)
-        if tail is None:
-            joined = wave
-        else:  # the join of cross_fade(): over min(fade, output so far, new wave) samples
-            n = min(fade, tail.numel(), wave.numel())
-            ramp = torch.linspace(0, 1, n, dtype=tail.dtype)
-            mixed = tail[tail.numel() - n :] * (1 - ramp) + wave[:n] * ramp
-            joined = torch.cat((tail[: tail.numel() - n], mixed, wave[n:]))
+        # cross_fade()'s join: the tail holds min(fade, output so far) samples, all the join can reach
+        joined = wave if tail is None else _fade_join(tail, wave, fade)
         keep = min(fade, joined.numel())
         if joined.numel() > keep:
             yield joined[: joined.numel() - keep]

@@ -10,19 +10,12 @@ in JSON syntax, which every YAML reader (upstream uses OmegaConf) accepts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
+from flowtts.config import MelConfig
 from flowtts.utils.files import atomic_output
-
-# F5-TTS's inference utilities hard-code this mel front end.
-UPSTREAM_MEL = {
-    "target_sample_rate": 24000,
-    "n_mel_channels": 100,
-    "hop_length": 256,
-    "win_length": 1024,
-    "n_fft": 1024,
-}
 
 
 def _number(value):
@@ -34,7 +27,6 @@ def upstream_config(model, name: str) -> dict:
     config = model.config
     arch = {k: _number(v) for k, v in config.dit_kwargs().items() if k not in ("mel_dim", "text_num_embeds")}
     arch.update(attn_backend="torch", attn_mask_enabled=False, checkpoint_activations=False)
-    mel = config.mel
     return {
         "model": {
             "name": name,
@@ -42,14 +34,7 @@ def upstream_config(model, name: str) -> dict:
             "tokenizer_path": "vocab.txt",
             "backbone": "DiT",
             "arch": arch,
-            "mel_spec": {
-                "target_sample_rate": mel.target_sample_rate,
-                "n_mel_channels": mel.n_mel_channels,
-                "hop_length": mel.hop_length,
-                "win_length": mel.win_length,
-                "n_fft": mel.n_fft,
-                "mel_spec_type": mel.mel_spec_type,
-            },
+            "mel_spec": dataclasses.asdict(config.mel),
             "vocoder": {"is_local": False, "local_path": None},
         }
     }
@@ -95,7 +80,7 @@ def export_upstream(model, out_dir: str, *, name: str = "model", dtype=None, ove
     }
     existing = [p for p in paths.values() if os.path.exists(p)]
     if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist(s); pass overwrite=True (--force) to replace")
+        raise FileExistsError(f"{', '.join(existing)} exist(s); overwrite=True (flowtts export --force) replaces them")
     notes = []
     sampling = recorded_sampling(model)
     if sampling:
@@ -104,8 +89,11 @@ def export_upstream(model, out_dir: str, *, name: str = "model", dtype=None, ove
             f"otherwise, and has no option for its time grid {sampling.get('t_grid')}; it was trained for "
             f"cfg_strength={sampling.get('cfg_strength')}"
         )
-    mel = model.config.mel
-    different = [k for k, v in UPSTREAM_MEL.items() if getattr(mel, k) != v]
+    # F5-TTS's inference hard-codes MelConfig's defaults, all but the mel type (vocos or bigvgan).
+    mel, default = model.config.mel, MelConfig()
+    different = [
+        k for k in dataclasses.asdict(default) if k != "mel_spec_type" and getattr(mel, k) != getattr(default, k)
+    ]
     if different:
         notes.append(f"mel front end differs from the one F5-TTS's inference hard-codes in {', '.join(different)}")
     os.makedirs(out_dir, exist_ok=True)
