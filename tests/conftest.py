@@ -24,10 +24,10 @@ def randomise(module: torch.nn.Module, std: float = 0.1, seed: int = 0) -> torch
     return module
 
 
-def make_tiny(dtype=torch.float32, seed: int = 0, dropout: float = 0.0, **overrides) -> CFM:
+def make_tiny(dtype=torch.float32, seed: int = 0, dropout: float = 0.0, backbone=DiT, **overrides) -> CFM:
     cfg = {**TINY, "dropout": dropout, **overrides}
     mel_dim = cfg["mel_dim"]
-    model = CFM(DiT(**cfg), mel_spec_kwargs=dict(n_mel_channels=mel_dim, n_fft=256, win_length=256, hop_length=64))
+    model = CFM(backbone(**cfg), mel_spec_kwargs=dict(n_mel_channels=mel_dim, n_fft=256, win_length=256, hop_length=64))
     randomise(model, seed=seed)
     return model.to(dtype)
 

@@ -274,7 +274,7 @@ fix_duration = 4
     "text, extra, message",
     [
         ('model = "F5TTS_v1_Base"\ngen_text = "hi"', [], "flowtts downloads nothing: give ckpt_file"),
-        ('model = "E2TTS_Base"\nckpt_file = "x.pt"\ngen_text = "hi"', [], "not an architecture flowtts knows"),
+        ('model = "F5TTS_Large"\nckpt_file = "x.pt"\ngen_text = "hi"', [], "not an architecture flowtts knows"),
         ('gen_text = "hi [city] there"', [], "names voice [city]"),
         ('gen_text = "[main]"', [], "nothing to say besides its voice tags"),
         ("nfe_step = 2.5\ngen_text = 'hi'", [], "nfe_step must be a whole number"),
@@ -363,11 +363,43 @@ def test_upstream_short_options_and_architecture_with_ckpt_file(model_file, tmp_
     assert a.shape == b.shape and np.abs(a - b).max() < 1e-4
 
 
+def test_e2_tts_checkpoint_in_upstreams_pt_format(tmp_path, capsys, monkeypatch):
+    # E2TTS_Base itself is 333M parameters: the same path with a small UNetT preset.
+    from flowtts.config import PRESETS, ModelConfig
+
+    e2 = ModelConfig(
+        backbone="UNetT", dim=64, depth=4, heads=4, ff_mult=2, text_dim=None, conv_layers=0, pe_attn_head=1
+    )
+    monkeypatch.setitem(PRESETS, "E2TTS_Tiny", e2)
+    model = randomise(build_model(e2), std=0.05)
+    flowtts.save(model, tmp_path / "ours.safetensors")
+    state = {f"ema_model.{k}": v for k, v in model.state_dict().items()}
+    torch.save(
+        {"ema_model_state_dict": {**state, "initted": torch.tensor(True), "step": torch.tensor(5)}}, tmp_path / "e2.pt"
+    )
+    text = "An E2 model, read by flowtts."
+    assert (
+        _infer(str(tmp_path / "ours.safetensors"), "--text", text, "-o", str(tmp_path / "ours.wav"), "--seed", "3") == 0
+    )
+    shared = ["-r", ASSET, "-s", REF_TEXT, "-t", text, "--nfe_step", "4", "--seed", "3"]
+    assert (
+        main(["infer", "-m", "E2TTS_Tiny", "-p", str(tmp_path / "e2.pt"), *shared, "-o", str(tmp_path / "a.wav"), "-q"])
+        == 0
+    )
+    assert main(["infer", "--model", str(tmp_path / "e2.pt"), *shared, "-o", str(tmp_path / "b.wav")]) == 0
+    assert "using preset E2TTS_Tiny (matched by parameter shapes)" in capsys.readouterr().err
+    ours = sf.read(tmp_path / "ours.wav")[0]
+    for name in ("a.wav", "b.wav"):
+        other = sf.read(tmp_path / name)[0]
+        assert other.shape == ours.shape and np.abs(other - ours).max() < 1e-4
+    assert np.abs(ours).max() > 0.01
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["-m", "F5TTS_v1_Base", "-t", "hi"], "names an architecture without weights; flowtts downloads nothing"),
-        (["-m", "E2TTS_Base", "-p", "x.pt", "-t", "hi"], "not an architecture flowtts knows"),
+        (["-m", "F5TTS_Large", "-p", "x.pt", "-t", "hi"], "not an architecture flowtts knows"),
         (["-t", "hi", "--vocoder_name", "bigvgan", "--load_vocoder_from_local"], "BigVGAN vocoders are not supported"),
     ],
 )

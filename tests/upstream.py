@@ -33,3 +33,13 @@ def load_upstream():
     except ImportError:
         return None
     return cfm.CFM, dit.DiT
+
+
+def load_upstream_unett():
+    """Upstream's E2-TTS backbone ``UNetT``, or ``None`` when F5-TTS is not installed."""
+    if load_upstream() is None:
+        return None
+    try:
+        return importlib.import_module("f5_tts.model.backbones.unett").UNetT
+    except ImportError:
+        return None

@@ -14,6 +14,7 @@ _EXPORTS = {
     "CFM": "flowtts.model.cfm",
     "F5TTS": "flowtts.api",
     "DiT": "flowtts.model.dit",
+    "UNetT": "flowtts.model.unett",
     "MelSpec": "flowtts.model.mel",
     "integrate": "flowtts.sampling.solvers",
     "load": "flowtts.checkpoints.loader",
@@ -23,7 +24,19 @@ _EXPORTS = {
     "ModelConfig": "flowtts.config",
 }
 
-__all__ = ["CFM", "F5TTS", "PRESETS", "DiT", "MelSpec", "ModelConfig", "build_model", "integrate", "load", "save"]
+__all__ = [
+    "CFM",
+    "F5TTS",
+    "PRESETS",
+    "DiT",
+    "MelSpec",
+    "ModelConfig",
+    "UNetT",
+    "build_model",
+    "integrate",
+    "load",
+    "save",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from flowtts.api import F5TTS
@@ -33,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from flowtts.model.cfm import CFM
     from flowtts.model.dit import DiT
     from flowtts.model.mel import MelSpec
+    from flowtts.model.unett import UNetT
     from flowtts.sampling.solvers import integrate
 
 

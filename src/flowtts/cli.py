@@ -437,7 +437,8 @@ def _train(args: argparse.Namespace) -> int:
         model = load(args.init, preset=args.init_preset, vocab=args.vocab)
         if (
             args.preset
-            and model.config.dit_kwargs() != build_model(args.preset, model.vocab_char_map).config.dit_kwargs()
+            and model.config.backbone_kwargs()
+            != build_model(args.preset, model.vocab_char_map).config.backbone_kwargs()
         ):
             raise UserError(f"--init {args.init} does not have the architecture of --preset {args.preset}")
     else:

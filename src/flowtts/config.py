@@ -19,15 +19,23 @@ class MelConfig:
     mel_spec_type: str = "vocos"
 
 
+BACKBONES = ("DiT", "UNetT")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """DiT architecture plus mel front end; ``text_num_embeds`` comes from the vocabulary."""
+    """Backbone architecture plus mel front end; ``text_num_embeds`` comes from the vocabulary.
+
+    ``backbone`` is ``"DiT"`` (F5-TTS) or ``"UNetT"`` (E2-TTS); fields one backbone lacks are ignored by
+    it (``text_embedding_average_upsampling`` and ``long_skip_connection`` are DiT-only,
+    ``skip_connect_type`` UNetT-only). ``text_dim=None`` means the mel channel count (E2-TTS).
+    """
 
     dim: int
     depth: int
     heads: int
     ff_mult: float = 2
-    text_dim: int = 512
+    text_dim: int | None = 512
     dim_head: int = 64
     text_mask_padding: bool = True
     conv_layers: int = 4
@@ -39,10 +47,16 @@ class ModelConfig:
     text_num_embeds: int = 256
     mel: MelConfig = field(default_factory=MelConfig)
     method: str = "euler"
+    backbone: str = "DiT"
+    skip_connect_type: str = "concat"
 
-    def dit_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`flowtts.DiT`."""
-        return dict(
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+
+    def backbone_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the backbone class (:class:`flowtts.DiT` or :class:`flowtts.UNetT`)."""
+        common = dict(
             dim=self.dim,
             depth=self.depth,
             heads=self.heads,
@@ -53,12 +67,17 @@ class ModelConfig:
             text_num_embeds=self.text_num_embeds,
             text_dim=self.text_dim,
             text_mask_padding=self.text_mask_padding,
-            text_embedding_average_upsampling=self.text_embedding_average_upsampling,
             qk_norm=self.qk_norm,
             conv_layers=self.conv_layers,
             pe_attn_head=self.pe_attn_head,
-            long_skip_connection=self.long_skip_connection,
         )
+        if self.backbone == "UNetT":
+            return {**common, "skip_connect_type": self.skip_connect_type}
+        return {
+            **common,
+            "text_embedding_average_upsampling": self.text_embedding_average_upsampling,
+            "long_skip_connection": self.long_skip_connection,
+        }
 
     def with_vocab_size(self, n: int) -> ModelConfig:
         return dataclasses.replace(self, text_num_embeds=n)
@@ -79,12 +98,15 @@ class ModelConfig:
 
 _V1 = dict(ff_mult=2, text_dim=512, conv_layers=4, text_mask_padding=True, pe_attn_head=None)
 _V0 = dict(ff_mult=2, text_dim=512, conv_layers=4, text_mask_padding=False, pe_attn_head=1)
+_E2 = dict(backbone="UNetT", ff_mult=4, text_dim=None, conv_layers=0, text_mask_padding=False, pe_attn_head=1)
 
 PRESETS: dict[str, ModelConfig] = {
     "F5TTS_v1_Base": ModelConfig(dim=1024, depth=22, heads=16, **_V1),
     "F5TTS_v1_Small": ModelConfig(dim=768, depth=18, heads=12, **_V1),
     "F5TTS_Base": ModelConfig(dim=1024, depth=22, heads=16, **_V0),
     "F5TTS_Small": ModelConfig(dim=768, depth=18, heads=12, **_V0),
+    "E2TTS_Base": ModelConfig(dim=1024, depth=24, heads=16, **_E2),
+    "E2TTS_Small": ModelConfig(dim=768, depth=20, heads=12, **_E2),
     # For tests, demos and the built-in teacher: about 6M parameters, seconds per utterance on a CPU.
     "tiny": ModelConfig(
         dim=256, depth=6, heads=4, ff_mult=2, text_dim=128, conv_layers=2, text_embedding_average_upsampling=True

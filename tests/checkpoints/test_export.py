@@ -7,14 +7,28 @@ import flowtts
 from conftest import randomise
 from flowtts.checkpoints.export import export_upstream
 from flowtts.cli import main
+from flowtts.config import ModelConfig
 from flowtts.model.build import build_model
-from upstream import load_upstream
+from upstream import load_upstream, load_upstream_unett
 
 VOCAB = {c: i for i, c in enumerate(" abcdefghijklmnopqrstuvwxyz,.")}
 
 
-def _model():
-    return randomise(build_model("tiny", VOCAB), std=0.05).eval()
+E2_TINY = ModelConfig(
+    backbone="UNetT",
+    dim=64,
+    depth=4,
+    heads=4,
+    ff_mult=2,
+    text_dim=None,
+    conv_layers=0,
+    text_mask_padding=False,
+    pe_attn_head=1,
+)
+
+
+def _model(config="tiny"):
+    return randomise(build_model(config, VOCAB), std=0.05).eval()
 
 
 def _upstream_vocab(path):
@@ -30,7 +44,7 @@ def test_export_writes_weights_vocab_and_an_upstream_model_config(tmp_path):
     assert _upstream_vocab(paths["vocab"]) == VOCAB
     config = json.loads(open(paths["config"], encoding="utf-8").read())["model"]
     assert config["name"] == "mine" and config["backbone"] == "DiT" and config["tokenizer"] == "custom"
-    expected = {k: v for k, v in model.config.dit_kwargs().items() if k not in ("mel_dim", "text_num_embeds")}
+    expected = {k: v for k, v in model.config.backbone_kwargs().items() if k not in ("mel_dim", "text_num_embeds")}
     arch = config["arch"]
     assert {k: arch[k] for k in expected} == expected
     assert config["mel_spec"] == {**model.config.mel.__dict__}
@@ -39,21 +53,26 @@ def test_export_writes_weights_vocab_and_an_upstream_model_config(tmp_path):
         assert torch.equal(back.state_dict()[key], value), key
 
 
-def test_upstream_builds_loads_and_samples_the_export_as_flowtts_does(tmp_path):
+@pytest.mark.parametrize("backbone", ["DiT", "UNetT"])
+def test_upstream_builds_loads_and_samples_the_export_as_flowtts_does(tmp_path, backbone):
     upstream = load_upstream()
     if upstream is None:
         pytest.skip("f5-tts is not installed")
     UCFM, UDiT = upstream
+    backbones = {"DiT": UDiT, "UNetT": load_upstream_unett()}
     from safetensors.torch import load_file
 
-    model = _model()
+    model = _model("tiny" if backbone == "DiT" else E2_TINY)
     paths = export_upstream(model, str(tmp_path))
     # What F5-TTS's load_model/load_checkpoint do with the three files.
     config = json.loads(open(paths["config"], encoding="utf-8").read())["model"]
     vocab = _upstream_vocab(paths["vocab"])
     mel = config["mel_spec"]
+    assert config["backbone"] == backbone
     theirs = UCFM(
-        transformer=UDiT(**config["arch"], text_num_embeds=len(vocab), mel_dim=mel["n_mel_channels"]),
+        transformer=backbones[config["backbone"]](
+            **config["arch"], text_num_embeds=len(vocab), mel_dim=mel["n_mel_channels"]
+        ),
         mel_spec_kwargs=mel,
         odeint_kwargs=dict(method="euler"),
         vocab_char_map=vocab,

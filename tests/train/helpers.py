@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -11,6 +12,7 @@ from flowtts.config import ModelConfig
 from flowtts.model.build import build_model
 
 TINY_TRAIN = ModelConfig(dim=32, depth=2, heads=2, dim_head=16, text_dim=16, conv_layers=1, ff_mult=2, dropout=0.0)
+TINY_BACKBONES = {"DiT": TINY_TRAIN, "UNetT": dataclasses.replace(TINY_TRAIN, backbone="UNetT")}
 SENTENCES = ["a cat sat", "the dog ran far", "blue sky", "red fox jumps high", "we go home now", "it is late"]
 
 
@@ -33,11 +35,11 @@ def write_corpus(directory: str, n: int = 12, seed: int = 0) -> str:
     return path
 
 
-def tiny_model(vocab, seed: int = 0):
+def tiny_model(vocab, seed: int = 0, backbone: str = "DiT"):
     import torch
 
     torch.manual_seed(seed)
-    return build_model(TINY_TRAIN, vocab)
+    return build_model(TINY_BACKBONES[backbone], vocab)
 
 
 def prepared_corpus(root: str, n: int = 8) -> str:
@@ -48,13 +50,14 @@ def prepared_corpus(root: str, n: int = 8) -> str:
     return os.path.join(root, "prepared")
 
 
-def random_model(corpus: str):
+def random_model(corpus: str, backbone: str = "DiT"):
     """The tiny model with randomised weights (std 0.1, seed 5) for ``corpus``'s vocabulary, in eval mode."""
     from conftest import randomise
     from flowtts.text import load_vocab
     from flowtts.train.data import MelDataset
 
-    return randomise(tiny_model(load_vocab(MelDataset(corpus).vocab_path())), std=0.1, seed=5).eval()
+    model = tiny_model(load_vocab(MelDataset(corpus).vocab_path()), backbone=backbone)
+    return randomise(model, std=0.1, seed=5).eval()
 
 
 def run_two_ranks(script: str, corpus: str, out_dir, config: dict) -> tuple[dict, dict]:

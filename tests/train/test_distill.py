@@ -46,9 +46,10 @@ def _distance(teacher, student, ds, config):
     return float(((out - target) ** 2 * mask).sum() / (mask.sum() * out.shape[-1]))
 
 
-def test_distillation_lowers_the_students_distance_to_the_teacher(corpus, tmp_path):
+@pytest.mark.parametrize("backbone", ["DiT", "UNetT"])
+def test_distillation_lowers_the_students_distance_to_the_teacher(corpus, tmp_path, backbone):
     ds = MelDataset(corpus)
-    teacher = _teacher(corpus)
+    teacher = random_model(corpus, backbone=backbone)
     student = copy.deepcopy(teacher)
     config = _config()
     before = _distance(teacher, student, ds, config)

@@ -44,9 +44,10 @@ def _fixed_loss(model, ds):
         return model(mels, texts, lens=lens, draws=draws)[0].item()
 
 
-def test_training_lowers_the_loss_and_writes_its_files(corpus, tmp_path):
+@pytest.mark.parametrize("backbone", ["DiT", "UNetT"])
+def test_training_lowers_the_loss_and_writes_its_files(corpus, tmp_path, backbone):
     ds = MelDataset(corpus)
-    model = tiny_model(load_vocab(ds.vocab_path()))
+    model = tiny_model(load_vocab(ds.vocab_path()), backbone=backbone)
     before = _fixed_loss(model, ds)
     summary = train(model, ds, str(tmp_path), _config(steps=40, save_every=20), held_out=ds, progress=False)
     after = _fixed_loss(model, ds)
@@ -59,6 +60,7 @@ def test_training_lowers_the_loss_and_writes_its_files(corpus, tmp_path):
 
     ema = flowtts.load(str(tmp_path / "model.safetensors"))
     assert ema.vocab_char_map == model.vocab_char_map and ema.metadata["step"] == "40"
+    assert type(ema.transformer) is type(model.transformer) and ema.config.backbone == backbone
 
 
 def test_kill_and_resume_gives_the_uninterrupted_parameters(corpus, tmp_path):

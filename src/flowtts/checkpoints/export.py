@@ -25,14 +25,16 @@ def _number(value):
 def upstream_config(model, name: str) -> dict:
     """The model config upstream's tools read (``configs/<name>.yaml``'s ``model`` section and its name)."""
     config = model.config
-    arch = {k: _number(v) for k, v in config.dit_kwargs().items() if k not in ("mel_dim", "text_num_embeds")}
-    arch.update(attn_backend="torch", attn_mask_enabled=False, checkpoint_activations=False)
+    arch = {k: _number(v) for k, v in config.backbone_kwargs().items() if k not in ("mel_dim", "text_num_embeds")}
+    arch.update(attn_backend="torch", attn_mask_enabled=False)
+    if config.backbone == "DiT":  # upstream's UNetT has no such argument
+        arch["checkpoint_activations"] = False
     return {
         "model": {
             "name": name,
             "tokenizer": "custom",
             "tokenizer_path": "vocab.txt",
-            "backbone": "DiT",
+            "backbone": config.backbone,
             "arch": arch,
             "mel_spec": dataclasses.asdict(config.mel),
             "vocoder": {"is_local": False, "local_path": None},

@@ -15,7 +15,8 @@ import torch
 from flowtts.config import PRESETS, ModelConfig
 
 _BOOKKEEPING = ("initted", "step", "update")
-_OFFICIAL_PRESETS = ("F5TTS_v1_Base", "F5TTS_Base", "F5TTS_v1_Small", "F5TTS_Small")  # v1 first: preferred
+# v1 first: preferred where v0 fits the same shapes
+_OFFICIAL_PRESETS = ("F5TTS_v1_Base", "F5TTS_Base", "F5TTS_v1_Small", "F5TTS_Small", "E2TTS_Base", "E2TTS_Small")
 
 
 class CheckpointError(ValueError):
@@ -66,7 +67,7 @@ def vocab_size_of(state: Mapping[str, torch.Tensor]) -> int:
     """``text_num_embeds`` of a checkpoint (its text embedding has one extra filler row)."""
     weight = state.get("transformer.text_embed.text_embed.weight")
     if weight is None:
-        raise CheckpointError("checkpoint has no transformer.text_embed.text_embed.weight: not an F5-TTS DiT")
+        raise CheckpointError("checkpoint has no transformer.text_embed.text_embed.weight: not an F5-TTS/E2-TTS model")
     return weight.shape[0] - 1
 
 

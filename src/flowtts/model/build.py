@@ -9,10 +9,13 @@ import torch
 from flowtts.config import ModelConfig, get_preset
 from flowtts.model.cfm import CFM
 from flowtts.model.dit import DiT
+from flowtts.model.unett import UNetT
+
+BACKBONE_CLASSES = {"DiT": DiT, "UNetT": UNetT}
 
 
 def build_model(config: ModelConfig | str, vocab: Mapping[str, int] | None = None) -> CFM:
-    """A freshly initialised model (F5-TTS's init: zero output layers) for ``config``.
+    """A freshly initialised model (F5-TTS's init; a DiT starts with zero output layers) for ``config``.
 
     Args:
         config: A :class:`ModelConfig` or a preset name.
@@ -24,7 +27,7 @@ def build_model(config: ModelConfig | str, vocab: Mapping[str, int] | None = Non
     if vocab is not None:
         config = config.with_vocab_size(len(vocab))
     model = CFM(
-        DiT(**config.dit_kwargs()),
+        BACKBONE_CLASSES[config.backbone](**config.backbone_kwargs()),
         mel_spec_kwargs=dict(
             target_sample_rate=config.mel.target_sample_rate,
             n_mel_channels=config.mel.n_mel_channels,
