@@ -475,6 +475,9 @@ def _train(args: argparse.Namespace) -> int:
         bf16=args.bf16,
         isolate_batch=args.isolate_batch,
         grad_accum=args.grad_accum,
+        snapshot_every=args.snapshot_every,
+        keep_snapshots=args.keep_snapshots,
+        log_samples=args.log_samples,
     )
     summary = train(model, dataset, args.out, config, held_out=held_out, progress=not args.quiet)
     print(f"step {summary['step']}, loss {summary['loss']:.4f}, {summary['seconds']:.0f} s; weights in {args.out}")
@@ -847,10 +850,10 @@ def build_parser() -> argparse.ArgumentParser:
         "extend vocab)",
     )
     tr.add_argument("--steps", type=int, default=10_000)
-    tr.add_argument("--lr", type=float, default=7.5e-5)
-    tr.add_argument("--warmup", type=int, default=1_000)
-    tr.add_argument("--batch-frames", type=int, default=8_000)
-    tr.add_argument("--max-samples", type=int, default=32)
+    tr.add_argument("--lr", "--learning_rate", type=float, default=7.5e-5)
+    tr.add_argument("--warmup", "--num_warmup_updates", type=int, default=1_000)
+    tr.add_argument("--batch-frames", type=int, default=8_000, help="frames per batch, padding included")
+    tr.add_argument("--max-samples", "--max_samples", type=int, default=32, help="utterances per batch at most")
     tr.add_argument(
         "--grad-accum",
         "--grad_accumulation_steps",
@@ -858,9 +861,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="frame batches per optimiser step (their mean losses averaged, as F5-TTS's grad_accumulation_steps)",
     )
-    tr.add_argument("--grad-clip", type=float, default=1.0)
+    tr.add_argument("--grad-clip", "--max_grad_norm", type=float, default=1.0)
     tr.add_argument("--ema-decay", type=float, default=0.999)
-    tr.add_argument("--save-every", type=int, default=500)
+    tr.add_argument(
+        "--save-every", "--last_per_updates", type=int, default=500, help="steps between resume checkpoints"
+    )
+    tr.add_argument(
+        "--snapshot-every",
+        "--save_per_updates",
+        type=int,
+        default=0,
+        help="also keep the EMA weights as model_STEP.safetensors every N steps (default 0: never)",
+    )
+    tr.add_argument(
+        "--keep-snapshots",
+        "--keep_last_n_checkpoints",
+        type=int,
+        default=-1,
+        help="snapshots to keep, newest first (default -1: all)",
+    )
+    tr.add_argument(
+        "--log-samples",
+        "--log_samples",
+        action="store_true",
+        help="at every save, synthesise one fixed held-out utterance into OUT/samples/ (wav + mel picture)",
+    )
     tr.add_argument("--eval-every", type=int, default=250)
     tr.add_argument("--log-every", type=int, default=10)
     tr.add_argument("--seed", type=int, default=0)

@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,6 +85,56 @@ def test_kill_and_resume_gives_the_uninterrupted_parameters(corpus, tmp_path):
     assert summary["step"] == 12
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_snapshots_and_samples_leave_training_unchanged(corpus, tmp_path):
+    import soundfile as sf
+
+    import flowtts
+    from flowtts.train.snapshots import log_sample
+
+    ds = MelDataset(corpus)
+    vocab = load_vocab(ds.vocab_path())
+    plain = tiny_model(vocab)
+    train(plain, ds, str(tmp_path / "plain"), _config(), progress=False)
+    logged = tiny_model(vocab)
+    config = _config(snapshot_every=4, keep_snapshots=2, log_samples=True)
+    train(logged, ds, str(tmp_path / "run"), config, held_out=ds, progress=False)
+    for (name, a), b in zip(plain.state_dict().items(), logged.state_dict().values()):
+        assert torch.equal(a, b), name  # no random draw of the run was disturbed
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.glob("model_*.safetensors")) == ["model_12.safetensors", "model_8.safetensors"]
+    last, final = flowtts.load(str(run / "model_12.safetensors")), flowtts.load(str(run / "model.safetensors"))
+    assert all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), final.state_dict().values()))
+    assert last.metadata["step"] == "12"
+    names = {p.name for p in (run / "samples").iterdir()}
+    assert {"ref.wav", "step_4_gen.wav", "step_8_gen.wav", "step_12_gen.wav", "step_12_gen.png"} <= names
+    # The step-12 sample is upstream's recipe (the utterance as prompt, its text twice) on the step-12 EMA.
+    mel, text = ds[0]
+    n = mel.shape[0]
+    expected, _ = last.sample(
+        mel[None], [f"{text} {text}"], 2 * n, steps=32, cfg_strength=2.0, sway_sampling_coef=-1.0, seed=3
+    )
+    again = log_sample(last, mel, text, str(tmp_path / "again"), 12, seed=3)
+    assert torch.equal(again["mel"], expected[0, n:])
+    wave, rate = sf.read(run / "samples" / "step_12_gen.wav")
+    assert rate == 24_000 and len(wave) == (n - 1) * last.mel_spec.hop_length
+    assert np.array_equal(wave, sf.read(again["gen"])[0])
+    assert not np.array_equal(wave, sf.read(run / "samples" / "step_4_gen.wav")[0])  # the model moved
+    assert np.abs(wave).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(snapshot_every=-1), "snapshot_every must be >= 0"),
+        (dict(keep_snapshots=0), "keep_snapshots must be -1"),
+        (dict(keep_snapshots=-2), "keep_snapshots must be -1"),
+    ],
+)
+def test_bad_snapshot_settings(bad, match):
+    with pytest.raises(ValueError, match=match):
+        _config(**bad)
 
 
 def test_architecture_mismatch_on_resume_is_refused(corpus, tmp_path):

@@ -50,11 +50,18 @@ class TrainConfig:
     bf16: bool | None = None  # None: on for CUDA, off for CPU
     isolate_batch: bool = False  # True: no padding leaks between samples (exact DDP == 1 process), slower
     grad_accum: int = 1  # frame batches per optimiser step (F5-TTS's grad_accumulation_steps)
+    snapshot_every: int = 0  # keep the EMA weights as model_{step}.safetensors every N steps (0: never)
+    keep_snapshots: int = -1  # how many snapshots to keep, newest first (-1: all)
+    log_samples: bool = False  # at every save, synthesise one fixed utterance into samples/
 
     def __post_init__(self):
         for name in ("steps", "batch_frames", "max_samples", "save_every", "log_every", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be >= 0 (0: no snapshots), got {self.snapshot_every}")
+        if self.keep_snapshots == 0 or self.keep_snapshots < -1:
+            raise ValueError(f"keep_snapshots must be -1 (all) or >= 1, got {self.keep_snapshots}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.lr <= 0:
@@ -228,7 +235,10 @@ def train(
         model: The model to train (its weights are the starting point unless a checkpoint resumes).
         dataset: Prepared training data.
         out_dir: Where ``last.pt`` (resume state), ``model.safetensors`` (EMA weights, flowtts format),
-            ``train_log.csv`` and ``loss.png`` go.
+            ``train_log.csv`` and ``loss.png`` go; with ``config.snapshot_every`` also
+            ``model_{step}.safetensors``, with ``config.log_samples`` also ``samples/`` (one fixed
+            utterance -- the first held-out one, else the first training one -- synthesised at every
+            save by upstream's recipe, see :mod:`flowtts.train.snapshots`).
         config: :class:`TrainConfig`.
         held_out: Optional data for the right-vs-wrong-text loss gap, logged every ``eval_every``.
         progress: Progress bar with loss and throughput (rank 0).
@@ -241,6 +251,7 @@ def train(
     import copy
 
     from flowtts.checkpoints.loader import save as save_model
+    from flowtts.train.snapshots import keep_snapshot, log_sample
 
     env = dist_utils.setup()
     device = env.device
@@ -302,6 +313,9 @@ def train(
         )
         save_model(ema, os.path.join(out_dir, "model.safetensors"), extra={"step": step})
         plot_loss_curve(csv_path, os.path.join(out_dir, "loss.png"))
+        if config.log_samples:
+            mel, text = (held_out if held_out is not None and len(held_out) else dataset)[0]
+            log_sample(ema, mel, text, out_dir, step, seed=config.seed)
 
     batches = frame_batches(frames, config.batch_frames, config.max_samples, config.seed, epoch)
 
@@ -387,6 +401,8 @@ def train(
                 bar.update(1)
             if step % config.save_every == 0 or step == stop:
                 checkpoint()
+            if config.snapshot_every and step % config.snapshot_every == 0 and rank == 0:
+                keep_snapshot(ema, out_dir, step, config.keep_snapshots)
     finally:
         if bar is not None:
             bar.close()
