@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
 
@@ -24,9 +23,9 @@ import flowtts
 from _common import table
 from flowtts.audio.io import read_audio
 from flowtts.audio.vocoders import GriffinLim
-from flowtts.eval import word_error_rate
 from flowtts.eval.asr import PocketSphinx
-from flowtts.infer import prepare_reference, recommended_options, synthesize
+from flowtts.eval.report import score_model, score_recordings
+from flowtts.infer import prepare_reference, recommended_options
 from flowtts.train.data import read_metadata
 
 
@@ -58,29 +57,29 @@ def main() -> None:
     texts = [text for _, _, text in rows]
     asr = PocketSphinx()
     table_rows, transcripts = [], {}
+    clip = read_audio(ref_audio, 24_000)[0]
     for spec in args.model:
         model = flowtts.load(spec)
-        rate = model.mel_spec.target_sample_rate
         vocoder = GriffinLim(model.mel_spec)
         first_mels = None
         for dtype in args.dtypes:
             options = recommended_options(model, steps=args.steps, cfg_strength=args.cfg, dtype=dtype)
-            reference = prepare_reference(model, read_audio(ref_audio, rate)[0], ref_text, options)
-            start = time.perf_counter()
-            results = synthesize(
-                model, reference, texts, vocoder=vocoder, options=options, seeds=list(range(len(texts))), progress=True
+            reference = prepare_reference(model, clip, ref_text, options)
+            mels = {}
+            score = score_model(
+                model,
+                texts,
+                [reference] * len(texts),
+                asr=asr,
+                options=options,
+                vocoder=vocoder,
+                label=f"{spec} @{options.steps} steps, cfg {options.cfg_strength:g}, {dtype}",
+                progress=True,
+                on_utterance=lambda i, u, mels=mels: mels.__setitem__(i, u.mel),
             )
-            seconds = time.perf_counter() - start
-            heard = [asr(r.wave, rate) for r in results]
-            label = f"{spec} @{options.steps} steps, cfg {options.cfg_strength:g}, {dtype}"
-            transcripts[label] = heard
-            row = {
-                "audio": label,
-                "utterances": len(texts),
-                "WER": f"{word_error_rate(texts, heard):.3f}",
-                "synthesis s": f"{seconds:.1f}",
-            }
-            mels = [r.mel for r in results]
+            transcripts[score.label] = score.transcripts
+            row = {k: v for k, v in score.row().items() if k in ("system", "utterances", "WER", "synthesis s")}
+            mels = [mels[i] for i in range(len(texts))]
             if first_mels is None:
                 first_mels = mels
             else:
@@ -89,22 +88,14 @@ def main() -> None:
             table_rows.append(row)
     rate = 24_000
     waves = [read_audio(os.path.join(root, audio), rate)[0] for _, audio, _ in rows]
-    corpus = [asr(w, rate) for w in waves]
     mel_spec = model.mel_spec
     griffin = GriffinLim(mel_spec)
     with torch.no_grad():
-        resynth = [asr(griffin(mel_spec(w[None]))[0], rate) for w in waves]
-    transcripts["corpus recordings"] = corpus
-    table_rows.append(
-        {"audio": "corpus recordings", "utterances": len(texts), "WER": f"{word_error_rate(texts, corpus):.3f}"}
-    )
-    table_rows.append(
-        {
-            "audio": "corpus mels -> Griffin-Lim",
-            "utterances": len(texts),
-            "WER": f"{word_error_rate(texts, resynth):.3f}",
-        }
-    )
+        resynth = [griffin(mel_spec(w[None]))[0] for w in waves]
+    for label, audio in (("corpus recordings", waves), ("corpus mels -> Griffin-Lim", resynth)):
+        score = score_recordings(audio, texts, [None] * len(texts), sample_rate=rate, mel_spec=mel_spec, asr=asr)
+        transcripts[label] = score.transcripts
+        table_rows.append({"system": label, "utterances": str(len(texts)), "WER": f"{score.wer:.3f}"})
     if args.show:
         for i, text in enumerate(texts):
             print(f"REF   {text}")
