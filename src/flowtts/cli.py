@@ -759,6 +759,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _info(args: argparse.Namespace) -> int:
+    import json
+
+    from flowtts.checkpoints.inspect import format_facts, model_facts
+
+    _resolve_checkpoint(args)
+    model = _load_model(argparse.Namespace(**{**vars(args), "quiet": True}))
+    path = args.model if not args.model.startswith("builtin") else None
+    if path is None:
+        from flowtts.checkpoints.loader import builtin_path
+
+        path = builtin_path(args.model)
+    facts = model_facts(model, path)
+    print(json.dumps(facts, indent=2) if args.json else format_facts(facts))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowtts", description="F5-TTS-compatible flow-matching TTS")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -917,6 +934,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--dtype", choices=DTYPE_CHOICES, help="stored precision (default: as loaded)")
     ex.add_argument("--force", action="store_true", help="replace existing files")
     ex.set_defaults(func=_export)
+
+    info = sub.add_parser("info", help="what a model file holds: architecture, size, vocabulary, sampling, origin")
+    info.add_argument("model", nargs="?", default="builtin", help="model file, or builtin / builtin:student")
+    info.add_argument("-p", "--ckpt_file", help="checkpoint (upstream's spelling; then MODEL names its architecture)")
+    info.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
+    info.add_argument("-v", "--vocab", "--vocab_file", help="vocab.txt of an official checkpoint")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=_info)
 
     ev = sub.add_parser(
         "eval", help="word error rate and speaker similarity of models on held-out sentences (F5-TTS's eval)"

@@ -50,6 +50,11 @@ def model_state_dict(raw: Mapping, *, use_ema: bool = True, source: str = "check
             other = "model_state_dict" if use_ema else "ema_model_state_dict"
             raise CheckpointError(f"{source}: has no {key!r} (it has {other!r}; set use_ema={not use_ema})")
         state = raw[key]
+    elif "ema" in raw and "optimizer" in raw:  # flowtts's resume state (train, distill, reward)
+        raise CheckpointError(
+            f"{source}: a flowtts run's resume state; load the weights written beside it "
+            "(model.safetensors, or student.safetensors / best.safetensors of a distillation)"
+        )
     else:
         state = raw  # bare dict (.safetensors, or an exported .pt)
     if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
