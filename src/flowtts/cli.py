@@ -776,6 +776,57 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import torch
+
+    from flowtts.audio.vocoders import load_vocoder
+    from flowtts.infer import load_reference, recommended_options
+    from flowtts.serve import SpeechServer
+
+    _resolve_checkpoint(args)
+    if not 0 <= args.port < 65536:
+        raise UserError(f"--port must be in 0..65535, got {args.port}")
+    if args.max_requests is not None and args.max_requests < 1:
+        raise UserError(f"--max-requests must be >= 1, got {args.max_requests}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = _load_model(args)
+    options = recommended_options(
+        model,
+        steps=args.steps,
+        cfg_strength=args.cfg,
+        sway_sampling_coef=args.sway,
+        speed=args.speed,
+        dtype=args.dtype,
+        target_rms=args.target_rms,
+        cross_fade_seconds=args.cross_fade,
+    )
+    try:
+        reference = load_reference(model, args.ref_audio, args.ref_text, options)
+    except ImportError:
+        raise UserError("--ref-text is required with --ref-audio (the transcript of the reference clip)") from None
+    try:
+        server = SpeechServer(
+            model,
+            reference,
+            load_vocoder(model.mel_spec, args.vocoder_path),
+            options,
+            host=args.host,
+            port=args.port,
+            seed=args.seed,
+        )
+    except OSError as exc:
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    host, port = server.address
+    rate = model.mel_spec.target_sample_rate
+    print(f"serving on {host}:{port}: send UTF-8 text, get float32 mono at {rate} Hz then END", file=sys.stderr)
+    try:
+        server.serve_forever(args.max_requests)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowtts", description="F5-TTS-compatible flow-matching TTS")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -934,6 +985,29 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--dtype", choices=DTYPE_CHOICES, help="stored precision (default: as loaded)")
     ex.add_argument("--force", action="store_true", help="replace existing files")
     ex.set_defaults(func=_export)
+
+    sv = sub.add_parser("serve", help="a speech server on a TCP socket (F5-TTS's socket_server protocol)")
+    sv.add_argument("-m", "--model", help="model file, builtin (default) or builtin:student")
+    sv.add_argument("-p", "--ckpt_file", help="checkpoint (upstream's spelling; then --model names its architecture)")
+    sv.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
+    sv.add_argument("-v", "--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
+    sv.add_argument("-r", "--ref-audio", "--ref_audio", help="reference clip (default: the built-in one)")
+    sv.add_argument("-s", "--ref-text", "--ref_text", help="its transcript")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    sv.add_argument("--port", type=int, default=9998, help="port (upstream's default; 0: any free one)")
+    sv.add_argument("--steps", "--nfe_step", type=int, help="solver steps (default 32, or a student's own)")
+    sv.add_argument("--cfg", "--cfg_strength", type=float, help="guidance strength (default 2, or a student's own)")
+    sv.add_argument("--sway", "--sway_sampling_coef", type=float)
+    sv.add_argument("--speed", type=float)
+    sv.add_argument("--target-rms", "--target_rms", type=float)
+    sv.add_argument("--cross-fade", "--cross_fade_duration", type=float, default=0.15)
+    sv.add_argument("--dtype", choices=DTYPE_CHOICES)
+    sv.add_argument("--seed", type=int, help="seed of every text's first chunk (default: random per text)")
+    sv.add_argument("--vocoder-path", help="local Vocos directory (default: Griffin-Lim)")
+    sv.add_argument("--max-requests", type=int, help="stop after this many texts (default: serve until Ctrl-C)")
+    sv.add_argument("--device")
+    sv.add_argument("--threads", type=int)
+    sv.set_defaults(func=_serve)
 
     info = sub.add_parser("info", help="what a model file holds: architecture, size, vocabulary, sampling, origin")
     info.add_argument("model", nargs="?", default="builtin", help="model file, or builtin / builtin:student")
