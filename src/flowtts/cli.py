@@ -64,6 +64,7 @@ CONFIG_OPTIONS = {
     "target_rms": "target_rms",
     "cross_fade": "cross_fade_duration",
     "device": "device",
+    "model_cfg": "model_cfg",
 }
 
 
@@ -129,10 +130,24 @@ def _resolve_checkpoint(args: argparse.Namespace) -> None:
 
 
 def _load_model(args: argparse.Namespace):
-    """``--model`` with its ``--preset``/``--vocab`` (and ``--device``), saying which preset the shapes matched."""
-    from flowtts.checkpoints.loader import load
+    """``--model`` with its ``--preset``/``--model_cfg``/``--vocab`` (and ``--device``), saying which preset the
+    shapes matched."""
+    from flowtts.checkpoints.loader import load, read_metadata
 
-    model = load(args.model, preset=args.preset, vocab=args.vocab, device=getattr(args, "device", None) or "cpu")
+    preset = args.preset
+    if getattr(args, "model_cfg", None):  # upstream: the model config file wins over the architecture's name
+        from flowtts.checkpoints.model_config import read_model_config
+
+        config = read_model_config(args.model_cfg)
+        own = args.model.startswith("builtin") or (
+            args.model.endswith(".safetensors") and os.path.isfile(args.model) and read_metadata(args.model)
+        )
+        if own:
+            if not getattr(args, "quiet", False):
+                print(f"--model_cfg ignored: {args.model} carries its own architecture", file=sys.stderr)
+        else:
+            preset = config
+    model = load(args.model, preset=preset, vocab=args.vocab, device=getattr(args, "device", None) or "cpu")
     if getattr(model, "preset", None) and args.preset is None and not getattr(args, "quiet", False):
         print(f"using preset {model.preset} (matched by parameter shapes)", file=sys.stderr)
     return model
@@ -857,6 +872,11 @@ def build_parser() -> argparse.ArgumentParser:
         "-p", "--ckpt_file", "--ckpt-file", dest="ckpt_file", help="the checkpoint (upstream's spelling)"
     )
     infer.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
+    infer.add_argument(
+        "--model-cfg",
+        "--model_cfg",
+        help="F5-TTS model config (configs/*.yaml) of an official checkpoint's architecture",
+    )
     infer.add_argument("-v", "--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
     infer.add_argument("-r", "--ref-audio", "--ref_audio", help="reference clip (any format soundfile reads)")
     infer.add_argument(
@@ -952,6 +972,11 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("-o", "--output", default="edited.wav")
     ed.add_argument("--model", "--ckpt_file", default="builtin", help="flowtts or F5-TTS checkpoint, or 'builtin'")
     ed.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
+    ed.add_argument(
+        "--model-cfg",
+        "--model_cfg",
+        help="F5-TTS model config (configs/*.yaml) of an official checkpoint's architecture",
+    )
     ed.add_argument("--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
     ed.add_argument("--steps", "--nfe_step", type=int, help="solver steps (default 32, or a student's own)")
     ed.add_argument("--cfg", "--cfg_strength", type=float, help="guidance strength (default 2, or a student's own)")
@@ -981,6 +1006,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("-o", "--out", required=True, help="directory for NAME.safetensors, vocab.txt, NAME.yaml")
     ex.add_argument("--name", default="model", help="file stem and the config's model name (default: model)")
     ex.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
+    ex.add_argument(
+        "--model-cfg",
+        "--model_cfg",
+        help="F5-TTS model config (configs/*.yaml) of an official checkpoint's architecture",
+    )
     ex.add_argument("--vocab", help="vocab.txt of an official checkpoint")
     ex.add_argument("--dtype", choices=DTYPE_CHOICES, help="stored precision (default: as loaded)")
     ex.add_argument("--force", action="store_true", help="replace existing files")
@@ -990,6 +1020,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("-m", "--model", help="model file, builtin (default) or builtin:student")
     sv.add_argument("-p", "--ckpt_file", help="checkpoint (upstream's spelling; then --model names its architecture)")
     sv.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
+    sv.add_argument(
+        "--model-cfg",
+        "--model_cfg",
+        help="F5-TTS model config (configs/*.yaml) of an official checkpoint's architecture",
+    )
     sv.add_argument("-v", "--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
     sv.add_argument("-r", "--ref-audio", "--ref_audio", help="reference clip (default: the built-in one)")
     sv.add_argument("-s", "--ref-text", "--ref_text", help="its transcript")
@@ -1013,6 +1048,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model", nargs="?", default="builtin", help="model file, or builtin / builtin:student")
     info.add_argument("-p", "--ckpt_file", help="checkpoint (upstream's spelling; then MODEL names its architecture)")
     info.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
+    info.add_argument(
+        "--model-cfg",
+        "--model_cfg",
+        help="F5-TTS model config (configs/*.yaml) of an official checkpoint's architecture",
+    )
     info.add_argument("-v", "--vocab", "--vocab_file", help="vocab.txt of an official checkpoint")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_info)

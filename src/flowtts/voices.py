@@ -31,12 +31,12 @@ VOICE_TAG = re.compile(r"\[(\w+)\]")
 MAIN = "main"
 # config key -> expected type(s)
 STRING_KEYS = ("model", "ckpt_file", "vocab_file", "ref_audio", "ref_text", "gen_text", "gen_file", "output_dir")
-STRING_KEYS += ("output_file", "device")
+STRING_KEYS += ("output_file", "device", "model_cfg")
 NUMBER_KEYS = ("nfe_step", "cfg_strength", "sway_sampling_coef", "speed", "fix_duration", "target_rms")
 NUMBER_KEYS += ("cross_fade_duration",)
 BOOL_KEYS = ("remove_silence",)
 # upstream keys flowtts has no use for (vocoders are chosen with --vocoder-path; nothing is downloaded)
-IGNORED_KEYS = ("vocoder_name", "load_vocoder_from_local", "save_chunk", "no_legacy_text", "model_cfg")
+IGNORED_KEYS = ("vocoder_name", "load_vocoder_from_local", "save_chunk", "no_legacy_text")
 VOICE_KEYS = ("ref_audio", "ref_text", "speed")
 
 

@@ -113,7 +113,7 @@ def _load_vocab(vocab) -> dict[str, int] | None:
 def load(
     path: str | os.PathLike,
     *,
-    preset: str | None = None,
+    preset: str | ModelConfig | None = None,
     vocab: str | os.PathLike | Mapping[str, int] | None = None,
     use_ema: bool = True,
     device: str | torch.device = "cpu",
@@ -123,8 +123,10 @@ def load(
 
     Args:
         path: ``.safetensors``/``.pt`` file, or ``"builtin"`` / ``"builtin:student"``.
-        preset: Architecture of an official checkpoint (default: the preset whose shapes match,
-            v1 preferred where v0 has the same shapes; the choice is logged).
+        preset: Architecture of an official checkpoint: a preset name, or a :class:`ModelConfig`
+            (e.g. from :func:`flowtts.checkpoints.model_config.read_model_config`, upstream's
+            ``--model_cfg``); default: the preset whose shapes match, v1 preferred where v0 has the
+            same shapes (the choice is logged).
         vocab: ``vocab.txt`` (or a dict) an official checkpoint was trained with. Not needed when its
             vocabulary is UTF-8 bytes (256 entries).
         use_ema: Take the EMA weights of a ``.pt`` training checkpoint.
@@ -176,12 +178,16 @@ def load(
         if preset is None:
             name = match_preset(state)
             log.info("%s: using preset %s (matched by parameter shapes)", path, name)
+            config = get_preset(name)
+        elif isinstance(preset, ModelConfig):
+            name, config = None, preset
         else:
-            name = preset
-        config = get_preset(name).with_vocab_size(n_vocab)
+            name, config = preset, get_preset(preset)
+        config = config.with_vocab_size(n_vocab)
         problems = mismatches(state, config)
         if any(problems):
-            raise CheckpointError(f"{path} does not fit preset {name}: {describe(*problems)}")
+            what = f"preset {name}" if name else "the given model config"
+            raise CheckpointError(f"{path} does not fit {what}: {describe(*problems)}")
         model = build_model(config, vocab_map)
     target_dtype = dtype or torch.float32
     result = model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()}, strict=False)
