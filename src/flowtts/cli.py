@@ -153,6 +153,28 @@ def _load_model(args: argparse.Namespace):
     return model
 
 
+def _options(model, args: argparse.Namespace):
+    """The model's recommended :class:`~flowtts.infer.InferenceOptions` with the command's sampling options
+    (those the command has and was given) on top."""
+    from flowtts.infer import recommended_options
+
+    names = {
+        "steps": "steps",
+        "cfg": "cfg_strength",
+        "sway": "sway_sampling_coef",
+        "speed": "speed",
+        "batch_size": "batch_size",
+        "dtype": "dtype",
+        "fix_duration": "fix_duration",
+        "remove_silence": "remove_silence",
+        "target_rms": "target_rms",
+        "cross_fade": "cross_fade_seconds",
+    }
+    return recommended_options(
+        model, **{field: getattr(args, arg) for arg, field in names.items() if hasattr(args, arg)}
+    )
+
+
 def _infer(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -160,7 +182,7 @@ def _infer(args: argparse.Namespace) -> int:
 
     from flowtts.audio.io import write_audio
     from flowtts.audio.vocoders import load_vocoder
-    from flowtts.infer import load_reference, recommended_options, save_mel_png, synthesize
+    from flowtts.infer import load_reference, save_mel_png, synthesize
     from flowtts.voices import VOICE_TAG, Voice, split_voices
 
     if args.gen_file is not None:  # read whole, as upstream's --gen_file
@@ -232,19 +254,7 @@ def _infer(args: argparse.Namespace) -> int:
 
     model = _load_model(args)
     rate = model.mel_spec.target_sample_rate
-    options = recommended_options(
-        model,
-        steps=args.steps,
-        cfg_strength=args.cfg,
-        sway_sampling_coef=args.sway,
-        speed=args.speed,
-        batch_size=args.batch_size,
-        dtype=args.dtype,
-        fix_duration=args.fix_duration,
-        remove_silence=args.remove_silence,
-        target_rms=args.target_rms,
-        cross_fade_seconds=args.cross_fade,
-    )
+    options = _options(model, args)
 
     def show(text):
         if not args.quiet:
@@ -336,7 +346,7 @@ def _edit(args: argparse.Namespace) -> int:
     from flowtts.audio.io import read_audio, write_audio
     from flowtts.audio.vocoders import load_vocoder
     from flowtts.edit import edit_speech
-    from flowtts.infer import recommended_options, save_mel_png
+    from flowtts.infer import save_mel_png
 
     if not args.text.strip():
         raise UserError("--text is empty")
@@ -353,14 +363,7 @@ def _edit(args: argparse.Namespace) -> int:
     model = _load_model(args)
     rate = model.mel_spec.target_sample_rate
     wave, _ = read_audio(args.audio, rate)
-    options = recommended_options(
-        model,
-        steps=args.steps,
-        cfg_strength=args.cfg,
-        sway_sampling_coef=args.sway,
-        dtype=args.dtype,
-        target_rms=args.target_rms,
-    )
+    options = _options(model, args)
     result = edit_speech(
         model,
         wave,
@@ -676,7 +679,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from flowtts.checkpoints.loader import builtin_reference, load
     from flowtts.eval.asr import PocketSphinx
     from flowtts.eval.report import format_scores, score_model, score_recordings, speaker_similarity_or_none
-    from flowtts.infer import prepare_reference, recommended_options
+    from flowtts.infer import prepare_reference
     from flowtts.train.data import read_metadata
 
     if args.n < 1:
@@ -703,9 +706,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     for spec in args.model:
         model = load(spec, preset=args.preset, vocab=args.vocab, device=args.device or "cpu")
         rate = model.mel_spec.target_sample_rate
-        options = recommended_options(
-            model, steps=args.steps, cfg_strength=args.cfg, sway_sampling_coef=args.sway, dtype=args.dtype
-        )
+        options = _options(model, args)
         cache = {}
         for clip in dict.fromkeys(prompts):
             cache[clip] = prepare_reference(model, read_audio(clip[0], rate)[0], clip[1], options)
@@ -795,7 +796,7 @@ def _serve(args: argparse.Namespace) -> int:
     import torch
 
     from flowtts.audio.vocoders import load_vocoder
-    from flowtts.infer import load_reference, recommended_options
+    from flowtts.infer import load_reference
     from flowtts.serve import SpeechServer
 
     _resolve_checkpoint(args)
@@ -806,16 +807,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = _load_model(args)
-    options = recommended_options(
-        model,
-        steps=args.steps,
-        cfg_strength=args.cfg,
-        sway_sampling_coef=args.sway,
-        speed=args.speed,
-        dtype=args.dtype,
-        target_rms=args.target_rms,
-        cross_fade_seconds=args.cross_fade,
-    )
+    options = _options(model, args)
     try:
         reference = load_reference(model, args.ref_audio, args.ref_text, options)
     except ImportError:
@@ -840,6 +832,17 @@ def _serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _add_architecture_options(parser: argparse.ArgumentParser) -> None:
+    """What an official checkpoint needs besides its weights: its architecture and its vocabulary."""
+    parser.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
+    parser.add_argument(
+        "--model-cfg",
+        "--model_cfg",
+        help="F5-TTS model config (configs/*.yaml) of an official checkpoint's architecture",
+    )
+    parser.add_argument("-v", "--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -871,13 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument(
         "-p", "--ckpt_file", "--ckpt-file", dest="ckpt_file", help="the checkpoint (upstream's spelling)"
     )
-    infer.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
-    infer.add_argument(
-        "--model-cfg",
-        "--model_cfg",
-        help="F5-TTS model config (configs/*.yaml) of an official checkpoint's architecture",
-    )
-    infer.add_argument("-v", "--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
+    _add_architecture_options(infer)
     infer.add_argument("-r", "--ref-audio", "--ref_audio", help="reference clip (any format soundfile reads)")
     infer.add_argument(
         "-s",
@@ -971,13 +968,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ed.add_argument("-o", "--output", default="edited.wav")
     ed.add_argument("--model", "--ckpt_file", default="builtin", help="flowtts or F5-TTS checkpoint, or 'builtin'")
-    ed.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
-    ed.add_argument(
-        "--model-cfg",
-        "--model_cfg",
-        help="F5-TTS model config (configs/*.yaml) of an official checkpoint's architecture",
-    )
-    ed.add_argument("--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
+    _add_architecture_options(ed)
     ed.add_argument("--steps", "--nfe_step", type=int, help="solver steps (default 32, or a student's own)")
     ed.add_argument("--cfg", "--cfg_strength", type=float, help="guidance strength (default 2, or a student's own)")
     ed.add_argument("--sway", "--sway_sampling_coef", type=float, help="sway sampling coefficient (default -1)")
@@ -1005,13 +996,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("model", help="flowtts file, official checkpoint, or 'builtin' / 'builtin:student'")
     ex.add_argument("-o", "--out", required=True, help="directory for NAME.safetensors, vocab.txt, NAME.yaml")
     ex.add_argument("--name", default="model", help="file stem and the config's model name (default: model)")
-    ex.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
-    ex.add_argument(
-        "--model-cfg",
-        "--model_cfg",
-        help="F5-TTS model config (configs/*.yaml) of an official checkpoint's architecture",
-    )
-    ex.add_argument("--vocab", help="vocab.txt of an official checkpoint")
+    _add_architecture_options(ex)
     ex.add_argument("--dtype", choices=DTYPE_CHOICES, help="stored precision (default: as loaded)")
     ex.add_argument("--force", action="store_true", help="replace existing files")
     ex.set_defaults(func=_export)
@@ -1019,13 +1004,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="a speech server on a TCP socket (F5-TTS's socket_server protocol)")
     sv.add_argument("-m", "--model", help="model file, builtin (default) or builtin:student")
     sv.add_argument("-p", "--ckpt_file", help="checkpoint (upstream's spelling; then --model names its architecture)")
-    sv.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
-    sv.add_argument(
-        "--model-cfg",
-        "--model_cfg",
-        help="F5-TTS model config (configs/*.yaml) of an official checkpoint's architecture",
-    )
-    sv.add_argument("-v", "--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
+    _add_architecture_options(sv)
     sv.add_argument("-r", "--ref-audio", "--ref_audio", help="reference clip (default: the built-in one)")
     sv.add_argument("-s", "--ref-text", "--ref_text", help="its transcript")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
@@ -1047,13 +1026,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="what a model file holds: architecture, size, vocabulary, sampling, origin")
     info.add_argument("model", nargs="?", default="builtin", help="model file, or builtin / builtin:student")
     info.add_argument("-p", "--ckpt_file", help="checkpoint (upstream's spelling; then MODEL names its architecture)")
-    info.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
-    info.add_argument(
-        "--model-cfg",
-        "--model_cfg",
-        help="F5-TTS model config (configs/*.yaml) of an official checkpoint's architecture",
-    )
-    info.add_argument("-v", "--vocab", "--vocab_file", help="vocab.txt of an official checkpoint")
+    _add_architecture_options(info)
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_info)
 

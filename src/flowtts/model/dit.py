@@ -10,50 +10,13 @@ also accepts a precomputed ``text_embed``. Everything cached therefore lives in 
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from flowtts.model.conditioning import Conditioning, condition_inputs, step_inputs
 from flowtts.model.embeddings import InputEmbedding, TextEmbedding, TimestepEmbedding
 from flowtts.model.modules import AdaLayerNormFinal, DiTBlock, RotaryEmbedding
 from flowtts.sampling.checkpoint import checkpoint
-
-
-@dataclass
-class Conditioning:
-    """What every velocity call of one sampling run shares (see :meth:`DiT.condition`).
-
-    Attributes:
-        inputs: Prompt-mel and text share of the input projection, bias included, ``(branches*b, n, dim)``.
-        mask: Validity mask ``(branches*b, n)`` or ``None``.
-        rope: Rotary ``cos``/``sin`` tables.
-        qkv: Fused attention projection per block.
-        branches: 2 when conditional and unconditional branches are packed (CFG), else 1.
-        attn_mask_enabled: Attention-masking override (``True`` for isolated batches).
-    """
-
-    inputs: torch.Tensor
-    mask: torch.Tensor | None
-    rope: tuple[torch.Tensor, torch.Tensor]
-    qkv: list[tuple[torch.Tensor, torch.Tensor]]
-    branches: int
-    attn_mask_enabled: bool | None
-
-    def branch(self, index: int) -> Conditioning:
-        """The conditional (0) or unconditional (1) half of a CFG conditioning, as a one-branch one."""
-        if self.branches != 2 or index not in (0, 1):
-            raise ValueError(f"branch({index!r}) needs a two-branch (CFG) conditioning and an index of 0 or 1")
-        b = self.inputs.shape[0] // 2
-        rows = slice(index * b, (index + 1) * b)
-        return dataclasses.replace(
-            self,
-            inputs=self.inputs[rows],
-            mask=self.mask[rows] if self.mask is not None else None,
-            branches=1,
-        )
 
 
 class DiT(nn.Module):
@@ -258,25 +221,20 @@ class DiT(nn.Module):
 
         Args: as :meth:`forward`.
         """
-        seq_len = cond.shape[1]
-        weight, bias = self.input_embed.proj.weight, self.input_embed.proj.bias
-        w_text = weight[:, 2 * self.mel_dim :]
-
-        def branch(drop_audio: bool, drop_txt: bool) -> torch.Tensor:
-            text_embed = self.embed_text(text, seq_len, mask, drop_text=drop_txt, independent=isolate_batch)
-            if drop_audio:
-                return F.linear(text_embed, w_text, bias)
-            return F.linear(torch.cat((cond, text_embed), dim=-1), weight[:, self.mel_dim :], bias)
-
-        if cfg_infer:
-            inputs = torch.cat((branch(False, False), branch(True, True)), dim=0)
-            mask = torch.cat((mask, mask), dim=0) if mask is not None else None
-        else:
-            inputs = branch(drop_audio_cond, drop_text)
+        inputs, mask = condition_inputs(
+            self,
+            cond,
+            text,
+            mask,
+            cfg_infer=cfg_infer,
+            drop_audio_cond=drop_audio_cond,
+            drop_text=drop_text,
+            isolate_batch=isolate_batch,
+        )
         return Conditioning(
             inputs=inputs,
             mask=mask,
-            rope=self.rotary_embed.cos_sin(seq_len, inputs.dtype),
+            rope=self.rotary_embed.cos_sin(cond.shape[1], inputs.dtype),
             qkv=[block.attn.fused_qkv() for block in self.transformer_blocks],
             branches=2 if cfg_infer else 1,
             attn_mask_enabled=True if isolate_batch else None,
@@ -288,13 +246,7 @@ class DiT(nn.Module):
         With ``cfg_infer`` conditioning the output is ``[cond; uncond]`` along the batch (``2b``).
         """
         c = conditioning
-        if time.ndim == 0:
-            time = time.repeat(x.shape[0])
-        t = self.time_embed(time)
-        h = F.linear(x, self.input_embed.proj.weight[:, : self.mel_dim])
-        if c.branches == 2:
-            h, t = torch.cat((h, h), dim=0), torch.cat((t, t), dim=0)
-        h = h + c.inputs
+        h, t = step_inputs(self, x, time, c)
         h = self.input_embed.conv_pos_embed(h, mask=c.mask) + h
         return self._trunk(h, t, c.mask, c.rope, c.attn_mask_enabled, c.qkv)
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowtts.model.dit import Conditioning
+from flowtts.model.conditioning import Conditioning, condition_inputs, step_inputs
 from flowtts.model.embeddings import InputEmbedding, TextEmbedding, TimestepEmbedding
 from flowtts.model.modules import Attention, FeedForward, RotaryEmbedding
 from flowtts.sampling.checkpoint import checkpoint
@@ -212,24 +212,20 @@ class UNetT(nn.Module):
         (one position more, for the time token) and the fused attention projections; under autograd
         they are part of the graph. Arguments as :meth:`forward`.
         """
-        seq_len = cond.shape[1]
-        weight, bias = self.input_embed.proj.weight, self.input_embed.proj.bias
-
-        def branch(drop_audio: bool, drop_txt: bool) -> torch.Tensor:
-            text_embed = self.embed_text(text, seq_len, mask, drop_text=drop_txt, independent=isolate_batch)
-            if drop_audio:
-                return F.linear(text_embed, weight[:, 2 * self.mel_dim :], bias)
-            return F.linear(torch.cat((cond, text_embed), dim=-1), weight[:, self.mel_dim :], bias)
-
-        if cfg_infer:
-            inputs = torch.cat((branch(False, False), branch(True, True)), dim=0)
-            mask = torch.cat((mask, mask), dim=0) if mask is not None else None
-        else:
-            inputs = branch(drop_audio_cond, drop_text)
+        inputs, mask = condition_inputs(
+            self,
+            cond,
+            text,
+            mask,
+            cfg_infer=cfg_infer,
+            drop_audio_cond=drop_audio_cond,
+            drop_text=drop_text,
+            isolate_batch=isolate_batch,
+        )
         return Conditioning(
             inputs=inputs,
             mask=mask,
-            rope=self.rotary_embed.cos_sin(seq_len + 1, inputs.dtype),
+            rope=self.rotary_embed.cos_sin(cond.shape[1] + 1, inputs.dtype),
             qkv=[layer[2].fused_qkv() for layer in self.layers],
             branches=2 if cfg_infer else 1,
             attn_mask_enabled=True if isolate_batch else None,
@@ -238,13 +234,7 @@ class UNetT(nn.Module):
     def velocity(self, x: torch.Tensor, time: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
         """Velocity at ``(x, time)`` given a :meth:`condition` result; equals :meth:`forward`."""
         c = conditioning
-        if time.ndim == 0:
-            time = time.repeat(x.shape[0])
-        t = self.time_embed(time)
-        h = F.linear(x, self.input_embed.proj.weight[:, : self.mel_dim])
-        if c.branches == 2:
-            h, t = torch.cat((h, h), dim=0), torch.cat((t, t), dim=0)
-        h = h + c.inputs
+        h, t = step_inputs(self, x, time, c)
         conv_mask = c.mask if c.attn_mask_enabled else None  # only isolated batches mask the convolution
         h = self.input_embed.conv_pos_embed(h, mask=conv_mask) + h
         return self._trunk(h, t, c.mask, c.rope, c.attn_mask_enabled, c.qkv)
