@@ -43,3 +43,25 @@ def load_upstream_unett():
         return importlib.import_module("f5_tts.model.backbones.unett").UNetT
     except ImportError:
         return None
+
+
+def random_pair(theirs_backbone, ours_backbone, config: dict, seed: int = 0, std: float = 0.05):
+    """Upstream's ``CFM(theirs_backbone(**config))`` with random weights, and flowtts's with the same state dict.
+
+    Every floating tensor but the rotary ``inv_freq`` is drawn from N(0, std) (upstream zero-initialises
+    output layers, which would make comparisons trivial); flowtts loads the state dict strictly.
+    """
+    import torch
+
+    from flowtts import CFM
+
+    theirs_cfm, _ = load_upstream()
+    theirs = theirs_cfm(theirs_backbone(**config))
+    state = theirs.state_dict()
+    g = torch.Generator().manual_seed(seed)
+    for key, value in state.items():
+        if value.is_floating_point() and not key.endswith("inv_freq"):
+            value.copy_(torch.randn(value.shape, generator=g) * std)
+    ours = CFM(ours_backbone(**config))
+    ours.load_state_dict(state, strict=True)
+    return theirs, ours

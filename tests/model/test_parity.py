@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from flowtts import CFM, DiT
-from upstream import load_upstream
+from flowtts import DiT
+from upstream import load_upstream, load_upstream_unett, random_pair
 
 upstream = load_upstream()
 pytestmark = pytest.mark.skipif(upstream is None, reason="f5-tts is not installed")
@@ -28,19 +28,12 @@ CONFIGS = {
 }
 
 
-def _pair(config):
-    UCFM, UDiT = upstream
-    theirs = UCFM(UDiT(**config))
-    state = theirs.state_dict()
-    g = torch.Generator().manual_seed(0)
-    for key, value in state.items():
-        if value.is_floating_point() and not key.endswith("inv_freq"):
-            value.copy_(torch.randn(value.shape, generator=g) * 0.05)
-    ours = CFM(DiT(**config))
-    # An F5-TTS checkpoint stores the EMA copy with an ``ema_model.`` prefix.
-    ema = {f"ema_model.{k}": v for k, v in state.items()}
-    ours.load_state_dict({k.removeprefix("ema_model."): v for k, v in ema.items()}, strict=True)
-    return theirs, ours
+def _pair(config, backbone="DiT"):
+    from flowtts import UNetT
+
+    if backbone == "UNetT":
+        return random_pair(load_upstream_unett(), UNetT, config)
+    return random_pair(upstream[1], DiT, config)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -74,8 +67,13 @@ def test_sample_matches_upstream(name, method, steps, cfg, sway, epss):
     assert (out[:, 30:] - traj[0, :, 30:]).abs().mean() > 0.05  # the network did something
 
 
-def test_batched_sample_with_different_lengths_matches_upstream():
-    theirs, ours = _pair(CONFIGS["conv4-masked"])
+E2_STYLE = dict(dim=64, depth=4, heads=4, dim_head=16, ff_mult=2, text_mask_padding=False, pe_attn_head=1)
+BACKBONES = {"DiT": CONFIGS["conv4-masked"], "UNetT": E2_STYLE}
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_batched_sample_with_different_lengths_matches_upstream(backbone):
+    theirs, ours = _pair(BACKBONES[backbone], backbone)
     cond = torch.randn(3, 30, 100, generator=torch.Generator().manual_seed(2))
     args = (cond, ["first text", "a second, longer text", "x"], torch.tensor([70, 95, 40]))
     kwargs = dict(lens=torch.tensor([30, 22, 12]), steps=8, cfg_strength=2.0, sway_sampling_coef=-1.0, seed=3)
@@ -84,8 +82,9 @@ def test_batched_sample_with_different_lengths_matches_upstream():
     assert torch.allclose(out, ref, atol=1e-5, rtol=0)
 
 
-def test_training_forward_matches_upstream_given_the_same_draws(monkeypatch):
-    theirs, ours = _pair(CONFIGS["conv4-masked"])
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_training_forward_matches_upstream_given_the_same_draws(monkeypatch, backbone):
+    theirs, ours = _pair(BACKBONES[backbone], backbone)
     theirs.train()
     ours.train()
     for module in (theirs, ours):

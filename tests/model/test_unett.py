@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from conftest import make_tiny, tiny_text
-from flowtts import CFM, UNetT
+from flowtts import UNetT
 from flowtts.checkpoints.official import match_preset
 from flowtts.config import PRESETS, ModelConfig
-from upstream import load_upstream, load_upstream_unett
+from upstream import load_upstream, load_upstream_unett, random_pair
 
 D = 12  # mel channels of the tiny model
 UPSTREAM_CONFIGS = {
@@ -32,16 +32,7 @@ def _prompt(b=1, n=10, seed=0, dtype=torch.float64):
 
 
 def _pair(config):
-    UCFM, _ = load_upstream()
-    theirs = UCFM(load_upstream_unett()(**config))
-    state = theirs.state_dict()
-    g = torch.Generator().manual_seed(0)
-    for key, value in state.items():
-        if value.is_floating_point() and not key.endswith("inv_freq"):
-            value.copy_(torch.randn(value.shape, generator=g) * 0.05)
-    ours = CFM(UNetT(**config))
-    ours.load_state_dict(state, strict=True)
-    return theirs, ours
+    return random_pair(load_upstream_unett(), UNetT, config)
 
 
 # ----------------------------------------------------------------- upstream parity
@@ -73,35 +64,7 @@ def test_sample_matches_upstream(name, steps, cfg, sway):
     assert (out[:, 30:] - traj[0, :, 30:]).abs().mean() > 0.02  # the network did something
 
 
-@needs_upstream
-def test_batched_sample_with_different_lengths_matches_upstream():
-    theirs, ours = _pair(UPSTREAM_CONFIGS["e2-style"])
-    cond = torch.randn(3, 30, 100, generator=torch.Generator().manual_seed(2))
-    args = (cond, ["first text", "a second, longer text", "x"], torch.tensor([70, 95, 40]))
-    kwargs = dict(lens=torch.tensor([30, 22, 12]), steps=8, cfg_strength=2.0, sway_sampling_coef=-1.0, seed=3)
-    ref, _ = theirs.sample(*args, **kwargs)
-    out, _ = ours.sample(*args, **kwargs)
-    assert torch.allclose(out, ref, atol=1e-5, rtol=0)
-
-
-@needs_upstream
-def test_training_forward_matches_upstream_given_the_same_draws(monkeypatch):
-    theirs, ours = _pair({**UPSTREAM_CONFIGS["e2-style"], "dropout": 0.0})
-    theirs.train()
-    ours.train()
-    mel = torch.randn(2, 40, 100, generator=torch.Generator().manual_seed(4))
-    lens = torch.tensor([40, 31])
-    import f5_tts.model.cfm as ucfm
-
-    monkeypatch.setattr(ucfm, "random", lambda: 1.0)  # upstream's CFG drops: never
-    ours.audio_drop_prob = ours.cond_drop_prob = 0.0
-    torch.manual_seed(9)
-    ref_loss, ref_cond, ref_pred = theirs(mel, ["abc def", "gh"], lens=lens)
-    torch.manual_seed(9)
-    loss, cond, pred = ours(mel, ["abc def", "gh"], lens=lens)
-    assert torch.equal(cond, ref_cond)
-    assert torch.allclose(pred, ref_pred, atol=1e-5)
-    assert torch.allclose(loss, ref_loss, atol=1e-6)
+# Batched sampling and the training forward: tests/model/test_parity.py, parametrised over both backbones.
 
 
 # ----------------------------------------------------------------- the backbone's own contract
