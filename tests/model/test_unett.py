@@ -4,9 +4,8 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 
-from conftest import make_tiny, tiny_text
+from conftest import RecomputingBackbone, make_tiny, tiny_text
 from flowtts import UNetT
 from flowtts.checkpoints.official import match_preset
 from flowtts.config import PRESETS, ModelConfig
@@ -125,17 +124,6 @@ def test_bad_constructor_options():
 
 
 # ----------------------------------------------------------------- gradients through the sampler
-
-
-class RecomputingBackbone(nn.Module):
-    """Hides ``condition``/``velocity``: CFM then calls the upstream-style forward at every step."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, **kwargs):
-        return self.net(**kwargs)
 
 
 def _grads(model, **kwargs):
