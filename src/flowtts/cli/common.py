@@ -1,0 +1,130 @@
+"""What the commands share: user errors, number lists, model loading, architecture and sampling options."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+class UserError(Exception):
+    """An error caused by the user's input: reported as one line, exit status 2, no traceback."""
+
+
+DTYPE_CHOICES = ["float32", "bfloat16", "float16"]
+
+
+def numbers(value: str) -> tuple[float, ...]:
+    """argparse type of ``--student-times`` and ``--weights``: comma-separated numbers."""
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
+
+
+def read_lines(path: str) -> list[str]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"text file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        lines = [line.strip() for line in f]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise UserError(f"{path} has no non-empty lines")
+    return lines
+
+
+def resolve_checkpoint(args: argparse.Namespace) -> None:
+    """Upstream's pair ``--model ARCH --ckpt_file FILE`` (or a config's) -> ``args.model`` = the file, ``args.preset``.
+
+    Alone, ``--model`` is the checkpoint (or ``builtin``, the default).
+    """
+    from flowtts.checkpoints.loader import read_metadata
+    from flowtts.config import PRESETS
+
+    model, ckpt = args.model, args.ckpt_file
+    if ckpt:
+        if model and model not in PRESETS and model != ckpt:
+            raise UserError(
+                f"model {model!r} is not an architecture flowtts knows ({', '.join(PRESETS)}); with a checkpoint "
+                "(ckpt_file), model names its architecture"
+            )
+        own = os.path.isfile(ckpt) and ckpt.endswith(".safetensors") and read_metadata(ckpt) is not None
+        if model in PRESETS and args.preset is None and not own:  # a flowtts file names its own
+            args.preset = model
+        args.model = ckpt
+    elif model in PRESETS and not os.path.exists(model):
+        raise UserError(
+            f"model {model!r} names an architecture without weights; flowtts downloads nothing: give ckpt_file "
+            "(--ckpt_file, the checkpoint on disk) or --model builtin"
+        )
+    args.model = args.model or "builtin"
+
+
+def load_model(args: argparse.Namespace):
+    """``--model`` with its ``--preset``/``--model_cfg``/``--vocab`` (and ``--device``), saying which preset the
+    shapes matched."""
+    from flowtts.checkpoints.loader import load, read_metadata
+
+    preset = args.preset
+    if getattr(args, "model_cfg", None):  # upstream: the model config file wins over the architecture's name
+        from flowtts.checkpoints.model_config import read_model_config
+
+        config = read_model_config(args.model_cfg)
+        own = args.model.startswith("builtin") or (
+            args.model.endswith(".safetensors") and os.path.isfile(args.model) and read_metadata(args.model)
+        )
+        if own:
+            if not getattr(args, "quiet", False):
+                print(f"--model_cfg ignored: {args.model} carries its own architecture", file=sys.stderr)
+        else:
+            preset = config
+    model = load(args.model, preset=preset, vocab=args.vocab, device=getattr(args, "device", None) or "cpu")
+    if getattr(model, "preset", None) and args.preset is None and not getattr(args, "quiet", False):
+        print(f"using preset {model.preset} (matched by parameter shapes)", file=sys.stderr)
+    return model
+
+
+def sampling_options(model, args: argparse.Namespace):
+    """The model's recommended :class:`~flowtts.infer.InferenceOptions` with the command's sampling options
+    (those the command has and was given) on top."""
+    from flowtts.infer import recommended_options
+
+    names = {
+        "steps": "steps",
+        "cfg": "cfg_strength",
+        "sway": "sway_sampling_coef",
+        "speed": "speed",
+        "batch_size": "batch_size",
+        "dtype": "dtype",
+        "fix_duration": "fix_duration",
+        "remove_silence": "remove_silence",
+        "target_rms": "target_rms",
+        "cross_fade": "cross_fade_seconds",
+    }
+    return recommended_options(
+        model, **{field: getattr(args, arg) for arg, field in names.items() if hasattr(args, arg)}
+    )
+
+
+def add_architecture_options(parser: argparse.ArgumentParser) -> None:
+    """What an official checkpoint needs besides its weights: its architecture and its vocabulary."""
+    parser.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")
+    parser.add_argument(
+        "--model-cfg",
+        "--model_cfg",
+        help="F5-TTS model config (configs/*.yaml) of an official checkpoint's architecture",
+    )
+    parser.add_argument("-v", "--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
+
+
+def start_run(args: argparse.Namespace) -> None:
+    """What distill and reward do first: check --report-prompts, keep freed memory, set the thread count."""
+    import torch
+
+    from flowtts.utils.memory import retain_freed_memory
+
+    if args.report_prompts < 0:
+        raise UserError(f"--report-prompts must be >= 0 (0: no report), got {args.report_prompts}")
+    retain_freed_memory()
+    if args.threads:
+        torch.set_num_threads(args.threads)

@@ -1,0 +1,150 @@
+"""``flowtts eval``: word error rate and speaker similarity on held-out sentences."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from flowtts.cli.common import DTYPE_CHOICES, UserError, sampling_options
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import csv
+
+    import torch
+
+    from flowtts.audio.io import read_audio
+    from flowtts.audio.vocoders import load_vocoder
+    from flowtts.checkpoints.loader import builtin_reference, load
+    from flowtts.eval.asr import PocketSphinx
+    from flowtts.eval.report import format_scores, score_model, score_recordings, speaker_similarity_or_none
+    from flowtts.infer import prepare_reference
+    from flowtts.train.data import read_metadata
+
+    if args.n < 1:
+        raise UserError(f"--n must be >= 1, got {args.n}")
+    if args.cross_sentence and (args.ref_audio or args.ref_text):
+        raise UserError("--cross-sentence takes each prompt from the held-out set: drop --ref-audio/--ref-text")
+    if bool(args.ref_audio) != bool(args.ref_text):
+        raise UserError("--ref-audio and --ref-text go together (the clip and its transcript)")
+    rows = read_metadata(args.heldout, args.layout)[: args.n]
+    if not rows or (args.cross_sentence and len(rows) < 2):
+        raise UserError(f"{args.heldout} has {len(rows)} usable rows; --cross-sentence needs at least 2")
+    root = os.path.dirname(os.path.abspath(args.heldout))
+    texts = [text for _, _, text in rows]
+    audio = [os.path.join(root, path) for _, path, _ in rows]
+    if args.cross_sentence:  # sentence i is said in the voice of recording i+1, which prompts with its transcript
+        prompts = [(audio[(i + 1) % len(rows)], texts[(i + 1) % len(rows)]) for i in range(len(rows))]
+    else:
+        clip = (args.ref_audio, args.ref_text) if args.ref_audio else builtin_reference()
+        prompts = [clip] * len(rows)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    asr = PocketSphinx()
+    scores, first = [], None
+    for spec in args.model:
+        model = load(spec, preset=args.preset, vocab=args.vocab, device=args.device or "cpu")
+        rate = model.mel_spec.target_sample_rate
+        options = sampling_options(model, args)
+        cache = {}
+        for clip in dict.fromkeys(prompts):
+            cache[clip] = prepare_reference(model, read_audio(clip[0], rate)[0], clip[1], options)
+        references = [cache[clip] for clip in prompts]
+        similarity = speaker_similarity_or_none(model.mel_spec)
+        label = f"{spec} ({options.steps} steps, cfg {options.cfg_strength:g})"
+        save = None
+        if args.out and args.save_audio:
+            from flowtts.audio.io import write_audio
+
+            folder = os.path.join(args.out, f"system{len(scores)}")
+            os.makedirs(folder, exist_ok=True)
+
+            def save(i, utterance, folder=folder):
+                write_audio(os.path.join(folder, f"{i:04d}.wav"), utterance.wave, utterance.sample_rate)
+
+        scores.append(
+            score_model(
+                model,
+                texts,
+                references,
+                asr=asr,
+                options=options,
+                vocoder=load_vocoder(model.mel_spec, args.vocoder_path),
+                similarity=similarity,
+                seeds=[args.seed + i for i in range(len(texts))],
+                label=label,
+                progress=not args.quiet,
+                on_utterance=save,
+            )
+        )
+        first = first or (model, references, similarity)
+    if not args.no_recordings:
+        model, references, similarity = first
+        rate = model.mel_spec.target_sample_rate
+        waves = [read_audio(path, rate)[0] for path in audio]
+        scores.append(
+            score_recordings(
+                waves, texts, references, sample_rate=rate, mel_spec=model.mel_spec, asr=asr, similarity=similarity
+            )
+        )
+    table = format_scores(scores)
+    if first[2] is None and not args.quiet:
+        print(
+            "SIM left out: the speaker encoder needs resemblyzer (pip install --no-deps resemblyzer)", file=sys.stderr
+        )
+    print(table)
+    if args.show:
+        for i, text in enumerate(texts):
+            print(f"REF  {text}")
+            for score in scores:
+                print(f"     {score.transcripts[i]!r}  <- {score.label}")
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "eval.csv"), "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, list(scores[0].row()))
+            writer.writeheader()
+            writer.writerows(s.row() for s in scores)
+        with open(os.path.join(args.out, "transcripts.csv"), "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["system", "index", "text", "heard", "sim"])
+            for score in scores:
+                for i, text in enumerate(texts):
+                    sim = f"{score.sims[i]:.4f}" if score.sims else ""
+                    writer.writerow([score.label, i, text, score.transcripts[i], sim])
+    return 0
+
+
+def add_eval(sub) -> None:
+    """Register ``eval``."""
+    ev = sub.add_parser(
+        "eval", help="word error rate and speaker similarity of models on held-out sentences (F5-TTS's eval)"
+    )
+    ev.add_argument("--model", nargs="+", default=["builtin"], help="one or more models (default: builtin)")
+    ev.add_argument("--preset", help="architecture of official checkpoints")
+    ev.add_argument("--vocab", help="vocab.txt of official checkpoints")
+    ev.add_argument("--heldout", required=True, help="metadata of held-out recordings (audio_file|text)")
+    ev.add_argument("--layout", choices=("f5-tts", "ljspeech"), default="f5-tts")
+    ev.add_argument("--n", type=int, default=20, help="sentences (the first N rows)")
+    ev.add_argument(
+        "--cross-sentence",
+        action="store_true",
+        help="say each sentence in the voice of the next held-out recording (as F5-TTS's test sets); "
+        "default: one reference clip",
+    )
+    ev.add_argument("--ref-audio", help="the reference clip (default: the built-in one)")
+    ev.add_argument("--ref-text", help="its transcript")
+    ev.add_argument("--steps", "--nfe_step", type=int, help="default 32, or a distilled student's own")
+    ev.add_argument("--cfg", "--cfg_strength", type=float, help="default 2, or a distilled student's own")
+    ev.add_argument("--sway", "--sway_sampling_coef", type=float)
+    ev.add_argument("--dtype", choices=DTYPE_CHOICES)
+    ev.add_argument("--seed", type=int, default=0, help="sentence i uses seed + i")
+    ev.add_argument("--vocoder-path", help="local Vocos directory (default: Griffin-Lim)")
+    ev.add_argument("--no-recordings", action="store_true", help="do not score the held-out recordings themselves")
+    ev.add_argument("--out", help="write eval.csv and transcripts.csv here")
+    ev.add_argument("--save-audio", action="store_true", help="with --out: keep every synthesis as a wav")
+    ev.add_argument("--show", action="store_true", help="print what the recogniser heard")
+    ev.add_argument("--device")
+    ev.add_argument("--threads", type=int)
+    ev.add_argument("-q", "--quiet", action="store_true")
+    ev.set_defaults(func=_evaluate)

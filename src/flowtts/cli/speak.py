@@ -1,0 +1,498 @@
+"""``flowtts infer``, ``edit`` and ``serve``: speech from a model, a reference and a text."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+from flowtts.cli.common import (
+    DTYPE_CHOICES,
+    UserError,
+    add_architecture_options,
+    load_model,
+    numbers,
+    read_lines,
+    resolve_checkpoint,
+    sampling_options,
+)
+
+INFER_DEFAULTS = {
+    "output": "out.wav",
+    "speed": 1.0,
+    "target_rms": 0.1,
+    "cross_fade": 0.15,
+    "batch_size": 4,
+    "device": "cpu",
+}
+# infer option -> F5-TTS config key that fills it when the option is not given
+CONFIG_OPTIONS = {
+    "vocab": "vocab_file",
+    "ref_audio": "ref_audio",
+    "steps": "nfe_step",
+    "cfg": "cfg_strength",
+    "sway": "sway_sampling_coef",
+    "speed": "speed",
+    "fix_duration": "fix_duration",
+    "target_rms": "target_rms",
+    "cross_fade": "cross_fade_duration",
+    "device": "device",
+    "model_cfg": "model_cfg",
+}
+# infer option -> F5-TTS config key that fills it when the option is not given
+CONFIG_OPTIONS = {
+    "vocab": "vocab_file",
+    "ref_audio": "ref_audio",
+    "steps": "nfe_step",
+    "cfg": "cfg_strength",
+    "sway": "sway_sampling_coef",
+    "speed": "speed",
+    "fix_duration": "fix_duration",
+    "target_rms": "target_rms",
+    "cross_fade": "cross_fade_duration",
+    "device": "device",
+    "model_cfg": "model_cfg",
+}
+UPSTREAM_VOCOS_DIR = "../checkpoints/charactr/vocos-mel-24khz"  # where upstream's --load_vocoder_from_local looks
+
+
+def _apply_config(args: argparse.Namespace) -> dict:
+    """Fill the infer options not given from ``--config`` (F5-TTS's TOML); returns its extra voices."""
+    from flowtts.voices import read_config
+
+    path = args.config
+    config = read_config(path)
+    if args.model is None and args.ckpt_file is None:  # the command line's model wins, with its checkpoint
+        args.model, args.ckpt_file = config.get("model") or None, config.get("ckpt_file") or None
+    for option, key in CONFIG_OPTIONS.items():
+        if getattr(args, option) is None and key in config:
+            setattr(args, option, config[key])
+    if args.steps is not None and not float(args.steps).is_integer():
+        raise UserError(f"{path}: nfe_step must be a whole number, got {args.steps}")
+    args.steps = None if args.steps is None else int(args.steps)
+    if args.ref_text is None and "ref_audio" in config and args.ref_audio == config["ref_audio"]:
+        args.ref_text = config.get("ref_text")  # the config's transcript goes with the config's clip
+    elif config.get("ref_text") and args.ref_text is None:
+        print(f"{path}: ref_text ignored: it goes with the config's ref_audio, which is not used", file=sys.stderr)
+    if args.text is None and args.text_file is None:
+        if config.get("gen_file"):  # read whole, as upstream: one text, e.g. a story with voice tags
+            with open(config["gen_file"], encoding="utf-8") as f:
+                args.text = f.read()
+        elif config.get("gen_text"):
+            args.text = config["gen_text"]
+    args.remove_silence = args.remove_silence or config.get("remove_silence", False)
+    if args.output is None and ("output_dir" in config or "output_file" in config):
+        args.output = os.path.join(config.get("output_dir", "."), config.get("output_file", "out.wav"))
+        args.make_output_dir = True
+    return config["voices"]
+
+
+def _infer(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from flowtts.audio.io import write_audio
+    from flowtts.audio.vocoders import load_vocoder
+    from flowtts.infer import load_reference, save_mel_png, synthesize
+    from flowtts.voices import VOICE_TAG, Voice, split_voices
+
+    if args.gen_file is not None:  # read whole, as upstream's --gen_file
+        if not os.path.isfile(args.gen_file):
+            raise UserError(f"--gen-file not found: {args.gen_file}")
+        with open(args.gen_file, encoding="utf-8") as f:
+            args.text = f.read()
+    if args.output is not None and args.output_file is not None and args.output_dir is None:
+        args.output_dir, args.output = args.output, None  # upstream's -o DIR -w FILE
+    if args.output_dir is not None or args.output_file is not None:
+        if args.output is not None:
+            raise UserError("give -o or --output-dir/--output-file, not both")
+        args.output = os.path.join(args.output_dir or ".", args.output_file or "out.wav")
+        args.make_output_dir = True  # created, as upstream
+    voices = _apply_config(args) if args.config else {}
+    resolve_checkpoint(args)
+    if args.vocoder_name == "bigvgan" and args.load_vocoder_from_local:
+        raise UserError(
+            "BigVGAN vocoders are not supported: use Griffin-Lim (default) or a local Vocos (--vocoder-path)"
+        )
+    if args.load_vocoder_from_local and args.vocoder_path is None:
+        args.vocoder_path = UPSTREAM_VOCOS_DIR
+    if args.vocoder_name is not None and args.vocoder_path is None and not args.quiet:
+        print(
+            f"--vocoder_name {args.vocoder_name}: flowtts downloads nothing, so the Griffin-Lim vocoder is used "
+            "(--vocoder-path DIR or --load_vocoder_from_local for a Vocos on disk)",
+            file=sys.stderr,
+        )
+    for option, value in INFER_DEFAULTS.items():
+        if getattr(args, option) is None:
+            setattr(args, option, value)
+    if args.text is None and args.text_file is None:
+        raise UserError("give --text or --text-file (or gen_text / gen_file in --config)")
+    if args.text is not None and not args.text.strip():
+        raise UserError("--text is empty")
+    pieces = None  # (voice, text) pieces of a config's text with [voice] tags
+    if args.config and (voices or (args.text is not None and VOICE_TAG.search(args.text))):
+        if args.text is None:
+            raise UserError("the voices of --config go with one text (--text, gen_text or gen_file), not --text-file")
+        pieces = split_voices(args.text, voices)
+        if not pieces:
+            raise UserError("the text has nothing to say besides its voice tags")
+    texts = [args.text] if args.text is not None else read_lines(args.text_file)
+    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
+    for flag, value in (
+        ("--speed", args.speed),
+        ("--target-rms", args.target_rms),
+        ("--fix-duration", args.fix_duration),
+    ):
+        if value is not None and not value > 0:
+            raise UserError(f"{flag} must be positive, got {value}")
+    if args.cross_fade < 0:
+        raise UserError(f"--cross-fade must be >= 0, got {args.cross_fade}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    streaming = args.output == "-"
+    if streaming:
+        if args.text is None or pieces is not None:
+            raise UserError("-o - streams one text in one voice (--text or --gen-file, no voice tags)")
+        if args.remove_silence or args.save_mel:
+            raise UserError("-o - cannot be combined with --remove-silence or --save-mel (they need the whole output)")
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if args.text is not None and not os.path.isdir(out_dir) and not getattr(args, "make_output_dir", False):
+        raise UserError(f"output directory does not exist: {os.path.dirname(args.output)}")
+    if args.text_file is not None and os.path.isfile(args.output):
+        raise UserError(f"with --text-file, -o must be a directory, and {args.output} is a file")
+
+    model = load_model(args)
+    rate = model.mel_spec.target_sample_rate
+    options = sampling_options(model, args)
+
+    def show(text):
+        if not args.quiet:
+            print(
+                f"reference transcribed (pocketsphinx, English only; check it or pass --ref-text): {text!r}",
+                file=sys.stderr,
+            )
+
+    voices = {"main": Voice(args.ref_audio, args.ref_text), **voices}
+    used = [name for name in voices if pieces is not None and name in {v for v, _ in pieces}] or ["main"]
+    references, voice_options = {}, {}
+    for name in used:
+        voice = voices[name]
+        voice_options[name] = options if voice.speed is None else dataclasses.replace(options, speed=voice.speed)
+        try:
+            references[name] = load_reference(
+                model, voice.ref_audio, voice.ref_text, voice_options[name], on_transcript=show
+            )
+        except ImportError:
+            raise UserError(
+                "--ref-text is required with --ref-audio (the transcript of the reference clip); "
+                "or pip install 'flowtts[eval]' to transcribe English references offline"
+            ) from None
+    vocoder = load_vocoder(model.mel_spec, args.vocoder_path)
+    if streaming:  # raw 16-bit PCM on stdout, each piece as soon as it is final
+        from flowtts.infer import stream
+
+        if not args.quiet:
+            print(f"streaming 16-bit mono PCM at {rate} Hz to stdout", file=sys.stderr)
+        out = sys.stdout.buffer
+        for wave in stream(model, references["main"], args.text, vocoder=vocoder, options=options, seed=args.seed):
+            out.write((wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy().tobytes())
+            out.flush()
+        return 0
+    if pieces is None:
+        seeds = [args.seed + i for i in range(len(texts))] if args.seed is not None else None
+        results = synthesize(
+            model, references["main"], texts, vocoder=vocoder, options=options, seeds=seeds, progress=not args.quiet
+        )
+    else:  # each piece in its voice, then joined, as upstream
+        parts = []
+        for i, (name, piece) in enumerate(pieces):
+            seeds = [args.seed + i] if args.seed is not None else None
+            kwargs = dict(vocoder=vocoder, options=voice_options[name], seeds=seeds, progress=False)
+            parts += synthesize(model, references[name], [piece], **kwargs)
+            if not args.quiet:
+                print(f"[{name}] {piece[:60]!r}: seed {parts[-1].seed}", file=sys.stderr)
+        joined = dataclasses.replace(
+            parts[0],
+            text=args.text,
+            wave=torch.cat([p.wave for p in parts]),
+            mel=torch.cat([p.mel for p in parts], dim=-1),
+        )
+        results = [joined]
+
+    if args.text is not None:
+        os.makedirs(out_dir, exist_ok=True)
+        targets = [args.output]
+    else:
+        os.makedirs(args.output, exist_ok=True)
+        targets = [os.path.join(args.output, f"{i + 1:03d}.wav") for i in range(len(texts))]
+    for target, result in zip(targets, results):
+        write_audio(target, result.wave, rate)
+        if args.save_mel:
+            png = args.save_mel if args.text is not None else os.path.splitext(target)[0] + ".png"
+            save_mel_png(result.mel, png, title=result.text[:60])
+        if not args.quiet:
+            seconds = result.wave.numel() / rate
+            what = f"seed {result.seed}" if pieces is None else f"{len(pieces)} pieces from seed {result.seed}"
+            print(f"{target}: {seconds:.2f} s, {what}", file=sys.stderr)
+    return 0
+
+
+def _spans(value: str) -> tuple[tuple[float, float], ...]:
+    """argparse type of ``edit --parts``: comma-separated START-END seconds."""
+    number = r"\s*(\d+(?:\.\d*)?|\.\d+)\s*"
+    spans = []
+    for item in value.split(","):
+        match = re.fullmatch(f"{number}-{number}", item)
+        if match is None:
+            raise argparse.ArgumentTypeError(f"expected comma-separated START-END seconds (e.g. 1.4-2.4), got {item!r}")
+        spans.append((float(match[1]), float(match[2])))
+    return tuple(spans)
+
+
+def _edit(args: argparse.Namespace) -> int:
+    import torch
+
+    from flowtts.audio.io import read_audio, write_audio
+    from flowtts.audio.vocoders import load_vocoder
+    from flowtts.edit import edit_speech
+    from flowtts.infer import save_mel_png
+
+    if not args.text.strip():
+        raise UserError("--text is empty")
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {args.steps}")
+    if not args.target_rms > 0:
+        raise UserError(f"--target-rms must be positive, got {args.target_rms}")
+    if args.durations is not None and len(args.durations) != len(args.parts):
+        raise UserError(f"--durations gives {len(args.durations)} lengths for {len(args.parts)} --parts")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        raise UserError(f"output directory does not exist: {os.path.dirname(args.output)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args)
+    rate = model.mel_spec.target_sample_rate
+    wave, _ = read_audio(args.audio, rate)
+    options = sampling_options(model, args)
+    result = edit_speech(
+        model,
+        wave,
+        args.text,
+        args.parts,
+        durations=args.durations,
+        vocoder=load_vocoder(model.mel_spec, args.vocoder_path),
+        options=options,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    write_audio(args.output, result.wave, rate)
+    if args.save_mel:
+        save_mel_png(result.mel, args.save_mel, title=args.text[:60])
+    if not args.quiet:
+        frame = model.mel_spec.hop_length / rate
+        spans = ", ".join(f"{a * frame:.2f}-{b * frame:.2f} s" for a, b in result.spans)
+        seconds = result.wave.numel() / rate
+        print(f"{args.output}: {seconds:.2f} s, new speech at {spans}, seed {result.seed}", file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import torch
+
+    from flowtts.audio.vocoders import load_vocoder
+    from flowtts.infer import load_reference
+    from flowtts.serve import SpeechServer
+
+    resolve_checkpoint(args)
+    if not 0 <= args.port < 65536:
+        raise UserError(f"--port must be in 0..65535, got {args.port}")
+    if args.max_requests is not None and args.max_requests < 1:
+        raise UserError(f"--max-requests must be >= 1, got {args.max_requests}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args)
+    options = sampling_options(model, args)
+    try:
+        reference = load_reference(model, args.ref_audio, args.ref_text, options)
+    except ImportError:
+        raise UserError("--ref-text is required with --ref-audio (the transcript of the reference clip)") from None
+    try:
+        server = SpeechServer(
+            model,
+            reference,
+            load_vocoder(model.mel_spec, args.vocoder_path),
+            options,
+            host=args.host,
+            port=args.port,
+            seed=args.seed,
+        )
+    except OSError as exc:
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    host, port = server.address
+    rate = model.mel_spec.target_sample_rate
+    print(f"serving on {host}:{port}: send UTF-8 text, get float32 mono at {rate} Hz then END", file=sys.stderr)
+    try:
+        server.serve_forever(args.max_requests)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def add_infer(sub) -> None:
+    """Register ``infer`` (upstream F5-TTS's ``f5-tts_infer-cli`` spellings are accepted where they mean the same)."""
+    infer = sub.add_parser("infer", help="synthesise speech from text and a reference clip")
+    # Upstream F5-TTS's spellings (f5-tts_infer-cli) are accepted where they mean the same thing.
+    infer.add_argument(
+        "-c",
+        "--config",
+        help="F5-TTS inference config (TOML: model, ckpt_file, ref_audio, ref_text, gen_text, gen_file, "
+        "[voices.NAME] ...); options given here win over it",
+    )
+    infer.add_argument(
+        "-m",
+        "--model",
+        help="flowtts or F5-TTS checkpoint, or 'builtin' (default); with --ckpt_file, its architecture (as upstream)",
+    )
+    infer.add_argument(
+        "-p", "--ckpt_file", "--ckpt-file", dest="ckpt_file", help="the checkpoint (upstream's spelling)"
+    )
+    add_architecture_options(infer)
+    infer.add_argument("-r", "--ref-audio", "--ref_audio", help="reference clip (any format soundfile reads)")
+    infer.add_argument(
+        "-s",
+        "--ref-text",
+        "--ref_text",
+        help="transcript of the reference clip (default: transcribed offline if pocketsphinx is installed, English)",
+    )
+    text = infer.add_mutually_exclusive_group()
+    text.add_argument("-t", "--text", "--gen_text", help="text to speak")
+    text.add_argument("--text-file", help="one utterance per line; -o is then a directory")
+    text.add_argument(
+        "-f", "--gen-file", "--gen_file", help="a text file read whole as one text (upstream's --gen_file)"
+    )
+    infer.add_argument(
+        "-o",
+        "--output",
+        help="output wav, default out.wav (a directory with --text-file, or with --output-file as upstream's -o; "
+        "'-': raw 16-bit PCM on stdout, streamed chunk by chunk)",
+    )
+    infer.add_argument("--output-dir", "--output_dir", help="upstream's spelling: -o is OUTPUT_DIR/OUTPUT_FILE")
+    infer.add_argument("-w", "--output-file", "--output_file", help="upstream's spelling: -o is OUTPUT_DIR/OUTPUT_FILE")
+    infer.add_argument(
+        "--steps",
+        "--nfe_step",
+        type=int,
+        help="solver steps (default 32, or what a distilled student was trained for)",
+    )
+    infer.add_argument(
+        "--cfg", "--cfg_strength", type=float, help="classifier-free guidance strength (default 2, students: theirs)"
+    )
+    infer.add_argument(
+        "--sway", "--sway_sampling_coef", type=float, help="sway sampling coefficient (default -1, students: theirs)"
+    )
+    infer.add_argument("--speed", type=float, help="speaking rate, default 1 (estimated durations are divided by it)")
+    infer.add_argument(
+        "--fix-duration",
+        "--fix_duration",
+        type=float,
+        help="seconds of reference + generated speech for each text (replaces the estimate; no chunking)",
+    )
+    infer.add_argument(
+        "--remove-silence", "--remove_silence", action="store_true", help="shorten silences over 1 s in the output"
+    )
+    infer.add_argument(
+        "--target-rms",
+        "--target_rms",
+        type=float,
+        help="quieter references are raised to this RMS, default 0.1 (and the output lowered back)",
+    )
+    infer.add_argument(
+        "--cross-fade",
+        "--cross_fade_duration",
+        type=float,
+        help="seconds of cross-fade between the chunks of a long text, default 0.15",
+    )
+    infer.add_argument("--seed", type=int, help="seed of the first utterance (the n-th uses seed + n - 1)")
+    infer.add_argument("--batch-size", type=int, help="utterances per sample() call, default 4")
+    infer.add_argument("--device", help="default cpu")
+    infer.add_argument("--dtype", choices=DTYPE_CHOICES, help="network precision (autocast)")
+    infer.add_argument("--threads", type=int)
+    infer.add_argument("--vocoder-path", help="local Vocos directory (config.yaml + weights); default Griffin-Lim")
+    infer.add_argument(
+        "--vocoder_name",
+        "--vocoder-name",
+        choices=["vocos", "bigvgan"],
+        help="upstream's option: noted, nothing downloads",
+    )
+    infer.add_argument(
+        "--load_vocoder_from_local",
+        "--load-vocoder-from-local",
+        action="store_true",
+        help=f"a Vocos in upstream's local directory ({UPSTREAM_VOCOS_DIR}) unless --vocoder-path",
+    )
+    infer.add_argument("--save-mel", help="also write the spectrogram as a PNG (a directory's files with --text-file)")
+    infer.add_argument("-q", "--quiet", action="store_true")
+    infer.set_defaults(func=_infer)
+
+
+def add_edit(sub) -> None:
+    """Register ``edit``."""
+    ed = sub.add_parser(
+        "edit", help="make a recording say new words in chosen spans, keeping the rest (F5-TTS's speech editing)"
+    )
+    ed.add_argument("--audio", required=True, help="the recording to edit (any format soundfile reads)")
+    ed.add_argument("--text", required=True, help="transcript of the whole recording after the edit")
+    ed.add_argument(
+        "--parts",
+        required=True,
+        type=_spans,
+        help="spans to replace, START-END seconds, comma-separated (1.4-2.4,4-4.9)",
+    )
+    ed.add_argument(
+        "--durations", type=numbers, help="new length in seconds of each part, comma-separated (default: their own)"
+    )
+    ed.add_argument("-o", "--output", default="edited.wav")
+    ed.add_argument("--model", "--ckpt_file", default="builtin", help="flowtts or F5-TTS checkpoint, or 'builtin'")
+    add_architecture_options(ed)
+    ed.add_argument("--steps", "--nfe_step", type=int, help="solver steps (default 32, or a student's own)")
+    ed.add_argument("--cfg", "--cfg_strength", type=float, help="guidance strength (default 2, or a student's own)")
+    ed.add_argument("--sway", "--sway_sampling_coef", type=float, help="sway sampling coefficient (default -1)")
+    ed.add_argument(
+        "--target-rms", "--target_rms", type=float, default=0.1, help="quieter recordings are raised to this RMS"
+    )
+    ed.add_argument("--seed", type=int)
+    ed.add_argument("--device", default="cpu")
+    ed.add_argument("--dtype", choices=DTYPE_CHOICES, help="network precision (autocast)")
+    ed.add_argument("--threads", type=int)
+    ed.add_argument("--vocoder-path", help="local Vocos directory (config.yaml + weights); default Griffin-Lim")
+    ed.add_argument("--save-mel", help="also write the edited spectrogram as a PNG")
+    ed.add_argument("-q", "--quiet", action="store_true")
+    ed.set_defaults(func=_edit)
+
+
+def add_serve(sub) -> None:
+    """Register ``serve``."""
+    sv = sub.add_parser("serve", help="a speech server on a TCP socket (F5-TTS's socket_server protocol)")
+    sv.add_argument("-m", "--model", help="model file, builtin (default) or builtin:student")
+    sv.add_argument("-p", "--ckpt_file", help="checkpoint (upstream's spelling; then --model names its architecture)")
+    add_architecture_options(sv)
+    sv.add_argument("-r", "--ref-audio", "--ref_audio", help="reference clip (default: the built-in one)")
+    sv.add_argument("-s", "--ref-text", "--ref_text", help="its transcript")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    sv.add_argument("--port", type=int, default=9998, help="port (upstream's default; 0: any free one)")
+    sv.add_argument("--steps", "--nfe_step", type=int, help="solver steps (default 32, or a student's own)")
+    sv.add_argument("--cfg", "--cfg_strength", type=float, help="guidance strength (default 2, or a student's own)")
+    sv.add_argument("--sway", "--sway_sampling_coef", type=float)
+    sv.add_argument("--speed", type=float)
+    sv.add_argument("--target-rms", "--target_rms", type=float)
+    sv.add_argument("--cross-fade", "--cross_fade_duration", type=float, default=0.15)
+    sv.add_argument("--dtype", choices=DTYPE_CHOICES)
+    sv.add_argument("--seed", type=int, help="seed of every text's first chunk (default: random per text)")
+    sv.add_argument("--vocoder-path", help="local Vocos directory (default: Griffin-Lim)")
+    sv.add_argument("--max-requests", type=int, help="stop after this many texts (default: serve until Ctrl-C)")
+    sv.add_argument("--device")
+    sv.add_argument("--threads", type=int)
+    sv.set_defaults(func=_serve)

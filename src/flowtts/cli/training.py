@@ -1,0 +1,450 @@
+"""``flowtts data``, ``train``, ``distill`` and ``reward``: making and improving models."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from flowtts.cli.common import DTYPE_CHOICES, UserError, numbers, start_run
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    from flowtts.text import load_vocab
+    from flowtts.train.data import prepare_dataset
+
+    vocab = load_vocab(args.vocab) if args.vocab else None
+    report = prepare_dataset(
+        args.metadata,
+        args.audio_dir,
+        args.out,
+        vocab=vocab,
+        max_frames=args.max_frames,
+        progress=not args.quiet,
+        layout=args.layout,
+    )
+    print(report.summary())
+    return 0
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    import time
+
+    from flowtts.train.synth import synthesize_corpus
+
+    start = time.perf_counter()
+    report = synthesize_corpus(
+        args.out, n=args.n, heldout=args.heldout, voices=args.voices, seed=args.seed, progress=not args.quiet
+    )
+    print(
+        f"{report.utterances} training + {report.heldout} held-out utterances, "
+        f"{report.seconds_of_audio / 3600:.2f} h of audio, voices {', '.join(report.voices)}, "
+        f"{time.perf_counter() - start:.0f} s"
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from flowtts.checkpoints.loader import load
+    from flowtts.model.build import build_model
+    from flowtts.text import load_vocab
+    from flowtts.train.data import MelDataset
+    from flowtts.train.trainer import TrainConfig, train
+    from flowtts.utils.memory import retain_freed_memory
+
+    retain_freed_memory()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dataset = MelDataset(args.data)
+    held_out = MelDataset(args.heldout) if args.heldout else None
+    if args.init:
+        model = load(args.init, preset=args.init_preset, vocab=args.vocab)
+        if (
+            args.preset
+            and model.config.backbone_kwargs()
+            != build_model(args.preset, model.vocab_char_map).config.backbone_kwargs()
+        ):
+            raise UserError(f"--init {args.init} does not have the architecture of --preset {args.preset}")
+    else:
+        vocab = load_vocab(args.vocab or dataset.vocab_path())
+        model = build_model(args.preset or "tiny", vocab)
+    from flowtts.text import unknown_characters
+
+    if args.extend_vocab and not args.init:
+        raise UserError("--extend-vocab extends the vocabulary of an --init checkpoint (from scratch, --vocab is used)")
+    if model.vocab_char_map is not None:
+        missing = unknown_characters(dataset.texts, model.vocab_char_map)
+        if missing and args.extend_vocab:
+            from flowtts.model.build import extend_vocab
+
+            model = extend_vocab(model, missing, seed=args.seed)
+            if not args.quiet:
+                print(f"vocabulary extended by {len(missing)} units: {' '.join(missing)}", file=sys.stderr)
+        elif missing:
+            logging.getLogger("flowtts").warning(
+                "dataset units outside the vocabulary (read as id 0; --extend-vocab adds them): %s", " ".join(missing)
+            )
+    config = TrainConfig(
+        steps=args.steps,
+        lr=args.lr,
+        warmup=args.warmup,
+        batch_frames=args.batch_frames,
+        max_samples=args.max_samples,
+        grad_clip=args.grad_clip,
+        ema_decay=args.ema_decay,
+        save_every=args.save_every,
+        eval_every=args.eval_every,
+        log_every=args.log_every,
+        seed=args.seed,
+        bf16=args.bf16,
+        isolate_batch=args.isolate_batch,
+        grad_accum=args.grad_accum,
+        snapshot_every=args.snapshot_every,
+        keep_snapshots=args.keep_snapshots,
+        log_samples=args.log_samples,
+    )
+    summary = train(model, dataset, args.out, config, held_out=held_out, progress=not args.quiet)
+    print(f"step {summary['step']}, loss {summary['loss']:.4f}, {summary['seconds']:.0f} s; weights in {args.out}")
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    import copy
+
+    import torch
+
+    from flowtts.checkpoints.loader import load
+    from flowtts.train.data import MelDataset
+    from flowtts.train.distill import DistillConfig, distill, draw_prompts, evaluate, report
+
+    start_run(args)
+    if args.eval_every < 0 or args.eval_prompts < 1:
+        raise UserError(
+            f"--eval-every must be >= 0 and --eval-prompts >= 1, got {args.eval_every} and {args.eval_prompts}"
+        )
+    config = DistillConfig(
+        student_steps=args.student_steps,
+        teacher_steps=args.teacher_steps,
+        teacher_cfg=args.teacher_cfg,
+        student_cfg=args.teacher_cfg if args.keep_guidance else 0.0,
+        student_grid=args.student_grid,
+        student_times=args.student_times,
+        velocity_steps=args.velocity_steps,
+        segment_steps=args.segment_steps,
+        segment_start=args.segment_start,
+        teacher_pool=args.teacher_pool,
+        student_dropout=not args.no_dropout,
+        grad_checkpoint=args.grad_checkpoint,
+        backprop_steps=args.backprop_steps,
+        dtype=args.dtype,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        ema_decay=args.ema_decay,
+        save_every=args.save_every,
+        log_every=args.log_every,
+        seed=args.seed,
+    )
+    teacher = load(args.teacher, preset=args.preset, vocab=args.vocab)
+    student = load(args.student, preset=args.preset, vocab=args.vocab) if args.student else copy.deepcopy(teacher)
+    dataset = MelDataset(args.data)
+    if len(dataset) == 0:
+        raise UserError(f"{args.data} has no usable rows")
+    max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
+    held = MelDataset(args.heldout) if args.heldout else dataset
+    eval_prompts = None
+    if args.eval_every:
+        first = args.report_prompts if args.eval_start is None else args.eval_start
+        rows = list(range(first, min(first + args.eval_prompts, len(held))))
+        if not rows:
+            raise UserError(
+                f"--eval-every: the held-out set has {len(held)} rows, none from --eval-start {first} on "
+                "(the evaluation prompts follow the report's unless --eval-start says otherwise)"
+            )
+        eval_prompts = draw_prompts(held, rows, teacher.num_channels, config, torch.Generator().manual_seed(1))
+    summary = distill(
+        teacher,
+        student,
+        dataset,
+        args.out,
+        config,
+        progress=not args.quiet,
+        max_seconds=max_seconds,
+        eval_prompts=eval_prompts,
+        eval_every=args.eval_every,
+    )
+    print(f"distilled {summary['step']} steps in {summary['seconds']:.0f} s, last loss {summary['loss']:.5f}")
+    if args.report_prompts == 0:  # no report asked for
+        return 0
+    n = min(args.report_prompts, len(held))
+    prompts = draw_prompts(held, list(range(n)), teacher.num_channels, config, torch.Generator().manual_seed(0))
+    final = load(f"{args.out}/student.safetensors")
+    rows, mels = evaluate(teacher, final, prompts, config)
+    print(report(rows, mels, args.out))
+    return 0
+
+
+def _reward(args: argparse.Namespace) -> int:
+    import torch
+
+    from flowtts.checkpoints.loader import load
+    from flowtts.train.data import MelDataset
+    from flowtts.train.distill import draw_prompts
+    from flowtts.train.reward import RewardConfig, evaluate, finetune, format_rows, resolve_reward
+    from flowtts.utils.files import atomic_output
+
+    start_run(args)
+    config = RewardConfig(
+        reward=args.reward,
+        sample_steps=args.sample_steps,
+        cfg_strength=args.cfg,
+        backprop_steps=args.backprop_steps,
+        grad_checkpoint=args.grad_checkpoint,
+        anchor_weight=args.anchor_weight,
+        dropout=args.dropout,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        ema_decay=args.ema_decay,
+        save_every=args.save_every,
+        log_every=args.log_every,
+        seed=args.seed,
+    )
+    model = load(args.model, preset=args.preset, vocab=args.vocab)
+    reward = resolve_reward(config.reward, model)
+    sampling = config.sampling(model)
+    dataset = MelDataset(args.data)
+    if len(dataset) == 0:
+        raise UserError(f"{args.data} has no usable rows")
+    max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
+    summary = finetune(model, dataset, args.out, config, progress=not args.quiet, max_seconds=max_seconds)
+    print(
+        f"fine-tuned {summary['step']} steps in {summary['seconds']:.0f} s, "
+        f"last batch reward {summary['reward']:.5f}, loss {summary['loss']:.5f}"
+    )
+    if args.report_prompts == 0:
+        return 0
+    held = MelDataset(args.heldout) if args.heldout else dataset
+    n = min(args.report_prompts, len(held))
+    prompts = draw_prompts(held, list(range(n)), model.num_channels, config, torch.Generator().manual_seed(0))
+    before = load(args.model, preset=args.preset, vocab=args.vocab)
+    after = load(os.path.join(args.out, "model.safetensors"))
+    models = {"before": (before, sampling), "after (EMA)": (after, sampling)}
+    text = format_rows(evaluate(models, prompts, reward, reference="before"), "before")
+    with atomic_output(os.path.join(args.out, "report.txt")) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+def add_data(sub) -> None:
+    """Register ``data prepare`` and ``data synth``."""
+    data = sub.add_parser("data", help="prepare training data, or synthesise an offline corpus")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    prep = data_sub.add_parser("prepare", help="metadata.csv (audio_file|text) + audio -> mels")
+    prep.add_argument("metadata", help="metadata.csv with audio_file|text rows (or LJSpeech's, with --layout)")
+    prep.add_argument(
+        "--layout",
+        choices=["f5-tts", "ljspeech"],
+        default="f5-tts",
+        help="f5-tts: audio_file|text; ljspeech: id|text|normalized text, audio in wavs/ID.wav",
+    )
+    prep.add_argument("--audio-dir", help="folder the audio paths are relative to (default: the csv's)")
+    prep.add_argument("--out", required=True)
+    prep.add_argument("--vocab", help="vocab.txt to use (default: built from the texts)")
+    prep.add_argument("--max-frames", type=int, default=2048)
+    prep.add_argument("-q", "--quiet", action="store_true")
+    prep.set_defaults(func=_data_prepare)
+    synth = data_sub.add_parser("synth", help="build a speech corpus offline (hibari-tts, espeak-ng)")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--n", type=int, default=3000, help="sentences")
+    synth.add_argument("--heldout", type=int, default=50)
+    synth.add_argument("--voices", nargs="+", default=["hibari"], help="hibari and/or espeak:<voice>")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("-q", "--quiet", action="store_true")
+    synth.set_defaults(func=_data_synth)
+
+
+def add_train(sub) -> None:
+    """Register ``train``."""
+    tr = sub.add_parser("train", help="flow-matching training (runs unchanged under torchrun)")
+    tr.add_argument("--data", required=True, help="prepared dataset directory")
+    tr.add_argument("--heldout", help="prepared held-out set: logs the right-vs-wrong-text loss gap")
+    tr.add_argument("--out", required=True, help="run directory (resumes from its last.pt)")
+    tr.add_argument("--preset", help="architecture to train from scratch (default: tiny)")
+    tr.add_argument("--init", help="fine-tune from this checkpoint (flowtts or official F5-TTS)")
+    tr.add_argument("--init-preset", help="architecture of an official --init checkpoint")
+    tr.add_argument("--vocab", help="vocab.txt (default: the dataset's, or the --init checkpoint's)")
+    tr.add_argument(
+        "--extend-vocab",
+        action="store_true",
+        help="add the dataset's units that the --init checkpoint's vocabulary lacks (new embedding rows; F5-TTS's "
+        "extend vocab)",
+    )
+    tr.add_argument("--steps", type=int, default=10_000)
+    tr.add_argument("--lr", "--learning_rate", type=float, default=7.5e-5)
+    tr.add_argument("--warmup", "--num_warmup_updates", type=int, default=1_000)
+    tr.add_argument("--batch-frames", type=int, default=8_000, help="frames per batch, padding included")
+    tr.add_argument("--max-samples", "--max_samples", type=int, default=32, help="utterances per batch at most")
+    tr.add_argument(
+        "--grad-accum",
+        "--grad_accumulation_steps",
+        type=int,
+        default=1,
+        help="frame batches per optimiser step (their mean losses averaged, as F5-TTS's grad_accumulation_steps)",
+    )
+    tr.add_argument("--grad-clip", "--max_grad_norm", type=float, default=1.0)
+    tr.add_argument("--ema-decay", type=float, default=0.999)
+    tr.add_argument(
+        "--save-every", "--last_per_updates", type=int, default=500, help="steps between resume checkpoints"
+    )
+    tr.add_argument(
+        "--snapshot-every",
+        "--save_per_updates",
+        type=int,
+        default=0,
+        help="also keep the EMA weights as model_STEP.safetensors every N steps (default 0: never)",
+    )
+    tr.add_argument(
+        "--keep-snapshots",
+        "--keep_last_n_checkpoints",
+        type=int,
+        default=-1,
+        help="snapshots to keep, newest first (default -1: all)",
+    )
+    tr.add_argument(
+        "--log-samples",
+        "--log_samples",
+        action="store_true",
+        help="at every save, synthesise one fixed held-out utterance into OUT/samples/ (wav + mel picture)",
+    )
+    tr.add_argument("--eval-every", type=int, default=250)
+    tr.add_argument("--log-every", type=int, default=10)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    tr.add_argument("--isolate-batch", action="store_true", help="mask padding in attention (slower)")
+    tr.add_argument("--threads", type=int)
+    tr.add_argument("-q", "--quiet", action="store_true")
+    tr.set_defaults(func=_train)
+
+
+def add_distill(sub) -> None:
+    """Register ``distill``."""
+    ds = sub.add_parser("distill", help="distil a many-step teacher into a few-step student")
+    ds.add_argument("--teacher", default="builtin", help="teacher checkpoint (flowtts, official, or 'builtin')")
+    ds.add_argument("--student", help="initial student (default: a copy of the teacher)")
+    ds.add_argument("--preset", help="architecture of official checkpoints")
+    ds.add_argument("--vocab", help="vocab.txt of official checkpoints")
+    ds.add_argument("--data", required=True, help="prepared dataset the prompts come from")
+    ds.add_argument("--heldout", help="prepared held-out set for the final report (default: --data)")
+    ds.add_argument("--out", required=True)
+    ds.add_argument("--student-steps", type=int, default=4)
+    ds.add_argument("--teacher-steps", type=int, default=32)
+    ds.add_argument("--teacher-cfg", type=float, default=2.0)
+    ds.add_argument("--keep-guidance", action="store_true", help="student keeps CFG (default: distilled away)")
+    ds.add_argument("--student-grid", choices=["uniform", "epss", "sway", "custom"], default="uniform")
+    ds.add_argument(
+        "--student-times", type=numbers, help="the custom grid: comma-separated times, 0 to 1 (e.g. 0,0.02,0.08,0.3,1)"
+    )
+    ds.add_argument(
+        "--velocity-steps",
+        type=int,
+        default=0,
+        help="first steps match the teacher's guided velocity at the student's grid times (cheap warm-up)",
+    )
+    ds.add_argument(
+        "--segment-steps",
+        type=int,
+        default=0,
+        help="next steps match each student step to the teacher's trajectory (one network call per step)",
+    )
+    ds.add_argument(
+        "--segment-start",
+        choices=["teacher", "student", "both"],
+        default="teacher",
+        help="segment steps start from the teacher's states, the student's own (on-policy), or both",
+    )
+    ds.add_argument(
+        "--teacher-pool",
+        type=int,
+        default=0,
+        help="sample this many teacher trajectories once and draw every step from them (0: sample every step)",
+    )
+    ds.add_argument("--no-dropout", action="store_true", help="switch the student's dropout off while distilling")
+    ds.add_argument("--grad-checkpoint", action="store_true")
+    ds.add_argument("--backprop-steps", type=int)
+    ds.add_argument(
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        help="precision of the teacher's and student's networks while distilling (autocast; default float32; "
+        "float16 needs a GPU); ODE states, losses and the report stay float32",
+    )
+    ds.add_argument("--steps", type=int, default=500)
+    ds.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
+    ds.add_argument("--batch-size", type=int, default=4)
+    ds.add_argument("--lr", type=float, default=5e-5)
+    ds.add_argument("--warmup", type=int, default=20)
+    ds.add_argument("--ema-decay", type=float, default=0.99)
+    ds.add_argument("--save-every", type=int, default=50)
+    ds.add_argument("--log-every", type=int, default=5)
+    ds.add_argument("--report-prompts", type=int, default=8, help="held-out prompts in the final report (0: none)")
+    ds.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="every N steps: the EMA student's distance to the teacher on held-out prompts "
+        "(distill_eval.csv), the closest kept as best.safetensors (0: off)",
+    )
+    ds.add_argument("--eval-prompts", type=int, default=16, help="held-out prompts of --eval-every")
+    ds.add_argument(
+        "--eval-start",
+        type=int,
+        help="first held-out row of --eval-every (default: after the report's --report-prompts rows)",
+    )
+    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--threads", type=int)
+    ds.add_argument("-q", "--quiet", action="store_true")
+    ds.set_defaults(func=_distill)
+
+
+def add_reward(sub) -> None:
+    """Register ``reward``."""
+    rw = sub.add_parser("reward", help="fine-tune a model to raise a differentiable reward of its own samples")
+    rw.add_argument("--model", default="builtin", help="model to fine-tune (flowtts, official, 'builtin', ...)")
+    rw.add_argument("--preset", help="architecture of an official checkpoint")
+    rw.add_argument("--vocab", help="vocab.txt of an official checkpoint")
+    rw.add_argument("--data", required=True, help="prepared dataset the prompts come from")
+    rw.add_argument("--heldout", help="prepared held-out set for the final report (default: --data)")
+    rw.add_argument("--out", required=True, help="run directory (resumes from its last.pt)")
+    rw.add_argument(
+        "--reward",
+        default="speaker",
+        help="'speaker' (speaker similarity to the reference), 'timbre', or module:function returning (b,) rewards",
+    )
+    rw.add_argument("--sample-steps", type=int, help="solver steps (default: the model's own, e.g. a student's)")
+    rw.add_argument("--cfg", type=float, help="guidance strength (default: the model's own)")
+    rw.add_argument("--backprop-steps", type=int, help="gradients through the last this many solver steps")
+    rw.add_argument("--grad-checkpoint", action="store_true", help="recompute each solver step in backward")
+    rw.add_argument(
+        "--anchor-weight", type=float, default=1.0, help="weight of the distance to the starting model's samples"
+    )
+    rw.add_argument("--dropout", action="store_true", help="keep dropout active while sampling")
+    rw.add_argument("--steps", type=int, default=200)
+    rw.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
+    rw.add_argument("--batch-size", type=int, default=4)
+    rw.add_argument("--lr", type=float, default=1e-5)
+    rw.add_argument("--warmup", type=int, default=20)
+    rw.add_argument("--ema-decay", type=float, default=0.99)
+    rw.add_argument("--save-every", type=int, default=50)
+    rw.add_argument("--log-every", type=int, default=1)
+    rw.add_argument("--report-prompts", type=int, default=8, help="held-out prompts in the final report (0: none)")
+    rw.add_argument("--seed", type=int, default=0)
+    rw.add_argument("--threads", type=int)
+    rw.add_argument("-q", "--quiet", action="store_true")
+    rw.set_defaults(func=_reward)
