@@ -40,20 +40,6 @@ CONFIG_OPTIONS = {
     "device": "device",
     "model_cfg": "model_cfg",
 }
-# infer option -> F5-TTS config key that fills it when the option is not given
-CONFIG_OPTIONS = {
-    "vocab": "vocab_file",
-    "ref_audio": "ref_audio",
-    "steps": "nfe_step",
-    "cfg": "cfg_strength",
-    "sway": "sway_sampling_coef",
-    "speed": "speed",
-    "fix_duration": "fix_duration",
-    "target_rms": "target_rms",
-    "cross_fade": "cross_fade_duration",
-    "device": "device",
-    "model_cfg": "model_cfg",
-}
 UPSTREAM_VOCOS_DIR = "../checkpoints/charactr/vocos-mel-24khz"  # where upstream's --load_vocoder_from_local looks
 
 

@@ -111,6 +111,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_settings(args: argparse.Namespace) -> dict:
+    """The config fields that :func:`_add_run_options` and ``--seed`` fill (``DistillConfig``, ``RewardConfig``)."""
+    names = ("steps", "batch_size", "lr", "warmup", "ema_decay", "save_every", "log_every", "seed")
+    return {name: getattr(args, name) for name in names}
+
+
+def _prompt_data(path: str):
+    """The prepared dataset prompts are drawn from; a :class:`UserError` if it has no rows."""
+    from flowtts.train.data import MelDataset
+
+    dataset = MelDataset(path)
+    if len(dataset) == 0:
+        raise UserError(f"{path} has no usable rows")
+    return dataset
+
+
 def _distill(args: argparse.Namespace) -> int:
     import copy
 
@@ -140,20 +156,11 @@ def _distill(args: argparse.Namespace) -> int:
         grad_checkpoint=args.grad_checkpoint,
         backprop_steps=args.backprop_steps,
         dtype=args.dtype,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup=args.warmup,
-        ema_decay=args.ema_decay,
-        save_every=args.save_every,
-        log_every=args.log_every,
-        seed=args.seed,
+        **_run_settings(args),
     )
     teacher = load(args.teacher, preset=args.preset, vocab=args.vocab)
     student = load(args.student, preset=args.preset, vocab=args.vocab) if args.student else copy.deepcopy(teacher)
-    dataset = MelDataset(args.data)
-    if len(dataset) == 0:
-        raise UserError(f"{args.data} has no usable rows")
+    dataset = _prompt_data(args.data)
     max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
     held = MelDataset(args.heldout) if args.heldout else dataset
     eval_prompts = None
@@ -206,21 +213,12 @@ def _reward(args: argparse.Namespace) -> int:
         grad_checkpoint=args.grad_checkpoint,
         anchor_weight=args.anchor_weight,
         dropout=args.dropout,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup=args.warmup,
-        ema_decay=args.ema_decay,
-        save_every=args.save_every,
-        log_every=args.log_every,
-        seed=args.seed,
+        **_run_settings(args),
     )
     model = load(args.model, preset=args.preset, vocab=args.vocab)
     reward = resolve_reward(config.reward, model)
     sampling = config.sampling(model)
-    dataset = MelDataset(args.data)
-    if len(dataset) == 0:
-        raise UserError(f"{args.data} has no usable rows")
+    dataset = _prompt_data(args.data)
     max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
     summary = finetune(model, dataset, args.out, config, progress=not args.quiet, max_seconds=max_seconds)
     print(
@@ -334,6 +332,19 @@ def add_train(sub) -> None:
     tr.set_defaults(func=_train)
 
 
+def _add_run_options(parser: argparse.ArgumentParser, *, steps: int, lr: float, log_every: int) -> None:
+    """The optimisation, checkpoint and report options of ``distill`` and ``reward``, with their defaults."""
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--ema-decay", type=float, default=0.99)
+    parser.add_argument("--save-every", type=int, default=50)
+    parser.add_argument("--log-every", type=int, default=log_every)
+    parser.add_argument("--report-prompts", type=int, default=8, help="held-out prompts in the final report (0: none)")
+
+
 def add_distill(sub) -> None:
     """Register ``distill``."""
     ds = sub.add_parser("distill", help="distil a many-step teacher into a few-step student")
@@ -385,15 +396,7 @@ def add_distill(sub) -> None:
         help="precision of the teacher's and student's networks while distilling (autocast; default float32; "
         "float16 needs a GPU); ODE states, losses and the report stay float32",
     )
-    ds.add_argument("--steps", type=int, default=500)
-    ds.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
-    ds.add_argument("--batch-size", type=int, default=4)
-    ds.add_argument("--lr", type=float, default=5e-5)
-    ds.add_argument("--warmup", type=int, default=20)
-    ds.add_argument("--ema-decay", type=float, default=0.99)
-    ds.add_argument("--save-every", type=int, default=50)
-    ds.add_argument("--log-every", type=int, default=5)
-    ds.add_argument("--report-prompts", type=int, default=8, help="held-out prompts in the final report (0: none)")
+    _add_run_options(ds, steps=500, lr=5e-5, log_every=5)
     ds.add_argument(
         "--eval-every",
         type=int,
@@ -435,15 +438,7 @@ def add_reward(sub) -> None:
         "--anchor-weight", type=float, default=1.0, help="weight of the distance to the starting model's samples"
     )
     rw.add_argument("--dropout", action="store_true", help="keep dropout active while sampling")
-    rw.add_argument("--steps", type=int, default=200)
-    rw.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
-    rw.add_argument("--batch-size", type=int, default=4)
-    rw.add_argument("--lr", type=float, default=1e-5)
-    rw.add_argument("--warmup", type=int, default=20)
-    rw.add_argument("--ema-decay", type=float, default=0.99)
-    rw.add_argument("--save-every", type=int, default=50)
-    rw.add_argument("--log-every", type=int, default=1)
-    rw.add_argument("--report-prompts", type=int, default=8, help="held-out prompts in the final report (0: none)")
+    _add_run_options(rw, steps=200, lr=1e-5, log_every=1)
     rw.add_argument("--seed", type=int, default=0)
     rw.add_argument("--threads", type=int)
     rw.add_argument("-q", "--quiet", action="store_true")
