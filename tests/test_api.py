@@ -56,6 +56,36 @@ def test_defaults_seeds_and_solver_choice(model_file):
     assert spec.shape[1] == int(4.0 * 24000 / 256) - REF_FRAMES
 
 
+def test_every_upstream_keyword_is_accepted(model_file, tmp_path):
+    # upstream F5-TTS 1.1.22's F5TTS(...) and F5TTS.infer(...) keywords, all given by name
+    tts = F5TTS(
+        model=model_file,
+        ckpt_file="",
+        vocab_file="",
+        ode_method="euler",
+        use_ema=True,
+        vocoder_local_path=None,
+        device="cpu",
+        hf_cache_dir=str(tmp_path / "hub"),
+    )
+    settings = dict(target_rms=0.1, cross_fade_duration=0.15, sway_sampling_coef=-1, cfg_strength=2, nfe_step=3)
+    settings.update(speed=1.0, fix_duration=None, remove_silence=False, seed=5)
+    shown = []
+    wave, _, _ = tts.infer(
+        ref_file=ASSET,
+        ref_text=REF_TEXT,
+        gen_text=TEXT,
+        show_info=shown.append,
+        progress=None,
+        file_wave=None,
+        file_spec=None,
+        **settings,
+    )
+    plain, _, _ = F5TTS(model=model_file, device="cpu").infer(ASSET, REF_TEXT, TEXT, nfe_step=3, seed=5)
+    assert np.array_equal(wave, plain)
+    assert not (tmp_path / "hub").exists()  # nothing is downloaded or cached
+
+
 def test_bad_arguments_are_refused_clearly(model_file):
     with pytest.raises(ValueError, match="downloads no weights: pass ckpt_file"):
         F5TTS(model="F5TTS_v1_Base")

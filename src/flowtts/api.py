@@ -36,6 +36,8 @@ class F5TTS:
         use_ema: Take the EMA weights of a ``.pt`` training checkpoint.
         vocoder_local_path: Local Vocos directory (``config.yaml`` + weights); default Griffin-Lim.
         device: Default: CUDA when available, else CPU.
+        hf_cache_dir: Upstream's download cache; accepted so upstream calls run unchanged, and unused:
+            flowtts downloads nothing (weights come from ``model``/``ckpt_file`` on disk).
 
     Raises:
         ValueError: A preset name without ``ckpt_file`` (there is nothing to download it from), or an
@@ -52,6 +54,7 @@ class F5TTS:
         use_ema: bool = True,
         vocoder_local_path: str | os.PathLike | None = None,
         device: str | torch.device | None = None,
+        hf_cache_dir: str | os.PathLike | None = None,
     ):
         from flowtts.audio.vocoders import load_vocoder
         from flowtts.checkpoints.loader import load
