@@ -166,6 +166,14 @@ def test_distill_command_prints_the_report(corpus, tmp_path, capsys):
     recorded = DistillConfig.from_json(read_metadata(str(tmp_path / "run" / "student.safetensors"))["distill_config"])
     assert (recorded.teacher_pool, recorded.segment_steps, recorded.student_dropout) == (2, 1, False)
     assert recorded.segment_start == "both" and recorded.dtype == "bfloat16"
+    learned = ["--steps", "2", "--learn-times", "--times-lr", "0.3", "--report-prompts", "2"]
+    assert main(_distill_args(tmp_path, corpus, "learned", *learned)) == 0
+    report = capsys.readouterr().out
+    recorded = DistillConfig.from_json(
+        read_metadata(str(tmp_path / "learned" / "student.safetensors"))["distill_config"]
+    )
+    assert recorded.student_grid == "custom" and recorded.student_times != (0.0, 0.5, 1.0)
+    assert "student@2 (custom, cfg 0)" in report  # the report samples the student on its learned grid
     code = main(_distill_args(tmp_path, corpus, "noreport", "--steps", "1", "--report-prompts", "0"))
     assert code == 0 and capsys.readouterr().out.strip().splitlines()[-1].startswith("distilled 1 steps")
     assert "report.txt" not in os.listdir(tmp_path / "noreport")
@@ -455,3 +463,63 @@ def test_distillation_precision_is_checked_and_separates_pools(corpus, tmp_path)
     teacher = _teacher(corpus)
     prints = {d: _fingerprint(teacher, ds, _config(dtype=d), 4) for d in (None, "float32", "bfloat16")}
     assert prints[None] == prints["float32"] != prints["bfloat16"]
+
+
+# ----------------------------------------------------------------- learned solver times
+
+
+def test_learned_times_alone_bring_a_fixed_student_closer(corpus, tmp_path):
+    from conftest import randomise
+    from flowtts.checkpoints.loader import read_metadata
+
+    ds = MelDataset(corpus)
+    # smaller weights than _teacher's: a velocity smooth in t, whose 2-step distance falls from a middle
+    # time of 0.1 (0.0009) to its best near 0.5 (0.0003)
+    teacher = randomise(_teacher(corpus), std=0.05, seed=5).eval()
+    student = copy.deepcopy(teacher)
+    # only the schedule learns (lr 0), from the poor grid
+    kw = dict(student_grid="custom", student_times=(0.0, 0.1, 1.0), learn_times=True, times_lr=0.3)
+    config = _config(steps=16, lr=0.0, save_every=100, student_dropout=False, **kw)
+    before = _distance(teacher, student, ds, config)
+    distill(teacher, student, ds, str(tmp_path), config, progress=False)
+    for (name, a), b in zip(teacher.state_dict().items(), student.state_dict().values()):
+        assert torch.equal(a, b), name  # lr 0: the weights did not move
+    recorded = DistillConfig.from_json(read_metadata(str(tmp_path / "student.safetensors"))["distill_config"])
+    assert recorded.student_grid == "custom" and recorded.learn_times
+    times = recorded.student_times
+    assert times[0] == 0.0 and times[-1] == 1.0 and 0.2 < times[1] < 0.8
+    after = _distance(teacher, student, ds, recorded)
+    assert after < 0.7 * before, (before, after, times)
+
+
+def test_learned_times_resume_exactly_and_travel_with_the_student(corpus, tmp_path):
+    from flowtts.checkpoints.loader import read_metadata
+
+    config = _config(steps=6, save_every=3, learn_times=True, times_lr=0.05, student_steps=3)
+    check_resume_is_exact(corpus, tmp_path, config)
+    a, b = (read_metadata(str(tmp_path / run / "student.safetensors"))["distill_config"] for run in "ab")
+    assert a == b
+    times = DistillConfig.from_json(a).student_times
+    assert len(times) == 4 and times != tuple(config.student_grid_times().tolist())
+
+
+def test_learned_times_are_refused_with_fixed_time_targets():
+    with pytest.raises(ValueError, match="learn_times .* needs velocity_steps=0 and segment_steps=0"):
+        DistillConfig(learn_times=True, segment_steps=2, steps=10)
+    with pytest.raises(ValueError, match="learn_times .* needs velocity_steps=0"):
+        DistillConfig(learn_times=True, velocity_steps=2, steps=10)
+    with pytest.raises(ValueError, match="times_lr must be >= 0"):
+        DistillConfig(learn_times=True, times_lr=-1.0)
+
+
+def test_learned_times_stay_ordered_whatever_the_parameters():
+    from flowtts.train.distill import LearnedTimes
+
+    times = LearnedTimes((0.0, 0.0192, 0.0761, 0.2929, 1.0))
+    assert torch.allclose(times(), torch.tensor([0.0, 0.0192, 0.0761, 0.2929, 1.0], dtype=torch.float64))
+    with torch.no_grad():
+        times.log_gaps.copy_(torch.tensor([30.0, -30.0, 0.0, 5.0], dtype=torch.float64))
+    t = times().float()  # strictly increasing even in float32
+    assert t[0] == 0.0 and t[-1] == 1.0 and bool((t[1:] > t[:-1]).all())
+    with pytest.raises(ValueError, match="gaps larger than"):
+        LearnedTimes((0.0, 0.5, 0.50001, 1.0))

@@ -153,6 +153,8 @@ def _distill(args: argparse.Namespace) -> int:
         segment_start=args.segment_start,
         teacher_pool=args.teacher_pool,
         student_dropout=not args.no_dropout,
+        learn_times=args.learn_times,
+        times_lr=args.times_lr,
         grad_checkpoint=args.grad_checkpoint,
         backprop_steps=args.backprop_steps,
         dtype=args.dtype,
@@ -190,7 +192,8 @@ def _distill(args: argparse.Namespace) -> int:
     n = min(args.report_prompts, len(held))
     prompts = draw_prompts(held, list(range(n)), teacher.num_channels, config, torch.Generator().manual_seed(0))
     final = load(f"{args.out}/student.safetensors")
-    rows, mels = evaluate(teacher, final, prompts, config)
+    recorded = DistillConfig.from_json(final.metadata["distill_config"])  # a learned grid: the student's own
+    rows, mels = evaluate(teacher, final, prompts, recorded)
     print(report(rows, mels, args.out))
     return 0
 
@@ -388,6 +391,13 @@ def add_distill(sub) -> None:
         help="sample this many teacher trajectories once and draw every step from them (0: sample every step)",
     )
     ds.add_argument("--no-dropout", action="store_true", help="switch the student's dropout off while distilling")
+    ds.add_argument(
+        "--learn-times",
+        action="store_true",
+        help="learn the student's interior solver times with its weights (gradients through the sampler reach "
+        "the grid); the student records the learned grid. With --lr 0: learn only the schedule",
+    )
+    ds.add_argument("--times-lr", type=float, default=1e-3, help="learning rate of --learn-times (default 1e-3)")
     ds.add_argument("--grad-checkpoint", action="store_true")
     ds.add_argument("--backprop-steps", type=int)
     ds.add_argument(

@@ -68,19 +68,24 @@ def _is_int(value) -> bool:
 
 
 def _check_t_grid(t_grid, sway_sampling_coef) -> torch.Tensor:
-    """``t_grid`` as a float64 CPU tensor, or a ``ValueError`` saying what is wrong with it."""
+    """``t_grid`` as a float64 tensor, or a ``ValueError`` saying what is wrong with it.
+
+    A tensor that requires grad keeps its graph, so the differentiable path gives gradients with
+    respect to the solver times (learned step schedules).
+    """
     if sway_sampling_coef is not None:
         raise ValueError("t_grid is an explicit grid: pass sway_sampling_coef=None with it")
     try:
-        grid = torch.as_tensor(t_grid, dtype=torch.float64).detach().cpu()
+        grid = torch.as_tensor(t_grid).to(torch.float64)
     except (TypeError, ValueError, RuntimeError) as error:
         raise ValueError(f"t_grid must be a sequence of numbers, got {t_grid!r}") from error
-    if grid.dim() != 1 or grid.numel() < 2:
-        raise ValueError(f"t_grid must be 1-D with at least 2 times, got shape {tuple(grid.shape)}")
-    if not bool(torch.isfinite(grid).all()) or float(grid[0]) < 0 or float(grid[-1]) > 1:
-        raise ValueError(f"t_grid must lie in [0, 1], got {grid.tolist()}")
-    if not bool((grid[1:] > grid[:-1]).all()):
-        raise ValueError(f"t_grid must be strictly increasing, got {grid.tolist()}")
+    values = grid.detach().cpu()
+    if values.dim() != 1 or values.numel() < 2:
+        raise ValueError(f"t_grid must be 1-D with at least 2 times, got shape {tuple(values.shape)}")
+    if not bool(torch.isfinite(values).all()) or float(values[0]) < 0 or float(values[-1]) > 1:
+        raise ValueError(f"t_grid must lie in [0, 1], got {values.tolist()}")
+    if not bool((values[1:] > values[:-1]).all()):
+        raise ValueError(f"t_grid must be strictly increasing, got {values.tolist()}")
     return grid
 
 

@@ -30,6 +30,13 @@ Every objective eventually overfits its prompts or pool; ``distill(..., eval_pro
 (:class:`HeldOutEval`) measures the EMA student on fixed held-out prompts during the run and keeps the
 closest as ``best.safetensors``. ``DistillConfig.dtype`` runs the networks under autocast.
 
+With ``learn_times=True`` the student's interior solver times are learned with its weights
+(:class:`LearnedTimes`): the sampler-through loss is differentiated with respect to the times too
+(the differentiable sampler takes a time grid that requires grad), so the grid moves to where the
+student's few steps do best. The learned grid is what the student records (as a ``custom`` grid) and
+samples with afterwards; with ``lr=0`` only the schedule is learned, for a fixed model (e.g. the
+teacher's own few-step grid).
+
 Randomness is derived from ``(seed, step)`` and drawn for the global batch, as in
 :mod:`flowtts.train.trainer`, so runs resume exactly and ranks stay identical under torchrun.
 """
@@ -89,6 +96,8 @@ class DistillConfig:
     segment_start: str = "teacher"  # segment steps start from the teacher's states, the student's own, or "both"
     teacher_pool: int = 0  # > 0: draw every step from this many teacher trajectories sampled once
     student_dropout: bool = True  # the student's dropout stays active while it learns
+    learn_times: bool = False  # learn the student's interior solver times with its weights (sampler-through steps)
+    times_lr: float = 1e-3  # learning rate of the learned times' parameters (log gaps)
     grad_checkpoint: bool = False
     backprop_steps: int | None = None
     dtype: str | None = None  # the networks' autocast precision while distilling (None: float32)
@@ -128,6 +137,14 @@ class DistillConfig:
             raise ValueError(f"dtype must be one of {DTYPES} (or None for float32), got {self.dtype!r}")
         if self.teacher_pool < 0:
             raise ValueError(f"teacher_pool must be >= 0 (0: no pool), got {self.teacher_pool}")
+        if self.learn_times and (self.velocity_steps or self.segment_steps):
+            raise ValueError(
+                "learn_times trains the grid through the student's whole solve: it needs velocity_steps=0 and "
+                f"segment_steps=0 (their targets sit at fixed grid times), got {self.velocity_steps} and "
+                f"{self.segment_steps}"
+            )
+        if not self.times_lr >= 0:
+            raise ValueError(f"times_lr must be >= 0, got {self.times_lr}")
         if (self.student_grid == "custom") != (self.student_times is not None):
             raise ValueError("student_times goes with student_grid='custom' (and that grid needs it)")
         if self.student_times is not None:
@@ -217,13 +234,45 @@ def check_compatible(teacher, student) -> None:
             raise ValueError(f"teacher and student mel front ends differ in {attr}")
 
 
-class _StudentLoss(torch.nn.Module):
-    """Wraps the student so DistributedDataParallel sees one forward per step."""
+class LearnedTimes(torch.nn.Module):
+    """A student's solver times as free parameters: ``0 = t_0 < t_1 < ... < t_n = 1`` by construction.
 
-    def __init__(self, student, config: DistillConfig):
+    The parameters are unnormalised log-gaps; each gap is ``MIN_GAP`` plus its softmax share of the rest,
+    so the times stay strictly increasing (by at least ``MIN_GAP``, also after rounding to float32) with
+    fixed ends whatever the optimiser does.
+
+    Args:
+        times: The starting grid, ``n + 1`` times from 0 to 1 with gaps larger than ``MIN_GAP``.
+    """
+
+    MIN_GAP = 1e-4
+
+    def __init__(self, times):
+        super().__init__()
+        gaps = torch.diff(torch.as_tensor(times, dtype=torch.float64))
+        if not bool((gaps > self.MIN_GAP).all()):
+            raise ValueError(f"learned times need gaps larger than {self.MIN_GAP}, got {gaps.tolist()}")
+        self.log_gaps = torch.nn.Parameter(torch.log((gaps - self.MIN_GAP) / (1 - len(gaps) * self.MIN_GAP)))
+
+    def forward(self) -> torch.Tensor:
+        n = self.log_gaps.numel()
+        gaps = self.MIN_GAP + (1 - n * self.MIN_GAP) * torch.softmax(self.log_gaps, dim=0)
+        inner = torch.cumsum(gaps[:-1], dim=0)
+        return torch.cat((inner.new_zeros(1), inner, inner.new_ones(1)))
+
+    def recorded(self, config: DistillConfig) -> DistillConfig:
+        """``config`` with today's times as its custom grid: what the student records and samples with."""
+        return dataclasses.replace(config, student_grid="custom", student_times=tuple(self().detach().tolist()))
+
+
+class _StudentLoss(torch.nn.Module):
+    """Wraps the student (and its learned times) so DistributedDataParallel sees one forward per step."""
+
+    def __init__(self, student, config: DistillConfig, times: LearnedTimes | None = None):
         super().__init__()
         self.student = student
         self.config = config
+        self.times = times
 
     def forward(
         self, prompts: Prompts, target: torch.Tensor, sampling: dict | None = None, segments: list | None = None
@@ -258,6 +307,8 @@ class _StudentLoss(torch.nn.Module):
         if sampling is None:  # the student's own solve
             sampling = dict(grad_checkpoint=c.grad_checkpoint, backprop_steps=c.backprop_steps, **c.student_sampling())
             sampling.update(c.precision())
+            if self.times is not None:
+                sampling.update(use_epss=False, sway_sampling_coef=None, t_grid=self.times())
         out = sample_with(self.student, prompts, cache=False, **sampling)
         mask = mask.to(out.device)
         squared = (out - target.to(out.dtype)).pow(2) * mask
@@ -291,17 +342,19 @@ class HeldOutEval:
                 self.history = [(int(r["step"]), float(r["distance"])) for r in csv.DictReader(f)]
         start_log(self.csv, EVAL_COLUMNS, 0)
 
-    def distance(self, student) -> float:
-        out = sample_with(student, self.prompts, cache=True, **self.config.student_sampling())
+    def distance(self, student, config: DistillConfig | None = None) -> float:
+        out = sample_with(student, self.prompts, cache=True, **(config or self.config).student_sampling())
         return generated_distance(out, self.reference, self.prompts)
 
-    def __call__(self, student, step: int) -> float:
+    def __call__(self, student, step: int, config: DistillConfig | None = None) -> float:
+        """Score ``student`` sampling as ``config`` says (default: the run's; a learned grid passes its own)."""
         from flowtts.checkpoints.loader import save as save_model
 
-        distance = self.distance(student)
+        config = config or self.config
+        distance = self.distance(student, config)
         if distance < self.best:
             self.best, self.best_step = distance, step
-            extra = {"step": step, "distill_config": json.dumps(asdict(self.config)), "eval_distance": repr(distance)}
+            extra = {"step": step, "distill_config": json.dumps(asdict(config)), "eval_distance": repr(distance)}
             save_model(student, self.best_path, extra=extra)
         append_log(self.csv, [step, f"{distance:.8g}", f"{self.best:.8g}", self.best_step])
         self.history.append((step, distance))
@@ -359,14 +412,24 @@ def distill(
     teacher.to(device).eval().requires_grad_(False)
     student.to(device).train(config.student_dropout)
     ema = copy.deepcopy(student).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    times = LearnedTimes(config.student_grid_times()).to(device) if config.learn_times else None
+    groups = [{"params": list(student.parameters())}]
+    if times is not None:
+        groups.append({"params": list(times.parameters()), "lr": config.times_lr, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
     step = 0
     ckpt = os.path.join(out_dir, "last.pt")
     if os.path.exists(ckpt):
         parts = {"student": student, "ema": ema, "optimizer": optimizer, "scheduler": scheduler}
+        if times is not None:
+            parts["times"] = times
         step = restore(ckpt, parts)["step"]
-    loss_module = dist_utils.wrap(_StudentLoss(student, config), env)
+    loss_module = dist_utils.wrap(_StudentLoss(student, config, times), env)
+
+    def recorded() -> DistillConfig:  # the settings the student samples with (a learned grid: today's)
+        return times.recorded(config) if times is not None else config
+
     csv_path = os.path.join(out_dir, "distill_log.csv")
     start_log(csv_path, LOG_COLUMNS, rank)
     bar = progress_bar(progress and rank == 0, config.steps, step, "distilling")
@@ -379,28 +442,28 @@ def distill(
     if eval_every and rank == 0:
         evaluator = HeldOutEval(teacher, eval_prompts, config, out_dir)
         if step == 0:  # where the student starts
-            evaluator(ema, 0)
+            evaluator(ema, 0, recorded())
     start = time.perf_counter()
     last = float("nan")
 
     def checkpoint():
         if rank != 0:
             return
-        save_checkpoint(
-            ckpt,
-            {
-                "student": student.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": step,
-                "distill_config": json.dumps(asdict(config)),
-            },
-        )
+        state = {
+            "student": student.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "distill_config": json.dumps(asdict(config)),
+        }
+        if times is not None:
+            state["times"] = times.state_dict()
+        save_checkpoint(ckpt, state)
         save_model(
             ema,
             os.path.join(out_dir, "student.safetensors"),
-            extra={"step": step, "distill_config": json.dumps(asdict(config))},
+            extra={"step": step, "distill_config": json.dumps(asdict(recorded()))},
         )
         plot_loss_curve(
             csv_path,
@@ -457,7 +520,7 @@ def distill(
                 bar.update(1)
             stop = out_of_time(start, max_seconds, env)
             if evaluator is not None and (step % eval_every == 0 or step == config.steps or stop):
-                evaluator(ema, step)
+                evaluator(ema, step, recorded())
             if step % config.save_every == 0 or step == config.steps or stop:
                 checkpoint()
             if stop:
