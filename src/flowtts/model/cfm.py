@@ -261,7 +261,8 @@ class CFM(nn.Module):
                 in float32. ``None``/``"float32"``: the parameters' dtype, no autocast.
             t_grid: Explicit solver times, strictly increasing in [0, 1] (e.g. a distilled student's
                 grid); the solver runs ``len(t_grid) - 1`` steps from ``t_grid[0]`` and ``steps`` and
-                ``use_epss`` are not used. Cannot be combined with ``sway_sampling_coef``.
+                ``use_epss`` are not used. Cannot be combined with ``sway_sampling_coef``. With
+                ``cache=False`` a tensor that requires grad gets gradients too (learned schedules).
             progress: Show a progress bar over solver steps.
 
         Returns:
