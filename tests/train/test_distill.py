@@ -510,6 +510,8 @@ def test_learned_times_are_refused_with_fixed_time_targets():
         DistillConfig(learn_times=True, velocity_steps=2, steps=10)
     with pytest.raises(ValueError, match="times_lr must be >= 0"):
         DistillConfig(learn_times=True, times_lr=-1.0)
+    with pytest.raises(ValueError, match="learn_times needs grid gaps larger than"):
+        DistillConfig(learn_times=True, student_grid="custom", student_steps=3, student_times=(0, 0.5, 0.50001, 1))
 
 
 def test_learned_times_stay_ordered_whatever_the_parameters():

@@ -156,6 +156,10 @@ class DistillConfig:
             if times[0] != 0.0 or times[-1] != 1.0 or any(b <= a for a, b in zip(times, times[1:])):
                 raise ValueError(f"student_times must rise strictly from 0 to 1, got {list(times)}")
             self.student_times = times
+        if self.learn_times:  # refused here, before a run directory exists, rather than inside distill()
+            gaps = torch.diff(self.student_grid_times().double())
+            if not bool((gaps > LearnedTimes.MIN_GAP).all()):
+                raise ValueError(f"learn_times needs grid gaps larger than {LearnedTimes.MIN_GAP}, got {gaps.tolist()}")
 
     @classmethod
     def from_json(cls, raw: str) -> DistillConfig:
