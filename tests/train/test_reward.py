@@ -262,3 +262,130 @@ def test_the_speaker_reward_is_built_for_the_model_and_scores_each_utterance(cor
     assert scores.shape == (3,) and ((scores > -1) & (scores <= 1 + 1e-6)).all()
     with pytest.raises(ValueError, match="pass model="):
         resolve_reward("speaker")
+
+
+# ---------------------------------------------------------------------------- the CTC reward
+
+
+def _ctc_recognizer(seed=0, dtype=torch.float32):
+    from flowtts.config import MelConfig
+    from flowtts.eval.recognizer import CTCRecognizer, RecognizerConfig
+
+    torch.manual_seed(seed)
+    config = RecognizerConfig(channels=16, hidden=8, gru_layers=1, dropout=0.0, mel=MelConfig())
+    return CTCRecognizer(config).to(dtype).eval()
+
+
+def test_pair_prompts_say_the_second_text_after_the_first_recording(corpus):
+    from flowtts.train.prompts import draw_pair_prompts
+
+    ds = MelDataset(corpus)
+    prompts = draw_pair_prompts(ds, [(0, 1), (2, 0)], 100, torch.Generator().manual_seed(0))
+    (m0, t0), (m1, t1), (m2, t2) = ds[0], ds[1], ds[2]
+    assert prompts.texts == [f"{t0}. {t1}", f"{t2}. {t0}"] and prompts.targets == [t1, t0]
+    assert prompts.lens.tolist() == [m0.shape[0], m2.shape[0]]
+    assert prompts.durations.tolist() == [m0.shape[0] + m1.shape[0], m2.shape[0] + m0.shape[0]]
+    torch.testing.assert_close(prompts.data[0, : m0.shape[0] + m1.shape[0]], torch.cat((m0, m1)))
+    assert prompts.rows([1]).targets == [t0]
+
+
+def test_the_ctc_reward_reads_only_the_generated_frames(corpus):
+    from flowtts.train.prompts import draw_pair_prompts
+    from flowtts.train.reward import CTCReward
+
+    ds = MelDataset(corpus)
+    prompts = draw_pair_prompts(ds, [(0, 1), (2, 3)], 100, torch.Generator().manual_seed(0))
+    reward = CTCReward(_ctc_recognizer())
+    mel = prompts.data.clone()
+    got = reward(mel, prompts)
+    changed = mel.clone()
+    changed[:, : int(prompts.lens.min())] = 7.0  # the prompts' frames do not count
+    torch.testing.assert_close(reward(changed, prompts), got)
+    for i in range(2):  # each row is the recogniser's loss on that row's generated frames alone
+        start, end = int(prompts.lens[i]), int(prompts.durations[i])
+        alone, _ = reward.recognizer.ctc_loss(mel[i : i + 1, start:end], None, [prompts.targets[i]])
+        torch.testing.assert_close(got[i], -alone[0])
+    with pytest.raises(ValueError, match="needs prompts that know their target"):
+        reward(mel, dataclasses.replace(prompts, targets=None))
+
+
+def test_the_ctc_reward_warns_and_counts_what_it_cannot_score(corpus):
+    from flowtts.train.prompts import draw_pair_prompts
+    from flowtts.train.reward import CTCReward
+
+    ds = MelDataset(corpus)
+    prompts = draw_pair_prompts(ds, [(0, 1), (2, 3)], 100, torch.Generator().manual_seed(0))
+    prompts.targets = [prompts.targets[0], "x" * 500]  # far more characters than generated frames
+    reward = CTCReward(_ctc_recognizer())
+    with pytest.warns(UserWarning, match="1 utterance"):
+        got = reward(prompts.data, prompts)
+    assert got[1] == 0 and torch.isfinite(got).all() and reward.skipped == 1
+
+
+def test_ctc_reward_gradient_through_the_sampler_matches_finite_differences(corpus):
+    from flowtts.train.prompts import draw_pair_prompts
+    from flowtts.train.reward import CTCReward
+
+    ds = MelDataset(corpus)
+    model = _model(corpus).double()
+    prompts = draw_pair_prompts(ds, [(0, 1)], 100, torch.Generator().manual_seed(0))
+    prompts = dataclasses.replace(prompts, cond=prompts.cond.double(), noise=prompts.noise.double())
+    reward = CTCReward(_ctc_recognizer(dtype=torch.float64), model)
+    params = [p for name, p in model.named_parameters() if name.endswith("proj_out.weight")]
+    assert params, "the test needs the output projection"
+    weight = params[0]
+    direction = torch.randn(weight.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+    def value():
+        out = sample_with(model, prompts, cache=False, steps=2, cfg_strength=1.5, sway_sampling_coef=None)
+        return reward(out, prompts).sum()
+
+    model.eval()
+    (grad,) = torch.autograd.grad(value(), weight)
+    eps = 1e-6
+    with torch.no_grad():
+        weight.add_(eps * direction)
+        plus = float(value())
+        weight.sub_(2 * eps * direction)
+        minus = float(value())
+        weight.add_(eps * direction)
+    numeric = (plus - minus) / (2 * eps)
+    analytic = float((grad * direction).sum())
+    assert abs(analytic) > 1e-6
+    assert abs(numeric - analytic) <= 1e-5 * max(1.0, abs(analytic)), (numeric, analytic)
+
+
+def test_ctc_reward_fine_tuning_lowers_the_ctc_loss_on_held_out_pairs(corpus, tmp_path):
+    from flowtts.eval.recognizer import save_recognizer
+    from flowtts.train.reward import CTCReward, heldout_prompts
+
+    ds = MelDataset(corpus)
+    path = str(tmp_path / "rec.safetensors")
+    save_recognizer(_ctc_recognizer(seed=1), path)
+    model = _model(corpus)
+    config = _config(reward="ctc", recognizer=path, anchor_weight=0.0, steps=15, batch_size=2, lr=5e-3)
+    assert config.prompts == "pair"
+    held = heldout_prompts(ds, 6, config, model.num_channels, seed=5)
+    reward = resolve_reward("ctc", model, path)
+    sampling = config.sampling(model)
+
+    def held_out_loss(m):
+        return -float(reward(sample_with(m, held, cache=True, **sampling), held).mean())
+
+    before = held_out_loss(model)
+    finetune(model, ds, str(tmp_path / "run"), config, progress=False)
+    after = held_out_loss(model)
+    assert isinstance(reward, CTCReward)
+    assert after < before - 0.1, (before, after)
+
+
+def test_a_recogniser_for_other_mels_is_refused_naming_both(corpus, tmp_path):
+    from flowtts.config import MelConfig
+    from flowtts.eval.recognizer import CTCRecognizer, RecognizerConfig, save_recognizer
+
+    path = str(tmp_path / "rec80.safetensors")
+    save_recognizer(
+        CTCRecognizer(RecognizerConfig(channels=8, hidden=4, gru_layers=1, mel=MelConfig(n_mel_channels=80))), path
+    )
+    with pytest.raises(ValueError, match="recogniser reads mels .*'n_mel_channels': 80.* but the model makes .*100"):
+        resolve_reward("ctc", _model(corpus), path)

@@ -230,3 +230,47 @@ def test_two_process_torchrun_matches_one_process(corpus, tmp_path, accum):
         assert torch.equal(rank0[name], rank1[name]), name
         assert torch.allclose(rank0[name], results[1][0][name], atol=1e-5, rtol=1e-4), name
     assert len(read_log(str(tmp_path / "n2"))) == 6  # rank 0 alone wrote the log
+
+
+def test_the_ctc_term_reads_the_one_step_estimate_and_lowers_its_loss(corpus, tmp_path):
+    from flowtts.config import MelConfig
+    from flowtts.eval.recognizer import CTCRecognizer, RecognizerConfig, save_recognizer
+    from flowtts.train.trainer import ctc_term
+
+    ds = MelDataset(corpus)
+    torch.manual_seed(0)
+    recognizer = CTCRecognizer(RecognizerConfig(channels=16, hidden=8, gru_layers=1, dropout=0.0, mel=MelConfig()))
+    recognizer.eval().requires_grad_(False)
+    path = str(tmp_path / "rec.safetensors")
+    save_recognizer(recognizer, path)
+    model = tiny_model(load_vocab(ds.vocab_path()))
+    mels, lens, texts = collate([ds[i] for i in range(4)])
+    draws = model.draw(lens, mels.shape[1], torch.Generator().manual_seed(1))
+    draws.drop_text = False
+    draws.time = torch.tensor([0.2, 0.6, 0.9, 0.7])
+    pred = torch.randn(mels.shape, generator=torch.Generator().manual_seed(2))
+    got, rows = ctc_term(recognizer, mels, lens, texts, draws, pred, min_time=0.5)
+    assert rows == 3  # the row at t = 0.2 is left out
+    expected = 0.0
+    for r in (1, 2, 3):  # independently: the estimate x_t + (1 - t) v inside the span, the recording outside
+        t, n = float(draws.time[r]), int(lens[r])
+        x_t = (1 - t) * draws.noise[r, :n] + t * mels[r, :n]
+        estimate = torch.where(draws.span[r, :n, None], x_t + (1 - t) * pred[r, :n], mels[r, :n])
+        expected += float(recognizer.ctc_loss(estimate[None], None, [texts[r]])[0][0])
+    assert abs(float(got) - expected) < 1e-4 * max(1.0, expected)
+    draws.drop_text = True
+    assert ctc_term(recognizer, mels, lens, texts, draws, pred, min_time=0.5)[1] == 0
+
+    def ctc_now(m):  # the term on fixed draws with the model's own prediction
+        d = m.draw(lens, mels.shape[1], torch.Generator().manual_seed(4))
+        d.drop_text = d.drop_audio_cond = False
+        d.time = torch.full((4,), 0.8)
+        with torch.no_grad():
+            pred = m(mels, texts, lens=lens, draws=d)[2]
+        return float(ctc_term(recognizer, mels, lens, texts, d, pred, 0.5)[0])
+
+    plain, weighted = tiny_model(load_vocab(ds.vocab_path())), tiny_model(load_vocab(ds.vocab_path()))
+    train(plain, ds, str(tmp_path / "plain"), _config(steps=15), progress=False)
+    train(weighted, ds, str(tmp_path / "ctc"), _config(steps=15, ctc_weight=1.0, recognizer=path), progress=False)
+    assert ctc_now(weighted) < ctc_now(plain) - 0.05
+    assert read_log(str(tmp_path / "ctc"))[-1]["ctc_loss"] and not read_log(str(tmp_path / "plain"))[-1]["ctc_loss"]

@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from flowtts.cli import demo, evaluate, models, speak, training
+from flowtts.cli import demo, evaluate, models, recognizer, speak, training
 from flowtts.cli.common import UserError
 
 __all__ = ["UserError", "build_parser", "main"]
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         training.add_train,
         training.add_distill,
         training.add_reward,
+        recognizer.add_asr,
     ):
         add(sub)
     return parser

@@ -105,6 +105,9 @@ def _train(args: argparse.Namespace) -> int:
         snapshot_every=args.snapshot_every,
         keep_snapshots=args.keep_snapshots,
         log_samples=args.log_samples,
+        ctc_weight=args.ctc_weight,
+        ctc_min_time=args.ctc_min_time,
+        recognizer=args.recognizer,
     )
     summary = train(model, dataset, args.out, config, held_out=held_out, progress=not args.quiet)
     print(f"step {summary['step']}, loss {summary['loss']:.4f}, {summary['seconds']:.0f} s; weights in {args.out}")
@@ -199,12 +202,10 @@ def _distill(args: argparse.Namespace) -> int:
 
 
 def _reward(args: argparse.Namespace) -> int:
-    import torch
 
     from flowtts.checkpoints.loader import load
     from flowtts.train.data import MelDataset
-    from flowtts.train.distill import draw_prompts
-    from flowtts.train.reward import RewardConfig, evaluate, finetune, format_rows, resolve_reward
+    from flowtts.train.reward import RewardConfig, evaluate, finetune, format_rows, heldout_prompts, resolve_reward
     from flowtts.utils.files import atomic_output
 
     start_run(args)
@@ -216,10 +217,12 @@ def _reward(args: argparse.Namespace) -> int:
         grad_checkpoint=args.grad_checkpoint,
         anchor_weight=args.anchor_weight,
         dropout=args.dropout,
+        prompts=args.prompts,
+        recognizer=args.recognizer,
         **_run_settings(args),
     )
     model = load(args.model, preset=args.preset, vocab=args.vocab)
-    reward = resolve_reward(config.reward, model)
+    reward = resolve_reward(config.reward, model, config.recognizer)
     sampling = config.sampling(model)
     dataset = _prompt_data(args.data)
     max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
@@ -231,8 +234,7 @@ def _reward(args: argparse.Namespace) -> int:
     if args.report_prompts == 0:
         return 0
     held = MelDataset(args.heldout) if args.heldout else dataset
-    n = min(args.report_prompts, len(held))
-    prompts = draw_prompts(held, list(range(n)), model.num_channels, config, torch.Generator().manual_seed(0))
+    prompts = heldout_prompts(held, args.report_prompts, config, model.num_channels)
     before = load(args.model, preset=args.preset, vocab=args.vocab)
     after = load(os.path.join(args.out, "model.safetensors"))
     models = {"before": (before, sampling), "after (EMA)": (after, sampling)}
@@ -326,6 +328,14 @@ def add_train(sub) -> None:
         help="at every save, synthesise one fixed held-out utterance into OUT/samples/ (wav + mel picture)",
     )
     tr.add_argument("--eval-every", type=int, default=250)
+    tr.add_argument(
+        "--ctc-weight",
+        type=float,
+        default=0.0,
+        help="weight of a recogniser's CTC loss of the text on the one-step clean-mel estimate (0: off)",
+    )
+    tr.add_argument("--ctc-min-time", type=float, default=0.5, help="the CTC term skips flow times below this")
+    tr.add_argument("--recognizer", default="builtin", help="recogniser file of --ctc-weight (default: built-in)")
     tr.add_argument("--log-every", type=int, default=10)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
@@ -438,8 +448,16 @@ def add_reward(sub) -> None:
     rw.add_argument(
         "--reward",
         default="speaker",
-        help="'speaker' (speaker similarity to the reference), 'timbre', or module:function returning (b,) rewards",
+        help="'speaker' (speaker similarity to the reference), 'ctc' (minus the recogniser's CTC loss of the "
+        "target text on the generated frames), 'timbre', or module:function returning (b,) rewards",
     )
+    rw.add_argument(
+        "--prompts",
+        choices=["prefix", "pair"],
+        help="prefix: the leading part of an utterance continued; pair: one utterance as the reference and "
+        "another's text to say (default: pair for ctc, else prefix)",
+    )
+    rw.add_argument("--recognizer", default="builtin", help="recogniser file of the ctc reward (default: built-in)")
     rw.add_argument("--sample-steps", type=int, help="solver steps (default: the model's own, e.g. a student's)")
     rw.add_argument("--cfg", type=float, help="guidance strength (default: the model's own)")
     rw.add_argument("--backprop-steps", type=int, help="gradients through the last this many solver steps")

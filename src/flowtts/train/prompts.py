@@ -20,6 +20,7 @@ class Prompts:
     durations: torch.Tensor  # (b,)
     noise: torch.Tensor  # (b, max duration, d)
     data: torch.Tensor | None = None  # (b, max duration, d) the whole utterances' mels, zero-padded
+    targets: list[str] | None = None  # what the generated frames should say, when known (pair prompts)
 
     def rows(self, rows: list[int]) -> Prompts:
         lens = self.lens[rows]
@@ -32,6 +33,7 @@ class Prompts:
             durations=durations,
             noise=self.noise[rows, :n],
             data=None if self.data is None else self.data[rows, :n],
+            targets=None if self.targets is None else [self.targets[r] for r in rows],
         )
 
     def noised(self, t: float) -> Prompts:
@@ -70,6 +72,45 @@ def draw_prompts(dataset: MelDataset, indices: list[int], num_channels: int, con
     durations = torch.tensor(durations)
     noise = torch.randn((len(indices), int(durations.max()), num_channels), generator=generator)
     return Prompts(cond=cond, lens=torch.tensor(lens), texts=texts, durations=durations, noise=noise, data=data)
+
+
+def join_texts(reference: str, text: str) -> str:
+    """The text a model reads for ``text`` said after a clip of ``reference`` (F5-TTS's separator rule)."""
+    reference = reference.strip()
+    if not reference.endswith((". ", "。")):
+        reference = reference + " " if reference.endswith(".") else reference + ". "
+    return reference + text
+
+
+def draw_pair_prompts(dataset: MelDataset, pairs: list[tuple[int, int]], num_channels: int, generator) -> Prompts:
+    """Cross-sentence prompts, as inference uses a model: utterance ``a`` is the reference clip and
+    utterance ``b``'s text is to be said after it, in ``b``'s recorded length.
+
+    The prompts know their ``targets`` (``b``'s text), so a recogniser can score the generated frames
+    alone; ``data`` holds the two recordings end to end.
+    """
+    cond, texts, targets, lens, durations, data = [], [], [], [], [], []
+    for a, b in pairs:
+        (mel_a, text_a), (mel_b, text_b) = dataset[a], dataset[b]
+        if not isinstance(text_a, str) or not isinstance(text_b, str):
+            raise ValueError("pair prompts need plain-text transcripts (this dataset stores pinyin units)")
+        cond.append(mel_a)
+        lens.append(mel_a.shape[0])
+        durations.append(mel_a.shape[0] + mel_b.shape[0])
+        texts.append(join_texts(text_a, text_b))
+        targets.append(text_b)
+        data.append(torch.cat((mel_a, mel_b)))
+    durations = torch.tensor(durations)
+    noise = torch.randn((len(pairs), int(durations.max()), num_channels), generator=generator)
+    return Prompts(
+        cond=torch.nn.utils.rnn.pad_sequence(cond, batch_first=True),
+        lens=torch.tensor(lens),
+        texts=texts,
+        durations=durations,
+        noise=noise,
+        data=torch.nn.utils.rnn.pad_sequence(data, batch_first=True),
+        targets=targets,
+    )
 
 
 def solve(model, prompts: Prompts, *, cache: bool, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:

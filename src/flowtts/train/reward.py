@@ -35,7 +35,7 @@ import torch
 
 from flowtts.train import distributed as dist_utils
 from flowtts.train.data import MelDataset
-from flowtts.train.prompts import Prompts, draw_prompts, generated_distance, sample_with
+from flowtts.train.prompts import Prompts, draw_pair_prompts, draw_prompts, generated_distance, sample_with
 from flowtts.train.trainer import (
     append_log,
     lr_factor,
@@ -84,25 +84,85 @@ def timbre_reward(mel: torch.Tensor, prompts: Prompts) -> torch.Tensor:
     return -((gen_mean - ref_mean) ** 2 + (gen_std - ref_std) ** 2).mean(dim=-1)
 
 
-def _speaker_reward(model) -> Reward:
+def _speaker_reward(model, recognizer: str) -> Reward:
     from flowtts.eval.speaker import SpeakerSimilarity
 
     return SpeakerSimilarity(model.mel_spec).to(model.device)
 
 
-# Built-in rewards by name: each entry builds the reward for a model.
-REWARDS: dict[str, Callable[[object], Reward]] = {
-    "timbre": lambda model: timbre_reward,
+def mel_config_of(model):
+    """The :class:`flowtts.config.MelConfig` of ``model``'s mel front end."""
+    from flowtts.config import MelConfig
+
+    spec = model.mel_spec
+    names = ("target_sample_rate", "n_mel_channels", "hop_length", "win_length", "n_fft", "mel_spec_type")
+    return MelConfig(**{name: getattr(spec, name) for name in names})
+
+
+class CTCReward:
+    """Minus the recogniser's CTC loss per character of what the generated frames should say.
+
+    Only the generated frames are read (the prompt's are excluded), so the prompts must know their
+    target texts (:func:`flowtts.train.prompts.draw_pair_prompts`). An utterance whose target needs more
+    frames than were generated is not scored: its reward is 0 without gradient, a warning says so, and
+    ``skipped`` counts it.
+
+    Args:
+        recognizer: A :class:`flowtts.eval.recognizer.CTCRecognizer` (frozen here, in eval mode).
+        model: The model whose samples are scored; its mel front end must be the recogniser's.
+    """
+
+    def __init__(self, recognizer, model=None):
+        if model is not None:
+            recognizer.check_fits(mel_config_of(model), "the model")
+            recognizer = recognizer.to(model.device)
+        self.recognizer = recognizer.eval().requires_grad_(False)
+        self.skipped = 0
+
+    def __call__(self, mel: torch.Tensor, prompts: Prompts) -> torch.Tensor:
+        if prompts.targets is None:
+            raise ValueError(
+                "the ctc reward scores what the generated frames say, so it needs prompts that know their target "
+                "texts (pair prompts: RewardConfig(prompts='pair'))"
+            )
+        starts, ends = prompts.lens.tolist(), prompts.durations.tolist()
+        frames = [mel[i, s:e] for i, (s, e) in enumerate(zip(starts, ends))]
+        lens = torch.tensor([f.shape[0] for f in frames])
+        padded = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
+        loss, scored = self.recognizer.ctc_loss(padded, lens, prompts.targets)
+        missed = int((~scored).sum())
+        if missed:
+            import warnings
+
+            self.skipped += missed
+            warnings.warn(
+                f"ctc reward: {missed} utterance(s) too short for their target text were not scored", stacklevel=2
+            )
+        return -loss
+
+
+def _ctc_reward(model, recognizer: str) -> Reward:
+    from flowtts.eval.recognizer import load_recognizer
+
+    return CTCReward(load_recognizer(recognizer), model)
+
+
+# Built-in rewards by name: each entry builds the reward for a model (and a recogniser file, for "ctc").
+REWARDS: dict[str, Callable[[object, str], Reward]] = {
+    "timbre": lambda model, recognizer: timbre_reward,
     "speaker": _speaker_reward,
+    "ctc": _ctc_reward,
 }
+PROMPT_KINDS = ("prefix", "pair")
 
 
-def resolve_reward(spec: str | Reward, model=None) -> Reward:
+def resolve_reward(spec: str | Reward, model=None, recognizer: str = "builtin") -> Reward:
     """A reward callable from a name in :data:`REWARDS`, a ``"package.module:function"`` path, or a callable.
 
     Args:
         spec: The name, path or callable.
         model: The model the reward is for (built-in rewards such as ``"speaker"`` need its mel front end).
+        recognizer: The recogniser file of the ``"ctc"`` reward (``"builtin"``: the built-in voice's).
     """
     if callable(spec):
         return spec
@@ -111,7 +171,7 @@ def resolve_reward(spec: str | Reward, model=None) -> Reward:
     if spec in REWARDS:
         if model is None:
             raise ValueError(f"the built-in reward {spec!r} is made for a model: pass model=")
-        return REWARDS[spec](model)
+        return REWARDS[spec](model, recognizer)
     if ":" not in spec:
         raise ValueError(f"reward must be one of {tuple(REWARDS)} or 'module:function', got {spec!r}")
     module_name, _, attr = spec.partition(":")
@@ -146,9 +206,16 @@ class RewardConfig:
     save_every: int = 50
     log_every: int = 1
     prompt_fraction: tuple[float, float] = (0.2, 0.5)
+    prompts: str | None = None  # "prefix" (a leading part of an utterance), "pair" (one utterance, then another's
+    # text); None: "pair" for the ctc reward, which must know what the generated frames say, else "prefix"
+    recognizer: str = "builtin"  # the ctc reward's recogniser file
     seed: int = 0
 
     def __post_init__(self):
+        if self.prompts is None:
+            self.prompts = "pair" if self.reward == "ctc" else "prefix"
+        if self.prompts not in PROMPT_KINDS:
+            raise ValueError(f"prompts must be one of {PROMPT_KINDS}, got {self.prompts!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
         if self.sample_steps is not None and self.sample_steps < 1:
@@ -205,6 +272,29 @@ class _RewardLoss(torch.nn.Module):
         return rewards.sum(), squared
 
 
+def draw_training_prompts(dataset: MelDataset, config: RewardConfig, num_channels: int, g) -> Prompts:
+    """One step's prompts (``config.batch_size`` of the kind ``config.prompts``), drawn with ``g``."""
+    if config.prompts == "pair":
+        if len(dataset) < 2:
+            raise ValueError("pair prompts need a dataset of at least 2 rows")
+        first = torch.randint(len(dataset), (config.batch_size,), generator=g)
+        second = (first + torch.randint(1, len(dataset), (config.batch_size,), generator=g)) % len(dataset)
+        return draw_pair_prompts(dataset, list(zip(first.tolist(), second.tolist())), num_channels, g)
+    indices = torch.randint(len(dataset), (config.batch_size,), generator=g).tolist()
+    return draw_prompts(dataset, indices, num_channels, config, g)
+
+
+def heldout_prompts(dataset: MelDataset, n: int, config: RewardConfig, num_channels: int, seed: int = 0) -> Prompts:
+    """Fixed report prompts from the first ``n`` rows of ``dataset`` (pairs: each row then the next one's text)."""
+    n = min(n, len(dataset))
+    g = torch.Generator().manual_seed(seed)
+    if config.prompts == "pair":
+        if len(dataset) < 2:
+            raise ValueError("pair prompts need a held-out set of at least 2 rows")
+        return draw_pair_prompts(dataset, [(i, (i + 1) % len(dataset)) for i in range(n)], num_channels, g)
+    return draw_prompts(dataset, list(range(n)), num_channels, config, g)
+
+
 def check_rewards(rewards, batch: int) -> torch.Tensor:
     """``rewards`` if it is a finite floating ``(batch,)`` tensor, else ``ValueError`` naming what came back."""
     if not torch.is_tensor(rewards) or not rewards.is_floating_point() or tuple(rewards.shape) != (batch,):
@@ -252,7 +342,7 @@ def finetune(
     env = dist_utils.setup()
     device, rank, world = env.device, env.rank, env.world_size
     model.to(device)
-    reward_fn = resolve_reward(reward if reward is not None else config.reward, model)  # on the model's device
+    reward_fn = resolve_reward(reward if reward is not None else config.reward, model, config.recognizer)
     sampling = config.sampling(model)
     if rank == 0:
         os.makedirs(out_dir, exist_ok=True)
@@ -301,8 +391,7 @@ def finetune(
         while step < config.steps:
             t0 = time.perf_counter()
             g = torch.Generator().manual_seed(config.seed * 7_919 + step)
-            indices = torch.randint(len(dataset), (config.batch_size,), generator=g).tolist()
-            prompts = draw_prompts(dataset, indices, model.num_channels, config, g)
+            prompts = draw_training_prompts(dataset, config, model.num_channels, g)
             rows = list(range(rank, config.batch_size, world)) or [0]
             weight = 1.0 if rank < config.batch_size else 0.0
             local = prompts.rows(rows)

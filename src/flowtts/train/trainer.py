@@ -28,7 +28,18 @@ log = logging.getLogger("flowtts")
 
 CHECKPOINT = "last.pt"
 LOG_CSV = "train_log.csv"
-LOG_COLUMNS = ["step", "epoch", "loss", "lr", "grad_norm", "frames_per_s", "elapsed_s", "val_loss", "wrong_text_loss"]
+LOG_COLUMNS = [
+    "step",
+    "epoch",
+    "loss",
+    "lr",
+    "grad_norm",
+    "frames_per_s",
+    "elapsed_s",
+    "val_loss",
+    "wrong_text_loss",
+    "ctc_loss",
+]
 
 
 @dataclass
@@ -53,6 +64,9 @@ class TrainConfig:
     snapshot_every: int = 0  # keep the EMA weights as model_{step}.safetensors every N steps (0: never)
     keep_snapshots: int = -1  # how many snapshots to keep, newest first (-1: all)
     log_samples: bool = False  # at every save, synthesise one fixed utterance into samples/
+    ctc_weight: float = 0.0  # weight of the recogniser's CTC loss on the one-step estimate of the clean mel
+    ctc_min_time: float = 0.5  # the CTC term is taken on rows whose flow time is at least this
+    recognizer: str = "builtin"  # recogniser file of the CTC term
 
     def __post_init__(self):
         for name in ("steps", "batch_frames", "max_samples", "save_every", "log_every", "grad_accum"):
@@ -66,6 +80,10 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not self.ctc_weight >= 0:
+            raise ValueError(f"ctc_weight must be >= 0, got {self.ctc_weight}")
+        if not 0 <= self.ctc_min_time < 1:
+            raise ValueError(f"ctc_min_time must be in [0, 1), got {self.ctc_min_time}")
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -96,6 +114,25 @@ def _text_gap(model, batch, seed, device, isolate) -> tuple[float, float]:
         right = model(mels, texts, lens=lens, draws=draws, isolate_batch=isolate)[0].item()
         wrong = model(mels, texts[1:] + texts[:1], lens=lens, draws=draws, isolate_batch=isolate)[0].item()
     return right, wrong
+
+
+def ctc_term(recognizer, mels, lens, texts, draws, pred, min_time: float) -> tuple[torch.Tensor, int]:
+    """Summed CTC loss per character of the texts on the one-step clean estimates, and how many rows count.
+
+    The estimate of the clean mel from the noisy one at time ``t`` is ``x_t + (1 - t) v``; the frames outside
+    the infill span are the recording's own. Rows with ``t < min_time`` (whose estimates are still a blur)
+    and steps that drop the text do not count.
+    """
+    time = draws.time.to(pred.dtype)
+    rows = (time >= min_time).nonzero().flatten().tolist()
+    if draws.drop_text or not rows:
+        return pred.new_zeros(()), 0
+    n = pred.shape[1]
+    x1, x0, t = mels[:, :n].to(pred.dtype), draws.noise[:, :n].to(pred.dtype), time[:, None, None]
+    estimate = (1 - t) * x0 + t * x1 + (1 - t) * pred
+    estimate = torch.where(draws.span[:, :n, None], estimate, x1)
+    loss, scored = recognizer.ctc_loss(estimate[rows].float(), lens[rows], [texts[r] for r in rows])
+    return loss[scored].sum(), int(scored.sum())
 
 
 def save_checkpoint(path: str, state: dict) -> None:
@@ -275,6 +312,14 @@ def train(
         if rank == 0:
             log.info("resumed from %s at step %d", ckpt_path, step)
     net = dist_utils.wrap(model, env)
+    recognizer = None
+    if config.ctc_weight > 0:
+        from flowtts.eval.recognizer import load_recognizer
+        from flowtts.train.reward import mel_config_of
+
+        recognizer = load_recognizer(config.recognizer, device).requires_grad_(False)
+        recognizer.check_fits(mel_config_of(model), "the model")
+        plain_texts = [it["text"] for it in dataset.items]
 
     frames = dataset.frames
     if max(frames) > config.batch_frames:
@@ -331,7 +376,7 @@ def train(
     try:
         while step < stop:
             optimizer.zero_grad(set_to_none=True)
-            loss_sums = []
+            loss_sums, ctc_sums = [], []
             for micro in range(accum):
                 indices = next_batch()
                 mels, lens, texts = collate([dataset[i] for i in indices])
@@ -349,12 +394,13 @@ def train(
                 # Only the last micro-batch's backward all-reduces under DDP (the sum is the same).
                 sync = micro == accum - 1 or not hasattr(net, "no_sync")
                 with contextlib.nullcontext() if sync else net.no_sync():
+                    local_draws = draws.select(rows, local_frames)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                        loss_sum, _, _ = net(
+                        loss_sum, _, pred = net(
                             mels[rows, :local_frames],
                             [texts[r] for r in rows],
                             lens=lens[rows],
-                            draws=draws.select(rows, local_frames),
+                            draws=local_draws,
                             reduction="sum",
                             isolate_batch=config.isolate_batch,
                         )
@@ -362,6 +408,18 @@ def train(
                     # DDP averages gradients over ranks; scaling by world size makes the result the
                     # gradient of the global mean; micro-batches count equally, as in F5-TTS's accumulation.
                     loss = loss_sum * world / max(total_span, 1) / accum
+                    if recognizer is not None:
+                        ctc_sum, ctc_rows = ctc_term(
+                            recognizer,
+                            mels[rows],
+                            lens[rows],
+                            [plain_texts[indices[r]] for r in rows],
+                            local_draws,
+                            pred,
+                            config.ctc_min_time,
+                        )
+                        loss = loss + config.ctc_weight * ctc_sum * weight * world / len(indices) / accum
+                        ctc_sums.append(float(ctc_sum) / max(ctc_rows, 1))
                     loss.backward()
                 loss_sums.append(loss_sum.detach() / max(total_span, 1) * world)
                 window_frames += int(lens.sum())
@@ -388,6 +446,7 @@ def train(
                     "elapsed_s": f"{time.perf_counter() - start:.1f}",
                     "val_loss": "",
                     "wrong_text_loss": "",
+                    "ctc_loss": f"{sum(ctc_sums) / len(ctc_sums):.4f}" if ctc_sums else "",
                 }
                 if eval_batch is not None and (step % config.eval_every == 0 or step == stop):
                     right, wrong = _text_gap(ema, eval_batch, config.seed, device, config.isolate_batch)

@@ -1,0 +1,297 @@
+"""Training the CTC recogniser (:mod:`flowtts.eval.recognizer`) on a prepared dataset.
+
+Batches come from :func:`flowtts.train.data.frame_batches`; every random choice of step ``s``
+(augmentation, dropout) is derived from ``(seed, s)`` and the batch order from ``(seed, epoch)``, so a
+run killed after a checkpoint resumes to the same weights as a run straight through.
+
+Augmentation, so that the recogniser hears words rather than one recording chain: a random time
+stretch (speaking rate), a level shift of the log-mel, and SpecAugment's frequency and time masks.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from flowtts.eval.recognizer import CTCRecognizer, RecognizerConfig, normalize_text, save_recognizer
+from flowtts.eval.wer import edit_distance, word_error_rate
+from flowtts.train.data import MelDataset, collate, frame_batches
+from flowtts.train.trainer import (
+    append_log,
+    load_checkpoint,
+    lr_factor,
+    optimizer_step,
+    progress_bar,
+    restore,
+    save_checkpoint,
+    start_log,
+)
+
+LOG_COLUMNS = ["step", "epoch", "loss", "lr", "grad_norm", "heldout_loss", "cer", "wer", "elapsed_s"]
+
+
+@dataclass
+class ASRConfig:
+    """Optimisation, augmentation and bookkeeping of :func:`train_recognizer`."""
+
+    steps: int = 4000
+    lr: float = 1e-3
+    warmup: int = 200
+    weight_decay: float = 0.01
+    batch_frames: int = 12_000
+    max_samples: int = 48
+    grad_clip: float = 5.0
+    ema_decay: float = 0.995
+    save_every: int = 200
+    eval_every: int = 200
+    seed: int = 0
+    stretch: tuple[float, float] = (0.75, 1.3)  # range of the time-stretch factor (1, 1: off)
+    level: float = 0.5  # largest log-mel level shift
+    freq_masks: int = 2
+    freq_width: int = 12
+    time_masks: int = 2
+    time_width: float = 0.06  # of the utterance's frames, per mask
+
+    def __post_init__(self):
+        for name in ("steps", "batch_frames", "max_samples", "save_every", "eval_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        lo, hi = self.stretch
+        if not 0 < lo <= hi:
+            raise ValueError(f"stretch must satisfy 0 < lo <= hi, got {self.stretch}")
+        self.stretch = (float(lo), float(hi))
+
+
+def _texts(dataset: MelDataset) -> list[str]:
+    return [it["text"] for it in dataset.items]
+
+
+def check_dataset(dataset: MelDataset, recognizer: CTCRecognizer, what: str) -> None:
+    """``ValueError`` when ``dataset`` cannot train or test ``recognizer`` (front end, no usable text)."""
+    from flowtts.config import MelConfig
+
+    if len(dataset) == 0:
+        raise ValueError(f"{what} has no usable rows")
+    mel = dict(dataset.info.get("mel", {}))
+    recognizer.check_fits(MelConfig(**mel), what)
+    if not any(normalize_text(t, recognizer.alphabet) for t in _texts(dataset)):
+        raise ValueError(f"{what}: no transcript has a character of the recogniser's alphabet")
+
+
+def augment(mels: torch.Tensor, lens: torch.Tensor, config: ASRConfig, g: torch.Generator):
+    """Stretched, level-shifted and masked copies of ``mels (b, n, d)``; returns ``(mels, lens)``."""
+    out, new_lens = [], []
+    floor = float(mels.min())
+    lo, hi = config.stretch
+    for mel, n in zip(mels, lens.tolist()):
+        m = mel[:n]
+        factor = lo + (hi - lo) * float(torch.rand((), generator=g))
+        frames = max(2, round(n * factor))
+        if frames != n:
+            m = F.interpolate(m.t()[None], size=frames, mode="linear", align_corners=False)[0].t()
+        m = m + config.level * (2 * float(torch.rand((), generator=g)) - 1)
+        m = m.clone()
+        d = m.shape[1]
+        for _ in range(config.freq_masks):
+            width = int(torch.randint(0, config.freq_width + 1, (), generator=g))
+            start = int(torch.randint(0, max(1, d - width), (), generator=g))
+            m[:, start : start + width] = floor
+        for _ in range(config.time_masks):
+            width = int(torch.randint(0, max(1, int(config.time_width * frames)) + 1, (), generator=g))
+            start = int(torch.randint(0, max(1, frames - width), (), generator=g))
+            m[start : start + width] = floor
+        out.append(m)
+        new_lens.append(frames)
+    return torch.nn.utils.rnn.pad_sequence(out, batch_first=True, padding_value=floor), torch.tensor(new_lens)
+
+
+def channel_statistics(dataset: MelDataset, limit: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of the first ``limit`` utterances' frames."""
+    frames = torch.cat([dataset[i][0] for i in range(min(limit, len(dataset)))])
+    return frames.mean(dim=0), frames.std(dim=0).clamp(min=1e-3)
+
+
+@torch.no_grad()
+def evaluate_recognizer(recognizer: CTCRecognizer, dataset: MelDataset, batch: int = 16) -> dict:
+    """Held-out mean CTC loss per character, character error rate and word error rate (greedy decoding)."""
+    texts = _texts(dataset)
+    hyps, losses, counted = [], [], 0
+    training = recognizer.training
+    recognizer.eval()
+    try:
+        for begin in range(0, len(dataset), batch):
+            rows = range(begin, min(begin + batch, len(dataset)))
+            mels, lens, _ = collate([dataset[i] for i in rows])
+            loss, scored = recognizer.ctc_loss(mels, lens, [texts[i] for i in rows])
+            losses.append(float(loss[scored].sum()))
+            counted += int(scored.sum())
+            hyps += recognizer.transcribe(mels, lens)
+    finally:
+        recognizer.train(training)
+    refs = [normalize_text(t, recognizer.alphabet) for t in texts]
+    chars = sum(len(r) for r in refs)
+    cer = sum(edit_distance(list(r), list(h)) for r, h in zip(refs, hyps)) / max(chars, 1)
+    return {
+        "loss": losses and sum(losses) / max(counted, 1),
+        "cer": cer,
+        "wer": word_error_rate(refs, hyps),
+        "hypotheses": hyps,
+    }
+
+
+def train_recognizer(
+    dataset: MelDataset,
+    out_dir: str,
+    config: ASRConfig,
+    *,
+    held_out: MelDataset | None = None,
+    recognizer_config: RecognizerConfig | None = None,
+    progress: bool = True,
+    stop_at: int | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    max_seconds: float | None = None,
+) -> dict:
+    """Train a :class:`CTCRecognizer`; writes ``last.pt``, ``recognizer.safetensors`` (EMA), ``asr_log.csv``.
+
+    Resumes from ``out_dir/last.pt`` when present.
+
+    Args:
+        dataset: Prepared training data (:func:`flowtts.train.data.prepare_dataset`).
+        out_dir: Run directory.
+        config: :class:`ASRConfig`.
+        held_out: Prepared held-out data for the loss, CER and WER logged every ``eval_every`` steps.
+        recognizer_config: Architecture (default: :class:`RecognizerConfig` with the data's mel front end).
+        progress: Progress bar.
+        stop_at: Stop after this step (as if killed after a checkpoint).
+        on_step: Called with ``(step, loss)`` after every optimiser step.
+        max_seconds: Stop (with a checkpoint) after the first step past this wall time.
+
+    Returns:
+        ``step``, last ``loss``, the last held-out figures (``cer``, ``wer``), ``seconds``, ``finished``.
+    """
+    from flowtts.config import MelConfig
+
+    if recognizer_config is None:
+        recognizer_config = RecognizerConfig(mel=MelConfig(**dataset.info.get("mel", {})))
+    recognizer = CTCRecognizer(recognizer_config)
+    check_dataset(dataset, recognizer, "the training data")
+    if held_out is not None:
+        check_dataset(held_out, recognizer, "the held-out data")
+    if max(dataset.frames) * config.stretch[1] > config.batch_frames:
+        raise ValueError(
+            f"the longest utterance stretched by {config.stretch[1]} does not fit batch_frames={config.batch_frames}"
+        )
+    texts = _texts(dataset)
+    os.makedirs(out_dir, exist_ok=True)
+    torch.manual_seed(config.seed)  # initial weights
+    recognizer = CTCRecognizer(recognizer_config)
+    mean, std = channel_statistics(dataset)
+    recognizer.mel_mean.copy_(mean)
+    recognizer.mel_std.copy_(std)
+    recognizer.train()
+    ema = copy.deepcopy(recognizer).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(recognizer.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
+    step, epoch, batch_in_epoch = 0, 0, 0
+    ckpt = os.path.join(out_dir, "last.pt")
+    if os.path.exists(ckpt):
+        if json.loads(load_checkpoint(ckpt)["recognizer_config"]) != recognizer_config.to_dict():
+            raise ValueError(f"{ckpt} was written for another recogniser architecture; use a new --out directory")
+        state = restore(ckpt, {"model": recognizer, "ema": ema, "optimizer": optimizer, "scheduler": scheduler})
+        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+    csv_path = os.path.join(out_dir, "asr_log.csv")
+    start_log(csv_path, LOG_COLUMNS, 0)
+    bar = progress_bar(progress, config.steps, step, "training recogniser")
+    stop = min(config.steps, stop_at) if stop_at is not None else config.steps
+    start = time.perf_counter()
+    last_loss, figures = float("nan"), {}
+    batches = frame_batches(
+        dataset.frames, int(config.batch_frames / config.stretch[1]), config.max_samples, config.seed, epoch
+    )
+
+    def checkpoint() -> None:
+        state = {
+            "model": recognizer.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "recognizer_config": json.dumps(recognizer_config.to_dict()),
+            "asr_config": json.dumps(asdict(config)),
+        }
+        save_checkpoint(ckpt, state)
+        extra = {"step": step, "asr_config": asdict(config), "data": os.path.abspath(dataset.directory)}
+        if figures:
+            extra["heldout"] = {k: figures[k] for k in ("loss", "cer", "wer")}
+        save_recognizer(ema, os.path.join(out_dir, "recognizer.safetensors"), extra=extra)
+
+    try:
+        while step < stop:
+            while batch_in_epoch >= len(batches):
+                epoch, batch_in_epoch = epoch + 1, 0
+                batches = frame_batches(
+                    dataset.frames, int(config.batch_frames / config.stretch[1]), config.max_samples, config.seed, epoch
+                )
+            indices = batches[batch_in_epoch]
+            batch_in_epoch += 1
+            mels, lens, _ = collate([dataset[i] for i in indices])
+            g = torch.Generator().manual_seed(config.seed * 7_919 + step)
+            mels, lens = augment(mels, lens, config, g)
+            torch.manual_seed(config.seed * 104_729 + step)  # dropout
+            loss_rows, scored = recognizer.ctc_loss(mels, lens, [texts[i] for i in indices])
+            loss = loss_rows[scored].mean() if bool(scored.any()) else loss_rows.sum()
+            grad_norm = optimizer_step(loss, recognizer, optimizer, scheduler, ema, config.grad_clip, config.ema_decay)
+            step += 1
+            last_loss = float(loss.detach())
+            if on_step is not None:
+                on_step(step, last_loss)
+            row = {
+                "step": step,
+                "epoch": epoch,
+                "loss": f"{last_loss:.4f}",
+                "lr": f"{scheduler.get_last_lr()[0]:.3e}",
+                "grad_norm": f"{grad_norm:.3f}",
+                "heldout_loss": "",
+                "cer": "",
+                "wer": "",
+            }
+            if held_out is not None and (step % config.eval_every == 0 or step == stop):
+                figures = evaluate_recognizer(ema, held_out)
+                row.update(
+                    heldout_loss=f"{figures['loss']:.4f}", cer=f"{figures['cer']:.4f}", wer=f"{figures['wer']:.4f}"
+                )
+            row["elapsed_s"] = f"{time.perf_counter() - start:.1f}"
+            append_log(csv_path, [row[c] for c in LOG_COLUMNS])
+            if bar is not None:
+                bar.set_postfix(loss=f"{last_loss:.3f}", **({"cer": f"{figures['cer']:.3f}"} if figures else {}))
+                bar.update(1)
+            over = max_seconds is not None and time.perf_counter() - start > max_seconds
+            if step % config.save_every == 0 or step == stop or over:
+                checkpoint()
+            if over:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return {
+        "step": step,
+        "loss": last_loss,
+        "cer": figures.get("cer"),
+        "wer": figures.get("wer"),
+        "seconds": time.perf_counter() - start,
+        "finished": step >= config.steps,
+    }
