@@ -104,9 +104,13 @@ def test_upstream_option_spellings_and_fix_duration(model_file, tmp_path):
             ["--text", "hi", "--fix-duration", "2"],
             "fix_duration (2.0 s) must be longer than the reference clip (2.50 s)",
         ),
-        (["--text", "hi", "--fix-duration", "-1"], "--fix-duration must be positive"),
-        (["--text", "hi", "--target-rms", "0"], "--target-rms must be positive"),
-        (["--text", "hi", "--cross-fade", "-0.1"], "--cross-fade must be >= 0"),
+        (["--text", "hi", "--fix-duration", "-1"], "--fix-duration must be a positive number"),
+        (["--text", "hi", "--target-rms", "0"], "--target-rms must be a positive number"),
+        (["--text", "hi", "--cross-fade", "-0.1"], "--cross-fade must be a number >= 0"),
+        (["--text", "hi", "--speed", "nan"], "--speed must be a positive number"),
+        (["--text", "hi", "--sway", "-2"], "sway_sampling_coef must lie in [-1, 1.7519]"),
+        (["--text", "A whole sentence to say.", "--speed", "1000"], "too short for its"),
+        (["--text", "A whole sentence to say.", "--speed", "0.001"], "over the 60 s one call allows"),
     ],
 )
 def test_user_errors_exit_2_with_a_message_and_no_output(model_file, tmp_path, capsys, args, message):
@@ -114,6 +118,71 @@ def test_user_errors_exit_2_with_a_message_and_no_output(model_file, tmp_path, c
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "x.wav").exists()
+
+
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        ("{dir}", "is a directory; give a file name"),
+        ("{dir}/noext", "has no extension"),
+        ("{dir}/x.xyz", "unknown audio format .xyz"),
+        ("/proc/x.wav", "cannot write to /proc"),
+    ],
+)
+def test_bad_output_paths_are_refused_before_the_model_is_loaded(tmp_path, capsys, output, message):
+    code = main(["infer", "--model", "/no/such/model.pt", "--text", "hi", "-o", output.format(dir=tmp_path), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "model file not found" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_speed_out_of_range_names_the_range_that_fits(model_file, tmp_path, capsys):
+    assert _infer(model_file, "--text", "A whole sentence to say.", "--speed", "50", "-o", str(tmp_path / "x.wav")) == 2
+    err = capsys.readouterr().err
+    low, high = (float(v) for v in err.split("speed must lie in about [")[1].split("]")[0].split(", "))
+    assert 0 < low < 1 < high < 50
+    assert (
+        _infer(
+            model_file, "--text", "A whole sentence to say.", "--speed", str(high * 0.9), "-o", str(tmp_path / "y.wav")
+        )
+        == 0
+    )
+
+
+def test_a_huge_seed_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["infer", "--text", "hi", "--seed", "99999999999999999999"])
+    assert exit_info.value.code == 2
+    assert "argument --seed: must lie in 0..4294967295" in capsys.readouterr().err
+
+
+def test_seed_minus_one_is_a_random_seed_and_is_printed(model_file, tmp_path, capsys):
+    seeds = []
+    for name in ("a.wav", "b.wav"):
+        assert (
+            main(
+                [
+                    "infer",
+                    "--model",
+                    model_file,
+                    "--ref-audio",
+                    ASSET,
+                    "--ref-text",
+                    REF_TEXT,
+                    "--steps",
+                    "2",
+                    "--text",
+                    "Hello.",
+                    "--seed",
+                    "-1",
+                    "-o",
+                    str(tmp_path / name),
+                ]
+            )
+            == 0
+        )
+        seeds.append(int(capsys.readouterr().err.split("seed ")[-1].split()[0].strip(",")))
+    assert seeds[0] != seeds[1] and all(0 <= s < 2**31 for s in seeds)
 
 
 def test_short_and_unreadable_references(model_file, tmp_path, capsys):

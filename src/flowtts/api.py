@@ -139,10 +139,27 @@ class F5TTS:
             ValueError: Empty ``gen_text``, an option out of range, unreadable or too short audio.
             ImportError: No ``ref_text`` and no pocketsphinx.
         """
-        if not gen_text or not gen_text.strip():
+        from flowtts.infer import check_options
+        from flowtts.model.sample_checks import SEED_RANGE, is_int
+
+        if not isinstance(gen_text, str):
+            raise TypeError(f"gen_text must be a string, got {type(gen_text).__name__}")
+        if not gen_text.strip():
             raise ValueError("gen_text is empty")
-        if nfe_step is not None and nfe_step < 1:
-            raise ValueError(f"nfe_step must be >= 1, got {nfe_step}")
+        if not isinstance(ref_text, str):
+            raise TypeError(f"ref_text must be a string (empty: transcribed), got {type(ref_text).__name__}")
+        if nfe_step is not None and (not is_int(nfe_step) or nfe_step < 1):
+            raise ValueError(f"nfe_step must be an integer >= 1, got {nfe_step!r}")
+        if seed is not None and (not is_int(seed) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]):
+            raise ValueError(f"seed must be None, -1 (random) or a non-negative integer, got {seed!r}")
+        if file_wave is not None:
+            from flowtts.audio.io import check_audio_output
+
+            check_audio_output(file_wave)
+        if file_spec is not None:
+            from flowtts.infer import check_picture_output
+
+            check_picture_output(os.fspath(file_spec))
         options = recommended_options(
             self.ema_model,
             steps=nfe_step,
@@ -154,6 +171,7 @@ class F5TTS:
             fix_duration=fix_duration,
             remove_silence=remove_silence,
         )
+        check_options(options)
         reference = load_reference(
             self.ema_model,
             None if ref_file is None else os.fspath(ref_file),

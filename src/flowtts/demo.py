@@ -155,5 +155,8 @@ def run_demo(
     rows, mels = evaluate(teacher, fresh, prompts, config, extra=extra)
     rows[1]["system"] = f"fresh student@4 ({summary['step']} steps)"
     print(report(rows, mels, out_dir))
-    print(f"\nfiles: {out_dir}/ (wavs, report.txt, report.png, distill/)")
+    written = sorted(name for name in os.listdir(out_dir) if not name.startswith("."))
+    print(f"\nfiles in {out_dir}/: {', '.join(written)}")
+    if "report.png" not in written:
+        print("  (no report.png: the pictures need matplotlib, pip install 'flowtts[plot]')")
     return {"rows": rows, "distill": summary}

@@ -13,6 +13,8 @@ alone (``isolate_batch``).
 from __future__ import annotations
 
 import logging
+import math
+import os
 import random
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -263,13 +265,73 @@ class _Piece:
     seed: int
 
 
-def _check_options(options: InferenceOptions) -> None:
-    if options.speed <= 0:
-        raise ValueError(f"speed must be positive, got {options.speed}")
-    if options.target_rms <= 0:
-        raise ValueError(f"target_rms must be positive, got {options.target_rms}")
-    if options.cross_fade_seconds < 0:
-        raise ValueError(f"cross_fade_seconds must be >= 0, got {options.cross_fade_seconds}")
+MAX_SECONDS = 60.0  # longest reference + chunk one sample() call is asked for (F5-TTS trains on <= 30 s)
+
+
+def _positive(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def check_options(options: InferenceOptions) -> None:
+    """Raise ``ValueError`` naming the first option of ``options`` that is out of range."""
+    from flowtts.model.sample_checks import check_t_grid, is_int
+    from flowtts.sampling.grids import check_sway
+
+    if not is_int(options.steps) or options.steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {options.steps!r}")
+    cfg = options.cfg_strength
+    if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
+        raise ValueError(f"cfg_strength must be a finite number >= 0, got {cfg!r}")
+    if options.sway_sampling_coef is not None:
+        check_sway(options.sway_sampling_coef)
+    for name in ("speed", "target_rms", "max_ref_seconds", "min_ref_seconds"):
+        if not _positive(getattr(options, name)):
+            raise ValueError(f"{name} must be a positive number, got {getattr(options, name)!r}")
+    fade = options.cross_fade_seconds
+    if isinstance(fade, bool) or not isinstance(fade, (int, float)) or not math.isfinite(fade) or fade < 0:
+        raise ValueError(f"cross_fade_seconds must be a number >= 0, got {fade!r}")
+    if options.fix_duration is not None and not _positive(options.fix_duration):
+        raise ValueError(f"fix_duration must be None or a positive number of seconds, got {options.fix_duration!r}")
+    if not is_int(options.batch_size) or options.batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {options.batch_size!r}")
+    if options.dtype not in (None, "float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype must be None, 'float32', 'bfloat16' or 'float16', got {options.dtype!r}")
+    if options.t_grid is not None:
+        check_t_grid(options.t_grid, None)
+
+
+_check_options = check_options
+
+
+def _check_lengths(model, reference: Reference, pieces: Sequence[_Piece], options) -> None:
+    """Refuse chunks whose estimated length no speech fits: under one frame per text unit, or a call
+    longer than :data:`MAX_SECONDS`; the message gives the speeds that would fit."""
+    hop, rate = model.mel_spec.hop_length, model.mel_spec.target_sample_rate
+    ref_frames = reference.mel.shape[1]
+    limit = int(MAX_SECONDS * rate / hop)
+    bad = None
+    lo, hi = 0.0, math.inf
+    frames_per_byte = ref_frames / len(reference.text.encode("utf-8"))
+    for piece in pieces:
+        chunk = piece.text[len(reference.text) :]
+        units = len(text_units(model, chunk))
+        generated = piece.duration - ref_frames
+        chunk_bytes = len(chunk.encode("utf-8"))
+        if chunk_bytes >= 10:  # F5-TTS fixes the speed of shorter chunks
+            lo = max(lo, frames_per_byte * chunk_bytes / max(limit - ref_frames, 1))
+            hi = min(hi, frames_per_byte * chunk_bytes / max(units, 1))
+        if bad is None and (generated < units or piece.duration > limit):
+            bad = (piece, generated, units)
+    if bad is None:
+        return
+    piece, generated, units = bad
+    seconds = generated * hop / rate
+    what = "fix_duration" if options.fix_duration is not None else f"speed={options.speed:g}"
+    problem = (
+        f"too short for its {units} text units" if generated < units else f"over the {MAX_SECONDS:g} s one call allows"
+    )
+    advice = f"; with this reference and text, speed must lie in about [{lo:.3g}, {hi:.3g}]" if lo < hi else ""
+    raise ValueError(f"{what} gives text chunk {piece.chunk_index + 1} {seconds:.2f} s of speech, {problem}{advice}")
 
 
 def _plan(model, reference: Reference, texts: Sequence[str], seeds: Sequence[int], options) -> list[_Piece]:
@@ -284,7 +346,9 @@ def _plan(model, reference: Reference, texts: Sequence[str], seeds: Sequence[int
                 f"fix_duration ({options.fix_duration} s) must be longer than the reference clip "
                 f"({reference.seconds:.2f} s): it is the length of reference + generated speech"
             )
-        return [_Piece(i, 0, reference.text + text.strip(), fixed_frames, seeds[i]) for i, text in enumerate(texts)]
+        pieces = [_Piece(i, 0, reference.text + text.strip(), fixed_frames, seeds[i]) for i, text in enumerate(texts)]
+        _check_lengths(model, reference, pieces, options)
+        return pieces
     ref_bytes = len(reference.text.encode("utf-8"))
     max_bytes = max(int(ref_bytes / reference.seconds * (22 - reference.seconds) * options.speed), 40)
     pieces = []
@@ -294,6 +358,7 @@ def _plan(model, reference: Reference, texts: Sequence[str], seeds: Sequence[int
             speed = 0.3 if chunk_bytes < 10 else options.speed  # F5-TTS slows very short texts
             duration = ref_frames + int(ref_frames / ref_bytes * chunk_bytes / speed)
             pieces.append(_Piece(i, j, reference.text + chunk, duration, seeds[i] + j))
+    _check_lengths(model, reference, pieces, options)
     return pieces
 
 
@@ -451,6 +516,20 @@ def stream(
         tail = joined[joined.numel() - keep :]
     if tail is not None and tail.numel():
         yield tail
+
+
+def check_picture_output(path: str) -> None:
+    """``ValueError`` unless ``path`` is a ``.png`` name in a writable directory; ``ImportError`` without
+    matplotlib. Meant to run before the work whose picture goes there."""
+    from flowtts.audio.io import check_writable_directory
+
+    if os.path.isdir(path) or os.path.splitext(path)[1].lower() != ".png":
+        raise ValueError(f"the mel picture {path} must be a .png file name")
+    check_writable_directory(os.path.dirname(os.path.abspath(path)), create=True)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise ImportError("the mel picture needs matplotlib: pip install 'flowtts[plot]'") from exc
 
 
 def save_mel_png(mel: torch.Tensor, path: str, title: str = "") -> None:

@@ -39,11 +39,61 @@ def read_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
     return wave, rate
 
 
-def write_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, sample_rate: int) -> None:
-    """Write a mono wave atomically (temp file + rename): no partial file is left on failure."""
+def check_writable_directory(directory: str, create: bool = False) -> None:
+    """``ValueError`` unless files can be created in ``directory`` (or, with ``create``, in the nearest existing
+    folder above it, where it will be made). A file is created and removed to find out."""
+    import tempfile
+
+    directory = os.path.abspath(directory or ".")
+    probe = directory
+    if create:
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        if os.path.exists(probe):
+            raise ValueError(f"{probe} is a file, not a directory")
+        raise ValueError(f"output directory does not exist: {directory}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".flowtts-write-test-"):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write to {probe}: {error.strerror or error}") from None
+
+
+def check_audio_output(path: str | os.PathLike, create_directory: bool = False) -> None:
+    """``ValueError`` unless ``path`` names an audio file soundfile can write, in a writable directory.
+
+    Meant to run before any work whose result goes there.
+    """
     import soundfile as sf
 
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"output {path} is a directory; give a file name such as {os.path.join(path, 'out.wav')}")
+    extension = os.path.splitext(path)[1].lstrip(".")
+    known = sorted(f.lower() for f in sf.available_formats())
+    if not extension:
+        raise ValueError(
+            f"output {path} has no extension; name the format, e.g. {path}.wav (known: {', '.join(known)})"
+        )
+    if extension.upper() not in sf.available_formats():
+        raise ValueError(f"output {path}: unknown audio format .{extension} (known: {', '.join(known)})")
+    check_writable_directory(os.path.dirname(os.path.abspath(path)), create=create_directory)
+
+
+def write_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, sample_rate: int) -> None:
+    """Write a mono wave atomically (temp file + rename): no partial file is left on failure.
+
+    Raises:
+        ValueError: ``path`` cannot be written (see :func:`check_audio_output`), named in the message.
+    """
+    import soundfile as sf
+
+    path = os.fspath(path)
+    check_audio_output(path)
     data = wave.detach().float().cpu().numpy() if torch.is_tensor(wave) else np.asarray(wave, dtype=np.float32)
-    with atomic_output(path) as tmp:
-        sf.write(tmp, np.clip(data, -1.0, 1.0), sample_rate)
+    try:
+        with atomic_output(path) as tmp:
+            sf.write(tmp, np.clip(data, -1.0, 1.0), sample_rate, format=os.path.splitext(path)[1][1:].upper())
+    except (sf.LibsndfileError, OSError, TypeError, RuntimeError) as error:
+        raise ValueError(f"cannot write {path}: {error}") from None

@@ -162,6 +162,15 @@ def load(
             else ({t: i for i, t in enumerate(stored_vocab)} if stored_vocab is not None else None)
         )
         state = read_file(path)
+        embedded = vocab_size_of(state)
+        if vocab_map is not None and len(vocab_map) != embedded:
+            raise CheckpointError(
+                f"the vocabulary has {len(vocab_map)} units but {path} embeds {embedded} text tokens: "
+                "it is not the vocabulary this model was trained with"
+            )
+        problems = mismatches(state, config.with_vocab_size(embedded))
+        if any(problems):
+            raise CheckpointError(f"{path} does not fit the architecture it records: {describe(*problems)}")
         model = build_model(config, vocab_map)
         model.metadata = {k: v for k, v in metadata.items() if k not in ("config", "vocab")}
         name = None

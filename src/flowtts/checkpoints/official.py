@@ -39,7 +39,23 @@ def read_file(path: str | os.PathLike) -> dict[str, torch.Tensor] | dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or non-weights files
-        raise CheckpointError(f"{path}: not a readable weights-only checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{path}: {why_unreadable(exc)}") from None
+
+
+def why_unreadable(error: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in words for a user (without torch's advice to retry
+    with ``weights_only=False``, which would run whatever code the file holds)."""
+    import pickle
+
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error):
+        return (
+            "holds Python objects besides tensors and plain containers; flowtts reads weights only and never "
+            "runs code stored in a file"
+        )
+    first = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, EOFError) or not str(error).strip():
+        first = "the file ends early"
+    return f"damaged or not a PyTorch checkpoint ({first})"
 
 
 def model_state_dict(raw: Mapping, *, use_ema: bool = True, source: str = "checkpoint") -> dict[str, torch.Tensor]:

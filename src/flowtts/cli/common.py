@@ -22,6 +22,37 @@ def numbers(value: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
 
 
+SEED_MAX = 2**32 - 1
+
+
+def seed(value: str) -> int:
+    """argparse type of a training run's ``--seed``: an integer in 0..2**32-1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+    if not 0 <= number <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must lie in 0..{SEED_MAX}, got {number}")
+    return number
+
+
+def inference_seed(value: str) -> int:
+    """argparse type of a synthesis ``--seed``: -1 (a random one, as in F5-TTS) or an integer in 0..2**32-1."""
+    if value.strip() == "-1":
+        return -1
+    try:
+        return seed(value)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error} (or -1 for a random seed)") from None
+
+
+def chosen_seed(value: int | None) -> int:
+    """The seed a synthesis uses: ``value``, or a random one for ``None`` and -1."""
+    import random
+
+    return random.randrange(2**31) if value is None or value == -1 else value
+
+
 def read_lines(path: str) -> list[str]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"text file not found: {path}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from flowtts.cli.common import UserError
+from flowtts.cli.common import UserError, seed
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -23,6 +23,6 @@ def add_demo(sub) -> None:
     )
     demo.add_argument("--out", default="flowtts_demo", help="where the wavs, report and distillation run go")
     demo.add_argument("--distill-seconds", type=float, default=150.0, help="wall time of the fresh distillation")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=seed, default=0)
     demo.add_argument("--threads", type=int, default=None)
     demo.set_defaults(func=_demo)

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from flowtts.cli.common import DTYPE_CHOICES, UserError, sampling_options
+from flowtts.cli.common import DTYPE_CHOICES, UserError, sampling_options, seed
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -28,9 +28,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise UserError("--cross-sentence takes each prompt from the held-out set: drop --ref-audio/--ref-text")
     if bool(args.ref_audio) != bool(args.ref_text):
         raise UserError("--ref-audio and --ref-text go together (the clip and its transcript)")
-    rows = read_metadata(args.heldout, args.layout)[: args.n]
-    if not rows or (args.cross_sentence and len(rows) < 2):
-        raise UserError(f"{args.heldout} has {len(rows)} usable rows; --cross-sentence needs at least 2")
+    rows = [row for row in read_metadata(args.heldout, args.layout) if row[2]][: args.n]
+    if not rows:
+        raise UserError(f"{args.heldout} has no rows with an audio file and a transcript")
+    if args.cross_sentence and len(rows) < 2:
+        raise UserError(f"{args.heldout} has 1 usable row; --cross-sentence needs at least 2")
     root = os.path.dirname(os.path.abspath(args.heldout))
     texts = [text for _, _, text in rows]
     audio = [os.path.join(root, path) for _, path, _ in rows]
@@ -138,7 +140,7 @@ def add_eval(sub) -> None:
     ev.add_argument("--cfg", "--cfg_strength", type=float, help="default 2, or a distilled student's own")
     ev.add_argument("--sway", "--sway_sampling_coef", type=float)
     ev.add_argument("--dtype", choices=DTYPE_CHOICES)
-    ev.add_argument("--seed", type=int, default=0, help="sentence i uses seed + i")
+    ev.add_argument("--seed", type=seed, default=0, help="sentence i uses seed + i")
     ev.add_argument("--vocoder-path", help="local Vocos directory (default: Griffin-Lim)")
     ev.add_argument("--no-recordings", action="store_true", help="do not score the held-out recordings themselves")
     ev.add_argument("--out", help="write eval.csv and transcripts.csv here")

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import os
 
-from flowtts.cli.common import UserError
+from flowtts.cli.common import UserError, seed
 
 
 def _asr_train(args: argparse.Namespace) -> int:
@@ -111,7 +111,7 @@ def add_asr(sub) -> None:
     tr.add_argument("--save-every", type=int, default=200)
     tr.add_argument("--eval-every", type=int, default=200)
     tr.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=seed, default=0)
     tr.add_argument("--threads", type=int)
     tr.add_argument("-q", "--quiet", action="store_true")
     tr.set_defaults(func=_asr_train)

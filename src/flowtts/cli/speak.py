@@ -11,6 +11,8 @@ from flowtts.cli.common import (
     DTYPE_CHOICES,
     UserError,
     add_architecture_options,
+    chosen_seed,
+    inference_seed,
     load_model,
     numbers,
     read_lines,
@@ -74,14 +76,39 @@ def _apply_config(args: argparse.Namespace) -> dict:
     return config["voices"]
 
 
+def _check_sampling_flags(args: argparse.Namespace) -> None:
+    """The sampling options a command has, refused in one line before anything is loaded."""
+    import math
+
+    for flag, name in (("--steps", "steps"), ("--batch-size", "batch_size")):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
+    for flag, name in (("--speed", "speed"), ("--target-rms", "target_rms"), ("--fix-duration", "fix_duration")):
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UserError(f"{flag} must be a positive number, got {value}")
+    for flag, name in (("--cfg", "cfg"), ("--cross-fade", "cross_fade")):
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{flag} must be a number >= 0, got {value}")
+    if getattr(args, "sway", None) is not None:
+        from flowtts.sampling.grids import check_sway
+
+        try:
+            check_sway(args.sway)
+        except ValueError as error:
+            raise UserError(f"--sway: {error}") from None
+
+
 def _infer(args: argparse.Namespace) -> int:
     import dataclasses
 
     import torch
 
-    from flowtts.audio.io import write_audio
+    from flowtts.audio.io import check_audio_output, check_writable_directory, write_audio
     from flowtts.audio.vocoders import load_vocoder
-    from flowtts.infer import load_reference, save_mel_png, synthesize
+    from flowtts.infer import check_picture_output, load_reference, save_mel_png, synthesize
     from flowtts.voices import VOICE_TAG, Voice, split_voices
 
     if args.gen_file is not None:  # read whole, as upstream's --gen_file
@@ -125,18 +152,7 @@ def _infer(args: argparse.Namespace) -> int:
         if not pieces:
             raise UserError("the text has nothing to say besides its voice tags")
     texts = [args.text] if args.text is not None else read_lines(args.text_file)
-    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be >= 1, got {value}")
-    for flag, value in (
-        ("--speed", args.speed),
-        ("--target-rms", args.target_rms),
-        ("--fix-duration", args.fix_duration),
-    ):
-        if value is not None and not value > 0:
-            raise UserError(f"{flag} must be positive, got {value}")
-    if args.cross_fade < 0:
-        raise UserError(f"--cross-fade must be >= 0, got {args.cross_fade}")
+    _check_sampling_flags(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     streaming = args.output == "-"
@@ -146,10 +162,15 @@ def _infer(args: argparse.Namespace) -> int:
         if args.remove_silence or args.save_mel:
             raise UserError("-o - cannot be combined with --remove-silence or --save-mel (they need the whole output)")
     out_dir = os.path.dirname(os.path.abspath(args.output))
-    if args.text is not None and not os.path.isdir(out_dir) and not getattr(args, "make_output_dir", False):
-        raise UserError(f"output directory does not exist: {os.path.dirname(args.output)}")
     if args.text_file is not None and os.path.isfile(args.output):
         raise UserError(f"with --text-file, -o must be a directory, and {args.output} is a file")
+    if not streaming:  # where the results go is checked before any work
+        if args.text is not None:
+            check_audio_output(args.output, create_directory=getattr(args, "make_output_dir", False))
+        else:
+            check_writable_directory(args.output, create=True)
+        if args.save_mel:
+            check_picture_output(args.save_mel if args.text is not None else os.path.join(args.output, "001.png"))
 
     model = load_model(args)
     rate = model.mel_spec.target_sample_rate
@@ -178,11 +199,14 @@ def _infer(args: argparse.Namespace) -> int:
                 "or pip install 'flowtts[eval]' to transcribe English references offline"
             ) from None
     vocoder = load_vocoder(model.mel_spec, args.vocoder_path)
+    if args.seed == -1:  # F5-TTS's "random"; the seeds used are printed with each output
+        args.seed = chosen_seed(None)
     if streaming:  # raw 16-bit PCM on stdout, each piece as soon as it is final
         from flowtts.infer import stream
 
+        args.seed = chosen_seed(args.seed)
         if not args.quiet:
-            print(f"streaming 16-bit mono PCM at {rate} Hz to stdout", file=sys.stderr)
+            print(f"streaming 16-bit mono PCM at {rate} Hz to stdout, seed {args.seed}", file=sys.stderr)
         out = sys.stdout.buffer
         for wave in stream(model, references["main"], args.text, vocoder=vocoder, options=options, seed=args.seed):
             out.write((wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy().tobytes())
@@ -242,10 +266,10 @@ def _spans(value: str) -> tuple[tuple[float, float], ...]:
 def _edit(args: argparse.Namespace) -> int:
     import torch
 
-    from flowtts.audio.io import read_audio, write_audio
+    from flowtts.audio.io import check_audio_output, read_audio, write_audio
     from flowtts.audio.vocoders import load_vocoder
     from flowtts.edit import edit_speech
-    from flowtts.infer import save_mel_png
+    from flowtts.infer import check_picture_output, save_mel_png
 
     if not args.text.strip():
         raise UserError("--text is empty")
@@ -255,8 +279,9 @@ def _edit(args: argparse.Namespace) -> int:
         raise UserError(f"--target-rms must be positive, got {args.target_rms}")
     if args.durations is not None and len(args.durations) != len(args.parts):
         raise UserError(f"--durations gives {len(args.durations)} lengths for {len(args.parts)} --parts")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-        raise UserError(f"output directory does not exist: {os.path.dirname(args.output)}")
+    check_audio_output(args.output)
+    if args.save_mel:
+        check_picture_output(args.save_mel)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args)
@@ -271,7 +296,7 @@ def _edit(args: argparse.Namespace) -> int:
         durations=args.durations,
         vocoder=load_vocoder(model.mel_spec, args.vocoder_path),
         options=options,
-        seed=args.seed,
+        seed=None if args.seed == -1 else args.seed,
         progress=not args.quiet,
     )
     write_audio(args.output, result.wave, rate)
@@ -289,7 +314,7 @@ def _serve(args: argparse.Namespace) -> int:
     import torch
 
     from flowtts.audio.vocoders import load_vocoder
-    from flowtts.infer import load_reference
+    from flowtts.infer import check_options, load_reference
     from flowtts.serve import SpeechServer
 
     resolve_checkpoint(args)
@@ -297,10 +322,16 @@ def _serve(args: argparse.Namespace) -> int:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
     if args.max_requests is not None and args.max_requests < 1:
         raise UserError(f"--max-requests must be >= 1, got {args.max_requests}")
+    if args.max_clients < 1:
+        raise UserError(f"--max-clients must be >= 1, got {args.max_clients}")
+    if not args.idle_timeout > 0:
+        raise UserError(f"--idle-timeout must be positive seconds, got {args.idle_timeout}")
+    _check_sampling_flags(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args)
     options = sampling_options(model, args)
+    check_options(options)
     try:
         reference = load_reference(model, args.ref_audio, args.ref_text, options)
     except ImportError:
@@ -313,7 +344,9 @@ def _serve(args: argparse.Namespace) -> int:
             options,
             host=args.host,
             port=args.port,
-            seed=args.seed,
+            seed=None if args.seed == -1 else args.seed,
+            max_clients=args.max_clients,
+            idle_timeout=args.idle_timeout,
         )
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
@@ -401,7 +434,7 @@ def add_infer(sub) -> None:
         type=float,
         help="seconds of cross-fade between the chunks of a long text, default 0.15",
     )
-    infer.add_argument("--seed", type=int, help="seed of the first utterance (the n-th uses seed + n - 1)")
+    infer.add_argument("--seed", type=inference_seed, help="seed of the first utterance (the n-th uses seed + n - 1)")
     infer.add_argument("--batch-size", type=int, help="utterances per sample() call, default 4")
     infer.add_argument("--device", help="default cpu")
     infer.add_argument("--dtype", choices=DTYPE_CHOICES, help="network precision (autocast)")
@@ -449,7 +482,7 @@ def add_edit(sub) -> None:
     ed.add_argument(
         "--target-rms", "--target_rms", type=float, default=0.1, help="quieter recordings are raised to this RMS"
     )
-    ed.add_argument("--seed", type=int)
+    ed.add_argument("--seed", type=inference_seed)
     ed.add_argument("--device", default="cpu")
     ed.add_argument("--dtype", choices=DTYPE_CHOICES, help="network precision (autocast)")
     ed.add_argument("--threads", type=int)
@@ -476,9 +509,13 @@ def add_serve(sub) -> None:
     sv.add_argument("--target-rms", "--target_rms", type=float)
     sv.add_argument("--cross-fade", "--cross_fade_duration", type=float, default=0.15)
     sv.add_argument("--dtype", choices=DTYPE_CHOICES)
-    sv.add_argument("--seed", type=int, help="seed of every text's first chunk (default: random per text)")
+    sv.add_argument("--seed", type=inference_seed, help="seed of every text's first chunk (default: random per text)")
     sv.add_argument("--vocoder-path", help="local Vocos directory (default: Griffin-Lim)")
     sv.add_argument("--max-requests", type=int, help="stop after this many texts (default: serve until Ctrl-C)")
+    sv.add_argument("--max-clients", type=int, default=4, help="connections served at once (default 4)")
+    sv.add_argument(
+        "--idle-timeout", type=float, default=60.0, help="seconds a silent client stays connected (default 60)"
+    )
     sv.add_argument("--device")
     sv.add_argument("--threads", type=int)
     sv.set_defaults(func=_serve)

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from flowtts.cli.common import DTYPE_CHOICES, UserError, numbers, start_run
+from flowtts.cli.common import DTYPE_CHOICES, UserError, numbers, seed, start_run
 
 
 def _data_prepare(args: argparse.Namespace) -> int:
@@ -70,6 +70,7 @@ def _train(args: argparse.Namespace) -> int:
             raise UserError(f"--init {args.init} does not have the architecture of --preset {args.preset}")
     else:
         vocab = load_vocab(args.vocab or dataset.vocab_path())
+        torch.manual_seed(args.seed)  # the starting weights: same seed, same command, same run
         model = build_model(args.preset or "tiny", vocab)
     from flowtts.text import unknown_characters
 
@@ -121,7 +122,8 @@ def _run_settings(args: argparse.Namespace) -> dict:
 
 
 def _prompt_data(path: str):
-    """The prepared dataset prompts are drawn from; a :class:`UserError` if it has no rows."""
+    """A prepared dataset prompts are drawn from; a :class:`UserError` if it has no rows (checked before any
+    training, so that a run never ends in a report it cannot make)."""
     from flowtts.train.data import MelDataset
 
     dataset = MelDataset(path)
@@ -136,7 +138,6 @@ def _distill(args: argparse.Namespace) -> int:
     import torch
 
     from flowtts.checkpoints.loader import load
-    from flowtts.train.data import MelDataset
     from flowtts.train.distill import DistillConfig, distill, draw_prompts, evaluate, report
 
     start_run(args)
@@ -167,7 +168,7 @@ def _distill(args: argparse.Namespace) -> int:
     student = load(args.student, preset=args.preset, vocab=args.vocab) if args.student else copy.deepcopy(teacher)
     dataset = _prompt_data(args.data)
     max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
-    held = MelDataset(args.heldout) if args.heldout else dataset
+    held = _prompt_data(args.heldout) if args.heldout else dataset
     eval_prompts = None
     if args.eval_every:
         first = args.report_prompts if args.eval_start is None else args.eval_start
@@ -204,7 +205,6 @@ def _distill(args: argparse.Namespace) -> int:
 def _reward(args: argparse.Namespace) -> int:
 
     from flowtts.checkpoints.loader import load
-    from flowtts.train.data import MelDataset
     from flowtts.train.reward import RewardConfig, evaluate, finetune, format_rows, heldout_prompts, resolve_reward
     from flowtts.utils.files import atomic_output
 
@@ -225,6 +225,7 @@ def _reward(args: argparse.Namespace) -> int:
     reward = resolve_reward(config.reward, model, config.recognizer)
     sampling = config.sampling(model)
     dataset = _prompt_data(args.data)
+    held = _prompt_data(args.heldout) if args.heldout else dataset
     max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
     summary = finetune(model, dataset, args.out, config, progress=not args.quiet, max_seconds=max_seconds)
     print(
@@ -233,7 +234,6 @@ def _reward(args: argparse.Namespace) -> int:
     )
     if args.report_prompts == 0:
         return 0
-    held = MelDataset(args.heldout) if args.heldout else dataset
     prompts = heldout_prompts(held, args.report_prompts, config, model.num_channels)
     before = load(args.model, preset=args.preset, vocab=args.vocab)
     after = load(os.path.join(args.out, "model.safetensors"))
@@ -269,7 +269,7 @@ def add_data(sub) -> None:
     synth.add_argument("--n", type=int, default=3000, help="sentences")
     synth.add_argument("--heldout", type=int, default=50)
     synth.add_argument("--voices", nargs="+", default=["hibari"], help="hibari and/or espeak:<voice>")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=seed, default=0)
     synth.add_argument("-q", "--quiet", action="store_true")
     synth.set_defaults(func=_data_synth)
 
@@ -337,7 +337,7 @@ def add_train(sub) -> None:
     tr.add_argument("--ctc-min-time", type=float, default=0.5, help="the CTC term skips flow times below this")
     tr.add_argument("--recognizer", default="builtin", help="recogniser file of --ctc-weight (default: built-in)")
     tr.add_argument("--log-every", type=int, default=10)
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=seed, default=0)
     tr.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
     tr.add_argument("--isolate-batch", action="store_true", help="mask padding in attention (slower)")
     tr.add_argument("--threads", type=int)
@@ -430,7 +430,7 @@ def add_distill(sub) -> None:
         type=int,
         help="first held-out row of --eval-every (default: after the report's --report-prompts rows)",
     )
-    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--seed", type=seed, default=0)
     ds.add_argument("--threads", type=int)
     ds.add_argument("-q", "--quiet", action="store_true")
     ds.set_defaults(func=_distill)
@@ -467,7 +467,7 @@ def add_reward(sub) -> None:
     )
     rw.add_argument("--dropout", action="store_true", help="keep dropout active while sampling")
     _add_run_options(rw, steps=200, lr=1e-5, log_every=1)
-    rw.add_argument("--seed", type=int, default=0)
+    rw.add_argument("--seed", type=seed, default=0)
     rw.add_argument("--threads", type=int)
     rw.add_argument("-q", "--quiet", action="store_true")
     rw.set_defaults(func=_reward)

@@ -10,8 +10,6 @@ Grad modes themselves live in :mod:`flowtts.sampling.solvers`.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,12 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flowtts.model import sample_checks as checks
 from flowtts.model.mel import MelSpec
 from flowtts.sampling.grids import make_grid
-from flowtts.sampling.solvers import STEP_RULES, SplitVelocity, check_grad_options, integrate
+from flowtts.sampling.solvers import SplitVelocity, integrate
 from flowtts.text.tokenizers import tokens_to_tensor
-
-_ODEINT_KEYS_IGNORED = ("atol", "rtol")  # accepted as in F5-TTS; meaningless on a fixed grid
 
 
 def lens_to_mask(lens: torch.Tensor, length: int | None = None) -> torch.Tensor:
@@ -61,32 +58,6 @@ class FlowDraws:
         return FlowDraws(
             self.span[rows, :frames], self.noise[rows, :frames], self.time[rows], self.drop_audio_cond, self.drop_text
         )
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_t_grid(t_grid, sway_sampling_coef) -> torch.Tensor:
-    """``t_grid`` as a float64 tensor, or a ``ValueError`` saying what is wrong with it.
-
-    A tensor that requires grad keeps its graph, so the differentiable path gives gradients with
-    respect to the solver times (learned step schedules).
-    """
-    if sway_sampling_coef is not None:
-        raise ValueError("t_grid is an explicit grid: pass sway_sampling_coef=None with it")
-    try:
-        grid = torch.as_tensor(t_grid).to(torch.float64)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise ValueError(f"t_grid must be a sequence of numbers, got {t_grid!r}") from error
-    values = grid.detach().cpu()
-    if values.dim() != 1 or values.numel() < 2:
-        raise ValueError(f"t_grid must be 1-D with at least 2 times, got shape {tuple(values.shape)}")
-    if not bool(torch.isfinite(values).all()) or float(values[0]) < 0 or float(values[-1]) > 1:
-        raise ValueError(f"t_grid must lie in [0, 1], got {values.tolist()}")
-    if not bool((values[1:] > values[:-1]).all()):
-        raise ValueError(f"t_grid must be strictly increasing, got {values.tolist()}")
-    return grid
 
 
 class CFM(nn.Module):
@@ -147,29 +118,13 @@ class CFM(nn.Module):
         return tokens_to_tensor(text, self.vocab_char_map).to(self.device)
 
     def _text_ids(self, text, batch: int) -> torch.Tensor:
-        if isinstance(text, str):
-            raise TypeError("text must be a list of strings (one per batch item) or an int tensor, got a str")
         if torch.is_tensor(text):
-            if text.ndim != 2 or text.dtype.is_floating_point or text.dtype == torch.bool:
-                raise TypeError(
-                    f"text tensor must be integer ids of shape (batch, nt), got {text.dtype} {tuple(text.shape)}"
-                )
-            ids = text.to(self.device)
-        elif isinstance(text, Sequence):
-            ids = self.tokenize(text)
+            checks.check_text_tensor(text)
+            ids = text.to(device=self.device, dtype=torch.long)
         else:
-            raise TypeError(f"text must be a list of strings or an int tensor, got {type(text).__name__}")
-        if ids.shape[0] != batch:
-            raise ValueError(f"text has batch size {ids.shape[0]} but cond has {batch}")
-        empty = ((ids != -1).sum(dim=-1) == 0).nonzero().flatten().tolist()
-        if empty:
-            raise ValueError(f"text is empty for batch item(s) {empty}")
-        vocab_size = self.text_vocab_size
-        if vocab_size is not None and ((ids < -1) | (ids >= vocab_size)).any():
-            raise ValueError(
-                f"text ids must lie in 0..{vocab_size - 1} (text_num_embeds={vocab_size}) or be -1 padding, "
-                f"got range {int(ids.min())}..{int(ids.max())}"
-            )
+            checks.check_text_items(text)
+            ids = self.tokenize(text)
+        checks.check_text_ids(ids, batch, self.text_vocab_size)
         return ids
 
     @property
@@ -179,17 +134,8 @@ class CFM(nn.Module):
         return embed.num_embeddings - 1 if isinstance(embed, nn.Embedding) else None
 
     def _cond_mel(self, cond: torch.Tensor) -> torch.Tensor:
-        if not torch.is_tensor(cond) or not cond.is_floating_point():
-            raise TypeError("cond must be a floating tensor: a mel (b, n, d) or a wave (b, nw)")
-        if cond.ndim not in (2, 3):
-            raise ValueError(f"cond must be a mel (b, n, d) or a wave (b, nw), got shape {tuple(cond.shape)}")
-        if cond.ndim == 3 and cond.shape[-1] != self.num_channels:
-            raise ValueError(
-                f"cond mel has {cond.shape[-1]} channels, expected num_channels={self.num_channels} "
-                "(mels are (batch, frames, channels))"
-            )
-        if not torch.isfinite(cond).all():
-            raise ValueError("cond contains NaN or Inf values")
+        n_fft = getattr(self.mel_spec, "n_fft", None)
+        checks.check_cond(cond, self.num_channels, None if n_fft is None else n_fft // 2 + 1)
         if cond.ndim == 2:
             if getattr(self.mel_spec, "n_mel_channels", self.num_channels) != self.num_channels:
                 raise ValueError("mel_spec produces a different channel count than num_channels")
@@ -270,34 +216,18 @@ class CFM(nn.Module):
             the vocoder's output), and the solver states ``(steps + 1, b, n, d)``.
         """
         # Validate everything that needs no computation before touching any state.
-        if not isinstance(cache, bool):
-            raise TypeError(f"cache must be True or False, got {cache!r}")
-        if cache and (grad_checkpoint or backprop_steps is not None):
-            raise ValueError("grad_checkpoint and backprop_steps apply to the differentiable path: pass cache=False")
-        if t_grid is not None:
-            grid = _check_t_grid(t_grid, sway_sampling_coef)
-            steps = grid.numel() - 1
-        if not _is_int(steps) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        check_grad_options("checkpoint" if grad_checkpoint else "full", backprop_steps, int(steps))
-        method = self.odeint_kwargs.get("method", "euler")
-        unknown = set(self.odeint_kwargs) - {"method", *_ODEINT_KEYS_IGNORED}
-        if method not in STEP_RULES or unknown:
-            raise ValueError(
-                f"odeint_kwargs must name a method in {tuple(STEP_RULES)} (got {method!r}"
-                + (f"; unsupported keys {sorted(unknown)}" if unknown else "")
-                + ")"
-            )
-        if not isinstance(cfg_strength, numbers.Real) or not math.isfinite(cfg_strength):
-            raise ValueError(f"cfg_strength must be a finite number, got {cfg_strength!r}")
-        if sway_sampling_coef is not None and (
-            not isinstance(sway_sampling_coef, numbers.Real) or not math.isfinite(sway_sampling_coef)
-        ):
-            raise ValueError(f"sway_sampling_coef must be None or a finite number, got {sway_sampling_coef!r}")
-        if not _is_int(max_duration) or max_duration < 2:
-            raise ValueError(f"max_duration must be an integer >= 2, got {max_duration!r}")
-        if vocoder is not None and not callable(vocoder):
-            raise TypeError("vocoder must be callable (mel b d n -> wave)")
+        grid, steps, method = checks.check_settings(
+            cache=cache,
+            grad_checkpoint=grad_checkpoint,
+            backprop_steps=backprop_steps,
+            t_grid=t_grid,
+            steps=steps,
+            odeint_kwargs=self.odeint_kwargs,
+            cfg_strength=cfg_strength,
+            sway_sampling_coef=sway_sampling_coef,
+            max_duration=max_duration,
+            vocoder=vocoder,
+        )
         autocast = self._autocast(dtype)
 
         with torch.set_grad_enabled(not cache):
@@ -308,8 +238,8 @@ class CFM(nn.Module):
             state_dtype = torch.float64 if net_dtype == torch.float64 else torch.float32
             cond = cond.to(device=device, dtype=net_dtype)
             text_ids = self._text_ids(text, batch)
-            lens = self._check_lens(lens, batch, cond_len, device)
-            duration = self._check_duration(duration, batch, device)
+            lens = checks.check_lens(lens, batch, cond_len, device)
+            duration = checks.check_duration(duration, batch, device)
             min_duration = torch.maximum((text_ids != -1).sum(dim=-1), lens) + 1
             if int(min_duration.max()) > max_duration:
                 raise ValueError(
@@ -318,23 +248,14 @@ class CFM(nn.Module):
                 )
             duration = torch.maximum(min_duration, duration).clamp(max=max_duration)
             total = int(duration.max())
-            seeds = self._check_seed(seed, batch)
+            seeds = checks.check_seed(seed, batch)
 
             cond_mask = lens_to_mask(lens, length=cond_len)
             if edit_mask is not None:
-                well_formed = torch.is_tensor(edit_mask) and edit_mask.dtype == torch.bool
-                if not well_formed or edit_mask.shape != (batch, cond_len):
-                    raise ValueError(f"edit_mask must be a bool tensor of shape {(batch, cond_len)}")
+                checks.check_edit_mask(edit_mask, batch, cond_len)
                 cond_mask = cond_mask & edit_mask.to(device)
             if noise is not None:
-                if not torch.is_tensor(noise) or not noise.is_floating_point():
-                    raise TypeError("noise must be a floating tensor")
-                expected = (batch, total, self.num_channels)
-                if tuple(noise.shape) != expected:
-                    raise ValueError(
-                        f"noise must have shape {expected} (batch, clamped max duration, channels), "
-                        f"got {tuple(noise.shape)}"
-                    )
+                checks.check_noise(noise, (batch, total, self.num_channels))
 
             if cache:
                 self.eval()
@@ -457,47 +378,6 @@ class CFM(nn.Module):
             noises.append(torch.randn(frames, self.num_channels, generator=generator, device=device, dtype=dtype))
         return nn.utils.rnn.pad_sequence(noises, batch_first=True, padding_value=0.0)
 
-    @staticmethod
-    def _check_lens(lens, batch, cond_len, device) -> torch.Tensor:
-        if lens is None:
-            return torch.full((batch,), cond_len, device=device, dtype=torch.long)
-        if not torch.is_tensor(lens) or lens.dtype.is_floating_point or lens.shape != (batch,):
-            raise ValueError(f"lens must be an integer tensor of shape ({batch},)")
-        lens = lens.to(device=device, dtype=torch.long)
-        if (lens < 1).any() or (lens > cond_len).any():
-            raise ValueError(f"lens must lie in 1..{cond_len} (the prompt's frame count), got {lens.tolist()}")
-        return lens
-
-    @staticmethod
-    def _check_duration(duration, batch, device) -> torch.Tensor:
-        if torch.is_tensor(duration):
-            if duration.dtype.is_floating_point or duration.dtype == torch.bool:
-                raise TypeError(f"duration tensor must hold integers, got {duration.dtype}")
-            if duration.ndim == 0:
-                duration = duration.expand(batch)
-            if duration.shape != (batch,):
-                raise ValueError(
-                    f"duration must be an int or a tensor of shape ({batch},), got {tuple(duration.shape)}"
-                )
-            if (duration < 1).any():
-                raise ValueError(f"duration must be positive, got {duration.tolist()}")
-            return duration.to(device=device, dtype=torch.long)
-        if not _is_int(duration):
-            raise TypeError(f"duration must be a positive int or an integer tensor, got {duration!r}")
-        if duration < 1:
-            raise ValueError(f"duration must be positive, got {duration}")
-        return torch.full((batch,), int(duration), device=device, dtype=torch.long)
-
-    @staticmethod
-    def _check_seed(seed, batch) -> list[int] | None:
-        if seed is None:
-            return None
-        if _is_int(seed):
-            return [int(seed)] * batch
-        if isinstance(seed, Sequence) and len(seed) == batch and all(_is_int(s) for s in seed):
-            return [int(s) for s in seed]
-        raise ValueError(f"seed must be None, an int, or a sequence of {batch} ints, got {seed!r}")
-
     # ----------------------------------------------------------------- training
 
     def draw(
@@ -552,7 +432,7 @@ class CFM(nn.Module):
             raise ValueError(f"inp mel has {inp.shape[-1]} channels, expected num_channels={self.num_channels}")
         batch, seq_len = inp.shape[:2]
         text_ids = self._text_ids(text, batch)
-        lens = self._check_lens(lens, batch, seq_len, inp.device)
+        lens = checks.check_lens(lens, batch, seq_len, inp.device)
         mask = lens_to_mask(lens, length=seq_len)
         if draws is None:
             draws = self.draw(lens, seq_len, generator, dtype=inp.dtype)

@@ -40,12 +40,33 @@ def epss(steps: int, device: torch.device | str | None = None) -> torch.Tensor:
     return (1 / 32) * torch.tensor(lattice, device=device, dtype=torch.float32)
 
 
+# The sway map t + c (cos(pi t / 2) - 1 + t) has slope 1 + c (1 - pi/2 sin(pi t / 2)) on [0, 1]; it stays
+# increasing from 0 to 1 exactly when -1 <= c <= 1 / (pi/2 - 1) (F5-TTS's default -1 is the lower end).
+SWAY_RANGE = (-1.0, 1.0 / (math.pi / 2 - 1))
+
+
+def check_sway(coef) -> float:
+    """``coef`` as a float, or a ``ValueError`` when it is not a number in :data:`SWAY_RANGE`."""
+    if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not math.isfinite(coef):
+        raise ValueError(f"sway_sampling_coef must be None or a finite number, got {coef!r}")
+    lo, hi = SWAY_RANGE
+    if not lo <= coef <= hi:
+        raise ValueError(
+            f"sway_sampling_coef must lie in [{lo:g}, {hi:.4f}] (the range that keeps the time grid increasing "
+            f"from 0 to 1), got {coef!r}"
+        )
+    return float(coef)
+
+
 def sway(t: torch.Tensor, coef: float | None) -> torch.Tensor:
-    """Sway sampling ``t + coef * (cos(pi t / 2) - 1 + t)``; negative ``coef`` crowds steps near 0."""
+    """Sway sampling ``t + coef * (cos(pi t / 2) - 1 + t)``; negative ``coef`` crowds steps near 0.
+
+    Raises:
+        ValueError: ``coef`` outside :data:`SWAY_RANGE`, where the grid would leave [0, 1] or turn back.
+    """
     if coef is None:
         return t
-    if not math.isfinite(coef):
-        raise ValueError(f"sway_sampling_coef must be finite, got {coef!r}")
+    coef = check_sway(coef)
     return t + coef * (torch.cos(torch.pi / 2 * t) - 1 + t)
 
 

@@ -40,35 +40,46 @@ class PrepareReport:
 LAYOUTS = ("f5-tts", "ljspeech")
 
 
-def read_metadata(path: str, layout: str = "f5-tts") -> list[tuple[int, str, str]]:
+def read_metadata(path: str, layout: str = "f5-tts") -> list[tuple[int, str, str | None]]:
     """``(line number, audio file, text)`` rows of a metadata file.
 
     Layouts: ``"f5-tts"``, F5-TTS's ``audio_file|text`` (a header line ``audio_file|text`` is skipped);
     ``"ljspeech"``, LJSpeech's ``id|text|normalized text`` without header, the audio being
     ``wavs/<id>.wav`` and the text the normalised one where present (as F5-TTS's LJSpeech preparation).
 
+    A row whose line has no ``|`` has the text ``None``.
+
     Raises:
         FileNotFoundError: No such file.
-        ValueError: An unknown layout.
+        ValueError: An unknown layout, or a line that is not UTF-8 (file and line named).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"metadata file not found: {path}")
     rows = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for n, row in enumerate(csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE), start=1):
-            if not row:
-                continue
-            if layout == "ljspeech":
-                text = row[2] if len(row) > 2 and row[2].strip() else (row[1] if len(row) > 1 else "")
-                rows.append((n, os.path.join("wavs", row[0].strip() + ".wav"), text.strip()))
-                continue
-            if n == 1 and row[0].strip() == "audio_file":
-                continue
-            audio = row[0].strip()
-            text = "|".join(row[1:]).strip()
-            rows.append((n, audio, text))
+    with open(path, "rb") as f:
+        raw_lines = f.read().splitlines()
+    lines = []
+    for n, raw in enumerate(raw_lines, start=1):
+        try:
+            lines.append(raw.decode("utf-8-sig" if n == 1 else "utf-8"))
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{path} line {n} is not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
+            ) from None
+    for n, row in enumerate(csv.reader(lines, delimiter="|", quoting=csv.QUOTE_NONE), start=1):
+        if not row:
+            continue
+        if layout == "ljspeech":
+            text = row[2] if len(row) > 2 and row[2].strip() else (row[1] if len(row) > 1 else "")
+            rows.append((n, os.path.join("wavs", row[0].strip() + ".wav"), text.strip()))
+            continue
+        if n == 1 and row[0].strip() == "audio_file":
+            continue
+        audio = row[0].strip()
+        text = "|".join(row[1:]).strip() if len(row) > 1 else None  # None: no separator on the line
+        rows.append((n, audio, text))
     return rows
 
 
@@ -124,6 +135,9 @@ def prepare_dataset(
     kept, mels, skipped = [], [], []
     offset = 0
     for n, audio, text in iterator:
+        if text is None:
+            skipped.append((n, audio, "no '|' between the audio file and its text"))
+            continue
         if not text:
             skipped.append((n, audio, "empty transcript"))
             continue

@@ -141,7 +141,25 @@ def save_checkpoint(path: str, state: dict) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A run's resume state; a damaged one is named with what to do (it is never modified).
+
+    Raises:
+        ValueError: The file cannot be read as a resume state.
+    """
+    from flowtts.checkpoints.official import why_unreadable
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        reason = why_unreadable(error)
+    else:
+        if isinstance(state, dict) and "step" in state:
+            return state
+        reason = "not a flowtts resume state"
+    raise ValueError(
+        f"cannot resume from {path}: {reason}. It was left as it is: delete it to start this run afresh, or "
+        "point --out at a new directory and start from an earlier snapshot of the run (--init model_STEP.safetensors)"
+    )
 
 
 def restore(path: str, parts: dict) -> dict:
@@ -290,6 +308,8 @@ def train(
     from flowtts.checkpoints.loader import save as save_model
     from flowtts.train.snapshots import keep_snapshot, log_sample
 
+    if len(dataset) == 0:
+        raise ValueError(f"the training data {dataset.directory} has no usable rows")
     env = dist_utils.setup()
     device = env.device
     rank, world = env.rank, env.world_size
