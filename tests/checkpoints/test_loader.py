@@ -106,8 +106,41 @@ def test_pickled_objects_are_refused(tmp_path):
             return (print, ("executed",))
 
     torch.save({"ema_model_state_dict": {"x": Evil()}}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match="weights-only"):
+    with pytest.raises(CheckpointError, match="holds Python objects besides tensors") as error:
         flowtts.load(tmp_path / "evil.pt", preset="tiny", vocab=VOCAB)
+    assert "weights_only=False" not in str(error.value)  # torch's advice would run the file's code
+
+
+def test_flowtts_files_whose_tensors_or_vocabulary_do_not_fit_are_named(source, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from flowtts.checkpoints.loader import read_metadata
+
+    path = tmp_path / "mine.safetensors"
+    flowtts.save(source, path)
+    tensors, metadata = load_file(str(path)), read_metadata(str(path))
+    name = "transformer.proj_out.weight"
+    tensors[name] = torch.zeros(tensors[name].shape[0], tensors[name].shape[1] + 1)
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=metadata)
+    with pytest.raises(CheckpointError, match=f"does not fit the architecture it records: .*{name}"):
+        flowtts.load(tmp_path / "bad.safetensors")
+    other_vocab = {c: i for i, c in enumerate(" abc")}
+    with pytest.raises(CheckpointError, match="the vocabulary has 4 units but .* embeds 30 text tokens"):
+        flowtts.load(path, vocab=other_vocab)
+
+
+def test_a_vocabulary_of_another_size_for_the_builtin_student_is_one_line(tmp_path, capsys):
+    from flowtts.cli import main
+
+    vocab = tmp_path / "v.txt"
+    vocab.write_text(" \na\nb\n", encoding="utf-8")
+    for command in (
+        ["info", "builtin:student", "--vocab", str(vocab)],
+        ["infer", "--model", "builtin:student", "--vocab", str(vocab), "--text", "hi", "-o", str(tmp_path / "x.wav")],
+    ):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "the vocabulary has 3 units" in err and len(err.strip().splitlines()) == 1
 
 
 def test_own_format_round_trip_needs_no_arguments(source, tmp_path):

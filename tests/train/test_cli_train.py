@@ -115,3 +115,101 @@ def test_fine_tuning_with_extend_vocab_adds_the_datasets_new_units(tmp_path, cap
     scratch = ["train", "--data", str(tmp_path / "p"), "--out", str(tmp_path / "s"), "--extend-vocab", "-q"]
     assert main(scratch) == 2
     assert "--extend-vocab extends the vocabulary of an --init checkpoint" in capsys.readouterr().err
+
+
+def _train_args(tmp_path, out, *extra):
+    return [
+        "train",
+        "--data",
+        str(tmp_path / "prepared"),
+        "--out",
+        str(tmp_path / out),
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--batch-frames",
+        "400",
+        "--max-samples",
+        "3",
+        "--save-every",
+        "2",
+        "--seed",
+        "7",
+        "-q",
+        *extra,
+    ]
+
+
+def test_the_same_seed_and_command_give_bit_identical_runs_from_scratch(tmp_path):
+    import torch
+
+    meta = write_corpus(str(tmp_path / "corpus"), n=6)
+    assert main(["data", "prepare", meta, "--out", str(tmp_path / "prepared"), "-q"]) == 0
+    torch.manual_seed(123)  # whatever the global generator holds, the seed decides
+    assert main(_train_args(tmp_path, "a")) == 0
+    torch.manual_seed(456)
+    assert main(_train_args(tmp_path, "b")) == 0
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert main(_train_args(tmp_path, "c", "--seed", "8")) == 0
+    c = torch.load(tmp_path / "c" / "last.pt", weights_only=True)["model"]
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_damaged_resume_state_is_named_with_what_to_do_and_left_alone(tmp_path, capsys):
+    meta = write_corpus(str(tmp_path / "corpus"), n=6)
+    assert main(["data", "prepare", meta, "--out", str(tmp_path / "prepared"), "-q"]) == 0
+    assert main(_train_args(tmp_path, "run")) == 0
+    last = tmp_path / "run" / "last.pt"
+    for damage in (last.read_bytes()[:500], b""):
+        last.write_bytes(damage)
+        assert main(_train_args(tmp_path, "run", "--steps", "4")) == 2
+        err = capsys.readouterr().err
+        assert f"cannot resume from {last}" in err and "delete it to start this run afresh" in err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert last.read_bytes() == damage  # never overwritten
+
+
+def test_distill_with_an_empty_heldout_set_stops_before_training(tmp_path, capsys):
+    meta = write_corpus(str(tmp_path / "corpus"), n=6)
+    assert main(["data", "prepare", meta, "--out", str(tmp_path / "prepared"), "-q"]) == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "index.jsonl").write_text("")
+    (empty / "dataset.json").write_text("{}")
+    import numpy as np
+
+    np.save(empty / "mels.npy", np.zeros((0, 100), dtype=np.float16))
+    teacher = tmp_path / "t.safetensors"
+    import flowtts
+    from flowtts.text import load_vocab
+
+    flowtts.save(tiny_model(load_vocab(str(tmp_path / "prepared" / "vocab.txt"))), teacher)
+    code = main(
+        [
+            "distill",
+            "--teacher",
+            str(teacher),
+            "--data",
+            str(tmp_path / "prepared"),
+            "--heldout",
+            str(empty),
+            "--out",
+            str(tmp_path / "d"),
+            "--steps",
+            "2",
+            "-q",
+        ]
+    )
+    assert code == 2 and f"{empty} has no usable rows" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_eval_with_an_empty_heldout_csv_says_so(tmp_path, capsys):
+    path = tmp_path / "m.csv"
+    path.write_text("audio_file|text\n")
+    assert main(["eval", "--heldout", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "has no rows with an audio file and a transcript" in err and "cross-sentence" not in err

@@ -15,6 +15,7 @@ def test_prepare_keeps_good_rows_and_reports_bad_ones(tmp_path):
         f.write("wavs/garbage.wav|some text\n")
         f.write("wavs/000.wav|\n")
         f.write("wavs/long.wav|long one\n")
+        f.write("wavs/001.wav\n")
     (tmp_path / "wavs" / "garbage.wav").write_bytes(b"RIFFnonsense")
     import numpy as np
     import soundfile as sf
@@ -26,13 +27,14 @@ def test_prepare_keeps_good_rows_and_reports_bad_ones(tmp_path):
     assert reasons["wavs/missing.wav"] == "audio file missing"
     assert reasons["wavs/garbage.wav"].startswith("unreadable audio")
     assert reasons["wavs/000.wav"] == "empty transcript"
+    assert reasons["wavs/001.wav"] == "no '|' between the audio file and its text"
     assert reasons["wavs/long.wav"].startswith("too long")
     ds = MelDataset(str(tmp_path / "prepared"))
     assert len(ds) == 4
     mel, text = ds[0]
     assert mel.shape[1] == 100 and text == "a cat sat"
     info = json.loads((tmp_path / "prepared" / "dataset.json").read_text())
-    assert len(info["skipped"]) == 4
+    assert len(info["skipped"]) == 5
     assert (tmp_path / "prepared" / "vocab.txt").read_text().startswith(" \n")
 
 
@@ -46,6 +48,15 @@ def write_chinese_corpus(directory) -> str:
     with open(meta, "w", encoding="utf-8") as f:
         f.write("audio_file|text\n" + "\n".join(rows) + "\n")
     return meta
+
+
+def test_a_line_that_is_not_utf8_is_named_with_its_file_and_line(tmp_path):
+    from flowtts.train.data import read_metadata
+
+    path = tmp_path / "metadata.csv"
+    path.write_bytes(b"audio_file|text\nwavs/a.wav|fine\n" + b"wavs/b.wav|caf\xe9\n")
+    with pytest.raises(ValueError, match=r"metadata.csv line 3 is not UTF-8 text \(byte 0xe9 at column 15\)"):
+        read_metadata(str(path))
 
 
 def test_chinese_text_is_prepared_as_the_pinyin_units_inference_reads(tmp_path):

@@ -39,7 +39,7 @@ def read_file(path: str | os.PathLike) -> dict[str, torch.Tensor] | dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or non-weights files
-        raise CheckpointError(f"{path}: {why_unreadable(exc)}") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint: {why_unreadable(exc)}") from None
 
 
 def why_unreadable(error: BaseException) -> str:
