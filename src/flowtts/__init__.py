@@ -18,6 +18,7 @@ _EXPORTS = {
     "MelSpec": "flowtts.model.mel",
     "integrate": "flowtts.sampling.solvers",
     "load": "flowtts.checkpoints.loader",
+    "load_recognizer": "flowtts.eval.recognizer",
     "save": "flowtts.checkpoints.loader",
     "build_model": "flowtts.model.build",
     "PRESETS": "flowtts.config",
@@ -35,6 +36,7 @@ __all__ = [
     "build_model",
     "integrate",
     "load",
+    "load_recognizer",
     "save",
 ]
 
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from flowtts.api import F5TTS
     from flowtts.checkpoints.loader import load, save
     from flowtts.config import PRESETS, ModelConfig
+    from flowtts.eval.recognizer import load_recognizer
     from flowtts.model.build import build_model
     from flowtts.model.cfm import CFM
     from flowtts.model.dit import DiT

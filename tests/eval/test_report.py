@@ -131,6 +131,12 @@ def test_eval_command_writes_its_table_and_transcripts(model_file, heldout, tmp_
         assert f"{word_error_rate([h['text'] for h in mine], [h['heard'] for h in mine]):.3f}" == row["WER"]
     assert sorted(p.name for p in (out / "system0").iterdir()) == ["0000.wav", "0001.wav"]
     assert rows[0]["SIM"] if has_encoder else not rows[0]["SIM"]
+    for row in rows:  # the CTC recogniser's column is the WER of what it heard
+        mine = [h for h in heard if h["system"] == row["system"]]
+        assert all(h["heard_ctc"] is not None for h in mine)
+        assert f"{word_error_rate([h['text'] for h in mine], [h['heard_ctc'] for h in mine]):.3f}" == row["CTC WER"]
+    assert _eval(model_file, heldout, "--n", "1", "--recognizer", "none", "--no-recordings") == 0
+    assert "CTC WER" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

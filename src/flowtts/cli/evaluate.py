@@ -44,6 +44,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     asr = PocketSphinx()
+    recognizer = _judge(args.recognizer)
     scores, first = [], None
     for spec in args.model:
         model = load(spec, preset=args.preset, vocab=args.vocab, device=args.device or "cpu")
@@ -54,6 +55,10 @@ def _evaluate(args: argparse.Namespace) -> int:
             cache[clip] = prepare_reference(model, read_audio(clip[0], rate)[0], clip[1], options)
         references = [cache[clip] for clip in prompts]
         similarity = speaker_similarity_or_none(model.mel_spec)
+        if recognizer is not None:
+            from flowtts.train.reward import mel_config_of
+
+            recognizer.check_fits(mel_config_of(model), spec)
         label = f"{spec} ({options.steps} steps, cfg {options.cfg_strength:g})"
         save = None
         if args.out and args.save_audio:
@@ -78,6 +83,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 label=label,
                 progress=not args.quiet,
                 on_utterance=save,
+                recognizer=recognizer,
             )
         )
         first = first or (model, references, similarity)
@@ -87,7 +93,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         waves = [read_audio(path, rate)[0] for path in audio]
         scores.append(
             score_recordings(
-                waves, texts, references, sample_rate=rate, mel_spec=model.mel_spec, asr=asr, similarity=similarity
+                waves,
+                texts,
+                references,
+                sample_rate=rate,
+                mel_spec=model.mel_spec,
+                asr=asr,
+                similarity=similarity,
+                recognizer=recognizer,
             )
         )
     table = format_scores(scores)
@@ -101,6 +114,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"REF  {text}")
             for score in scores:
                 print(f"     {score.transcripts[i]!r}  <- {score.label}")
+                if score.ctc_transcripts:
+                    print(f"     {score.ctc_transcripts[i]!r}  <- {score.label}, CTC recogniser")
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "eval.csv"), "w", newline="", encoding="utf-8") as f:
@@ -109,12 +124,22 @@ def _evaluate(args: argparse.Namespace) -> int:
             writer.writerows(s.row() for s in scores)
         with open(os.path.join(args.out, "transcripts.csv"), "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(["system", "index", "text", "heard", "sim"])
+            writer.writerow(["system", "index", "text", "heard", "sim", "heard_ctc"])
             for score in scores:
                 for i, text in enumerate(texts):
                     sim = f"{score.sims[i]:.4f}" if score.sims else ""
-                    writer.writerow([score.label, i, text, score.transcripts[i], sim])
+                    ctc = score.ctc_transcripts[i] if score.ctc_transcripts else ""
+                    writer.writerow([score.label, i, text, score.transcripts[i], sim, ctc])
     return 0
+
+
+def _judge(spec: str):
+    """The CTC recogniser of the ``CTC WER`` column: ``spec`` (``"none"``: left out)."""
+    if spec == "none":
+        return None
+    from flowtts.eval.recognizer import load_recognizer
+
+    return load_recognizer(spec)
 
 
 def add_eval(sub) -> None:
@@ -142,6 +167,12 @@ def add_eval(sub) -> None:
     ev.add_argument("--dtype", choices=DTYPE_CHOICES)
     ev.add_argument("--seed", type=seed, default=0, help="sentence i uses seed + i")
     ev.add_argument("--vocoder-path", help="local Vocos directory (default: Griffin-Lim)")
+    ev.add_argument(
+        "--recognizer",
+        default="builtin",
+        help="CTC recogniser that also reads each mel (the CTC WER column; default: the built-in voice's; "
+        "'none': left out). A model trained against it is judged by pocketsphinx's WER, not by this column",
+    )
     ev.add_argument("--no-recordings", action="store_true", help="do not score the held-out recordings themselves")
     ev.add_argument("--out", help="write eval.csv and transcripts.csv here")
     ev.add_argument("--save-audio", action="store_true", help="with --out: keep every synthesis as a wav")

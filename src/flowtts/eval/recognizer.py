@@ -262,8 +262,14 @@ class CTCRecognizer(nn.Module):
             )
 
 
-def save_recognizer(recognizer: CTCRecognizer, path: str, extra: dict | None = None) -> None:
-    """Write ``recognizer`` as safetensors with its config (and ``extra`` facts) in the metadata."""
+def save_recognizer(
+    recognizer: CTCRecognizer, path: str, extra: dict | None = None, dtype: torch.dtype | None = None
+) -> None:
+    """Write ``recognizer`` as safetensors with its config (and ``extra`` facts) in the metadata.
+
+    ``dtype`` stores the floating tensors in another precision (``torch.float16`` halves the file); they are
+    read back as float32.
+    """
     from safetensors.torch import save_file
 
     from flowtts.utils.files import atomic_output
@@ -273,7 +279,12 @@ def save_recognizer(recognizer: CTCRecognizer, path: str, extra: dict | None = N
         "config": json.dumps(recognizer.config.to_dict()),
         **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (extra or {}).items()},
     }
-    tensors = {k: v.detach().contiguous().cpu() for k, v in recognizer.state_dict().items()}
+    tensors = {}
+    for name, value in recognizer.state_dict().items():
+        value = value.detach().cpu()
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        tensors[name] = value.contiguous()
     with atomic_output(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
 

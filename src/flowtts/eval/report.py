@@ -29,6 +29,8 @@ class SystemScore:
         audio_seconds: Total audio length scored.
         transcripts: What the recogniser heard, one per sentence.
         sims: Per-sentence cosines (empty without the encoder).
+        ctc_wer: Word error rate of the CTC recogniser reading the mels (``None`` without one).
+        ctc_transcripts: What the CTC recogniser heard, one per sentence.
     """
 
     label: str
@@ -38,6 +40,8 @@ class SystemScore:
     audio_seconds: float
     transcripts: list[str] = field(default_factory=list)
     sims: list[float] = field(default_factory=list)
+    ctc_wer: float | None = None
+    ctc_transcripts: list[str] = field(default_factory=list)
 
     def row(self) -> dict[str, str]:
         """The row as printed and written to CSV."""
@@ -45,6 +49,7 @@ class SystemScore:
             "system": self.label,
             "utterances": str(len(self.transcripts)),
             "WER": f"{self.wer:.3f}",
+            "CTC WER": "" if self.ctc_wer is None else f"{self.ctc_wer:.3f}",
             "SIM": "" if self.sim is None else f"{self.sim:.3f}",
             "audio s": f"{self.audio_seconds:.1f}",
             "synthesis s": "" if self.seconds is None else f"{self.seconds:.1f}",
@@ -81,6 +86,7 @@ def score_model(
     label: str = "model",
     progress: bool = False,
     on_utterance: Callable | None = None,
+    recognizer=None,
 ) -> SystemScore:
     """Synthesise each text in the voice of its reference and score the result.
 
@@ -97,6 +103,8 @@ def score_model(
         label: Row label.
         progress: Progress bar over sampler calls.
         on_utterance: Called with ``(index, utterance)`` for each result (e.g. to save it).
+        recognizer: A :class:`flowtts.eval.recognizer.CTCRecognizer` that also reads each generated mel
+            (the ``CTC WER`` column), or ``None``.
     """
     from flowtts.infer import synthesize
 
@@ -121,7 +129,7 @@ def score_model(
         for i, utterance in zip(indices, out):
             results[i] = utterance
     seconds = time.perf_counter() - start
-    return _score(label, texts, results, references, asr, similarity, seconds, on_utterance)
+    return _score(label, texts, results, references, asr, similarity, seconds, on_utterance, recognizer)
 
 
 def score_recordings(
@@ -134,6 +142,7 @@ def score_recordings(
     asr: Callable,
     similarity=None,
     label: str = "corpus recordings",
+    recognizer=None,
 ) -> SystemScore:
     """Score recordings of the texts (waves at ``sample_rate``, the model's rate) like a model's output."""
     from flowtts.infer import Utterance
@@ -143,15 +152,17 @@ def score_recordings(
         for wave, text in zip(waves, texts):
             mel = mel_spec(wave[None].float())[0]
             results.append(Utterance(text=text, wave=wave, mel=mel, seed=0, sample_rate=sample_rate))
-    return _score(label, texts, results, references, asr, similarity, None, None)
+    return _score(label, texts, results, references, asr, similarity, None, None, recognizer)
 
 
-def _score(label, texts, results, references, asr, similarity, seconds, on_utterance) -> SystemScore:
+def _score(label, texts, results, references, asr, similarity, seconds, on_utterance, recognizer=None) -> SystemScore:
     from flowtts.eval.wer import word_error_rate
 
-    transcripts, sims, audio = [], [], 0.0
+    transcripts, sims, audio, heard = [], [], 0.0, []
     for i, (utterance, ref) in enumerate(zip(results, references)):
         transcripts.append(asr(utterance.wave, utterance.sample_rate))
+        if recognizer is not None:
+            heard.append(recognizer.transcribe(utterance.mel.t()[None].float())[0])
         audio += utterance.wave.numel() / utterance.sample_rate
         if similarity is not None:
             sims.append(_cosine(similarity, ref.mel[0], utterance.mel.t()))
@@ -165,6 +176,8 @@ def _score(label, texts, results, references, asr, similarity, seconds, on_utter
         audio_seconds=audio,
         transcripts=transcripts,
         sims=sims,
+        ctc_wer=word_error_rate(texts, heard) if recognizer is not None else None,
+        ctc_transcripts=heard,
     )
 
 
