@@ -525,3 +525,37 @@ def test_learned_times_stay_ordered_whatever_the_parameters():
     assert t[0] == 0.0 and t[-1] == 1.0 and bool((t[1:] > t[:-1]).all())
     with pytest.raises(ValueError, match="gaps larger than"):
         LearnedTimes((0.0, 0.5, 0.50001, 1.0))
+
+
+def test_the_ctc_term_lowers_the_students_ctc_loss_and_is_checked(corpus, tmp_path):
+    from flowtts.config import MelConfig
+    from flowtts.eval.recognizer import CTCRecognizer, RecognizerConfig, save_recognizer
+    from flowtts.train.distill import _StudentLoss
+
+    torch.manual_seed(2)
+    recognizer = CTCRecognizer(RecognizerConfig(channels=16, hidden=8, gru_layers=1, dropout=0.0, mel=MelConfig()))
+    path = str(tmp_path / "rec.safetensors")
+    save_recognizer(recognizer, path)
+    ds = MelDataset(corpus)
+    prompts = draw_prompts(ds, list(range(len(ds))), 100, _config(), torch.Generator().manual_seed(4))
+    recognizer.eval()
+
+    def ctc_of(student):  # the term on fixed prompts, independently: the whole text on the whole mel
+        out = sample_with(student, prompts, cache=True, **_config().student_sampling())
+        loss, scored = recognizer.ctc_loss(out, prompts.durations, prompts.texts)
+        return float(loss[scored].mean())
+
+    teacher = _teacher(corpus)
+    target = sample_with(teacher, prompts, cache=True, **_config().teacher_sampling())
+    term = _StudentLoss(copy.deepcopy(teacher), _config(), None, recognizer)(prompts, target)[2]
+    assert abs(float(term) / len(ds) - ctc_of(teacher)) < 1e-4  # every prompt scored, summed
+    plain, weighted = copy.deepcopy(teacher), copy.deepcopy(teacher)
+    distill(teacher, plain, ds, str(tmp_path / "p"), _config(steps=12), progress=False)
+    distill(
+        teacher, weighted, ds, str(tmp_path / "w"), _config(steps=12, ctc_weight=1.0, recognizer=path), progress=False
+    )
+    assert ctc_of(weighted) < ctc_of(plain) - 0.05
+    with pytest.raises(ValueError, match="ctc_weight scores the student's whole samples"):
+        _config(ctc_weight=1.0, velocity_steps=2)
+    with pytest.raises(ValueError, match="ctc_weight must be >= 0"):
+        _config(ctc_weight=-1.0)

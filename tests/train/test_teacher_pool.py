@@ -134,11 +134,11 @@ def test_segment_loss_sums_one_student_step_per_segment(corpus):  # noqa: F811
         cfg_strength=0.0, t_grid=(0.0, 0.4, 1.0),
     )  # fmt: skip
     loss = _StudentLoss(student, config)
-    squared, count = loss(prompts, trajectory, None, [0.0, 0.4, 1.0])
+    squared, count, _ = loss(prompts, trajectory, None, [0.0, 0.4, 1.0])
     assert float(squared.detach()) < 1e-18
     moved = trajectory.clone()
     moved[2] += 0.5
-    squared, count = loss(prompts, moved, None, [0.0, 0.4, 1.0])
+    squared, count, _ = loss(prompts, moved, None, [0.0, 0.4, 1.0])
     assert count == prompts.generated_mask().sum() * student.num_channels
     assert float(squared.detach()) == pytest.approx(0.25 * float(count) / 2, rel=1e-9)  # one of two segments off by 0.5
 

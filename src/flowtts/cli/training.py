@@ -162,6 +162,8 @@ def _distill(args: argparse.Namespace) -> int:
         grad_checkpoint=args.grad_checkpoint,
         backprop_steps=args.backprop_steps,
         dtype=args.dtype,
+        ctc_weight=args.ctc_weight,
+        recognizer=args.recognizer,
         **_run_settings(args),
     )
     teacher = load(args.teacher, preset=args.preset, vocab=args.vocab)
@@ -408,6 +410,13 @@ def add_distill(sub) -> None:
         "the grid); the student records the learned grid. With --lr 0: learn only the schedule",
     )
     ds.add_argument("--times-lr", type=float, default=1e-3, help="learning rate of --learn-times (default 1e-3)")
+    ds.add_argument(
+        "--ctc-weight",
+        type=float,
+        default=0.0,
+        help="add a recogniser's CTC loss of the text on the student's samples (DMOSpeech's recipe; 0: off)",
+    )
+    ds.add_argument("--recognizer", default="builtin", help="recogniser file of --ctc-weight (default: built-in)")
     ds.add_argument("--grad-checkpoint", action="store_true")
     ds.add_argument("--backprop-steps", type=int)
     ds.add_argument(

@@ -111,9 +111,15 @@ class DistillConfig:
     save_every: int = 100
     log_every: int = 10
     prompt_fraction: tuple[float, float] = (0.2, 0.5)
+    ctc_weight: float = 0.0  # weight of a recogniser's CTC loss of the text on the student's samples (DMOSpeech)
+    recognizer: str = "builtin"  # the recogniser file of ctc_weight
     seed: int = 0
 
     def __post_init__(self):
+        if not self.ctc_weight >= 0:
+            raise ValueError(f"ctc_weight must be >= 0, got {self.ctc_weight}")
+        if self.ctc_weight > 0 and (self.velocity_steps or self.segment_steps):
+            raise ValueError("ctc_weight scores the student's whole samples: it goes with sampler-through steps only")
         if self.student_steps < 1:
             raise ValueError(f"student_steps must be >= 1, got {self.student_steps}")
         if self.student_steps >= self.teacher_steps:
@@ -272,15 +278,17 @@ class LearnedTimes(torch.nn.Module):
 class _StudentLoss(torch.nn.Module):
     """Wraps the student (and its learned times) so DistributedDataParallel sees one forward per step."""
 
-    def __init__(self, student, config: DistillConfig, times: LearnedTimes | None = None):
+    def __init__(self, student, config: DistillConfig, times: LearnedTimes | None = None, recognizer=None):
         super().__init__()
         self.student = student
         self.config = config
         self.times = times
+        self.recognizer = recognizer  # frozen; not a submodule, so DDP and the optimiser never see it
 
     def forward(
         self, prompts: Prompts, target: torch.Tensor, sampling: dict | None = None, segments: list | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(summed squared distance to the target, element count, summed CTC loss per character)``."""
         c = self.config
         mask = prompts.generated_mask()[..., None]
         if segments is not None:  # target: teacher states at the times in segments; one student step each
@@ -307,7 +315,7 @@ class _StudentLoss(torch.nn.Module):
                     out = step(begin, i)
                     squared = squared + ((out - target[i + 1].to(out)).pow(2) * mask.to(out.device)).sum()
                     terms += 1
-            return squared / terms, mask.sum() * target.shape[-1]
+            return squared / terms, mask.sum() * target.shape[-1], target.new_zeros(())
         if sampling is None:  # the student's own solve
             sampling = dict(grad_checkpoint=c.grad_checkpoint, backprop_steps=c.backprop_steps, **c.student_sampling())
             sampling.update(c.precision())
@@ -316,7 +324,18 @@ class _StudentLoss(torch.nn.Module):
         out = sample_with(self.student, prompts, cache=False, **sampling)
         mask = mask.to(out.device)
         squared = (out - target.to(out.dtype)).pow(2) * mask
-        return squared.sum(), mask.sum() * out.shape[-1]
+        ctc = out.new_zeros(())
+        if self.recognizer is not None:
+            ctc = self.ctc(out, prompts)
+        return squared.sum(), mask.sum() * out.shape[-1], ctc
+
+    def ctc(self, out: torch.Tensor, prompts: Prompts) -> torch.Tensor:
+        """Summed CTC loss per character of each prompt's whole text on its whole mel (the prompt's frames
+        are the recording's, so the gradient reaches only what the student generated)."""
+        if not all(isinstance(t, str) for t in prompts.texts):
+            raise ValueError("ctc_weight needs plain-text transcripts (this dataset stores pinyin units)")
+        loss, scored = self.recognizer.ctc_loss(out.float(), prompts.durations, prompts.texts)
+        return loss[scored].sum()
 
 
 class HeldOutEval:
@@ -429,7 +448,14 @@ def distill(
         if times is not None:
             parts["times"] = times
         step = restore(ckpt, parts)["step"]
-    loss_module = dist_utils.wrap(_StudentLoss(student, config, times), env)
+    recognizer = None
+    if config.ctc_weight > 0:
+        from flowtts.eval.recognizer import load_recognizer
+        from flowtts.train.reward import mel_config_of
+
+        recognizer = load_recognizer(config.recognizer, device).requires_grad_(False)
+        recognizer.check_fits(mel_config_of(student), "the student")
+    loss_module = dist_utils.wrap(_StudentLoss(student, config, times, recognizer), env)
 
     def recorded() -> DistillConfig:  # the settings the student samples with (a learned grid: today's)
         return times.recorded(config) if times is not None else config
@@ -499,17 +525,17 @@ def distill(
                 local = local.noised(t)
                 jump = dict(steps=1, sway_sampling_coef=None, t_grid=(t, 1.0), **config.precision())
                 target = sample_with(teacher, local, cache=True, cfg_strength=config.teacher_cfg, **jump)
-                squared, _ = loss_module(local, target, dict(cfg_strength=config.student_cfg, **jump))
+                squared, _, ctc = loss_module(local, target, dict(cfg_strength=config.student_cfg, **jump))
             elif phase == "segment":  # each student step from the teacher's state to its next one
                 target = states if states is not None else teacher_states(teacher, local, config)
-                squared, _ = loss_module(local, target, None, grid)
+                squared, _, ctc = loss_module(local, target, None, grid)
             else:
                 if states is not None:
                     target = states[-1]
                 else:
                     target = sample_with(teacher, local, cache=True, **config.teacher_sampling(), **config.precision())
-                squared, _ = loss_module(local, target)
-            loss = squared * weight * world / total
+                squared, _, ctc = loss_module(local, target)
+            loss = squared * weight * world / total + config.ctc_weight * ctc * weight * world / config.batch_size
             grad_norm = optimizer_step(loss, student, optimizer, scheduler, ema, config.grad_clip, config.ema_decay)
             step += 1
             last = dist_utils.mean_over_ranks(loss.detach(), env)
