@@ -21,7 +21,9 @@ import random
 import numpy as np
 import torch
 
-from flowtts.infer import load_reference, recommended_options, save_mel_png, synthesize
+from flowtts.eval.asr import transcribe_reference
+from flowtts.synthesis import load_reference, recommended_options, synthesize
+from flowtts.utils.plotting import save_mel_png
 
 
 class F5TTS:
@@ -88,7 +90,7 @@ class F5TTS:
             ImportError: pocketsphinx is not installed (``pip install 'flowtts[eval]'``).
         """
         from flowtts.audio.io import read_audio
-        from flowtts.infer import transcribe_reference
+        from flowtts.eval.asr import transcribe_reference
 
         if language is not None and language.lower() not in ("en", "english"):
             raise ValueError(f"language must be English ('en') for the offline recogniser, got {language!r}")
@@ -139,8 +141,8 @@ class F5TTS:
             ValueError: Empty ``gen_text``, an option out of range, unreadable or too short audio.
             ImportError: No ``ref_text`` and no pocketsphinx.
         """
-        from flowtts.infer import check_options
         from flowtts.model.sample_checks import SEED_RANGE, is_int
+        from flowtts.synthesis import check_options
 
         if not isinstance(gen_text, str):
             raise TypeError(f"gen_text must be a string, got {type(gen_text).__name__}")
@@ -157,7 +159,7 @@ class F5TTS:
 
             check_audio_output(file_wave)
         if file_spec is not None:
-            from flowtts.infer import check_picture_output
+            from flowtts.utils.plotting import check_picture_output
 
             check_picture_output(os.fspath(file_spec))
         options = recommended_options(
@@ -178,6 +180,7 @@ class F5TTS:
             ref_text,
             options,
             on_transcript=lambda text: show_info(f"reference transcribed (pocketsphinx): {text!r}"),
+            transcribe=transcribe_reference,
         )
         self.seed = seed if seed is not None and seed >= 0 else random.randrange(2**31)
         (result,) = synthesize(

@@ -28,7 +28,7 @@ def average(models: Sequence, weights: Sequence[float] | None = None):
     """
     import copy
 
-    from flowtts.train.distill import recorded_sampling
+    from flowtts.sampling.recipe import SamplingRecipe
 
     if len(models) < 2:
         raise ValueError(f"average needs two or more models, got {len(models)}")
@@ -43,7 +43,8 @@ def average(models: Sequence, weights: Sequence[float] | None = None):
             raise ValueError(f"model {i} has another configuration than model 1")
         if other.vocab_char_map != first.vocab_char_map:
             raise ValueError(f"model {i} has another vocabulary than model 1")
-        if recorded_sampling(other) != recorded_sampling(first):
+        recipes = [SamplingRecipe.from_metadata(getattr(m, "metadata", None)) for m in (other, first)]
+        if recipes[0] != recipes[1]:
             raise ValueError(f"model {i} is a student sampled otherwise than model 1 (steps, guidance or grid)")
     total = sum(weights)
     states = [m.state_dict() for m in models]

@@ -63,8 +63,8 @@ def export_upstream(model, out_dir: str, *, name: str = "model", dtype=None, ove
         FileExistsError: A file exists and ``overwrite`` is not set.
     """
     from flowtts.checkpoints.loader import save
+    from flowtts.sampling.recipe import SamplingRecipe
     from flowtts.text import save_vocab
-    from flowtts.train.distill import recorded_sampling
 
     if getattr(model, "config", None) is None:
         raise ValueError("model has no flowtts config (build it with build_model or load it with flowtts.load)")
@@ -84,12 +84,12 @@ def export_upstream(model, out_dir: str, *, name: str = "model", dtype=None, ove
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} exist(s); overwrite=True (flowtts export --force) replaces them")
     notes = []
-    sampling = recorded_sampling(model)
-    if sampling:
+    recipe = SamplingRecipe.from_metadata(getattr(model, "metadata", None))
+    if recipe is not None:
         notes.append(
             "a distilled student: upstream samples it with its own defaults (32 steps, cfg 2, sway -1) unless told "
-            f"otherwise, and has no option for its time grid {sampling.get('t_grid')}; it was trained for "
-            f"cfg_strength={sampling.get('cfg_strength')}"
+            f"otherwise, and has no option for its time grid {recipe.sample_kwargs().get('t_grid')}; it was "
+            f"trained for cfg_strength={recipe.cfg_strength}"
         )
     # F5-TTS's inference hard-codes MelConfig's defaults, all but the mel type (vocos or bigvgan).
     mel, default = model.config.mel, MelConfig()

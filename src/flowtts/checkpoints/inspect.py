@@ -12,12 +12,13 @@ def model_facts(model, path: str | os.PathLike | None = None) -> dict:
     Keys: ``file``, ``format`` (``"flowtts"`` or ``"F5-TTS checkpoint"``), ``preset`` (official files),
     ``backbone``, ``architecture`` (the backbone's arguments), ``parameters``, ``stored_dtypes`` (of the
     file, when it is a ``.safetensors``), ``vocabulary`` (size and kind), ``mel``, ``sampling`` (the
-    settings :func:`flowtts.infer.recommended_options` picks: a student's own, else F5-TTS's defaults)
+    :class:`flowtts.sampling.recipe.SamplingRecipe` the model is sampled with: a student's own, else F5-TTS's
+    defaults)
     and ``metadata`` (what the file records about its making, e.g. ``step``, ``trained_with``).
     """
     import dataclasses
 
-    from flowtts.infer import recommended_options
+    from flowtts.sampling.recipe import SamplingRecipe
 
     config = model.config
     vocab = model.vocab_char_map
@@ -27,7 +28,7 @@ def model_facts(model, path: str | os.PathLike | None = None) -> dict:
         kind = "characters and pinyin units"
     else:
         kind = "characters"
-    options = recommended_options(model)
+    recipe = SamplingRecipe.for_model(model)
     metadata = dict(getattr(model, "metadata", None) or {})
     facts = {
         "file": os.fspath(path) if path is not None else None,
@@ -40,10 +41,10 @@ def model_facts(model, path: str | os.PathLike | None = None) -> dict:
         "vocabulary": {"size": config.text_num_embeds, "kind": kind},
         "mel": dataclasses.asdict(config.mel),
         "sampling": {
-            "steps": options.steps,
-            "cfg_strength": options.cfg_strength,
-            "sway_sampling_coef": options.sway_sampling_coef,
-            "t_grid": options.t_grid,
+            "steps": recipe.steps,
+            "cfg_strength": recipe.cfg_strength,
+            "sway_sampling_coef": recipe.sway_sampling_coef,
+            "t_grid": recipe.t_grid,
         },
         "metadata": {k: v for k, v in metadata.items() if k not in ("format", "format_version")},
     }

@@ -116,9 +116,9 @@ def load_model(args: argparse.Namespace):
 
 
 def sampling_options(model, args: argparse.Namespace):
-    """The model's recommended :class:`~flowtts.infer.InferenceOptions` with the command's sampling options
+    """The model's recommended :class:`~flowtts.synthesis.InferenceOptions` with the command's sampling options
     (those the command has and was given) on top."""
-    from flowtts.infer import recommended_options
+    from flowtts.synthesis import recommended_options
 
     names = {
         "steps": "steps",

@@ -19,7 +19,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from flowtts.checkpoints.loader import builtin_reference, load
     from flowtts.eval.asr import PocketSphinx
     from flowtts.eval.report import format_scores, score_model, score_recordings, speaker_similarity_or_none
-    from flowtts.infer import prepare_reference
+    from flowtts.synthesis import prepare_reference
     from flowtts.train.data import read_metadata
 
     if args.n < 1:

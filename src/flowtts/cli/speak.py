@@ -47,7 +47,7 @@ UPSTREAM_VOCOS_DIR = "../checkpoints/charactr/vocos-mel-24khz"  # where upstream
 
 def _apply_config(args: argparse.Namespace) -> dict:
     """Fill the infer options not given from ``--config`` (F5-TTS's TOML); returns its extra voices."""
-    from flowtts.voices import read_config
+    from flowtts.cli.voices import read_config
 
     path = args.config
     config = read_config(path)
@@ -108,8 +108,10 @@ def _infer(args: argparse.Namespace) -> int:
 
     from flowtts.audio.io import check_audio_output, check_writable_directory, write_audio
     from flowtts.audio.vocoders import load_vocoder
-    from flowtts.infer import check_picture_output, load_reference, save_mel_png, synthesize
-    from flowtts.voices import VOICE_TAG, Voice, split_voices
+    from flowtts.cli.voices import VOICE_TAG, Voice, split_voices
+    from flowtts.eval.asr import transcribe_reference
+    from flowtts.synthesis import load_reference, synthesize
+    from flowtts.utils.plotting import check_picture_output, save_mel_png
 
     if args.gen_file is not None:  # read whole, as upstream's --gen_file
         if not os.path.isfile(args.gen_file):
@@ -191,7 +193,12 @@ def _infer(args: argparse.Namespace) -> int:
         voice_options[name] = options if voice.speed is None else dataclasses.replace(options, speed=voice.speed)
         try:
             references[name] = load_reference(
-                model, voice.ref_audio, voice.ref_text, voice_options[name], on_transcript=show
+                model,
+                voice.ref_audio,
+                voice.ref_text,
+                voice_options[name],
+                on_transcript=show,
+                transcribe=transcribe_reference,
             )
         except ImportError:
             raise UserError(
@@ -202,7 +209,7 @@ def _infer(args: argparse.Namespace) -> int:
     if args.seed == -1:  # F5-TTS's "random"; the seeds used are printed with each output
         args.seed = chosen_seed(None)
     if streaming:  # raw 16-bit PCM on stdout, each piece as soon as it is final
-        from flowtts.infer import stream
+        from flowtts.synthesis import stream
 
         args.seed = chosen_seed(args.seed)
         if not args.quiet:
@@ -268,8 +275,8 @@ def _edit(args: argparse.Namespace) -> int:
 
     from flowtts.audio.io import check_audio_output, read_audio, write_audio
     from flowtts.audio.vocoders import load_vocoder
-    from flowtts.edit import edit_speech
-    from flowtts.infer import check_picture_output, save_mel_png
+    from flowtts.synthesis.edit import edit_speech
+    from flowtts.utils.plotting import check_picture_output, save_mel_png
 
     if not args.text.strip():
         raise UserError("--text is empty")
@@ -314,8 +321,9 @@ def _serve(args: argparse.Namespace) -> int:
     import torch
 
     from flowtts.audio.vocoders import load_vocoder
-    from flowtts.infer import check_options, load_reference
-    from flowtts.serve import SpeechServer
+    from flowtts.eval.asr import transcribe_reference
+    from flowtts.serving.socket_server import SpeechServer
+    from flowtts.synthesis import check_options, load_reference
 
     resolve_checkpoint(args)
     if not 0 <= args.port < 65536:
@@ -333,7 +341,7 @@ def _serve(args: argparse.Namespace) -> int:
     options = sampling_options(model, args)
     check_options(options)
     try:
-        reference = load_reference(model, args.ref_audio, args.ref_text, options)
+        reference = load_reference(model, args.ref_audio, args.ref_text, options, transcribe=transcribe_reference)
     except ImportError:
         raise UserError("--ref-text is required with --ref-audio (the transcript of the reference clip)") from None
     try:

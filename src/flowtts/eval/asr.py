@@ -28,3 +28,20 @@ class PocketSphinx:
         self.decoder.end_utt()
         hyp = self.decoder.hyp()
         return hyp.hypstr if hyp is not None else ""
+
+
+def transcribe_reference(wave: torch.Tensor, sample_rate: int) -> str:
+    """Transcribe an English reference clip offline, for when its transcript is not given.
+
+    F5-TTS transcribes with Whisper, which is downloaded; this uses pocketsphinx's generic English model,
+    which ships inside its wheel (``pip install 'flowtts[eval]'``). It is far less accurate, so the
+    transcript should be checked, and other languages need ``--ref-text``.
+
+    Raises:
+        ImportError: pocketsphinx is not installed.
+        ValueError: Nothing was recognised.
+    """
+    text = PocketSphinx()(wave, sample_rate).strip()
+    if not text:
+        raise ValueError("no words were recognised in the reference clip; pass its transcript (--ref-text)")
+    return text

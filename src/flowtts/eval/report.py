@@ -93,10 +93,10 @@ def score_model(
     Args:
         model: A :class:`flowtts.CFM`.
         texts: Sentences to speak.
-        references: One :class:`flowtts.infer.Reference` per text (the same one repeated for a
+        references: One :class:`flowtts.synthesis.Reference` per text (the same one repeated for a
             single voice); texts sharing a reference are synthesised in batches.
         asr: ``(wave, sample_rate) -> transcript``.
-        options: :class:`flowtts.infer.InferenceOptions`.
+        options: :class:`flowtts.synthesis.InferenceOptions`.
         vocoder: Log-mel ``(b, d, n)`` -> wave.
         similarity: A speaker-similarity module, or ``None`` to leave SIM out.
         seeds: One per text (default ``0..n-1``).
@@ -106,7 +106,7 @@ def score_model(
         recognizer: A :class:`flowtts.eval.recognizer.CTCRecognizer` that also reads each generated mel
             (the ``CTC WER`` column), or ``None``.
     """
-    from flowtts.infer import synthesize
+    from flowtts.synthesis import synthesize
 
     if len(references) != len(texts):
         raise ValueError(f"got {len(references)} references for {len(texts)} texts")
@@ -145,7 +145,7 @@ def score_recordings(
     recognizer=None,
 ) -> SystemScore:
     """Score recordings of the texts (waves at ``sample_rate``, the model's rate) like a model's output."""
-    from flowtts.infer import Utterance
+    from flowtts.synthesis import Utterance
 
     results = []
     with torch.no_grad():

@@ -189,22 +189,15 @@ class DistillConfig:
             sway_coef=self.student_sway if self.student_grid == "sway" else None,
         )
 
+    def student_recipe(self):
+        """The student's :class:`flowtts.sampling.recipe.SamplingRecipe` (what it records and samples with)."""
+        from flowtts.sampling.recipe import SamplingRecipe
+
+        return SamplingRecipe.from_distill_config(asdict(self))
+
     def student_sampling(self) -> dict:
         """``sample()`` keyword arguments of the student."""
-        if self.student_times is not None:
-            return dict(
-                steps=self.student_steps,
-                cfg_strength=self.student_cfg,
-                use_epss=False,
-                sway_sampling_coef=None,
-                t_grid=self.student_times,
-            )
-        return dict(
-            steps=self.student_steps,
-            cfg_strength=self.student_cfg,
-            use_epss=self.student_grid == "epss",
-            sway_sampling_coef=self.student_sway if self.student_grid == "sway" else None,
-        )
+        return self.student_recipe().sample_kwargs()
 
     def precision(self) -> dict:
         """``sample()`` keyword arguments for the networks' precision while distilling (teacher and student).
@@ -228,8 +221,10 @@ class DistillConfig:
 
 def recorded_sampling(model) -> dict | None:
     """The ``sample()`` settings a distilled student records in its metadata (``None`` for other models)."""
-    raw = (getattr(model, "metadata", None) or {}).get("distill_config")
-    return DistillConfig.from_json(raw).student_sampling() if raw else None
+    from flowtts.sampling.recipe import SamplingRecipe
+
+    recipe = SamplingRecipe.from_metadata(getattr(model, "metadata", None))
+    return recipe.sample_kwargs() if recipe is not None else None
 
 
 def check_compatible(teacher, student) -> None:
@@ -377,7 +372,12 @@ class HeldOutEval:
         distance = self.distance(student, config)
         if distance < self.best:
             self.best, self.best_step = distance, step
-            extra = {"step": step, "distill_config": json.dumps(asdict(config)), "eval_distance": repr(distance)}
+            extra = {
+                "step": step,
+                "distill_config": json.dumps(asdict(config)),
+                "eval_distance": repr(distance),
+                **config.student_recipe().to_metadata(),
+            }
             save_model(student, self.best_path, extra=extra)
         append_log(self.csv, [step, f"{distance:.8g}", f"{self.best:.8g}", self.best_step])
         self.history.append((step, distance))
@@ -493,7 +493,11 @@ def distill(
         save_model(
             ema,
             os.path.join(out_dir, "student.safetensors"),
-            extra={"step": step, "distill_config": json.dumps(asdict(recorded()))},
+            extra={
+                "step": step,
+                "distill_config": json.dumps(asdict(recorded())),
+                **recorded().student_recipe().to_metadata(),
+            },
         )
         plot_loss_curve(
             csv_path,

@@ -11,7 +11,7 @@ minimises
 where the anchor compares the generated frames with what the model produced before fine-tuning from
 the same prompt and noise: the reward can only be bought with changes it pays for.
 
-A model is sampled the way it is meant to be (:func:`flowtts.infer.recommended_options`: F5-TTS's 32
+A model is sampled the way it is meant to be (:class:`flowtts.sampling.recipe.SamplingRecipe`: F5-TTS's 32
 guided steps for a teacher, a distilled student's own steps, grid and guidance) unless the config says
 otherwise, and the fine-tuned file keeps the original's metadata, so a fine-tuned student is still
 sampled as a student.
@@ -23,7 +23,6 @@ Randomness is derived from ``(seed, step)`` and drawn for the global batch, as i
 from __future__ import annotations
 
 import copy
-import csv
 import importlib
 import json
 import os
@@ -42,12 +41,11 @@ from flowtts.train.trainer import (
     optimizer_step,
     out_of_time,
     progress_bar,
-    pyplot,
     restore,
     save_checkpoint,
-    save_figure,
     start_log,
 )
+from flowtts.utils.plotting import plot_reward_curve
 
 Reward = Callable[[torch.Tensor, Prompts], torch.Tensor]
 LOG_COLUMNS = ["step", "loss", "reward", "anchor", "lr", "grad_norm", "seconds_per_step", "elapsed_s"]
@@ -232,15 +230,13 @@ class RewardConfig:
         self.prompt_fraction = (float(lo), float(hi))
 
     def sampling(self, model) -> dict:
-        """``sample()`` keyword arguments for ``model``: its recommended settings with this config's overrides."""
-        from flowtts.infer import recommended_options
+        """``sample()`` keyword arguments for ``model``: its recipe with this config's overrides."""
+        from flowtts.sampling.recipe import SamplingRecipe
 
-        options = recommended_options(model, steps=self.sample_steps, cfg_strength=self.cfg_strength)
-        kwargs = options.solver_kwargs()
-        steps = len(kwargs["t_grid"]) - 1 if kwargs.get("t_grid") is not None else kwargs["steps"]
-        if self.backprop_steps is not None and self.backprop_steps > steps:
-            raise ValueError(f"backprop_steps ({self.backprop_steps}) exceeds the {steps} solver steps sampled")
-        return kwargs
+        recipe = SamplingRecipe.for_model(model, steps=self.sample_steps, cfg_strength=self.cfg_strength)
+        if self.backprop_steps is not None and self.backprop_steps > recipe.steps:
+            raise ValueError(f"backprop_steps ({self.backprop_steps}) exceeds the {recipe.steps} solver steps sampled")
+        return recipe.sample_kwargs()
 
 
 class _RewardLoss(torch.nn.Module):
@@ -475,26 +471,3 @@ def format_rows(rows: list[dict], reference: str) -> str:
     for r in rows:
         lines.append(f"{r['system']:<40} {r['reward']:>10.5f} {r['distance']:>22.5f} {r['s/utt']:>7.3f}")
     return "\n".join(lines)
-
-
-def plot_reward_curve(csv_path: str, png_path: str) -> bool:
-    """Mean reward and anchor distance against step; ``False`` without matplotlib or log rows."""
-    plt = pyplot()
-    if plt is None:
-        return False
-    with open(csv_path, encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return False
-    steps = [int(r["step"]) for r in rows]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
-    top.plot(steps, [float(r["reward"]) for r in rows], lw=0.8)
-    top.set_ylabel("mean reward")
-    bottom.plot(steps, [float(r["anchor"]) for r in rows], lw=0.8, color="tab:orange")
-    bottom.set_ylabel("anchor distance")
-    bottom.set_xlabel("step")
-    for ax in (top, bottom):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, png_path)
-    return True

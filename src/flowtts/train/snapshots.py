@@ -94,7 +94,7 @@ def log_sample(model, mel: torch.Tensor, text, out_dir: str, step: int, *, seed:
     if not os.path.exists(paths["ref"]):
         write_audio(paths["ref"], vocoder(mel.float().cpu().t())[0], rate)
     if pyplot() is not None:
-        from flowtts.infer import save_mel_png
+        from flowtts.utils.plotting import save_mel_png
 
         paths["png"] = os.path.join(folder, f"step_{step}_gen.png")
         save_mel_png(generated.t(), paths["png"], title=f"step {step}")

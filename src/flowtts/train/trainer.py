@@ -23,6 +23,7 @@ import torch
 from flowtts.train import distributed as dist_utils
 from flowtts.train.data import MelDataset, collate, frame_batches
 from flowtts.utils.files import atomic_output
+from flowtts.utils.plotting import plot_loss_curve, pyplot, save_figure  # noqa: F401 -- their home before
 
 log = logging.getLogger("flowtts")
 
@@ -212,64 +213,6 @@ def out_of_time(start: float, max_seconds: float | None, env) -> bool:
     return over
 
 
-def pyplot():
-    """``matplotlib.pyplot`` on the file-only Agg backend, or ``None`` without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
-def save_figure(fig, png_path: str) -> None:
-    """Write ``fig`` as a PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    with atomic_output(png_path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-
-
-def plot_loss_curve(
-    csv_path: str, png_path: str, extra: dict | None = None, ylabel: str = "flow-matching loss"
-) -> bool:
-    """Loss (and held-out right/wrong-text loss) against step; ``False`` without matplotlib.
-
-    Args:
-        csv_path: The run's CSV log (``step``, ``loss``, optional held-out columns).
-        png_path: Where the figure goes.
-        extra: More series to draw, ``label -> [(step, value), ...]`` (``None`` or empty ones skipped).
-        ylabel: The y axis's label.
-    """
-    plt = pyplot()
-    if plt is None:
-        return False
-    with open(csv_path, encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return False
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], lw=0.8, label="train loss")
-    for key, label in (("val_loss", "held-out, right text"), ("wrong_text_loss", "held-out, wrong text")):
-        pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
-        if pts:
-            ax.plot(*zip(*pts), marker="o", ms=3, label=label)
-    for label, pts in (extra or {}).items():
-        if pts:
-            ax.plot(*zip(*pts), marker="o", ms=3, label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    ax.set_yscale("log")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, png_path)
-    return True
-
-
 def train(
     model,
     dataset: MelDataset,
@@ -439,7 +382,7 @@ def train(
                             config.ctc_min_time,
                         )
                         loss = loss + config.ctc_weight * ctc_sum * weight * world / len(indices) / accum
-                        ctc_sums.append(float(ctc_sum) / max(ctc_rows, 1))
+                        ctc_sums.append(float(ctc_sum.detach()) / max(ctc_rows, 1))
                     loss.backward()
                 loss_sums.append(loss_sum.detach() / max(total_span, 1) * world)
                 window_frames += int(lens.sum())

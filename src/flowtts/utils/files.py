@@ -31,3 +31,24 @@ def atomic_output(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_writable_directory(directory: str, create: bool = False) -> None:
+    """``ValueError`` unless files can be created in ``directory`` (or, with ``create``, in the nearest existing
+    folder above it, where it will be made). A file is created and removed to find out."""
+    import tempfile
+
+    directory = os.path.abspath(directory or ".")
+    probe = directory
+    if create:
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        if os.path.exists(probe):
+            raise ValueError(f"{probe} is a file, not a directory")
+        raise ValueError(f"output directory does not exist: {directory}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".flowtts-write-test-"):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write to {probe}: {error.strerror or error}") from None

@@ -1,6 +1,6 @@
 import torch
 
-from flowtts.demo import check_cache_contract
+from flowtts.cli.demo import check_cache_contract
 
 
 def test_cache_contract_report_reflects_the_two_paths():

@@ -12,9 +12,17 @@ import torch
 from conftest import randomise
 from flowtts.audio.vocoders import GriffinLim
 from flowtts.cli import main
-from flowtts.infer import InferenceOptions, prepare_reference, stream
+from flowtts.synthesis import InferenceOptions, prepare_reference, stream
 from flowtts.model.build import build_model
-from flowtts.serve import END, MAX_TEXT_BYTES, RECV_BYTES, ServerError, SpeechServer, error_message, read_answer
+from flowtts.serving.socket_server import (
+    END,
+    MAX_TEXT_BYTES,
+    RECV_BYTES,
+    ServerError,
+    SpeechServer,
+    error_message,
+    read_answer,
+)
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,10 @@ def test_fix_duration_sets_each_texts_total_length_without_chunking():
     assert free[0].mel.shape[1] > 2 * frames  # the estimate, chunked, is far longer
     with pytest.raises(ValueError, match=r"fix_duration \(0.9 s\) must be longer than the reference clip \(1.05 s\)"):
         synthesize(model, reference, ["Hi."], vocoder=vocoder, options=InferenceOptions(fix_duration=0.9))
-    for bad, match in ((dict(target_rms=0), "target_rms must be positive"), (dict(cross_fade_seconds=-1), ">= 0")):
+    for bad, match in (
+        (dict(target_rms=0), "target_rms must be a positive number"),
+        (dict(cross_fade_seconds=-1), ">= 0"),
+    ):
         with pytest.raises(ValueError, match=match):
             synthesize(model, reference, ["Hi."], vocoder=vocoder, options=InferenceOptions(**bad))
 
@@ -125,7 +128,7 @@ def test_stream_yields_each_chunk_when_it_is_done_and_joins_to_synthesize():
 
 @pytest.mark.parametrize("lengths", [[5000, 1000, 8000, 300, 4000], [100], [3000, 3600, 50, 50, 7000]])
 def test_stream_joins_chunks_shorter_than_the_fade_as_cross_fade_does(monkeypatch, lengths):
-    import flowtts.infer as infer
+    import flowtts.synthesis.speech as infer
 
     g = torch.Generator().manual_seed(len(lengths))
     waves = [torch.randn(n, generator=g) for n in lengths]
@@ -149,7 +152,7 @@ def test_stream_refuses_what_it_cannot_stream():
         ("Hi.", InferenceOptions(remove_silence=True), ValueError, "cannot be streamed"),
         ("  ", InferenceOptions(), ValueError, "text 1 is empty"),
         (["Hi."], InferenceOptions(), TypeError, "text must be a string"),
-        ("Hi.", InferenceOptions(speed=0), ValueError, "speed must be positive"),
+        ("Hi.", InferenceOptions(speed=0), ValueError, "speed must be a positive number"),
     ):
         with pytest.raises(error, match=match):
             next(stream(model, reference, text, vocoder=vocoder, options=options))

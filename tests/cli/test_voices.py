@@ -3,7 +3,7 @@ import logging
 import pytest
 
 from conftest import write_file
-from flowtts.voices import Voice, read_config, split_voices
+from flowtts.cli.voices import Voice, read_config, split_voices
 
 
 def test_tags_switch_the_voice_until_the_next_tag():

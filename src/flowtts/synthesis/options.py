@@ -1,0 +1,97 @@
+"""Synthesis options: F5-TTS's inference knobs, a model's recommended ones, and their checks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class InferenceOptions:
+    """Knobs of :func:`synthesize` (defaults are F5-TTS's)."""
+
+    steps: int = 32
+    cfg_strength: float = 2.0
+    sway_sampling_coef: float | None = -1.0
+    speed: float = 1.0
+    use_epss: bool = True
+    target_rms: float = 0.1
+    cross_fade_seconds: float = 0.15
+    fix_duration: float | None = None  # seconds of reference + speech per text (F5-TTS's fix_duration); no chunking
+    remove_silence: bool = False  # shorten silences over 1 s in the output (F5-TTS's remove_silence)
+    max_ref_seconds: float = 12.0
+    min_ref_seconds: float = 0.5
+    batch_size: int = 4
+    dtype: str | None = None  # network precision: float32 (default), bfloat16, float16 (GPU)
+    t_grid: tuple[float, ...] | None = None  # explicit solver times; replace steps, EPSS and sway
+
+    def recipe(self):
+        """The :class:`flowtts.sampling.recipe.SamplingRecipe` of these options (steps, guidance, grid)."""
+        from flowtts.sampling.recipe import SamplingRecipe
+
+        return SamplingRecipe(
+            steps=self.steps,
+            cfg_strength=self.cfg_strength,
+            sway_sampling_coef=self.sway_sampling_coef,
+            use_epss=self.use_epss,
+            t_grid=self.t_grid,
+        )
+
+    def solver_kwargs(self) -> dict:
+        """The ``CFM.sample()`` keyword arguments these options fix (steps, guidance, time grid)."""
+        return self.recipe().sample_kwargs()
+
+
+def recommended_options(model, **overrides) -> InferenceOptions:
+    """:class:`InferenceOptions` for ``model``: F5-TTS's defaults, or what a distilled student was trained for.
+
+    A distilled student records its sampling recipe (:class:`flowtts.sampling.recipe.SamplingRecipe`: step
+    count, guidance, grid) in its metadata; sampling it any other way throws its training away.
+    ``overrides`` (non-``None`` values) win over both; a step count or sway given replaces a student's grid.
+    """
+    from flowtts.sampling.recipe import SamplingRecipe
+
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    sampling = {k: overrides.pop(k) for k in ("steps", "cfg_strength", "sway_sampling_coef") if k in overrides}
+    recipe = SamplingRecipe.for_model(model, **sampling)
+    fields = dict(
+        steps=recipe.steps,
+        cfg_strength=recipe.cfg_strength,
+        sway_sampling_coef=recipe.sway_sampling_coef,
+        use_epss=recipe.use_epss,
+        t_grid=recipe.t_grid,
+    )
+    fields.update(overrides)
+    return InferenceOptions(**fields)
+
+
+def _positive(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def check_options(options: InferenceOptions) -> None:
+    """Raise ``ValueError`` naming the first option of ``options`` that is out of range."""
+    from flowtts.model.sample_checks import check_t_grid, is_int
+    from flowtts.sampling.grids import check_sway
+
+    if not is_int(options.steps) or options.steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {options.steps!r}")
+    cfg = options.cfg_strength
+    if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
+        raise ValueError(f"cfg_strength must be a finite number >= 0, got {cfg!r}")
+    if options.sway_sampling_coef is not None:
+        check_sway(options.sway_sampling_coef)
+    for name in ("speed", "target_rms", "max_ref_seconds", "min_ref_seconds"):
+        if not _positive(getattr(options, name)):
+            raise ValueError(f"{name} must be a positive number, got {getattr(options, name)!r}")
+    fade = options.cross_fade_seconds
+    if isinstance(fade, bool) or not isinstance(fade, (int, float)) or not math.isfinite(fade) or fade < 0:
+        raise ValueError(f"cross_fade_seconds must be a number >= 0, got {fade!r}")
+    if options.fix_duration is not None and not _positive(options.fix_duration):
+        raise ValueError(f"fix_duration must be None or a positive number of seconds, got {options.fix_duration!r}")
+    if not is_int(options.batch_size) or options.batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {options.batch_size!r}")
+    if options.dtype not in (None, "float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype must be None, 'float32', 'bfloat16' or 'float16', got {options.dtype!r}")
+    if options.t_grid is not None:
+        check_t_grid(options.t_grid, None)

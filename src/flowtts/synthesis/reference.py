@@ -1,0 +1,114 @@
+"""The reference clip: reading, clipping, trimming, loudness and its mel, as F5-TTS prepares it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from flowtts.synthesis.options import InferenceOptions
+
+log = logging.getLogger("flowtts")
+
+
+@dataclass
+class Reference:
+    """A prepared reference clip."""
+
+    mel: torch.Tensor  # (1, n, d)
+    text: str
+    rms: float
+    seconds: float
+
+
+def prepare_reference(model, wave: torch.Tensor, text: str, options: InferenceOptions) -> Reference:
+    """Clip, trim, normalise and embed a reference wave (already mono at the model's rate).
+
+    As in F5-TTS: a clip longer than ``max_ref_seconds`` is cut inside a pause where it has one
+    (a warning says so: its transcript should then be shortened to match), leading and trailing
+    silence is dropped and 50 ms of silence appended, and a clip quieter than ``target_rms`` is
+    raised to it.
+
+    Raises:
+        ValueError: A silent clip, one shorter than ``min_ref_seconds`` after trimming, or an empty
+            transcript.
+    """
+    from flowtts.audio.silence import clip_at_pause, silent_windows, trim_edges
+
+    rate = model.mel_spec.target_sample_rate
+    if wave.numel() == 0 or bool(silent_windows(wave, round(0.01 * rate), -50.0).all()):  # trim_edges' test
+        raise ValueError("reference audio is silent (below -50 dBFS throughout)")
+    seconds = wave.numel() / rate
+    if seconds > options.max_ref_seconds:
+        wave = clip_at_pause(wave, rate, options.max_ref_seconds)
+        log.warning(
+            "reference audio clipped from %.1f s to %.1f s (at a pause where possible); its transcript must "
+            "match the clipped audio",
+            seconds,
+            wave.numel() / rate,
+        )
+    wave = trim_edges(wave, rate)
+    seconds = wave.numel() / rate
+    if seconds < options.min_ref_seconds:
+        raise ValueError(
+            f"reference audio is {seconds:.2f} s long without its leading and trailing silence; "
+            f"at least {options.min_ref_seconds} s of speech is needed"
+        )
+    wave = torch.cat((wave, wave.new_zeros(int(0.05 * rate))))
+    seconds = wave.numel() / rate
+    text = text.strip()
+    if not text:
+        raise ValueError("the reference transcript (--ref-text) is empty")
+    rms = float(wave.pow(2).mean().sqrt())
+    if rms < options.target_rms:
+        wave = wave * (options.target_rms / max(rms, 1e-8))
+    # F5-TTS separates the reference transcript from the new text with a sentence end.
+    if not text.endswith((". ", "。")):
+        text = text + " " if text.endswith(".") else text + ". "
+    with torch.no_grad():
+        mel = model.mel_spec(wave[None].to(model.device)).transpose(1, 2)
+    return Reference(mel=mel, text=text, rms=rms, seconds=seconds)
+
+
+def load_reference(
+    model,
+    ref_file: str | None,
+    ref_text: str | None,
+    options: InferenceOptions,
+    *,
+    on_transcript: Callable[[str], None] | None = None,
+    transcribe: Callable[[torch.Tensor, int], str] | None = None,
+) -> Reference:
+    """Read, clip, normalise and embed a reference clip; the built-in one when ``ref_file`` is ``None``.
+
+    Args:
+        model: A :class:`flowtts.CFM`.
+        ref_file: Any audio file soundfile reads (resampled to the model's rate, downmixed to mono).
+        ref_text: Its transcript; ``None`` or empty: made by ``transcribe``.
+        options: :class:`InferenceOptions` (reference length limits, ``target_rms``).
+        on_transcript: Called with a transcript that was recognised rather than given.
+        transcribe: ``(wave, sample_rate) -> transcript`` for a clip without one (e.g.
+            :func:`flowtts.eval.asr.transcribe_reference`, offline English); ``None``: a transcript is needed.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Unreadable or too short audio, nothing recognised, or no transcript and no ``transcribe``.
+        ImportError: ``transcribe`` needs a package that is not installed.
+    """
+    from flowtts.audio.io import read_audio
+
+    if ref_file is None:
+        from flowtts.checkpoints.loader import builtin_reference
+
+        ref_file, ref_text = builtin_reference(ref_text or None)
+    rate = model.mel_spec.target_sample_rate
+    wave, _ = read_audio(ref_file, rate)
+    if not (ref_text or "").strip():
+        if transcribe is None:
+            raise ValueError("the reference clip has no transcript: give its text (or a transcriber)")
+        ref_text = transcribe(wave, rate)
+        if on_transcript is not None:
+            on_transcript(ref_text)
+    return prepare_reference(model, wave, ref_text, options)

@@ -1,0 +1,268 @@
+"""Text + reference -> speech: chunking, length estimates, batched sampling, joining, streaming.
+
+It follows F5-TTS's inference recipe: the reference is mono, at the model's rate, at most
+``max_ref_seconds`` long and loudness-normalised to ``target_rms`` (undone on the output); the text
+fed to the model is the reference transcript followed by the new text; the output length is estimated
+from the reference's frames per UTF-8 byte and ``speed``; long text is split at sentence boundaries
+and the chunks are joined with a short cross-fade (``fix_duration`` instead fixes each text's total
+length, reference included, and keeps it in one piece); ``remove_silence`` then shortens long pauses.
+Several utterances (or chunks) share one ``sample()`` call, each computed exactly as it would be
+alone (``isolate_batch``).
+
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from flowtts.audio.crossfade import cross_fade, fade_join
+from flowtts.synthesis.options import InferenceOptions, check_options
+from flowtts.synthesis.reference import Reference
+from flowtts.text.chunking import chunk_text
+from flowtts.text.units import text_units
+
+log = logging.getLogger("flowtts")
+
+MAX_SECONDS = 60.0  # longest reference + chunk one sample() call is asked for (F5-TTS trains on <= 30 s)
+
+
+@dataclass
+class Utterance:
+    """One synthesised text."""
+
+    text: str
+    wave: torch.Tensor  # (nw,)
+    mel: torch.Tensor  # (d, n) generated part only (before any silence removal)
+    seed: int
+    sample_rate: int
+
+
+@dataclass
+class _Piece:
+    """One ``sample()`` row of a synthesis: a chunk of one text."""
+
+    text_index: int
+    chunk_index: int
+    text: str  # reference transcript + chunk
+    duration: int  # frames, reference included
+    seed: int
+
+
+def _check_lengths(model, reference: Reference, pieces: Sequence[_Piece], options) -> None:
+    """Refuse chunks whose estimated length no speech fits: under one frame per text unit, or a call
+    longer than :data:`MAX_SECONDS`; the message gives the speeds that would fit."""
+    hop, rate = model.mel_spec.hop_length, model.mel_spec.target_sample_rate
+    ref_frames = reference.mel.shape[1]
+    limit = int(MAX_SECONDS * rate / hop)
+    bad = None
+    lo, hi = 0.0, math.inf
+    frames_per_byte = ref_frames / len(reference.text.encode("utf-8"))
+    for piece in pieces:
+        chunk = piece.text[len(reference.text) :]
+        units = len(text_units(model, chunk))
+        generated = piece.duration - ref_frames
+        chunk_bytes = len(chunk.encode("utf-8"))
+        if chunk_bytes >= 10:  # F5-TTS fixes the speed of shorter chunks
+            lo = max(lo, frames_per_byte * chunk_bytes / max(limit - ref_frames, 1))
+            hi = min(hi, frames_per_byte * chunk_bytes / max(units, 1))
+        if bad is None and (generated < units or piece.duration > limit):
+            bad = (piece, generated, units)
+    if bad is None:
+        return
+    piece, generated, units = bad
+    seconds = generated * hop / rate
+    what = f"speed={options.speed:g}"
+    problem = (
+        f"too short for its {units} text units" if generated < units else f"over the {MAX_SECONDS:g} s one call allows"
+    )
+    advice = f"; with this reference and text, speed must lie in about [{lo:.3g}, {hi:.3g}]" if lo < hi else ""
+    raise ValueError(f"{what} gives text chunk {piece.chunk_index + 1} {seconds:.2f} s of speech, {problem}{advice}")
+
+
+def _plan(model, reference: Reference, texts: Sequence[str], seeds: Sequence[int], options) -> list[_Piece]:
+    """Chunk each text and estimate each chunk's duration, as F5-TTS does."""
+    hop = model.mel_spec.hop_length
+    rate = model.mel_spec.target_sample_rate
+    ref_frames = reference.mel.shape[1]
+    if options.fix_duration is not None:
+        fixed_frames = int(options.fix_duration * rate / hop)
+        if fixed_frames <= ref_frames:
+            raise ValueError(
+                f"fix_duration ({options.fix_duration} s) must be longer than the reference clip "
+                f"({reference.seconds:.2f} s): it is the length of reference + generated speech"
+            )
+        # An explicit length is the caller's choice (sample() still gives each text one frame per unit).
+        return [_Piece(i, 0, reference.text + text.strip(), fixed_frames, seeds[i]) for i, text in enumerate(texts)]
+    ref_bytes = len(reference.text.encode("utf-8"))
+    max_bytes = max(int(ref_bytes / reference.seconds * (22 - reference.seconds) * options.speed), 40)
+    pieces = []
+    for i, text in enumerate(texts):
+        for j, chunk in enumerate(chunk_text(text.strip(), max_bytes)):
+            chunk_bytes = len(chunk.encode("utf-8"))
+            speed = 0.3 if chunk_bytes < 10 else options.speed  # F5-TTS slows very short texts
+            duration = ref_frames + int(ref_frames / ref_bytes * chunk_bytes / speed)
+            pieces.append(_Piece(i, j, reference.text + chunk, duration, seeds[i] + j))
+    _check_lengths(model, reference, pieces, options)
+    return pieces
+
+
+def _warn_unknown(model, pieces: Sequence[_Piece]) -> None:
+    vocab = model.vocab_char_map
+    if vocab is not None:
+        from flowtts.text import unknown_characters
+
+        missing = unknown_characters([text_units(model, p.text) for p in pieces], vocab)
+        if missing:
+            log.warning("characters not in the vocabulary (read as id 0): %s", " ".join(repr(c) for c in missing))
+
+
+def _render(model, reference: Reference, batch: Sequence[_Piece], vocoder, options) -> list[tuple[torch.Tensor, ...]]:
+    """``(wave, mel)`` of each piece of ``batch``, from one ``sample()`` call (each row as if alone)."""
+    ref_frames = reference.mel.shape[1]
+    out, _ = model.sample(
+        reference.mel.expand(len(batch), -1, -1),
+        [text_units(model, p.text) for p in batch],
+        torch.tensor([p.duration for p in batch]),
+        **options.solver_kwargs(),
+        seed=[p.seed for p in batch],
+        isolate_batch=True,
+        dtype=options.dtype,
+    )
+    results = []
+    for k, piece in enumerate(batch):
+        mel = out[k, ref_frames : piece.duration].t().float().cpu()
+        wave = vocoder(mel[None])[0].float().cpu()
+        if reference.rms < options.target_rms:
+            wave = wave * (reference.rms / options.target_rms)
+        results.append((wave, mel))
+    return results
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise ValueError(f"text {i + 1} is empty")
+
+
+def synthesize(
+    model,
+    reference: Reference,
+    texts: Sequence[str],
+    *,
+    vocoder: Callable[[torch.Tensor], torch.Tensor],
+    options: InferenceOptions | None = None,
+    seeds: Sequence[int] | None = None,
+    progress: bool = True,
+) -> list[Utterance]:
+    """Synthesise each text in the reference's voice.
+
+    Args:
+        model: A :class:`flowtts.CFM`.
+        reference: From :func:`prepare_reference`.
+        texts: Texts to speak; long ones are chunked.
+        vocoder: Log-mel ``(b, d, n)`` -> wave ``(b, nw)``.
+        options: :class:`InferenceOptions`.
+        seeds: One seed per text (random ones are drawn and reported otherwise); chunk ``j`` of a text
+            uses ``seed + j``.
+        progress: Show a progress bar over ``sample()`` calls.
+
+    Raises:
+        ValueError: An empty text, a seed count that does not match, or an option out of range
+            (``speed``/``target_rms`` not positive, negative cross-fade, ``fix_duration`` not longer
+            than the reference).
+    """
+    options = options or InferenceOptions()
+    _check_texts(texts)
+    if seeds is None:
+        seeds = [random.randrange(2**31) for _ in texts]
+    if len(seeds) != len(texts):
+        raise ValueError(f"got {len(seeds)} seeds for {len(texts)} texts")
+    check_options(options)
+    rate = model.mel_spec.target_sample_rate
+    items = _plan(model, reference, texts, seeds, options)
+    _warn_unknown(model, items)
+
+    batches = [items[k : k + options.batch_size] for k in range(0, len(items), options.batch_size)]
+    iterator = batches
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(batches, desc="synthesising", unit="batch")
+    pieces: dict[int, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
+    for batch in iterator:
+        for piece, (wave, mel) in zip(batch, _render(model, reference, batch, vocoder, options)):
+            pieces.setdefault(piece.text_index, []).append((piece.chunk_index, wave, mel))
+
+    fade = int(options.cross_fade_seconds * rate)
+    results = []
+    for i, text in enumerate(texts):
+        parts = sorted(pieces[i], key=lambda p: p[0])
+        wave = cross_fade([p[1] for p in parts], fade)
+        if options.remove_silence:
+            from flowtts.audio.silence import remove_silence
+
+            wave = remove_silence(wave, rate)
+        mel = torch.cat([p[2] for p in parts], dim=1)
+        results.append(Utterance(text=text, wave=wave, mel=mel, seed=seeds[i], sample_rate=rate))
+    return results
+
+
+def stream(
+    model,
+    reference: Reference,
+    text: str,
+    *,
+    vocoder: Callable[[torch.Tensor], torch.Tensor],
+    options: InferenceOptions | None = None,
+    seed: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """Synthesise ``text`` one chunk at a time, yielding audio as soon as it is final.
+
+    For playback that starts before a long text is done (F5-TTS streams the same way, chunk by chunk):
+    each sentence-level chunk is sampled alone, and its audio is yielded up to the cross-fade with the
+    next chunk, which is held back until that chunk exists. Joined, the pieces are the wave
+    :func:`synthesize` returns for the same text and seed (each chunk is computed as if alone in both).
+
+    Args:
+        model: A :class:`flowtts.CFM`.
+        reference: From :func:`prepare_reference`.
+        text: The text to speak.
+        vocoder: Log-mel ``(b, d, n)`` -> wave ``(b, nw)``.
+        options: :class:`InferenceOptions`; ``remove_silence`` needs the whole output and is refused,
+            ``batch_size`` does not apply.
+        seed: Seed of the first chunk (chunk ``j`` uses ``seed + j``); random when ``None``.
+
+    Yields:
+        1-D float waves at the model's sample rate.
+
+    Raises:
+        ValueError: An empty text, ``remove_silence``, or an option out of range (as :func:`synthesize`).
+    """
+    options = options or InferenceOptions()
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    _check_texts([text])
+    if options.remove_silence:
+        raise ValueError("remove_silence needs the whole output; it cannot be streamed")
+    check_options(options)
+    seed = random.randrange(2**31) if seed is None else seed
+    items = _plan(model, reference, [text], [seed], options)
+    _warn_unknown(model, items)
+    fade = int(options.cross_fade_seconds * model.mel_spec.target_sample_rate)
+    tail = None  # the output's last samples (at most the fade), not final until the next chunk fades in
+    for piece in items:
+        ((wave, _mel),) = _render(model, reference, [piece], vocoder, options)
+        # cross_fade()'s join: the tail holds min(fade, output so far) samples, all the join can reach
+        joined = wave if tail is None else fade_join(tail, wave, fade)
+        keep = min(fade, joined.numel())
+        if joined.numel() > keep:
+            yield joined[: joined.numel() - keep]
+        tail = joined[joined.numel() - keep :]
+    if tail is not None and tail.numel():
+        yield tail

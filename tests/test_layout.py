@@ -1,0 +1,125 @@
+"""The package's shape: arrows point down, inference never loads training, ``import flowtts`` is light."""
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "flowtts"
+COMPATIBILITY = {"infer", "edit", "serve"}  # old import paths the README names, kept as re-exports
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every flowtts module ``path`` imports, at module level or inside functions."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.startswith("flowtts.")}
+
+
+def _group(module: str) -> str:
+    return module.split(".")[1]
+
+
+def _graph() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        source = _module_name(path)
+        if source == "flowtts":
+            continue  # the lazy top-level namespace
+        for target in _imports(path):
+            if _group(target) != _group(source):
+                edges.setdefault(_group(source), set()).add(_group(target))
+    return edges
+
+
+def _cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_scan_finds_imports_inside_functions_and_a_planted_cycle(tmp_path):
+    path = PACKAGE / "synthesis" / "speech.py"
+    assert "flowtts.text.chunking" in _imports(path)  # module level
+    assert "flowtts.audio.silence" in _imports(path)  # inside a function
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}}) is None
+
+
+def test_no_import_cycle_between_subpackages():
+    edges = _graph()
+    assert _cycle(edges) is None, _cycle(edges)
+
+
+def test_only_entry_points_import_the_entry_points():
+    edges = _graph()
+    for source, targets in edges.items():
+        if source != "cli":
+            assert "cli" not in targets, source
+        if source not in {"cli", "api"} | COMPATIBILITY:
+            assert not targets & ({"api", "demo"} | COMPATIBILITY), (source, targets)
+    assert not edges.get("synthesis", set()) & {"train", "eval", "cli"}
+    assert not edges.get("model", set()) & {"train", "eval", "synthesis", "checkpoints", "cli"}
+    assert not edges.get("sampling", set()) - {"utils"}
+
+
+def _run(code: str) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_synthesis_loads_no_training_module():
+    out = _run(
+        "import sys, torch\n"
+        "import flowtts\n"
+        "from flowtts.audio.vocoders import GriffinLim\n"
+        "from flowtts.infer import load_reference, recommended_options, synthesize\n"
+        "model = flowtts.load('builtin:student')\n"
+        "options = recommended_options(model)\n"
+        "reference = load_reference(model, None, None, options)\n"
+        "(u,) = synthesize(model, reference, ['Hello there.'], vocoder=GriffinLim(model.mel_spec, n_iter=2),"
+        " options=options, seeds=[0], progress=False)\n"
+        "assert u.wave.numel() > 0\n"
+        "print(sorted(m for m in sys.modules if m.startswith('flowtts.train')))\n"
+    )
+    assert out.strip() == "[]"
+
+
+def test_import_flowtts_stays_light():
+    out = _run("import sys, flowtts\nprint(sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
+    assert out.strip() == "[]"
