@@ -12,7 +12,6 @@ import torch
 from conftest import randomise
 from flowtts.audio.vocoders import GriffinLim
 from flowtts.cli import main
-from flowtts.synthesis import InferenceOptions, prepare_reference, stream
 from flowtts.model.build import build_model
 from flowtts.serving.socket_server import (
     END,
@@ -23,6 +22,7 @@ from flowtts.serving.socket_server import (
     error_message,
     read_answer,
 )
+from flowtts.synthesis import InferenceOptions, prepare_reference, stream
 
 
 @pytest.fixture(scope="module")

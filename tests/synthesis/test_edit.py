@@ -10,9 +10,9 @@ from conftest import randomise
 from flowtts.audio.io import read_audio
 from flowtts.audio.vocoders import load_vocoder
 from flowtts.cli import main
-from flowtts.synthesis.edit import edit_speech, plan_edit
-from flowtts.synthesis import InferenceOptions
 from flowtts.model.build import build_model
+from flowtts.synthesis import InferenceOptions
+from flowtts.synthesis.edit import edit_speech, plan_edit
 
 ASSET = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "birch_canoe_espeak_22k.wav")
 OPTIONS = InferenceOptions(steps=2, cfg_strength=2.0)
