@@ -52,9 +52,11 @@ def test_read_audio_errors(tmp_path):
 def test_write_audio_is_atomic(tmp_path):
     write_audio(tmp_path / "a.wav", torch.zeros(100), 24000)
     assert sorted(os.listdir(tmp_path)) == ["a.wav"]
-    with pytest.raises(TypeError):  # soundfile cannot infer a format from the extension
+    with pytest.raises(ValueError, match="unknown audio format .unknownext"):  # refused before writing
         write_audio(tmp_path / "b.unknownext", torch.zeros(100), 24000)
-    assert sorted(os.listdir(tmp_path)) == ["a.wav"]
+    with pytest.raises(ValueError, match=f"cannot write {tmp_path / 'c.raw'}"):  # fails inside soundfile
+        write_audio(tmp_path / "c.raw", torch.zeros(100), 24000)
+    assert sorted(os.listdir(tmp_path)) == ["a.wav"]  # no partial or temporary file left
 
 
 def test_griffin_lim_round_trip_of_real_speech():
