@@ -76,3 +76,17 @@ def run_two_ranks(script: str, corpus: str, out_dir, config: dict) -> tuple[dict
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tuple(torch.load(os.path.join(str(out_dir), f"params{r}.pt"), weights_only=True) for r in (0, 1))
+
+
+class Killed(Exception):
+    """Raised by :func:`kill_at`'s callback: a run stopped as if its process were killed."""
+
+
+def kill_at(step: int):
+    """An ``on_step`` callback that stops a run after ``step`` (raising :class:`Killed`)."""
+
+    def on_step(done, loss):
+        if done == step:
+            raise Killed
+
+    return on_step

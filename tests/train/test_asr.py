@@ -7,7 +7,7 @@ from flowtts.config import MelConfig
 from flowtts.eval.recognizer import RecognizerConfig, load_recognizer
 from flowtts.train.asr import ASRConfig, augment, evaluate_recognizer, train_recognizer
 from flowtts.train.data import MelDataset
-from train.helpers import prepared_corpus
+from train.helpers import Killed, kill_at, prepared_corpus
 
 ARCH = RecognizerConfig(channels=16, hidden=8, gru_layers=1, dropout=0.1, mel=MelConfig())
 
@@ -45,12 +45,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(corpus, tmp_path):
     ds = MelDataset(corpus)
     train_recognizer(ds, str(tmp_path / "a"), _config(), recognizer_config=ARCH, progress=False)
 
-    class Killed(Exception):
-        pass
-
-    def kill(step, loss):
-        if step == 5:
-            raise Killed
+    kill = kill_at(5)
 
     with pytest.raises(Killed):
         train_recognizer(ds, str(tmp_path / "b"), _config(), recognizer_config=ARCH, progress=False, on_step=kill)

@@ -9,7 +9,7 @@ import torch
 from flowtts.train.data import MelDataset
 from flowtts.train.distill import DistillConfig, distill, draw_prompts, sample_with
 from train import helpers
-from train.helpers import prepared_corpus, random_model
+from train.helpers import Killed, kill_at, prepared_corpus, random_model
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +67,7 @@ def check_resume_is_exact(corpus, tmp_path, config, before_resume=None):
     reference = copy.deepcopy(_teacher(corpus))
     distill(_teacher(corpus), reference, ds, str(tmp_path / "a"), config, progress=False)
 
-    class Killed(Exception):
-        pass
-
-    def kill(step, loss):
-        if step == 5:
-            raise Killed
+    kill = kill_at(5)
 
     with pytest.raises(Killed):
         student = copy.deepcopy(_teacher(corpus))
@@ -376,12 +371,7 @@ def test_held_out_evaluation_keeps_its_best_across_a_resume(corpus, tmp_path):
     config = _config(steps=10, save_every=2)
     prompts = _eval_prompts(ds, config)
 
-    class Killed(Exception):
-        pass
-
-    def kill(step, loss):
-        if step == 5:
-            raise Killed
+    kill = kill_at(5)
 
     kw = dict(progress=False, eval_prompts=prompts, eval_every=2)
     with pytest.raises(Killed):

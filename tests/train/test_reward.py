@@ -9,7 +9,7 @@ import torch
 from flowtts.train.data import MelDataset
 from flowtts.train.prompts import Prompts, draw_prompts, sample_with
 from flowtts.train.reward import RewardConfig, evaluate, finetune, resolve_reward, timbre_reward
-from train.helpers import prepared_corpus, random_model, run_two_ranks
+from train.helpers import Killed, kill_at, prepared_corpus, random_model, run_two_ranks
 
 
 @pytest.fixture(scope="module")
@@ -147,12 +147,7 @@ def test_reward_fine_tuning_resumes_exactly(corpus, tmp_path):
     reference = _model(corpus)
     finetune(reference, ds, str(tmp_path / "a"), config, progress=False)
 
-    class Killed(Exception):
-        pass
-
-    def kill(step, loss):
-        if step == 5:
-            raise Killed
+    kill = kill_at(5)
 
     with pytest.raises(Killed):
         finetune(_model(corpus), ds, str(tmp_path / "b"), config, progress=False, on_step=kill)

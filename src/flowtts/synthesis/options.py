@@ -71,16 +71,9 @@ def _positive(value) -> bool:
 
 def check_options(options: InferenceOptions) -> None:
     """Raise ``ValueError`` naming the first option of ``options`` that is out of range."""
-    from flowtts.model.sample_checks import check_t_grid, is_int
-    from flowtts.sampling.grids import check_sway
+    from flowtts.model.sample_checks import is_int
 
-    if not is_int(options.steps) or options.steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {options.steps!r}")
-    cfg = options.cfg_strength
-    if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
-        raise ValueError(f"cfg_strength must be a finite number >= 0, got {cfg!r}")
-    if options.sway_sampling_coef is not None:
-        check_sway(options.sway_sampling_coef)
+    options.recipe()  # steps, guidance, sway and grid: the recipe's own checks
     for name in ("speed", "target_rms", "max_ref_seconds", "min_ref_seconds"):
         if not _positive(getattr(options, name)):
             raise ValueError(f"{name} must be a positive number, got {getattr(options, name)!r}")
@@ -93,5 +86,3 @@ def check_options(options: InferenceOptions) -> None:
         raise ValueError(f"batch_size must be an integer >= 1, got {options.batch_size!r}")
     if options.dtype not in (None, "float32", "bfloat16", "float16"):
         raise ValueError(f"dtype must be None, 'float32', 'bfloat16' or 'float16', got {options.dtype!r}")
-    if options.t_grid is not None:
-        check_t_grid(options.t_grid, None)
