@@ -36,9 +36,13 @@ def test_sway_formula_and_endpoints():
     assert grids.sway(t, None) is t
 
 
-def test_make_grid_composes():
-    assert torch.equal(grids.make_grid(7, use_epss=True, sway_coef=-1.0), grids.sway(grids.epss(7), -1.0))
-    assert torch.equal(grids.make_grid(7, use_epss=False), grids.uniform(7))
+def test_make_grid_gives_known_times():
+    # EPSS at 7 steps is F5-TTS's lattice 0, 2, 4, 6, 8, 16, 24, 32 (/32); uniform without EPSS.
+    assert grids.make_grid(7, use_epss=True).tolist() == [k / 32 for k in (0, 2, 4, 6, 8, 16, 24, 32)]
+    assert grids.make_grid(4, use_epss=False).tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    # Sway -1 maps t = 1/2 to 1/2 - (cos(pi/4) - 1/2) = 1 - sqrt(2)/2 and keeps both ends.
+    swayed = grids.make_grid(2, use_epss=False, sway_coef=-1.0)
+    assert swayed[0] == 0 and swayed[2] == 1 and abs(float(swayed[1]) - (1 - 2**0.5 / 2)) < 1e-6
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "4"])

@@ -16,7 +16,7 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -268,10 +268,3 @@ def collate(items: Sequence[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, to
     lens = torch.tensor([m.shape[0] for m, _ in items])
     mels = torch.nn.utils.rnn.pad_sequence([m for m, _ in items], batch_first=True)
     return mels, lens, [t for _, t in items]
-
-
-def iterate_batches(
-    dataset: MelDataset, batches: list[list[int]], start: int = 0
-) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor, list[str]]]]:
-    for k in range(start, len(batches)):
-        yield k, collate([dataset[i] for i in batches[k]])
