@@ -129,6 +129,7 @@ class CTCRecognizer(nn.Module):
             dropout=c.dropout if c.gru_layers > 1 else 0.0,
         )
         self.out = nn.Linear(2 * c.hidden, len(c.alphabet) + 1)
+        self.class_ids = {ch: i + 1 for i, ch in enumerate(c.alphabet)}  # blank is 0
         self.metadata: dict = {}
 
     @property
@@ -185,8 +186,7 @@ class CTCRecognizer(nn.Module):
 
     def encode(self, text: str) -> list[int]:
         """Class ids of ``text`` after :func:`normalize_text` (blank is 0, so the alphabet starts at 1)."""
-        table = {c: i + 1 for i, c in enumerate(self.alphabet)}
-        return [table[c] for c in normalize_text(text, self.alphabet)]
+        return [self.class_ids[c] for c in normalize_text(text, self.alphabet)]
 
     def decode(self, log_probs: torch.Tensor, lens: torch.Tensor) -> list[str]:
         """Greedy CTC decoding: best class per frame, repeats merged, blanks dropped."""

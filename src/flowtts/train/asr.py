@@ -185,6 +185,7 @@ def train_recognizer(
 
     if recognizer_config is None:
         recognizer_config = RecognizerConfig(mel=MelConfig(**dataset.info.get("mel", {})))
+    torch.manual_seed(config.seed)  # initial weights
     recognizer = CTCRecognizer(recognizer_config)
     check_dataset(dataset, recognizer, "the training data")
     if held_out is not None:
@@ -195,8 +196,6 @@ def train_recognizer(
         )
     texts = _texts(dataset)
     os.makedirs(out_dir, exist_ok=True)
-    torch.manual_seed(config.seed)  # initial weights
-    recognizer = CTCRecognizer(recognizer_config)
     mean, std = channel_statistics(dataset)
     recognizer.mel_mean.copy_(mean)
     recognizer.mel_std.copy_(std)

@@ -72,6 +72,12 @@ def save_mel_png(mel: torch.Tensor, path: str, title: str = "") -> None:
         plt.close(fig)
 
 
+def _log_rows(csv_path: str) -> list[dict]:
+    """The rows of a run's CSV log."""
+    with open(csv_path, encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
 def plot_loss_curve(
     csv_path: str, png_path: str, extra: dict | None = None, ylabel: str = "flow-matching loss"
 ) -> bool:
@@ -84,10 +90,7 @@ def plot_loss_curve(
         ylabel: The y axis's label.
     """
     plt = pyplot()
-    if plt is None:
-        return False
-    with open(csv_path, encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = _log_rows(csv_path) if plt is not None else []
     if not rows:
         return False
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -112,10 +115,7 @@ def plot_loss_curve(
 def plot_reward_curve(csv_path: str, png_path: str) -> bool:
     """Mean reward and anchor distance against step; ``False`` without matplotlib or log rows."""
     plt = pyplot()
-    if plt is None:
-        return False
-    with open(csv_path, encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = _log_rows(csv_path) if plt is not None else []
     if not rows:
         return False
     steps = [int(r["step"]) for r in rows]
