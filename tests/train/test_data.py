@@ -4,7 +4,17 @@ import os
 import pytest
 import torch
 
-from flowtts.train.data import MelDataset, build_vocab, frame_batches, prepare_dataset, read_metadata
+from flowtts.train.data import (
+    MelDataset,
+    build_vocab,
+    epoch_batches,
+    frame_batches,
+    item_text,
+    join_item,
+    pair_items,
+    prepare_dataset,
+    read_metadata,
+)
 from train.helpers import write_corpus
 
 
@@ -125,6 +135,35 @@ def test_frame_batches_respect_budget_and_are_reproducible():
     assert any(frame_batches(frames, 300, 4, seed=1, epoch=e) != batches for e in range(1, 6))
     with pytest.raises(ValueError, match="over the batch budget"):
         frame_batches(frames, 100, 4, seed=1, epoch=0)
+
+
+def test_pair_items_use_each_utterance_once_within_the_budget():
+    frames = [50, 80, 20, 200, 120, 60, 90, 30, 40, 150, 70, 110]
+    assert pair_items(frames, 0.0, 300, seed=0, epoch=0) == [(i,) for i in range(12)]
+    items = pair_items(frames, 1.0, 300, seed=0, epoch=0)
+    assert sorted(i for item in items for i in item) == list(range(12))
+    pairs = [item for item in items if len(item) == 2]
+    assert pairs and all(frames[a] + frames[b] <= 300 for a, b in pairs)
+    assert len(pairs) <= 6 and len(pair_items(frames, 0.5, 10_000, seed=0, epoch=0)) == 12 - 3
+    assert pair_items(frames, 1.0, 300, seed=0, epoch=0) == items  # resume sees the same items
+    assert any(pair_items(frames, 1.0, 300, seed=0, epoch=e) != items for e in range(1, 4))
+    batches = epoch_batches(frames, 300, 4, seed=0, epoch=0, pair_fraction=1.0)
+    assert sorted(i for b in batches for item in b for i in item) == list(range(12))
+    for b in batches:
+        assert len(b) * max(sum(frames[i] for i in item) for item in b) <= 300
+    with pytest.raises(ValueError, match="pair fraction"):
+        pair_items(frames, 1.5, 300, seed=0, epoch=0)
+
+
+def test_a_pair_item_is_both_recordings_and_their_texts_as_reference_and_new_text(tmp_path):
+    meta = write_corpus(str(tmp_path), n=3)
+    prepare_dataset(meta, None, str(tmp_path / "p"), progress=False)
+    ds = MelDataset(str(tmp_path / "p"))
+    mel, text = join_item(ds, (2, 0))
+    assert torch.equal(mel, torch.cat((ds[2][0], ds[0][0])))
+    first = ds[2][1].strip()
+    assert text == (first + " " if first.endswith(".") else first + ". ") + ds[0][1]
+    assert join_item(ds, (1,))[1] == ds[1][1] == item_text(ds, (1,), plain=True)
 
 
 def test_dataset_dir_errors(tmp_path):

@@ -64,11 +64,13 @@ def test_training_lowers_the_loss_and_writes_its_files(corpus, tmp_path, backbon
     assert type(ema.transformer) is type(model.transformer) and ema.config.backbone == backbone
 
 
-def test_kill_and_resume_gives_the_uninterrupted_parameters(corpus, tmp_path):
+@pytest.mark.parametrize("pair_fraction", [0.0, 0.5])
+def test_kill_and_resume_gives_the_uninterrupted_parameters(corpus, tmp_path, pair_fraction):
     ds = MelDataset(corpus)
     vocab = load_vocab(ds.vocab_path())
     reference = tiny_model(vocab)
-    train(reference, ds, str(tmp_path / "a"), _config(), progress=False)
+    config = _config(pair_fraction=pair_fraction, batch_frames=800 if pair_fraction else 400)
+    train(reference, ds, str(tmp_path / "a"), config, progress=False)
 
     class Killed(Exception):
         pass
@@ -79,9 +81,9 @@ def test_kill_and_resume_gives_the_uninterrupted_parameters(corpus, tmp_path):
 
     first = tiny_model(vocab)
     with pytest.raises(Killed):
-        train(first, ds, str(tmp_path / "b"), _config(), progress=False, on_step=kill)
+        train(first, ds, str(tmp_path / "b"), config, progress=False, on_step=kill)
     resumed = tiny_model(vocab, seed=99)  # fresh process: different init, everything comes from last.pt
-    summary = train(resumed, ds, str(tmp_path / "b"), _config(), progress=False)
+    summary = train(resumed, ds, str(tmp_path / "b"), config, progress=False)
     assert summary["step"] == 12
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name

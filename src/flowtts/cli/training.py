@@ -109,6 +109,7 @@ def _train(args: argparse.Namespace) -> int:
         ctc_weight=args.ctc_weight,
         ctc_min_time=args.ctc_min_time,
         recognizer=args.recognizer,
+        pair_fraction=args.pair_fraction,
     )
     summary = train(model, dataset, args.out, config, held_out=held_out, progress=not args.quiet)
     print(f"step {summary['step']}, loss {summary['loss']:.4f}, {summary['seconds']:.0f} s; weights in {args.out}")
@@ -338,6 +339,13 @@ def add_train(sub) -> None:
     )
     tr.add_argument("--ctc-min-time", type=float, default=0.5, help="the CTC term skips flow times below this")
     tr.add_argument("--recognizer", default="builtin", help="recogniser file of --ctc-weight (default: built-in)")
+    tr.add_argument(
+        "--pair-fraction",
+        type=float,
+        default=0.0,
+        help="share of utterances trained two in a row (texts joined as reference + new text), the layout "
+        "inference asks for when a reference clip is continued with another sentence (0: off)",
+    )
     tr.add_argument("--log-every", type=int, default=10)
     tr.add_argument("--seed", type=seed, default=0)
     tr.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")

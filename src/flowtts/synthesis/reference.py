@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from flowtts.synthesis.options import InferenceOptions
+from flowtts.text.units import end_reference
 
 log = logging.getLogger("flowtts")
 
@@ -64,9 +65,7 @@ def prepare_reference(model, wave: torch.Tensor, text: str, options: InferenceOp
     rms = float(wave.pow(2).mean().sqrt())
     if rms < options.target_rms:
         wave = wave * (options.target_rms / max(rms, 1e-8))
-    # F5-TTS separates the reference transcript from the new text with a sentence end.
-    if not text.endswith((". ", "。")):
-        text = text + " " if text.endswith(".") else text + ". "
+    text = end_reference(text)  # F5-TTS separates the reference transcript from the new text with a sentence end
     with torch.no_grad():
         mel = model.mel_spec(wave[None].to(model.device)).transpose(1, 2)
     return Reference(mel=mel, text=text, rms=rms, seconds=seconds)

@@ -11,3 +11,23 @@ def text_units(model, text: str):
     from flowtts.text.pinyin import vocab_units
 
     return vocab_units(text)
+
+
+def end_reference(text: str) -> str:
+    """A reference transcript ending in a sentence end, as F5-TTS separates it from the new text.
+
+    ``"Hello"`` -> ``"Hello. "``, ``"Hello."`` -> ``"Hello. "`` (surrounding space stripped first); text
+    ending in ``"。"`` is kept.
+    """
+    text = text.strip()
+    if text.endswith("。"):
+        return text
+    return text + " " if text.endswith(".") else text + ". "
+
+
+def join_texts(reference, text):
+    """What a model reads for ``text`` said after a clip of ``reference``: strings joined after
+    :func:`end_reference`; pinyin unit lists joined with a space unit between them."""
+    if isinstance(reference, str) and isinstance(text, str):
+        return end_reference(reference) + text
+    return [*reference, " ", *text]

@@ -263,6 +263,64 @@ def frame_batches(frames: Sequence[int], max_frames: int, max_samples: int, seed
     return [batches[p] for p in perm]
 
 
+def pair_items(frames: Sequence[int], fraction: float, max_frames: int, seed: int, epoch: int) -> list[tuple[int, ...]]:
+    """One epoch's training items: utterances alone, or two said one after the other.
+
+    Inference asks a model to continue a reference clip of one sentence with another sentence, over
+    the length of both; a corpus of single short sentences never shows it that layout. A ``fraction``
+    of the utterances (drawn from ``(seed, epoch)``) is paired up end to end, each utterance used once
+    per epoch; a pair longer than ``max_frames`` stays two single items.
+
+    Returns:
+        Tuples of dataset indices, singles ``(i,)`` and pairs ``(a, b)``, in dataset order of their first index.
+    """
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"the pair fraction must be in [0, 1], got {fraction}")
+    n = len(frames)
+    count = int(round(fraction * n / 2))
+    if count == 0:
+        return [(i,) for i in range(n)]
+    g = torch.Generator().manual_seed(seed * 1_000_033 + epoch + 17)
+    chosen = torch.randperm(n, generator=g)[: 2 * count].tolist()
+    items, used = [], set()
+    for a, b in zip(chosen[0::2], chosen[1::2]):
+        if frames[a] + frames[b] <= max_frames:
+            items.append((a, b))
+            used.update((a, b))
+    items += [(i,) for i in range(n) if i not in used]
+    return sorted(items)
+
+
+def item_text(dataset, item: Sequence[int], plain: bool = False):
+    """The text of a training item (:func:`pair_items`): its utterances' texts joined as a reference
+    transcript and the text said after it (:func:`flowtts.text.units.join_texts`).
+
+    ``plain``: the texts as written, not as the model reads them (pinyin units) -- what a recogniser reads.
+    """
+    from flowtts.text.units import join_texts
+
+    texts = [dataset.items[i]["text"] if plain else dataset.items[i].get("units", dataset.items[i]["text"]) for i in item]
+    text = texts[0]
+    for t in texts[1:]:
+        text = join_texts(text, t)
+    return text
+
+
+def join_item(dataset, item: Sequence[int]):
+    """``(mel, text)`` of a training item: its utterances' mels end to end and :func:`item_text`."""
+    mels = [dataset[i][0] for i in item]
+    return (mels[0] if len(mels) == 1 else torch.cat(mels)), item_text(dataset, item)
+
+
+def epoch_batches(
+    frames: Sequence[int], max_frames: int, max_samples: int, seed: int, epoch: int, pair_fraction: float = 0.0
+) -> list[list[tuple[int, ...]]]:
+    """The batches of items (:func:`pair_items`) of one epoch, packed by :func:`frame_batches`."""
+    items = pair_items(frames, pair_fraction, max_frames, seed, epoch)
+    item_frames = [sum(frames[i] for i in item) for item in items]
+    return [[items[k] for k in batch] for batch in frame_batches(item_frames, max_frames, max_samples, seed, epoch)]
+
+
 def collate(items: Sequence[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Pad mels to the longest: ``(mels (b, n, d), lens (b,), texts)``."""
     lens = torch.tensor([m.shape[0] for m, _ in items])

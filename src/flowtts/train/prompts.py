@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from flowtts.text.units import join_texts
 from flowtts.train.data import MelDataset
 
 
@@ -72,14 +73,6 @@ def draw_prompts(dataset: MelDataset, indices: list[int], num_channels: int, con
     durations = torch.tensor(durations)
     noise = torch.randn((len(indices), int(durations.max()), num_channels), generator=generator)
     return Prompts(cond=cond, lens=torch.tensor(lens), texts=texts, durations=durations, noise=noise, data=data)
-
-
-def join_texts(reference: str, text: str) -> str:
-    """The text a model reads for ``text`` said after a clip of ``reference`` (F5-TTS's separator rule)."""
-    reference = reference.strip()
-    if not reference.endswith((". ", "。")):
-        reference = reference + " " if reference.endswith(".") else reference + ". "
-    return reference + text
 
 
 def draw_pair_prompts(dataset: MelDataset, pairs: list[tuple[int, int]], num_channels: int, generator) -> Prompts:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from flowtts.train import distributed as dist_utils
-from flowtts.train.data import MelDataset, collate, frame_batches
+from flowtts.train.data import MelDataset, collate, epoch_batches, item_text, join_item
 from flowtts.utils.files import atomic_output
 from flowtts.utils.plotting import plot_loss_curve, pyplot, save_figure  # noqa: F401 -- their home before
 
@@ -68,6 +68,7 @@ class TrainConfig:
     ctc_weight: float = 0.0  # weight of the recogniser's CTC loss on the one-step estimate of the clean mel
     ctc_min_time: float = 0.5  # the CTC term is taken on rows whose flow time is at least this
     recognizer: str = "builtin"  # recogniser file of the CTC term
+    pair_fraction: float = 0.0  # share of utterances trained two in a row, as inference continues a reference
 
     def __post_init__(self):
         for name in ("steps", "batch_frames", "max_samples", "save_every", "log_every", "grad_accum"):
@@ -83,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not self.ctc_weight >= 0:
             raise ValueError(f"ctc_weight must be >= 0, got {self.ctc_weight}")
+        if not 0 <= self.pair_fraction <= 1:
+            raise ValueError(f"pair_fraction must be in [0, 1], got {self.pair_fraction}")
         if not 0 <= self.ctc_min_time < 1:
             raise ValueError(f"ctc_min_time must be in [0, 1), got {self.ctc_min_time}")
 
@@ -282,7 +285,6 @@ def train(
 
         recognizer = load_recognizer(config.recognizer, device).requires_grad_(False)
         recognizer.check_fits(mel_config_of(model), "the model")
-        plain_texts = [it["text"] for it in dataset.items]
 
     frames = dataset.frames
     if max(frames) > config.batch_frames:
@@ -325,13 +327,18 @@ def train(
             mel, text = (held_out if held_out is not None and len(held_out) else dataset)[0]
             log_sample(ema, mel, text, out_dir, step, seed=config.seed)
 
-    batches = frame_batches(frames, config.batch_frames, config.max_samples, config.seed, epoch)
+    def batches_of(epoch: int) -> list[list[tuple[int, ...]]]:
+        return epoch_batches(
+            frames, config.batch_frames, config.max_samples, config.seed, epoch, config.pair_fraction
+        )
 
-    def next_batch() -> list[int]:
+    batches = batches_of(epoch)
+
+    def next_batch() -> list[tuple[int, ...]]:
         nonlocal epoch, batch_in_epoch, batches
         while batch_in_epoch >= len(batches):
             epoch, batch_in_epoch = epoch + 1, 0
-            batches = frame_batches(frames, config.batch_frames, config.max_samples, config.seed, epoch)
+            batches = batches_of(epoch)
         batch_in_epoch += 1
         return batches[batch_in_epoch - 1]
 
@@ -342,7 +349,7 @@ def train(
             loss_sums, ctc_sums = [], []
             for micro in range(accum):
                 indices = next_batch()
-                mels, lens, texts = collate([dataset[i] for i in indices])
+                mels, lens, texts = collate([join_item(dataset, item) for item in indices])
                 mels, lens = mels.to(device), lens.to(device)
                 draw_index = step * accum + micro  # one random stream per micro-batch (= step without accumulation)
                 generator = _step_generator(config.seed, draw_index, device)
@@ -376,7 +383,7 @@ def train(
                             recognizer,
                             mels[rows],
                             lens[rows],
-                            [plain_texts[indices[r]] for r in rows],
+                            [item_text(dataset, indices[r], plain=True) for r in rows],
                             local_draws,
                             pred,
                             config.ctc_min_time,
