@@ -299,7 +299,8 @@ def item_text(dataset, item: Sequence[int], plain: bool = False):
     """
     from flowtts.text.units import join_texts
 
-    texts = [dataset.items[i]["text"] if plain else dataset.items[i].get("units", dataset.items[i]["text"]) for i in item]
+    rows = [dataset.items[i] for i in item]
+    texts = [row["text"] if plain else row.get("units", row["text"]) for row in rows]
     text = texts[0]
     for t in texts[1:]:
         text = join_texts(text, t)

@@ -328,9 +328,7 @@ def train(
             log_sample(ema, mel, text, out_dir, step, seed=config.seed)
 
     def batches_of(epoch: int) -> list[list[tuple[int, ...]]]:
-        return epoch_batches(
-            frames, config.batch_frames, config.max_samples, config.seed, epoch, config.pair_fraction
-        )
+        return epoch_batches(frames, config.batch_frames, config.max_samples, config.seed, epoch, config.pair_fraction)
 
     batches = batches_of(epoch)
 
