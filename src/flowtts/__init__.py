@@ -20,6 +20,7 @@ _EXPORTS = {
     "load": "flowtts.checkpoints.loader",
     "load_recognizer": "flowtts.eval.recognizer",
     "save": "flowtts.checkpoints.loader",
+    "quantize": "flowtts.model.quantize",
     "build_model": "flowtts.model.build",
     "PRESETS": "flowtts.config",
     "ModelConfig": "flowtts.config",
@@ -37,6 +38,7 @@ __all__ = [
     "integrate",
     "load",
     "load_recognizer",
+    "quantize",
     "save",
 ]
 
@@ -49,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from flowtts.model.cfm import CFM
     from flowtts.model.dit import DiT
     from flowtts.model.mel import MelSpec
+    from flowtts.model.quantize import quantize
     from flowtts.model.unett import UNetT
     from flowtts.sampling.solvers import integrate
 

@@ -40,6 +40,7 @@ class F5TTS:
         device: Default: CUDA when available, else CPU.
         hf_cache_dir: Upstream's download cache; accepted so upstream calls run unchanged, and unused:
             flowtts downloads nothing (weights come from ``model``/``ckpt_file`` on disk).
+        quantize: ``"int8"``: the network's matrix products in int8 (CPU only; see :func:`flowtts.quantize`).
 
     Raises:
         ValueError: A preset name without ``ckpt_file`` (there is nothing to download it from), or an
@@ -57,6 +58,7 @@ class F5TTS:
         vocoder_local_path: str | os.PathLike | None = None,
         device: str | torch.device | None = None,
         hf_cache_dir: str | os.PathLike | None = None,
+        quantize: str | None = None,
     ):
         from flowtts.audio.vocoders import load_vocoder
         from flowtts.checkpoints.loader import load
@@ -75,7 +77,9 @@ class F5TTS:
         else:
             path, preset = model, None
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.ema_model = load(path, preset=preset, vocab=vocab_file or None, use_ema=use_ema, device=self.device)
+        self.ema_model = load(
+            path, preset=preset, vocab=vocab_file or None, use_ema=use_ema, device=self.device, quantize=quantize
+        )
         self.ema_model.odeint_kwargs = {"method": ode_method}
         self.vocoder = load_vocoder(self.ema_model.mel_spec, vocoder_local_path)  # runs on the CPU
         self.target_sample_rate = self.ema_model.mel_spec.target_sample_rate

@@ -64,6 +64,11 @@ def save(model, path: str | os.PathLike, *, dtype: str | torch.dtype | None = No
     """
     from safetensors.torch import save_file
 
+    if getattr(model, "quantized", None) is not None:
+        raise ValueError(
+            f"a quantised ({model.quantized}) model is not saved: save the float32 model and quantise it when "
+            "loading (flowtts.load(path, quantize='int8'))"
+        )
     config = getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
         raise ValueError("model has no flowtts ModelConfig (build it with build_model or load it with flowtts.load)")
@@ -118,6 +123,7 @@ def load(
     use_ema: bool = True,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype | None = None,
+    quantize: str | None = None,
 ):
     """Load a model: a flowtts file, an official F5-TTS checkpoint, or ``"builtin"``.
 
@@ -132,6 +138,8 @@ def load(
         use_ema: Take the EMA weights of a ``.pt`` training checkpoint.
         device: Target device.
         dtype: ``"float32"`` (default, whatever the file stores), ``"float16"`` or ``"bfloat16"``.
+        quantize: ``"int8"``: run the backbone's matrix products in int8 on CPU, for inference only
+            (:func:`flowtts.model.quantize.quantize`); needs ``device="cpu"`` and float32.
 
     Returns:
         A :class:`flowtts.CFM` in eval mode, with ``config`` (and ``preset`` for official files).
@@ -149,6 +157,13 @@ def load(
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file not found: {path}")
     dtype = resolve_dtype(dtype)
+    if quantize is not None:
+        from flowtts.model.quantize import MODES
+
+        if quantize not in MODES:
+            raise ValueError(f"quantize must be one of {MODES} or None, got {quantize!r}")
+        if torch.device(device).type != "cpu" or dtype not in (None, torch.float32):
+            raise ValueError(f"quantize={quantize!r} runs on CPU in float32; got device={device}, dtype={dtype}")
 
     metadata = read_metadata(path)
     if metadata is not None:
@@ -203,7 +218,12 @@ def load(
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(f"{path}: {describe(result.missing_keys, result.unexpected_keys, [])}")
     model.preset = name
-    return model.to(device=device, dtype=target_dtype).eval()
+    model = model.to(device=device, dtype=target_dtype).eval()
+    if quantize is not None:
+        from flowtts.model.quantize import quantize as quantize_model
+
+        model = quantize_model(model, quantize, inplace=True)
+    return model
 
 
 def builtin_reference(text: str | None = None) -> tuple[str, str]:

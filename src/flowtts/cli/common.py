@@ -109,7 +109,13 @@ def load_model(args: argparse.Namespace):
                 print(f"--model_cfg ignored: {args.model} carries its own architecture", file=sys.stderr)
         else:
             preset = config
-    model = load(args.model, preset=preset, vocab=args.vocab, device=getattr(args, "device", None) or "cpu")
+    model = load(
+        args.model,
+        preset=preset,
+        vocab=args.vocab,
+        device=getattr(args, "device", None) or "cpu",
+        quantize=getattr(args, "quantize", None),
+    )
     if getattr(model, "preset", None) and args.preset is None and not getattr(args, "quiet", False):
         print(f"using preset {model.preset} (matched by parameter shapes)", file=sys.stderr)
     return model
@@ -146,6 +152,15 @@ def add_architecture_options(parser: argparse.ArgumentParser) -> None:
         help="F5-TTS model config (configs/*.yaml) of an official checkpoint's architecture",
     )
     parser.add_argument("-v", "--vocab", "--vocab_file", help="vocab.txt the official checkpoint was trained with")
+
+
+def add_quantize_option(parser: argparse.ArgumentParser) -> None:
+    """``--quantize int8``: the backbone's matrix products in int8 on CPU (inference only)."""
+    parser.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="run the network's matrix products in int8 on CPU (faster; see benchmarks/sample_speed.py)",
+    )
 
 
 def start_run(args: argparse.Namespace) -> None:

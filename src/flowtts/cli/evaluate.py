@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from flowtts.cli.common import DTYPE_CHOICES, UserError, sampling_options, seed
+from flowtts.cli.common import DTYPE_CHOICES, UserError, add_quantize_option, sampling_options, seed
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -47,7 +47,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     recognizer = _judge(args.recognizer)
     scores, first = [], None
     for spec in args.model:
-        model = load(spec, preset=args.preset, vocab=args.vocab, device=args.device or "cpu")
+        model = load(
+            spec, preset=args.preset, vocab=args.vocab, device=args.device or "cpu", quantize=args.quantize
+        )
         rate = model.mel_spec.target_sample_rate
         options = sampling_options(model, args)
         cache = {}
@@ -165,6 +167,7 @@ def add_eval(sub) -> None:
     ev.add_argument("--cfg", "--cfg_strength", type=float, help="default 2, or a distilled student's own")
     ev.add_argument("--sway", "--sway_sampling_coef", type=float)
     ev.add_argument("--dtype", choices=DTYPE_CHOICES)
+    add_quantize_option(ev)
     ev.add_argument("--seed", type=seed, default=0, help="sentence i uses seed + i")
     ev.add_argument("--vocoder-path", help="local Vocos directory (default: Griffin-Lim)")
     ev.add_argument(

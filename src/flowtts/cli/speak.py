@@ -11,6 +11,7 @@ from flowtts.cli.common import (
     DTYPE_CHOICES,
     UserError,
     add_architecture_options,
+    add_quantize_option,
     chosen_seed,
     inference_seed,
     load_model,
@@ -387,6 +388,7 @@ def add_infer(sub) -> None:
         "-p", "--ckpt_file", "--ckpt-file", dest="ckpt_file", help="the checkpoint (upstream's spelling)"
     )
     add_architecture_options(infer)
+    add_quantize_option(infer)
     infer.add_argument("-r", "--ref-audio", "--ref_audio", help="reference clip (any format soundfile reads)")
     infer.add_argument(
         "-s",
@@ -484,6 +486,7 @@ def add_edit(sub) -> None:
     ed.add_argument("-o", "--output", default="edited.wav")
     ed.add_argument("--model", "--ckpt_file", default="builtin", help="flowtts or F5-TTS checkpoint, or 'builtin'")
     add_architecture_options(ed)
+    add_quantize_option(ed)
     ed.add_argument("--steps", "--nfe_step", type=int, help="solver steps (default 32, or a student's own)")
     ed.add_argument("--cfg", "--cfg_strength", type=float, help="guidance strength (default 2, or a student's own)")
     ed.add_argument("--sway", "--sway_sampling_coef", type=float, help="sway sampling coefficient (default -1)")
@@ -506,6 +509,7 @@ def add_serve(sub) -> None:
     sv.add_argument("-m", "--model", help="model file, builtin (default) or builtin:student")
     sv.add_argument("-p", "--ckpt_file", help="checkpoint (upstream's spelling; then --model names its architecture)")
     add_architecture_options(sv)
+    add_quantize_option(sv)
     sv.add_argument("-r", "--ref-audio", "--ref_audio", help="reference clip (default: the built-in one)")
     sv.add_argument("-s", "--ref-text", "--ref_text", help="its transcript")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")

@@ -228,6 +228,13 @@ class CFM(nn.Module):
             max_duration=max_duration,
             vocoder=vocoder,
         )
+        if getattr(self, "quantized", None) is not None:
+            from flowtts.model.quantize import refuse_quantized
+
+            if not cache:
+                refuse_quantized(self, "sample(cache=False), the differentiable path")
+            if dtype not in (None, "float32", torch.float32):
+                raise ValueError(f"dtype={dtype!r}: a quantised model samples with float32 activations (dtype=None)")
         autocast = self._autocast(dtype)
 
         with torch.set_grad_enabled(not cache):
@@ -422,6 +429,10 @@ class CFM(nn.Module):
         Returns:
             ``(loss, cond, pred)``: the squared error on the span, the masked prompt, the prediction.
         """
+        if getattr(self, "quantized", None) is not None:
+            from flowtts.model.quantize import refuse_quantized
+
+            refuse_quantized(self, "training (the flow-matching loss)")
         if not torch.is_tensor(inp) or not inp.is_floating_point() or inp.ndim not in (2, 3):
             raise ValueError("inp must be a floating mel (b, n, d) or wave (b, nw) tensor")
         if reduction not in ("mean", "sum"):

@@ -32,7 +32,7 @@ class Conditioning:
     inputs: torch.Tensor
     mask: torch.Tensor | None
     rope: tuple[torch.Tensor, torch.Tensor]
-    qkv: list[tuple[torch.Tensor, torch.Tensor]]
+    qkv: list[tuple[torch.Tensor, torch.Tensor] | torch.nn.Module]
     branches: int
     attn_mask_enabled: bool | None
 

@@ -119,8 +119,12 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(dim_head) if qk_norm == "rms_norm" else None
         self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(dropout)])
 
-    def fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Query, key and value projections stacked into one weight and bias (differentiable)."""
+    def fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor] | nn.Module:
+        """Query, key and value projections stacked into one weight and bias (differentiable); for a
+        quantised model (:mod:`flowtts.model.quantize`) its stacked int8 layer ``to_qkv``."""
+        fused = getattr(self, "to_qkv", None)
+        if fused is not None:
+            return fused
         weight = torch.cat((self.to_q.weight, self.to_k.weight, self.to_v.weight))
         bias = torch.cat((self.to_q.bias, self.to_k.bias, self.to_v.bias))
         return weight, bias
@@ -137,7 +141,7 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         attn_mask_enabled: bool | None = None,
-        qkv_weight: tuple[torch.Tensor, torch.Tensor] | None = None,
+        qkv_weight: tuple[torch.Tensor, torch.Tensor] | nn.Module | None = None,
     ) -> torch.Tensor:
         """Attend over ``x`` (``b n d``).
 
@@ -145,7 +149,9 @@ class Attention(nn.Module):
         (a sampler computes it once per call and reuses it at every step).
         """
         b, n, _ = x.shape
-        if qkv_weight is not None:
+        if isinstance(qkv_weight, nn.Module):
+            q, k, v = qkv_weight(x).chunk(3, dim=-1)
+        elif qkv_weight is not None:
             q, k, v = F.linear(x, *qkv_weight).chunk(3, dim=-1)
         else:
             q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
