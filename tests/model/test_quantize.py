@@ -24,7 +24,9 @@ def test_int8_layers_are_the_backbones_products_and_the_rest_stays_float32():
     depth, conv_layers = len(q.transformer.transformer_blocks), len(q.transformer.text_embed.text_blocks)
     assert len(int8) == 4 * depth + 2 * conv_layers, sorted(int8)
     assert not quantizable_layers(q.transformer)  # nothing left to quantise
-    assert all(name.endswith(("to_qkv", "to_out.0", "ff.ff.0.0", "ff.ff.2", "pwconv1", "pwconv2")) for name in int8), int8
+    assert all(name.endswith(("to_qkv", "to_out.0", "ff.ff.0.0", "ff.ff.2", "pwconv1", "pwconv2")) for name in int8), (
+        int8
+    )
     for kept in ("time_embed", "proj_out", "norm_out", "attn_norm", "input_embed.proj"):
         assert not any(name.startswith(kept) or f".{kept}" in name for name in int8), kept
     assert all(p.dtype == torch.float32 for p in q.parameters())

@@ -23,23 +23,13 @@ from flowtts.checkpoints.official import (
     vocab_size_of,
 )
 from flowtts.config import ModelConfig, get_preset
+from flowtts.utils.dtypes import resolve_dtype
 from flowtts.utils.files import atomic_output
 
 log = logging.getLogger("flowtts")
 
 FORMAT = "flowtts"
 FORMAT_VERSION = "1"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """``"float32"``/``"float16"``/``"bfloat16"`` (or a torch dtype, or ``None``) -> torch dtype."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return DTYPES[dtype]
-    except KeyError:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}") from None
 
 
 def builtin_path(name: str) -> str:

@@ -6,12 +6,14 @@ import argparse
 import os
 import sys
 
+from flowtts.utils.dtypes import DTYPE_NAMES
+
 
 class UserError(Exception):
     """An error caused by the user's input: reported as one line, exit status 2, no traceback."""
 
 
-DTYPE_CHOICES = ["float32", "bfloat16", "float16"]
+DTYPE_CHOICES = list(DTYPE_NAMES)
 
 
 def numbers(value: str) -> tuple[float, ...]:

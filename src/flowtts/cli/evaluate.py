@@ -47,9 +47,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     recognizer = _judge(args.recognizer)
     scores, first = [], None
     for spec in args.model:
-        model = load(
-            spec, preset=args.preset, vocab=args.vocab, device=args.device or "cpu", quantize=args.quantize
-        )
+        model = load(spec, preset=args.preset, vocab=args.vocab, device=args.device or "cpu", quantize=args.quantize)
         rate = model.mel_spec.target_sample_rate
         options = sampling_options(model, args)
         cache = {}

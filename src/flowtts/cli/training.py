@@ -100,7 +100,7 @@ def _train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         log_every=args.log_every,
         seed=args.seed,
-        bf16=args.bf16,
+        dtype=args.dtype or ({True: "bfloat16", False: "float32"}.get(args.bf16)),
         isolate_batch=args.isolate_batch,
         grad_accum=args.grad_accum,
         snapshot_every=args.snapshot_every,
@@ -348,7 +348,10 @@ def add_train(sub) -> None:
     )
     tr.add_argument("--log-every", type=int, default=10)
     tr.add_argument("--seed", type=seed, default=0)
-    tr.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    tr.add_argument(
+        "--dtype", choices=DTYPE_CHOICES, help="autocast dtype of the network (default: bfloat16 on CUDA, else float32)"
+    )
+    tr.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="--dtype bfloat16 / float32")
     tr.add_argument("--isolate-batch", action="store_true", help="mask padding in attention (slower)")
     tr.add_argument("--threads", type=int)
     tr.add_argument("-q", "--quiet", action="store_true")

@@ -319,11 +319,9 @@ class CFM(nn.Module):
         """Autocast context for ``dtype`` on this model's device (a no-op for float32/None)."""
         import contextlib
 
-        names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-        if isinstance(dtype, str):
-            if dtype not in names:
-                raise ValueError(f"dtype must be one of {tuple(names)}, got {dtype!r}")
-            dtype = names[dtype]
+        from flowtts.utils.dtypes import resolve_dtype
+
+        dtype = resolve_dtype(dtype)
         if dtype is None or dtype == torch.float32:
             return contextlib.nullcontext()
         if dtype not in (torch.bfloat16, torch.float16):

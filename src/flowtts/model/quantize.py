@@ -111,8 +111,7 @@ def choose_engine(engine: str | None = None) -> str:
         engine = "onednn" if has_amx_int8() and "onednn" in engines else torch.backends.quantized.engine
     if engine not in ("x86", "fbgemm", "onednn") or engine not in engines:
         raise ValueError(
-            f"int8 needs torch's x86, fbgemm or onednn quantised engine; got {engine!r} "
-            f"(this build has {engines})"
+            f"int8 needs torch's x86, fbgemm or onednn quantised engine; got {engine!r} (this build has {engines})"
         )
     return engine
 
@@ -161,7 +160,10 @@ def quantize(model, mode: str = "int8", *, inplace: bool = False, engine: str | 
             warnings.filterwarnings("ignore", category=UserWarning)
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             quantize_dynamic(
-                model.transformer, {name: per_channel_dynamic_qconfig for name in names}, dtype=torch.qint8, inplace=True
+                model.transformer,
+                {name: per_channel_dynamic_qconfig for name in names},
+                dtype=torch.qint8,
+                inplace=True,
             )
     finally:
         torch.backends.quantized.engine = default_engine

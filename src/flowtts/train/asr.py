@@ -10,10 +10,8 @@ stretch (speaking rate), a level shift of the log-mel, and SpecAugment's frequen
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -23,16 +21,8 @@ import torch.nn.functional as F
 from flowtts.eval.recognizer import CTCRecognizer, RecognizerConfig, normalize_text, save_recognizer
 from flowtts.eval.wer import edit_distance, word_error_rate
 from flowtts.train.data import MelDataset, collate, frame_batches
-from flowtts.train.trainer import (
-    append_log,
-    load_checkpoint,
-    lr_factor,
-    optimizer_step,
-    progress_bar,
-    restore,
-    save_checkpoint,
-    start_log,
-)
+from flowtts.train.distributed import DistEnv
+from flowtts.train.loop import LoopSettings, TrainingLoop
 
 LOG_COLUMNS = ["step", "epoch", "loss", "lr", "grad_norm", "heldout_loss", "cer", "wer", "elapsed_s"]
 
@@ -51,6 +41,7 @@ class ASRConfig:
     ema_decay: float = 0.995
     save_every: int = 200
     eval_every: int = 200
+    log_every: int = 1
     seed: int = 0
     stretch: tuple[float, float] = (0.75, 1.3)  # range of the time-stretch factor (1, 1: off)
     level: float = 0.5  # largest log-mel level shift
@@ -195,102 +186,80 @@ def train_recognizer(
             f"the longest utterance stretched by {config.stretch[1]} does not fit batch_frames={config.batch_frames}"
         )
     texts = _texts(dataset)
-    os.makedirs(out_dir, exist_ok=True)
     mean, std = channel_statistics(dataset)
     recognizer.mel_mean.copy_(mean)
     recognizer.mel_std.copy_(std)
     recognizer.train()
-    ema = copy.deepcopy(recognizer).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(recognizer.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
-    step, epoch, batch_in_epoch = 0, 0, 0
-    ckpt = os.path.join(out_dir, "last.pt")
-    if os.path.exists(ckpt):
-        if json.loads(load_checkpoint(ckpt)["recognizer_config"]) != recognizer_config.to_dict():
-            raise ValueError(f"{ckpt} was written for another recogniser architecture; use a new --out directory")
-        state = restore(ckpt, {"model": recognizer, "ema": ema, "optimizer": optimizer, "scheduler": scheduler})
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-    csv_path = os.path.join(out_dir, "asr_log.csv")
-    start_log(csv_path, LOG_COLUMNS, 0)
-    bar = progress_bar(progress, config.steps, step, "training recogniser")
-    stop = min(config.steps, stop_at) if stop_at is not None else config.steps
-    start = time.perf_counter()
-    last_loss, figures = float("nan"), {}
-    batches = frame_batches(
-        dataset.frames, int(config.batch_frames / config.stretch[1]), config.max_samples, config.seed, epoch
-    )
+    position = {"epoch": 0, "batch_in_epoch": 0}
+    figures = {}
 
-    def checkpoint() -> None:
-        state = {
-            "model": recognizer.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "epoch": epoch,
-            "batch_in_epoch": batch_in_epoch,
-            "recognizer_config": json.dumps(recognizer_config.to_dict()),
-            "asr_config": json.dumps(asdict(config)),
-        }
-        save_checkpoint(ckpt, state)
-        extra = {"step": step, "asr_config": asdict(config), "data": os.path.abspath(dataset.directory)}
+    def write_files() -> None:
+        extra = {"step": loop.step, "asr_config": asdict(config), "data": os.path.abspath(dataset.directory)}
         if figures:
             extra["heldout"] = {k: figures[k] for k in ("loss", "cer", "wer")}
-        save_recognizer(ema, os.path.join(out_dir, "recognizer.safetensors"), extra=extra)
+        save_recognizer(loop.ema, os.path.join(out_dir, "recognizer.safetensors"), extra=extra)
 
-    try:
-        while step < stop:
-            while batch_in_epoch >= len(batches):
-                epoch, batch_in_epoch = epoch + 1, 0
-                batches = frame_batches(
-                    dataset.frames, int(config.batch_frames / config.stretch[1]), config.max_samples, config.seed, epoch
-                )
-            indices = batches[batch_in_epoch]
-            batch_in_epoch += 1
+    loop = TrainingLoop(
+        recognizer,
+        out_dir,
+        LoopSettings.of(config),
+        log_file="asr_log.csv",
+        log_columns=LOG_COLUMNS,
+        write_files=write_files,
+        identity={"recognizer_config": (json.dumps(recognizer_config.to_dict()), "recogniser architecture")},
+        state=lambda: {**position, "asr_config": json.dumps(asdict(config))},
+        desc="training recogniser",
+        progress=progress,
+        stop_at=stop_at,
+        max_seconds=max_seconds,
+        on_step=on_step,
+        env=DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")),
+    )
+    if loop.resumed:
+        position = {key: loop.resumed[key] for key in position}
+
+    def batches_of(epoch: int) -> list[list[int]]:
+        budget = int(config.batch_frames / config.stretch[1])
+        return frame_batches(dataset.frames, budget, config.max_samples, config.seed, epoch)
+
+    batches = batches_of(position["epoch"])
+    last_loss = float("nan")
+    with loop:
+        while loop.running():
+            while position["batch_in_epoch"] >= len(batches):
+                position["epoch"], position["batch_in_epoch"] = position["epoch"] + 1, 0
+                batches = batches_of(position["epoch"])
+            indices = batches[position["batch_in_epoch"]]
+            position["batch_in_epoch"] += 1
             mels, lens, _ = collate([dataset[i] for i in indices])
-            g = torch.Generator().manual_seed(config.seed * 7_919 + step)
+            g = torch.Generator().manual_seed(config.seed * 7_919 + loop.step)
             mels, lens = augment(mels, lens, config, g)
-            torch.manual_seed(config.seed * 104_729 + step)  # dropout
+            torch.manual_seed(config.seed * 104_729 + loop.step)  # dropout
             loss_rows, scored = recognizer.ctc_loss(mels, lens, [texts[i] for i in indices])
             loss = loss_rows[scored].mean() if bool(scored.any()) else loss_rows.sum()
-            grad_norm = optimizer_step(loss, recognizer, optimizer, scheduler, ema, config.grad_clip, config.ema_decay)
-            step += 1
+            grad_norm = loop.update(loss)
             last_loss = float(loss.detach())
-            if on_step is not None:
-                on_step(step, last_loss)
             row = {
-                "step": step,
-                "epoch": epoch,
+                "step": loop.step,
+                "epoch": position["epoch"],
                 "loss": f"{last_loss:.4f}",
-                "lr": f"{scheduler.get_last_lr()[0]:.3e}",
+                "lr": f"{loop.lr:.3e}",
                 "grad_norm": f"{grad_norm:.3f}",
-                "heldout_loss": "",
-                "cer": "",
-                "wer": "",
             }
-            if held_out is not None and (step % config.eval_every == 0 or step == stop):
-                figures = evaluate_recognizer(ema, held_out)
+            if held_out is not None and (loop.step % config.eval_every == 0 or loop.step == loop.stop):
+                figures = evaluate_recognizer(loop.ema, held_out)
                 row.update(
                     heldout_loss=f"{figures['loss']:.4f}", cer=f"{figures['cer']:.4f}", wer=f"{figures['wer']:.4f}"
                 )
-            row["elapsed_s"] = f"{time.perf_counter() - start:.1f}"
-            append_log(csv_path, [row[c] for c in LOG_COLUMNS])
-            if bar is not None:
-                bar.set_postfix(loss=f"{last_loss:.3f}", **({"cer": f"{figures['cer']:.3f}"} if figures else {}))
-                bar.update(1)
-            over = max_seconds is not None and time.perf_counter() - start > max_seconds
-            if step % config.save_every == 0 or step == stop or over:
-                checkpoint()
-            if over:
-                break
-    finally:
-        if bar is not None:
-            bar.close()
+            row["elapsed_s"] = f"{loop.seconds:.1f}"
+            loop.log(row)
+            loop.end_step(last_loss, loss=f"{last_loss:.3f}", **({"cer": f"{figures['cer']:.3f}"} if figures else {}))
+            loop.checkpoint_if_due()
     return {
-        "step": step,
+        "step": loop.step,
         "loss": last_loss,
         "cer": figures.get("cer"),
         "wer": figures.get("wer"),
-        "seconds": time.perf_counter() - start,
-        "finished": step >= config.steps,
+        "seconds": loop.seconds,
+        "finished": loop.finished,
     }

@@ -43,7 +43,6 @@ Randomness is derived from ``(seed, step)`` and drawn for the global batch, as i
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import inspect
@@ -56,24 +55,13 @@ import torch
 
 from flowtts.train import distributed as dist_utils
 from flowtts.train.data import MelDataset
+from flowtts.train.loop import LoopSettings, TrainingLoop, append_log, start_log
 from flowtts.train.prompts import Prompts, draw_prompts, generated_distance, sample_with, solve
 from flowtts.train.teacher_pool import load_or_build, teacher_states
-from flowtts.train.trainer import (
-    append_log,
-    lr_factor,
-    optimizer_step,
-    out_of_time,
-    plot_loss_curve,
-    progress_bar,
-    pyplot,
-    restore,
-    save_checkpoint,
-    save_figure,
-    start_log,
-)
+from flowtts.utils.dtypes import DTYPE_NAMES
+from flowtts.utils.plotting import plot_loss_curve, pyplot, save_figure
 
 GRIDS = ("uniform", "epss", "sway", "custom")
-DTYPES = ("float32", "bfloat16", "float16")
 SEGMENT_STARTS = ("teacher", "student", "both")
 LOG_COLUMNS = ["step", "loss", "lr", "grad_norm", "seconds_per_step", "elapsed_s"]
 EVAL_COLUMNS = ["step", "distance", "best_distance", "best_step"]
@@ -139,8 +127,8 @@ class DistillConfig:
             )
         if self.segment_start not in SEGMENT_STARTS:
             raise ValueError(f"segment_start must be one of {SEGMENT_STARTS}, got {self.segment_start!r}")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES} (or None for float32), got {self.dtype!r}")
+        if self.dtype is not None and self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"dtype must be one of {DTYPE_NAMES} (or None for float32), got {self.dtype!r}")
         if self.teacher_pool < 0:
             raise ValueError(f"teacher_pool must be >= 0 (0: no pool), got {self.teacher_pool}")
         if self.learn_times and (self.velocity_steps or self.segment_steps):
@@ -434,67 +422,23 @@ def distill(
         os.makedirs(out_dir, exist_ok=True)
     teacher.to(device).eval().requires_grad_(False)
     student.to(device).train(config.student_dropout)
-    ema = copy.deepcopy(student).eval().requires_grad_(False)
     times = LearnedTimes(config.student_grid_times()).to(device) if config.learn_times else None
     groups = [{"params": list(student.parameters())}]
     if times is not None:
         groups.append({"params": list(times.parameters()), "lr": config.times_lr, "weight_decay": 0.0})
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
-    step = 0
-    ckpt = os.path.join(out_dir, "last.pt")
-    if os.path.exists(ckpt):
-        parts = {"student": student, "ema": ema, "optimizer": optimizer, "scheduler": scheduler}
-        if times is not None:
-            parts["times"] = times
-        step = restore(ckpt, parts)["step"]
-    recognizer = None
-    if config.ctc_weight > 0:
-        from flowtts.eval.recognizer import load_recognizer
-        from flowtts.train.reward import mel_config_of
-
-        recognizer = load_recognizer(config.recognizer, device).requires_grad_(False)
-        recognizer.check_fits(mel_config_of(student), "the student")
-    loss_module = dist_utils.wrap(_StudentLoss(student, config, times, recognizer), env)
 
     def recorded() -> DistillConfig:  # the settings the student samples with (a learned grid: today's)
         return times.recorded(config) if times is not None else config
 
     csv_path = os.path.join(out_dir, "distill_log.csv")
-    start_log(csv_path, LOG_COLUMNS, rank)
-    bar = progress_bar(progress and rank == 0, config.steps, step, "distilling")
-    grid = config.student_grid_times().tolist()
-    pool = None
-    if config.teacher_pool:
-        pool_path = os.path.join(out_dir, "teacher_pool.pt")
-        pool = load_or_build(pool_path, teacher, dataset, config, config.teacher_pool, env, progress=progress)
     evaluator = None
-    if eval_every and rank == 0:
-        evaluator = HeldOutEval(teacher, eval_prompts, config, out_dir)
-        if step == 0:  # where the student starts
-            evaluator(ema, 0, recorded())
-    start = time.perf_counter()
-    last = float("nan")
 
-    def checkpoint():
-        if rank != 0:
-            return
-        state = {
-            "student": student.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "distill_config": json.dumps(asdict(config)),
-        }
-        if times is not None:
-            state["times"] = times.state_dict()
-        save_checkpoint(ckpt, state)
+    def write_files():
         save_model(
-            ema,
+            loop.ema,
             os.path.join(out_dir, "student.safetensors"),
             extra={
-                "step": step,
+                "step": loop.step,
                 "distill_config": json.dumps(asdict(recorded())),
                 **recorded().student_recipe().to_metadata(),
             },
@@ -506,9 +450,44 @@ def distill(
             ylabel="squared log-mel distance to the teacher",
         )
 
-    try:
-        while step < config.steps:
-            t0 = time.perf_counter()
+    loop = TrainingLoop(
+        student,
+        out_dir,
+        LoopSettings.of(config),
+        log_file="distill_log.csv",
+        log_columns=LOG_COLUMNS,
+        write_files=write_files,
+        name="student",
+        param_groups=groups,
+        parts={"times": times} if times is not None else {},
+        state=lambda: {"distill_config": json.dumps(asdict(config))},
+        desc="distilling",
+        progress=progress,
+        max_seconds=max_seconds,
+        on_step=on_step,
+        env=env,
+    )
+    recognizer = None
+    if config.ctc_weight > 0:
+        from flowtts.eval.recognizer import load_recognizer
+        from flowtts.train.reward import mel_config_of
+
+        recognizer = load_recognizer(config.recognizer, device).requires_grad_(False)
+        recognizer.check_fits(mel_config_of(student), "the student")
+    loss_module = dist_utils.wrap(_StudentLoss(student, config, times, recognizer), env)
+    grid = config.student_grid_times().tolist()
+    pool = None
+    if config.teacher_pool:
+        pool_path = os.path.join(out_dir, "teacher_pool.pt")
+        pool = load_or_build(pool_path, teacher, dataset, config, config.teacher_pool, env, progress=progress)
+    if eval_every and rank == 0:
+        evaluator = HeldOutEval(teacher, eval_prompts, config, out_dir)
+        if loop.step == 0:  # where the student starts
+            evaluator(loop.ema, 0, recorded())
+    last = float("nan")
+    with loop:
+        while loop.running():
+            step = loop.step
             g = torch.Generator().manual_seed(config.seed * 7_919 + step)
             if pool is not None:
                 picks = torch.randint(len(pool), (config.batch_size,), generator=g).tolist()
@@ -540,30 +519,16 @@ def distill(
                     target = sample_with(teacher, local, cache=True, **config.teacher_sampling(), **config.precision())
                 squared, _, ctc = loss_module(local, target)
             loss = squared * weight * world / total + config.ctc_weight * ctc * weight * world / config.batch_size
-            grad_norm = optimizer_step(loss, student, optimizer, scheduler, ema, config.grad_clip, config.ema_decay)
-            step += 1
+            grad_norm = loop.update(loss)
             last = dist_utils.mean_over_ranks(loss.detach(), env)
-            if on_step is not None:
-                on_step(step, last)
-            if rank == 0 and (step % config.log_every == 0 or step == config.steps):
-                timing = [f"{time.perf_counter() - t0:.2f}", f"{time.perf_counter() - start:.1f}"]
-                lr = f"{scheduler.get_last_lr()[0]:.3e}"
-                append_log(csv_path, [step, f"{last:.6f}", lr, f"{grad_norm:.4f}", *timing])
-            if bar is not None:
-                bar.set_postfix(loss=f"{last:.4f}")
-                bar.update(1)
-            stop = out_of_time(start, max_seconds, env)
-            if evaluator is not None and (step % eval_every == 0 or step == config.steps or stop):
-                evaluator(ema, step, recorded())
-            if step % config.save_every == 0 or step == config.steps or stop:
-                checkpoint()
-            if stop:
-                break
-    finally:
-        if bar is not None:
-            bar.close()
-        dist_utils.barrier(env)
-    return {"step": step, "loss": last, "seconds": time.perf_counter() - start, "finished": step >= config.steps}
+            if loop.due_log():
+                timing = [f"{time.perf_counter() - loop.step_start:.2f}", f"{loop.seconds:.1f}"]
+                loop.log([loop.step, f"{last:.6f}", f"{loop.lr:.3e}", f"{grad_norm:.4f}", *timing])
+            loop.end_step(last, loss=f"{last:.4f}")
+            if evaluator is not None and loop.due(eval_every):
+                evaluator(loop.ema, loop.step, recorded())
+            loop.checkpoint_if_due()
+    return {"step": loop.step, "loss": last, "seconds": loop.seconds, "finished": loop.finished}
 
 
 def nfe(steps: int, cfg_strength: float, method: str = "euler") -> int:

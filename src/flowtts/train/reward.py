@@ -34,17 +34,8 @@ import torch
 
 from flowtts.train import distributed as dist_utils
 from flowtts.train.data import MelDataset
+from flowtts.train.loop import LoopSettings, TrainingLoop
 from flowtts.train.prompts import Prompts, draw_pair_prompts, draw_prompts, generated_distance, sample_with
-from flowtts.train.trainer import (
-    append_log,
-    lr_factor,
-    optimizer_step,
-    out_of_time,
-    progress_bar,
-    restore,
-    save_checkpoint,
-    start_log,
-)
 from flowtts.utils.plotting import plot_reward_curve
 
 Reward = Callable[[torch.Tensor, Prompts], torch.Tensor]
@@ -340,52 +331,41 @@ def finetune(
     model.to(device)
     reward_fn = resolve_reward(reward if reward is not None else config.reward, model, config.recognizer)
     sampling = config.sampling(model)
-    if rank == 0:
-        os.makedirs(out_dir, exist_ok=True)
     model.train(config.dropout)
+    parts = {}
     reference = None
     if config.anchor_weight > 0:
-        reference = copy.deepcopy(model).eval().requires_grad_(False)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
-    step = 0
-    ckpt = os.path.join(out_dir, "last.pt")
-    if os.path.exists(ckpt):
-        parts = {"model": model, "ema": ema, "optimizer": optimizer, "scheduler": scheduler}
-        if reference is not None:
-            parts["reference"] = reference
-        step = restore(ckpt, parts)["step"]
-    loss_module = dist_utils.wrap(_RewardLoss(model, reward_fn, sampling, config), env)
+        reference = parts["reference"] = copy.deepcopy(model).eval().requires_grad_(False)
     csv_path = os.path.join(out_dir, "reward_log.csv")
-    start_log(csv_path, LOG_COLUMNS, rank)
-    bar = progress_bar(progress and rank == 0, config.steps, step, "reward fine-tuning")
     metadata = dict(getattr(model, "metadata", None) or {})
-    start = time.perf_counter()
-    last, last_reward = float("nan"), float("nan")
+    recorded = json.dumps(asdict(config))
 
-    def checkpoint():
-        if rank != 0:
-            return
-        state = {
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "reward_config": json.dumps(asdict(config)),
-        }
-        if reference is not None:
-            state["reference"] = reference.state_dict()
-        save_checkpoint(ckpt, state)
+    def write_files():
         extra = {k: v for k, v in metadata.items() if k not in ("format", "format_version")}
-        extra.update(reward_step=step, reward_config=json.dumps(asdict(config)))
-        save_model(ema, os.path.join(out_dir, "model.safetensors"), extra=extra)
+        extra.update(reward_step=loop.step, reward_config=recorded)
+        save_model(loop.ema, os.path.join(out_dir, "model.safetensors"), extra=extra)
         plot_reward_curve(csv_path, os.path.join(out_dir, "reward.png"))
 
-    try:
-        while step < config.steps:
-            t0 = time.perf_counter()
+    loop = TrainingLoop(
+        model,
+        out_dir,
+        LoopSettings.of(config),
+        log_file="reward_log.csv",
+        log_columns=LOG_COLUMNS,
+        write_files=write_files,
+        parts=parts,
+        state=lambda: {"reward_config": recorded},
+        desc="reward fine-tuning",
+        progress=progress,
+        max_seconds=max_seconds,
+        on_step=on_step,
+        env=env,
+    )
+    loss_module = dist_utils.wrap(_RewardLoss(model, reward_fn, sampling, config), env)
+    last, last_reward = float("nan"), float("nan")
+    with loop:
+        while loop.running():
+            step = loop.step
             g = torch.Generator().manual_seed(config.seed * 7_919 + step)
             prompts = draw_training_prompts(dataset, config, model.num_channels, g)
             rows = list(range(rank, config.batch_size, world)) or [0]
@@ -398,35 +378,22 @@ def finetune(
             torch.manual_seed(config.seed * 104_729 + step * world + rank)  # dropout, when active
             reward_sum, squared = loss_module(local, anchor)
             loss = (-reward_sum / config.batch_size + config.anchor_weight * squared / elements) * weight * world
-            grad_norm = optimizer_step(loss, model, optimizer, scheduler, ema, config.grad_clip, config.ema_decay)
-            step += 1
+            grad_norm = loop.update(loss)
             last = dist_utils.mean_over_ranks(loss.detach(), env)
             last_reward = dist_utils.mean_over_ranks(reward_sum.detach() * weight * world / config.batch_size, env)
             anchor_value = dist_utils.mean_over_ranks(squared.detach() * weight * world / elements, env)
-            if on_step is not None:
-                on_step(step, last)
-            if rank == 0 and (step % config.log_every == 0 or step == config.steps):
+            if loop.due_log():
                 values = [f"{v:.6f}" for v in (last, last_reward, anchor_value)]
-                timing = [f"{time.perf_counter() - t0:.2f}", f"{time.perf_counter() - start:.1f}"]
-                append_log(csv_path, [step, *values, f"{scheduler.get_last_lr()[0]:.3e}", f"{grad_norm:.4f}", *timing])
-            if bar is not None:
-                bar.set_postfix(reward=f"{last_reward:.4f}")
-                bar.update(1)
-            stop = out_of_time(start, max_seconds, env)
-            if step % config.save_every == 0 or step == config.steps or stop:
-                checkpoint()
-            if stop:
-                break
-    finally:
-        if bar is not None:
-            bar.close()
-        dist_utils.barrier(env)
+                timing = [f"{time.perf_counter() - loop.step_start:.2f}", f"{loop.seconds:.1f}"]
+                loop.log([loop.step, *values, f"{loop.lr:.3e}", f"{grad_norm:.4f}", *timing])
+            loop.end_step(last, reward=f"{last_reward:.4f}")
+            loop.checkpoint_if_due()
     return {
-        "step": step,
+        "step": loop.step,
         "loss": last,
         "reward": last_reward,
-        "seconds": time.perf_counter() - start,
-        "finished": step >= config.steps,
+        "seconds": loop.seconds,
+        "finished": loop.finished,
     }
 
 

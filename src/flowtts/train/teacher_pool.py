@@ -151,7 +151,7 @@ def build_pool(
     over the dataset), so ``reuse`` (a smaller pool built with the same settings) supplies its
     trajectories and only the rest are sampled.
     """
-    from flowtts.train.trainer import progress_bar
+    from flowtts.train.loop import progress_bar
 
     if size < 1:
         raise ValueError(f"pool size must be >= 1, got {size}")

@@ -22,12 +22,12 @@ import torch
 
 from flowtts.train import distributed as dist_utils
 from flowtts.train.data import MelDataset, collate, epoch_batches, item_text, join_item
-from flowtts.utils.files import atomic_output
+from flowtts.train.loop import LoopSettings, TrainingLoop, load_checkpoint  # noqa: F401 -- load_checkpoint: its old home
+from flowtts.utils.dtypes import DTYPE_NAMES, resolve_dtype
 from flowtts.utils.plotting import plot_loss_curve, pyplot, save_figure  # noqa: F401 -- their home before
 
 log = logging.getLogger("flowtts")
 
-CHECKPOINT = "last.pt"
 LOG_CSV = "train_log.csv"
 LOG_COLUMNS = [
     "step",
@@ -59,7 +59,7 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 250
     seed: int = 0
-    bf16: bool | None = None  # None: on for CUDA, off for CPU
+    dtype: str | None = None  # autocast dtype of the network (DTYPE_NAMES); None: bfloat16 on CUDA, float32 on CPU
     isolate_batch: bool = False  # True: no padding leaks between samples (exact DDP == 1 process), slower
     grad_accum: int = 1  # frame batches per optimiser step (F5-TTS's grad_accumulation_steps)
     snapshot_every: int = 0  # keep the EMA weights as model_{step}.safetensors every N steps (0: never)
@@ -84,23 +84,12 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not self.ctc_weight >= 0:
             raise ValueError(f"ctc_weight must be >= 0, got {self.ctc_weight}")
+        if self.dtype is not None and self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"dtype must be one of {DTYPE_NAMES} or None, got {self.dtype!r}")
         if not 0 <= self.pair_fraction <= 1:
             raise ValueError(f"pair_fraction must be in [0, 1], got {self.pair_fraction}")
         if not 0 <= self.ctc_min_time < 1:
             raise ValueError(f"ctc_min_time must be in [0, 1), got {self.ctc_min_time}")
-
-
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1 over ``warmup`` steps, then linear decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p.detach().to(e.dtype), 1 - decay)
 
 
 def _step_generator(seed: int, step: int, device) -> torch.Generator:
@@ -139,83 +128,6 @@ def ctc_term(recognizer, mels, lens, texts, draws, pred, min_time: float) -> tup
     return loss[scored].sum(), int(scored.sum())
 
 
-def save_checkpoint(path: str, state: dict) -> None:
-    with atomic_output(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: str) -> dict:
-    """A run's resume state; a damaged one is named with what to do (it is never modified).
-
-    Raises:
-        ValueError: The file cannot be read as a resume state.
-    """
-    from flowtts.checkpoints.official import why_unreadable
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        reason = why_unreadable(error)
-    else:
-        if isinstance(state, dict) and "step" in state:
-            return state
-        reason = "not a flowtts resume state"
-    raise ValueError(
-        f"cannot resume from {path}: {reason}. It was left as it is: delete it to start this run afresh, or "
-        "point --out at a new directory and start from an earlier snapshot of the run (--init model_STEP.safetensors)"
-    )
-
-
-def restore(path: str, parts: dict) -> dict:
-    """Load a ``last.pt`` into ``parts`` (name -> object with ``load_state_dict``); returns the raw state."""
-    state = load_checkpoint(path)
-    for key, part in parts.items():
-        part.load_state_dict(state[key])
-    return state
-
-
-def start_log(path: str, columns: list[str], rank: int) -> None:
-    """Write the CSV header unless the log exists (a resumed run appends)."""
-    if rank == 0 and not os.path.exists(path):
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerow(columns)
-
-
-def progress_bar(enabled: bool, total: int, initial: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="step")
-
-
-def append_log(path: str, row: list) -> None:
-    """Append one row to a CSV log."""
-    with open(path, "a", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerow(row)
-
-
-def optimizer_step(loss: torch.Tensor, model, optimizer, scheduler, ema, grad_clip: float, ema_decay: float) -> float:
-    """Backward, clip, step, advance the schedule and the EMA; returns the gradient norm before clipping."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
-    optimizer.step()
-    scheduler.step()
-    ema_update(ema, model, ema_decay)
-    return grad_norm
-
-
-def out_of_time(start: float, max_seconds: float | None, env) -> bool:
-    """Whether ``max_seconds`` have passed since ``start``; under torchrun rank 0 decides for every rank."""
-    over = max_seconds is not None and time.perf_counter() - start > max_seconds
-    if env.world_size > 1:  # every rank stops at the same step
-        flag = torch.tensor([float(over)], device=env.device)
-        torch.distributed.broadcast(flag, 0)
-        over = bool(flag.item())
-    return over
-
-
 def train(
     model,
     dataset: MelDataset,
@@ -249,34 +161,52 @@ def train(
     Returns:
         Summary: final step, last loss, frames per second, elapsed seconds.
     """
-    import copy
-
     from flowtts.checkpoints.loader import save as save_model
     from flowtts.train.snapshots import keep_snapshot, log_sample
 
     if len(dataset) == 0:
         raise ValueError(f"the training data {dataset.directory} has no usable rows")
+    frames = dataset.frames
+    if max(frames) > config.batch_frames:
+        raise ValueError(
+            f"the longest utterance has {max(frames)} frames, over batch_frames={config.batch_frames}: "
+            "raise --batch-frames or prepare the data with a lower max_frames"
+        )
     env = dist_utils.setup()
-    device = env.device
-    rank, world = env.rank, env.world_size
-    use_bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda"
-    if rank == 0:
-        os.makedirs(out_dir, exist_ok=True)
+    device, rank, world = env.device, env.rank, env.world_size
+    dtype = resolve_dtype(config.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    if dtype == torch.float16 and device.type != "cuda":
+        raise ValueError("dtype float16 needs a GPU; use bfloat16 on CPU")
     model.to(device).train()
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
-    step, epoch, batch_in_epoch = 0, 0, 0
-    ckpt_path = os.path.join(out_dir, CHECKPOINT)
-    if os.path.exists(ckpt_path):
-        saved_arch = json.loads(load_checkpoint(ckpt_path)["model_config"])
-        if saved_arch != model.config.to_dict():
-            raise ValueError(f"{ckpt_path} was written for another architecture; use a new --out directory")
-        parts = {"model": model, "ema": ema, "optimizer": optimizer, "scheduler": scheduler}
-        state = restore(ckpt_path, parts)
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+    position = {"epoch": 0, "batch_in_epoch": 0}
+    csv_path = os.path.join(out_dir, LOG_CSV)
+
+    def write_files():
+        save_model(loop.ema, os.path.join(out_dir, "model.safetensors"), extra={"step": loop.step})
+        plot_loss_curve(csv_path, os.path.join(out_dir, "loss.png"))
+        if config.log_samples:
+            mel, text = (held_out if held_out is not None and len(held_out) else dataset)[0]
+            log_sample(loop.ema, mel, text, out_dir, loop.step, seed=config.seed)
+
+    loop = TrainingLoop(
+        model,
+        out_dir,
+        LoopSettings.of(config),
+        log_file=LOG_CSV,
+        log_columns=LOG_COLUMNS,
+        write_files=write_files,
+        identity={"model_config": (json.dumps(model.config.to_dict()), "architecture")},
+        state=lambda: {**position, "train_config": json.dumps(asdict(config))},
+        desc="training",
+        progress=progress,
+        stop_at=stop_at,
+        on_step=on_step,
+        env=env,
+    )
+    if loop.resumed:
+        position = {key: loop.resumed[key] for key in position}
         if rank == 0:
-            log.info("resumed from %s at step %d", ckpt_path, step)
+            log.info("resumed from %s at step %d", loop.path, loop.step)
     net = dist_utils.wrap(model, env)
     recognizer = None
     if config.ctc_weight > 0:
@@ -285,71 +215,36 @@ def train(
 
         recognizer = load_recognizer(config.recognizer, device).requires_grad_(False)
         recognizer.check_fits(mel_config_of(model), "the model")
-
-    frames = dataset.frames
-    if max(frames) > config.batch_frames:
-        raise ValueError(
-            f"the longest utterance has {max(frames)} frames, over batch_frames={config.batch_frames}: "
-            "raise --batch-frames or prepare the data with a lower max_frames"
-        )
     eval_batch = None
     if held_out is not None and len(held_out) >= 2:
         eval_batch = collate([held_out[i] for i in range(min(8, len(held_out)))])
 
-    csv_path = os.path.join(out_dir, LOG_CSV)
-    start_log(csv_path, LOG_COLUMNS, rank)
-    bar = progress_bar(progress and rank == 0, config.steps, step, "training")
-    start = time.perf_counter()
-    window_frames, window_start = 0, time.perf_counter()
-    last_loss = float("nan")
-    stop = min(config.steps, stop_at) if stop_at is not None else config.steps
-
-    def checkpoint():
-        if rank != 0:
-            return
-        save_checkpoint(
-            ckpt_path,
-            {
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": step,
-                "epoch": epoch,
-                "batch_in_epoch": batch_in_epoch,
-                "model_config": json.dumps(model.config.to_dict()),
-                "train_config": json.dumps(asdict(config)),
-            },
-        )
-        save_model(ema, os.path.join(out_dir, "model.safetensors"), extra={"step": step})
-        plot_loss_curve(csv_path, os.path.join(out_dir, "loss.png"))
-        if config.log_samples:
-            mel, text = (held_out if held_out is not None and len(held_out) else dataset)[0]
-            log_sample(ema, mel, text, out_dir, step, seed=config.seed)
-
     def batches_of(epoch: int) -> list[list[tuple[int, ...]]]:
         return epoch_batches(frames, config.batch_frames, config.max_samples, config.seed, epoch, config.pair_fraction)
 
-    batches = batches_of(epoch)
+    batches = batches_of(position["epoch"])
 
     def next_batch() -> list[tuple[int, ...]]:
-        nonlocal epoch, batch_in_epoch, batches
-        while batch_in_epoch >= len(batches):
-            epoch, batch_in_epoch = epoch + 1, 0
-            batches = batches_of(epoch)
-        batch_in_epoch += 1
-        return batches[batch_in_epoch - 1]
+        nonlocal batches
+        while position["batch_in_epoch"] >= len(batches):
+            position["epoch"], position["batch_in_epoch"] = position["epoch"] + 1, 0
+            batches = batches_of(position["epoch"])
+        position["batch_in_epoch"] += 1
+        return batches[position["batch_in_epoch"] - 1]
 
     accum = config.grad_accum
-    try:
-        while step < stop:
-            optimizer.zero_grad(set_to_none=True)
+    window_frames, window_start = 0, time.perf_counter()
+    last_loss = float("nan")
+    with loop:
+        while loop.running():
+            loop.optimizer.zero_grad(set_to_none=True)
             loss_sums, ctc_sums = [], []
             for micro in range(accum):
                 indices = next_batch()
                 mels, lens, texts = collate([join_item(dataset, item) for item in indices])
                 mels, lens = mels.to(device), lens.to(device)
-                draw_index = step * accum + micro  # one random stream per micro-batch (= step without accumulation)
+                # one random stream per micro-batch (= the step without accumulation)
+                draw_index = loop.step * accum + micro
                 generator = _step_generator(config.seed, draw_index, device)
                 draws = model.draw(lens, mels.shape[1], generator)
                 total_span = int(draws.span.sum()) * model.num_channels  # loss elements of the global batch
@@ -363,7 +258,7 @@ def train(
                 sync = micro == accum - 1 or not hasattr(net, "no_sync")
                 with contextlib.nullcontext() if sync else net.no_sync():
                     local_draws = draws.select(rows, local_frames)
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                         loss_sum, _, pred = net(
                             mels[rows, :local_frames],
                             [texts[r] for r in rows],
@@ -391,51 +286,33 @@ def train(
                     loss.backward()
                 loss_sums.append(loss_sum.detach() / max(total_span, 1) * world)
                 window_frames += int(lens.sum())
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
-            optimizer.step()
-            scheduler.step()
-            ema_update(ema, model, config.ema_decay)
-            step += 1
+            grad_norm = loop.update()
             last_loss = dist_utils.mean_over_ranks(torch.stack(loss_sums).mean(), env)
-            if on_step is not None:
-                on_step(step, last_loss)
-
-            if step % config.log_every == 0 or step == stop:
+            fps = None
+            if loop.due_log():
                 elapsed = time.perf_counter() - window_start
                 fps = window_frames / max(elapsed, 1e-9)
                 window_frames, window_start = 0, time.perf_counter()
                 row = {
-                    "step": step,
-                    "epoch": epoch,
+                    "step": loop.step,
+                    "epoch": position["epoch"],
                     "loss": f"{last_loss:.5f}",
-                    "lr": f"{scheduler.get_last_lr()[0]:.3e}",
+                    "lr": f"{loop.lr:.3e}",
                     "grad_norm": f"{grad_norm:.4f}",
                     "frames_per_s": f"{fps:.0f}",
-                    "elapsed_s": f"{time.perf_counter() - start:.1f}",
-                    "val_loss": "",
-                    "wrong_text_loss": "",
+                    "elapsed_s": f"{loop.seconds:.1f}",
                     "ctc_loss": f"{sum(ctc_sums) / len(ctc_sums):.4f}" if ctc_sums else "",
                 }
-                if eval_batch is not None and (step % config.eval_every == 0 or step == stop):
-                    right, wrong = _text_gap(ema, eval_batch, config.seed, device, config.isolate_batch)
+                if eval_batch is not None and (loop.step % config.eval_every == 0 or loop.step == loop.stop):
+                    right, wrong = _text_gap(loop.ema, eval_batch, config.seed, device, config.isolate_batch)
                     row["val_loss"], row["wrong_text_loss"] = f"{right:.5f}", f"{wrong:.5f}"
-                if rank == 0:
-                    with open(csv_path, "a", newline="", encoding="utf-8") as f:
-                        csv.DictWriter(f, LOG_COLUMNS).writerow(row)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{last_loss:.4f}", fps=f"{fps:.0f}")
-            if bar is not None:
-                bar.update(1)
-            if step % config.save_every == 0 or step == stop:
-                checkpoint()
-            if config.snapshot_every and step % config.snapshot_every == 0 and rank == 0:
-                keep_snapshot(ema, out_dir, step, config.keep_snapshots)
-    finally:
-        if bar is not None:
-            bar.close()
-        dist_utils.barrier(env)
-    elapsed = time.perf_counter() - start
-    return {"step": step, "loss": last_loss, "seconds": elapsed, "finished": step >= config.steps}
+                loop.log(row)
+            postfix = {"loss": f"{last_loss:.4f}", **({"fps": f"{fps:.0f}"} if fps is not None else {})}
+            loop.end_step(last_loss, **postfix)
+            loop.checkpoint_if_due()
+            if config.snapshot_every and loop.step % config.snapshot_every == 0 and rank == 0:
+                keep_snapshot(loop.ema, out_dir, loop.step, config.keep_snapshots)
+    return {"step": loop.step, "loss": last_loss, "seconds": loop.seconds, "finished": loop.finished}
 
 
 def read_log(out_dir: str) -> list[dict]:

@@ -1,0 +1,77 @@
+import csv
+
+import pytest
+import torch
+
+from flowtts.train.loop import LoopSettings, TrainingLoop, lr_factor
+
+SETTINGS = LoopSettings(
+    steps=8, lr=0.05, warmup=2, weight_decay=0.0, grad_clip=1.0, ema_decay=0.5, save_every=3, log_every=2
+)
+
+
+class Stop(Exception):
+    pass
+
+
+def _run(out_dir, kill_at=None, identity="a", max_seconds=None):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    data = torch.randn(8, 16, 3, generator=torch.Generator().manual_seed(1))
+    position = {"seen": 0}
+
+    def on_step(step, value):
+        if step == kill_at:
+            raise Stop
+
+    loop = TrainingLoop(
+        model,
+        str(out_dir),
+        SETTINGS,
+        log_file="log.csv",
+        log_columns=["step", "loss"],
+        identity={"task": (identity, "task")},
+        state=lambda: dict(position),
+        progress=False,
+        max_seconds=max_seconds,
+        on_step=on_step,
+    )
+    if loop.resumed:
+        position["seen"] = loop.resumed["seen"]
+    with loop:
+        while loop.running():
+            x = data[loop.step]
+            loss = (model(x) - x.sum(-1, keepdim=True)).pow(2).mean()
+            loop.update(loss)
+            position["seen"] += 1
+            if loop.due_log():
+                loop.log({"step": loop.step, "loss": f"{float(loss):.6f}"})
+            loop.end_step(float(loss))
+            loop.checkpoint_if_due()
+    return model, loop, position
+
+
+def test_a_killed_loop_resumes_to_the_uninterrupted_weights_ema_and_state(tmp_path):
+    reference, ref_loop, ref_position = _run(tmp_path / "a")
+    with pytest.raises(Stop):
+        _run(tmp_path / "b", kill_at=5)  # killed after step 5; the last checkpoint is step 3
+    resumed, loop, position = _run(tmp_path / "b")
+    assert loop.step == 8 and loop.finished and position == ref_position == {"seen": 8}
+    assert torch.equal(resumed.weight, reference.weight) and torch.equal(loop.ema.weight, ref_loop.ema.weight)
+    with open(tmp_path / "a" / "log.csv") as f:
+        assert [row["step"] for row in csv.DictReader(f)] == ["2", "4", "6", "8"]
+    assert abs(loop.lr - SETTINGS.lr * lr_factor(8, 2, 8)) < 1e-12
+
+
+def test_a_state_of_another_run_is_refused_and_kept(tmp_path):
+    _run(tmp_path)
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match="written for another task; use a new --out directory"):
+        _run(tmp_path, identity="b")
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_the_time_limit_stops_after_one_step_with_a_checkpoint(tmp_path):
+    _, loop, _ = _run(tmp_path, max_seconds=0.0)
+    assert loop.step == 1 and not loop.finished
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 1
