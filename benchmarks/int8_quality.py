@@ -1,6 +1,7 @@
 """How far int8 samples are from float32 ones: mean |log-mel difference| on held-out sentences.
 
-Usage: python benchmarks/int8_quality.py --heldout corpus/metadata_heldout.csv [--n 20] [--models builtin builtin:student]
+Usage: python benchmarks/int8_quality.py --heldout corpus/metadata_heldout.csv [--n 20]
+       [--models builtin builtin:student]
 
 Each sentence is said after the built-in reference clip with seed ``i`` by the float32 model and by its int8
 copy (:func:`flowtts.quantize`), each at its recommended sampling settings (the teacher's 32 guided steps, a
@@ -76,7 +77,9 @@ def _sample(model, reference, text, options, seed: int) -> torch.Tensor:
     def no_vocoder(mel):
         return torch.zeros(mel.shape[0], 1)
 
-    return synthesize(model, reference, [text], vocoder=no_vocoder, options=options, seeds=[seed], progress=False)[0].mel
+    return synthesize(model, reference, [text], vocoder=no_vocoder, options=options, seeds=[seed], progress=False)[
+        0
+    ].mel
 
 
 if __name__ == "__main__":

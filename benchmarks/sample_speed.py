@@ -112,7 +112,13 @@ def student_rows(args) -> tuple[list[dict], list[dict]]:
 
         def speak(label):
             wave, rate, _ = engines[label].infer(
-                None, "", STUDENT_TEXT, seed=0, progress=False, show_info=None, file_wave=os.path.join(tmp, f"{label}.wav")
+                None,
+                "",
+                STUDENT_TEXT,
+                seed=0,
+                progress=False,
+                show_info=None,
+                file_wave=os.path.join(tmp, f"{label}.wav"),
             )
             audio[label] = len(wave) / rate
 

@@ -72,3 +72,11 @@ class RecomputingBackbone(torch.nn.Module):
 
     def forward(self, **kwargs):
         return self.net(**kwargs)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (``item.rep_call``): fixtures read it to save artifacts."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

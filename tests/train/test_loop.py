@@ -75,3 +75,13 @@ def test_the_time_limit_stops_after_one_step_with_a_checkpoint(tmp_path):
     _, loop, _ = _run(tmp_path, max_seconds=0.0)
     assert loop.step == 1 and not loop.finished
     assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 1
+
+
+def test_a_stop_file_stops_the_run_with_a_checkpoint_and_is_then_removed(tmp_path):
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "STOP").write_text("stop\n")
+    _, loop, _ = _run(tmp_path)
+    assert loop.step == 1 and torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 1
+    assert not (tmp_path / "STOP").exists()
+    _, loop, _ = _run(tmp_path)  # resumes normally
+    assert loop.step == 8 and loop.finished

@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from flowtts.cli import demo, evaluate, models, recognizer, speak, training
+from flowtts.cli import app, demo, evaluate, models, recognizer, speak, training
 from flowtts.cli.common import UserError
 
 __all__ = ["UserError", "build_parser", "main"]
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         models.add_average,
         models.add_export,
         speak.add_serve,
+        app.add_app,
         models.add_info,
         evaluate.add_eval,
         training.add_data,

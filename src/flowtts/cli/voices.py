@@ -25,10 +25,10 @@ import math
 import re
 from dataclasses import dataclass
 
+from flowtts.text.voices import MAIN, VOICE_TAG, split_voices  # noqa: F401 -- their first import path
+
 log = logging.getLogger("flowtts")
 
-VOICE_TAG = re.compile(r"\[(\w+)\]")
-MAIN = "main"
 # config key -> expected type(s)
 STRING_KEYS = ("model", "ckpt_file", "vocab_file", "ref_audio", "ref_text", "gen_text", "gen_file", "output_dir")
 STRING_KEYS += ("output_file", "device", "model_cfg")
@@ -124,29 +124,3 @@ def read_config(path: str) -> dict:
                 raise ValueError(f"{where}: speed must be positive, got {table['speed']}")
         config["voices"][name] = Voice(table["ref_audio"], table.get("ref_text") or None, table.get("speed"))
     return config
-
-
-def split_voices(text: str, voices) -> list[tuple[str, str]]:
-    """``(voice, text)`` pieces of a text with ``[voice]`` tags, in order, empty pieces dropped.
-
-    Args:
-        text: The text; what precedes the first tag is the main voice's.
-        voices: The names a tag may use (the main voice is always allowed).
-
-    Raises:
-        ValueError: A tag names no voice of ``voices``.
-    """
-    allowed = {MAIN, *voices}
-    pieces, voice, start = [], MAIN, 0
-    for match in VOICE_TAG.finditer(text):
-        piece = text[start : match.start()].strip()
-        if piece:
-            pieces.append((voice, piece))
-        voice, start = match.group(1), match.end()
-        if voice not in allowed:
-            known = ", ".join(sorted(allowed))
-            raise ValueError(f"the text names voice [{voice}], which the config does not define; voices: {known}")
-    piece = text[start:].strip()
-    if piece:
-        pieces.append((voice, piece))
-    return pieces

@@ -16,8 +16,9 @@ differ only in what a step computes. Each builds a :class:`TrainingLoop` and wri
 
 The loop owns: AdamW with linear warm-up and decay, an EMA copy of the weights, resume from
 ``out_dir/last.pt`` (refusing a state written for another run's identity), the CSV log, the progress
-bar (rank 0), atomic checkpoints at ``save_every`` / the last step / the time limit, the time limit
-itself (rank 0 decides under torchrun), and the barrier at the end.
+bar (rank 0), atomic checkpoints at ``save_every`` / the last step / a stop, the stops themselves (the
+time limit, or a ``STOP`` file created in the run directory -- how the web app stops a run; rank 0
+decides under torchrun), and the barrier at the end.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from flowtts.train import distributed as dist_utils
 from flowtts.utils.files import atomic_output
 
 CHECKPOINT = "last.pt"
+STOP_FILE = "STOP"  # created in a run directory, it stops the run after its current step, with a checkpoint
 
 
 @dataclass
@@ -114,16 +116,6 @@ def append_log(path: str, row: list) -> None:
     """Append one row to a CSV log."""
     with open(path, "a", newline="", encoding="utf-8") as f:
         csv.writer(f).writerow(row)
-
-
-def out_of_time(start: float, max_seconds: float | None, env) -> bool:
-    """Whether ``max_seconds`` have passed since ``start``; under torchrun rank 0 decides for every rank."""
-    over = max_seconds is not None and time.perf_counter() - start > max_seconds
-    if env.world_size > 1:  # every rank stops at the same step
-        flag = torch.tensor([float(over)], device=env.device)
-        torch.distributed.broadcast(flag, 0)
-        over = bool(flag.item())
-    return over
 
 
 class TrainingLoop:
@@ -213,7 +205,7 @@ class TrainingLoop:
         self.max_seconds = max_seconds
         self.start = time.perf_counter()
         self.step_start = self.start
-        self.over = False
+        self.over = self.stop_requested = False
 
     # ----------------------------------------------------------------- the run
     def __enter__(self) -> TrainingLoop:
@@ -267,14 +259,20 @@ class TrainingLoop:
         append_log(self.log_path, values)
 
     def end_step(self, value: float, **postfix) -> bool:
-        """After a step: ``on_step``, the progress bar, the time limit; returns whether time is up."""
+        """After a step: ``on_step``, the progress bar, the time limit and ``STOP`` file; returns whether to stop."""
         if self._on_step is not None:
             self._on_step(self.step, value)
         if self.bar is not None:
             if postfix:
                 self.bar.set_postfix(**postfix)
             self.bar.update(1)
-        self.over = out_of_time(self.start, self.max_seconds, self.env)
+        self.stop_requested = self.rank == 0 and os.path.exists(os.path.join(self.out_dir, STOP_FILE))
+        over = self.stop_requested or (self.max_seconds is not None and self.seconds > self.max_seconds)
+        if self.env.world_size > 1:  # rank 0 decides for every rank, so all stop at the same step
+            flag = torch.tensor([float(over)], device=self.env.device)
+            torch.distributed.broadcast(flag, 0)
+            over = bool(flag.item())
+        self.over = over
         return self.over
 
     def due(self, every: int) -> bool:
@@ -282,8 +280,12 @@ class TrainingLoop:
         return bool(every and self.step % every == 0) or self.step == self.stop or self.over
 
     def checkpoint_if_due(self) -> None:
+        """Checkpoint every ``save_every`` steps, at the end, and when stopped (time limit or ``STOP`` file);
+        a ``STOP`` file is removed once obeyed, so the run resumes normally afterwards."""
         if self.due(self.settings.save_every):
             self.checkpoint()
+        if self.stop_requested:
+            os.remove(os.path.join(self.out_dir, STOP_FILE))
 
     def checkpoint(self) -> None:
         """Write ``last.pt`` atomically, then the run's own files (rank 0)."""
