@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 import pytest
@@ -80,3 +81,22 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+# The web app, running, for the client and browser tests (skipped, with the reason, where Gradio is missing).
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    pytest.importorskip("gradio", reason="the web app needs Gradio (pip install 'flowtts[app]')")
+    from flowtts.app.ui import build_app, launch
+
+    app = build_app("builtin:student")
+    port = free_port()
+    launch(app, port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
