@@ -88,3 +88,13 @@ def test_a_run_started_from_the_page_stops_with_a_resumable_checkpoint(tmp_path)
     assert "exited with code 0" in status["state"] and status["curve"] is not None
     with pytest.raises(ValueError, match="'train' or 'distill'"):
         engine.Run("serve", [], out)
+
+
+def test_flowtts_app_refuses_share_and_bad_ports_in_one_line(capsys):
+    from flowtts.cli import main
+
+    assert main(["app", "--share"]) == 2
+    assert "needs the internet" in capsys.readouterr().err
+    pytest.importorskip("gradio")
+    assert main(["app", "--port", "0"]) == 2
+    assert "--port must be in 1..65535" in capsys.readouterr().err
