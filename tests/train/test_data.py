@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from flowtts.train.data import (
+    BatchCursor,
     MelDataset,
     build_vocab,
     epoch_batches,
@@ -170,3 +171,15 @@ def test_dataset_dir_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="flowtts data prepare"):
         MelDataset(str(tmp_path))
     assert os.path.isdir(tmp_path)
+
+
+def test_a_batch_cursor_resumed_from_its_state_takes_the_same_batches():
+    def batches_of(epoch):
+        return [[epoch, 0], [epoch, 1], [epoch, 2]]
+
+    cursor = BatchCursor(batches_of)
+    seen = [cursor.next() for _ in range(4)]
+    assert seen == [[0, 0], [0, 1], [0, 2], [1, 0]] and cursor.state() == {"epoch": 1, "batch_in_epoch": 1}
+    resumed = BatchCursor(batches_of)
+    resumed.restore(cursor.state())
+    assert [resumed.next() for _ in range(3)] == [cursor.next() for _ in range(3)] == [[1, 1], [1, 2], [2, 0]]

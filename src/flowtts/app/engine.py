@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -57,14 +57,10 @@ class ModelStore:
             if key not in self._models:
                 preset = None
                 if model_cfg:
-                    from flowtts.checkpoints.model_config import read_model_config
+                    from flowtts.checkpoints.model_config import carries_architecture, read_model_config
 
-                    preset = read_model_config(str(model_cfg))
-                    if path.startswith("builtin") or path.endswith(".safetensors"):
-                        from flowtts.checkpoints.loader import read_metadata
-
-                        if path.startswith("builtin") or read_metadata(path):
-                            preset = None  # a flowtts file carries its own architecture
+                    if not carries_architecture(path):
+                        preset = read_model_config(str(model_cfg))
                 self._models[key] = load(path, preset=preset, vocab=vocab or None, quantize=self.quantize)
             return self._models[key]
 
@@ -87,6 +83,7 @@ class Speech:
     seconds: float  # wall time of the synthesis
     audio_seconds: float
     network_calls: int
+    wave: torch.Tensor | None = field(default=None, repr=False)  # the samples of ``wav``, kept for joining
 
     @property
     def rtf(self) -> float:
@@ -212,6 +209,7 @@ def speak(
         seconds=seconds,
         audio_seconds=utterance.wave.numel() / utterance.sample_rate,
         network_calls=options.recipe().nfe(),
+        wave=utterance.wave,
     )
 
 
@@ -246,7 +244,7 @@ def speak_voices(model, voices: Sequence[VoiceSlot], text: str, *, out_dir: str,
     by_name = dict(zip(names, named))
     pieces = split_voices(text, names)
     base = choose_seed(seed)
-    waves, rate, seconds = [], 24_000, 0.0
+    waves, rate, seconds = [], model.mel_spec.target_sample_rate, 0.0
     calls = 0
     for k, (voice, piece) in enumerate(pieces):
         slot = by_name.get(voice, named[0])  # the text before the first tag: the first voice
@@ -263,10 +261,7 @@ def speak_voices(model, voices: Sequence[VoiceSlot], text: str, *, out_dir: str,
             name=f"piece{k}",
             **own,
         )
-        from flowtts.audio.io import read_audio
-
-        wave, rate = read_audio(speech.wav)
-        waves.append(wave)
+        waves.append(speech.wave)
         seconds += speech.seconds
         calls = speech.network_calls
     wave = cross_fade(waves, int(0.15 * rate))
@@ -357,7 +352,7 @@ def compare(store: ModelStore, text: str, *, out_dir: str, seed=None, ref_audio=
     return results
 
 
-def prepare(source: str, out_dir: str, vocab_of: str | None = None) -> str:
+def prepare(source: str, out_dir: str, vocab_of: str | None = None, store: ModelStore | None = None) -> str:
     """Prepare a dataset from a folder (with ``metadata.csv``) or a metadata file; optionally check its units
     against a checkpoint's vocabulary. Returns the report.
 
@@ -374,7 +369,8 @@ def prepare(source: str, out_dir: str, vocab_of: str | None = None) -> str:
     if vocab_of:
         from flowtts.text import unknown_characters
 
-        model = ModelStore().get(vocab_of if vocab_of in BUILTIN_CHOICES else CHECKPOINT_CHOICE, vocab_of)
+        store = store or ModelStore()
+        model = store.get(vocab_of if vocab_of in BUILTIN_CHOICES else CHECKPOINT_CHOICE, vocab_of)
         missing = unknown_characters(MelDataset(out_dir).texts, model.vocab_char_map or {})
         report += (
             f"\nunits missing from {vocab_of}'s vocabulary: {' '.join(missing)} (train with --extend-vocab)"

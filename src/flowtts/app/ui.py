@@ -235,7 +235,7 @@ def build_app(default_model: str = "builtin", quantize: str | None = None, concu
             def on_prepare(src, out, against):
                 if not src or not out:
                     raise ValueError("give the data to prepare and an output folder")
-                return engine.prepare(src, out, against or None)
+                return engine.prepare(src, out, against or None, store=store)
 
             prepare_go.click(on_prepare, inputs=[source, prepared, vocab_check], outputs=prepare_report)
             gr.Markdown("### Run `flowtts train` or `flowtts distill`")

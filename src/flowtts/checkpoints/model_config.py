@@ -84,3 +84,14 @@ def read_model_config(path: str | os.PathLike) -> ModelConfig:
         return ModelConfig(**{**_UPSTREAM_DEFAULTS, **arch, "backbone": backbone, "mel": MelConfig(**mel)})
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+def carries_architecture(path: str | os.PathLike) -> bool:
+    """Whether ``path`` describes its own architecture (``builtin*`` or a flowtts ``.safetensors``), so that a
+    model config file given with it does not apply."""
+    from flowtts.checkpoints.loader import read_metadata
+
+    path = os.fspath(path)
+    if path.startswith("builtin"):
+        return True
+    return path.endswith(".safetensors") and os.path.isfile(path) and bool(read_metadata(path))

@@ -96,17 +96,14 @@ def resolve_checkpoint(args: argparse.Namespace) -> None:
 def load_model(args: argparse.Namespace):
     """``--model`` with its ``--preset``/``--model_cfg``/``--vocab`` (and ``--device``), saying which preset the
     shapes matched."""
-    from flowtts.checkpoints.loader import load, read_metadata
+    from flowtts.checkpoints.loader import load
 
     preset = args.preset
     if getattr(args, "model_cfg", None):  # upstream: the model config file wins over the architecture's name
-        from flowtts.checkpoints.model_config import read_model_config
+        from flowtts.checkpoints.model_config import carries_architecture, read_model_config
 
         config = read_model_config(args.model_cfg)
-        own = args.model.startswith("builtin") or (
-            args.model.endswith(".safetensors") and os.path.isfile(args.model) and read_metadata(args.model)
-        )
-        if own:
+        if carries_architecture(args.model):
             if not getattr(args, "quiet", False):
                 print(f"--model_cfg ignored: {args.model} carries its own architecture", file=sys.stderr)
         else:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from flowtts.eval.recognizer import CTCRecognizer, RecognizerConfig, normalize_text, save_recognizer
 from flowtts.eval.wer import edit_distance, word_error_rate
-from flowtts.train.data import MelDataset, collate, frame_batches
+from flowtts.train.data import BatchCursor, MelDataset, collate, frame_batches
 from flowtts.train.distributed import DistEnv
 from flowtts.train.loop import LoopSettings, TrainingLoop
 
@@ -190,7 +190,12 @@ def train_recognizer(
     recognizer.mel_mean.copy_(mean)
     recognizer.mel_std.copy_(std)
     recognizer.train()
-    position = {"epoch": 0, "batch_in_epoch": 0}
+
+    def batches_of(epoch: int) -> list[list[int]]:
+        budget = int(config.batch_frames / config.stretch[1])
+        return frame_batches(dataset.frames, budget, config.max_samples, config.seed, epoch)
+
+    cursor = BatchCursor(batches_of)
     figures = {}
 
     def write_files() -> None:
@@ -207,7 +212,7 @@ def train_recognizer(
         log_columns=LOG_COLUMNS,
         write_files=write_files,
         identity={"recognizer_config": (json.dumps(recognizer_config.to_dict()), "recogniser architecture")},
-        state=lambda: {**position, "asr_config": json.dumps(asdict(config))},
+        state=lambda: {**cursor.state(), "asr_config": json.dumps(asdict(config))},
         desc="training recogniser",
         progress=progress,
         stop_at=stop_at,
@@ -216,21 +221,11 @@ def train_recognizer(
         env=DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")),
     )
     if loop.resumed:
-        position = {key: loop.resumed[key] for key in position}
-
-    def batches_of(epoch: int) -> list[list[int]]:
-        budget = int(config.batch_frames / config.stretch[1])
-        return frame_batches(dataset.frames, budget, config.max_samples, config.seed, epoch)
-
-    batches = batches_of(position["epoch"])
+        cursor.restore(loop.resumed)
     last_loss = float("nan")
     with loop:
         while loop.running():
-            while position["batch_in_epoch"] >= len(batches):
-                position["epoch"], position["batch_in_epoch"] = position["epoch"] + 1, 0
-                batches = batches_of(position["epoch"])
-            indices = batches[position["batch_in_epoch"]]
-            position["batch_in_epoch"] += 1
+            indices = cursor.next()
             mels, lens, _ = collate([dataset[i] for i in indices])
             g = torch.Generator().manual_seed(config.seed * 7_919 + loop.step)
             mels, lens = augment(mels, lens, config, g)
@@ -241,7 +236,7 @@ def train_recognizer(
             last_loss = float(loss.detach())
             row = {
                 "step": loop.step,
-                "epoch": position["epoch"],
+                "epoch": cursor.epoch,
                 "loss": f"{last_loss:.4f}",
                 "lr": f"{loop.lr:.3e}",
                 "grad_norm": f"{grad_norm:.3f}",

@@ -16,7 +16,7 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -320,6 +320,33 @@ def epoch_batches(
     items = pair_items(frames, pair_fraction, max_frames, seed, epoch)
     item_frames = [sum(frames[i] for i in item) for item in items]
     return [[items[k] for k in batch] for batch in frame_batches(item_frames, max_frames, max_samples, seed, epoch)]
+
+
+class BatchCursor:
+    """Where a run is in its epochs of batches, ``batches_of(epoch)`` being an epoch's batches: the position
+    ``(epoch, batch_in_epoch)`` a checkpoint stores (:meth:`state`) so a resumed run takes the same batches."""
+
+    def __init__(self, batches_of: Callable[[int], list], epoch: int = 0, batch_in_epoch: int = 0):
+        self.batches_of = batches_of
+        self.epoch, self.batch_in_epoch = epoch, batch_in_epoch
+        self._batches = None
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+
+    def restore(self, state: dict) -> None:
+        """Continue from a :meth:`state` (e.g. the one a resumed ``last.pt`` holds)."""
+        self.epoch, self.batch_in_epoch, self._batches = state["epoch"], state["batch_in_epoch"], None
+
+    def next(self):
+        """The next batch, moving on to the next epoch when this one is used up."""
+        if self._batches is None:
+            self._batches = self.batches_of(self.epoch)
+        while self.batch_in_epoch >= len(self._batches):
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self._batches = self.batches_of(self.epoch)
+        self.batch_in_epoch += 1
+        return self._batches[self.batch_in_epoch - 1]
 
 
 def collate(items: Sequence[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:

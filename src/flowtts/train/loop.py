@@ -196,11 +196,7 @@ class TrainingLoop:
         self.log_path = os.path.join(out_dir, log_file)
         self.log_columns = log_columns
         start_log(self.log_path, log_columns, self.rank)
-        self.bar = None
-        if progress and self.rank == 0:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=settings.steps, initial=self.step, desc=desc, unit="step")
+        self.bar = progress_bar(progress and self.rank == 0, settings.steps, self.step, desc)
         self.stop = min(settings.steps, stop_at) if stop_at is not None else settings.steps
         self.max_seconds = max_seconds
         self.start = time.perf_counter()

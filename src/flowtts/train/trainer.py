@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from flowtts.train import distributed as dist_utils
-from flowtts.train.data import MelDataset, collate, epoch_batches, item_text, join_item
+from flowtts.train.data import BatchCursor, MelDataset, collate, epoch_batches, item_text, join_item
 from flowtts.train.loop import LoopSettings, TrainingLoop, load_checkpoint  # noqa: F401 -- load_checkpoint: its old home
 from flowtts.utils.dtypes import DTYPE_NAMES, resolve_dtype
 from flowtts.utils.plotting import plot_loss_curve, pyplot, save_figure  # noqa: F401 -- their home before
@@ -178,7 +178,11 @@ def train(
     if dtype == torch.float16 and device.type != "cuda":
         raise ValueError("dtype float16 needs a GPU; use bfloat16 on CPU")
     model.to(device).train()
-    position = {"epoch": 0, "batch_in_epoch": 0}
+
+    def batches_of(epoch: int) -> list[list[tuple[int, ...]]]:
+        return epoch_batches(frames, config.batch_frames, config.max_samples, config.seed, epoch, config.pair_fraction)
+
+    cursor = BatchCursor(batches_of)
     csv_path = os.path.join(out_dir, LOG_CSV)
 
     def write_files():
@@ -196,7 +200,7 @@ def train(
         log_columns=LOG_COLUMNS,
         write_files=write_files,
         identity={"model_config": (json.dumps(model.config.to_dict()), "architecture")},
-        state=lambda: {**position, "train_config": json.dumps(asdict(config))},
+        state=lambda: {**cursor.state(), "train_config": json.dumps(asdict(config))},
         desc="training",
         progress=progress,
         stop_at=stop_at,
@@ -204,7 +208,7 @@ def train(
         env=env,
     )
     if loop.resumed:
-        position = {key: loop.resumed[key] for key in position}
+        cursor.restore(loop.resumed)
         if rank == 0:
             log.info("resumed from %s at step %d", loop.path, loop.step)
     net = dist_utils.wrap(model, env)
@@ -219,19 +223,6 @@ def train(
     if held_out is not None and len(held_out) >= 2:
         eval_batch = collate([held_out[i] for i in range(min(8, len(held_out)))])
 
-    def batches_of(epoch: int) -> list[list[tuple[int, ...]]]:
-        return epoch_batches(frames, config.batch_frames, config.max_samples, config.seed, epoch, config.pair_fraction)
-
-    batches = batches_of(position["epoch"])
-
-    def next_batch() -> list[tuple[int, ...]]:
-        nonlocal batches
-        while position["batch_in_epoch"] >= len(batches):
-            position["epoch"], position["batch_in_epoch"] = position["epoch"] + 1, 0
-            batches = batches_of(position["epoch"])
-        position["batch_in_epoch"] += 1
-        return batches[position["batch_in_epoch"] - 1]
-
     accum = config.grad_accum
     window_frames, window_start = 0, time.perf_counter()
     last_loss = float("nan")
@@ -240,7 +231,7 @@ def train(
             loop.optimizer.zero_grad(set_to_none=True)
             loss_sums, ctc_sums = [], []
             for micro in range(accum):
-                indices = next_batch()
+                indices = cursor.next()
                 mels, lens, texts = collate([join_item(dataset, item) for item in indices])
                 mels, lens = mels.to(device), lens.to(device)
                 # one random stream per micro-batch (= the step without accumulation)
@@ -295,7 +286,7 @@ def train(
                 window_frames, window_start = 0, time.perf_counter()
                 row = {
                     "step": loop.step,
-                    "epoch": position["epoch"],
+                    "epoch": cursor.epoch,
                     "loss": f"{last_loss:.5f}",
                     "lr": f"{loop.lr:.3e}",
                     "grad_norm": f"{grad_norm:.4f}",
