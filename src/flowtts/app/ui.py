@@ -30,7 +30,7 @@ def _guarded(fn):
         except gr.Error:
             raise
         except USER_ERRORS as error:
-            raise gr.Error(str(error).strip("'\"")) from None
+            raise gr.Error(str(error).strip("'\""), print_exception=False) from None  # the user's, not a bug
         except Exception as error:  # a bug must not take the app down: say so, log it, keep serving
             log.exception("request failed")
             raise gr.Error(f"internal error ({type(error).__name__}): {error}") from None
