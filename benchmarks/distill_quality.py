@@ -1,10 +1,12 @@
 """Distance to teacher@32 of a distilled student and of two teacher baselines, on held-out prompts.
 
 Usage: python benchmarks/distill_quality.py --teacher builtin --student builtin:student \
-           --heldout corpus/heldout [--prompts 16] [--student-steps 4]
+           --heldout corpus/heldout [--prompts 16] [--layout prefix|pair] [--student-steps 4]
 
-Held-out prompts (leading 20-50 % of each utterance, its transcript and length) and their noises are
-fixed by ``--seed``. Prints the table of ``flowtts.train.distill.evaluate`` and, as its last line,
+Held-out prompts and their noises are fixed by ``--seed``: ``--layout prefix`` (the leading 20-50 % of each
+utterance, its transcript and length) or ``--layout pair`` (each row as the reference clip, the next row's
+text said after it in the next row's recorded length: the layout inference uses).
+Prints the table of ``flowtts.train.distill.evaluate`` and, as its last line,
 ``student/naive=R1 student/epss7=R2 student_nfe=N``.
 """
 
@@ -19,7 +21,8 @@ import torch
 import flowtts
 from flowtts.infer import recommended_options
 from flowtts.train.data import MelDataset
-from flowtts.train.distill import DistillConfig, draw_prompts, evaluate, report
+from flowtts.train.distill import DistillConfig, evaluate, report
+from flowtts.train.prompts import fixed_prompts
 
 
 def main() -> None:
@@ -28,6 +31,7 @@ def main() -> None:
     parser.add_argument("--student", default="builtin:student")
     parser.add_argument("--heldout", required=True, help="prepared held-out dataset directory")
     parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--layout", choices=["prefix", "pair"], default="prefix", help="kind of held-out prompts")
     parser.add_argument("--student-steps", type=int, help="default: what the student was distilled for (else 4)")
     parser.add_argument("--student-cfg", type=float, help="default: the student's own (else 0)")
     parser.add_argument(
@@ -55,13 +59,8 @@ def main() -> None:
     if args.student_cfg is not None:
         config = dataclasses.replace(config, student_cfg=args.student_cfg)
     held = MelDataset(args.heldout)
-    prompts = draw_prompts(
-        held,
-        list(range(min(args.prompts, len(held)))),
-        teacher.num_channels,
-        config,
-        torch.Generator().manual_seed(args.seed),
-    )
+    rows = list(range(min(args.prompts, len(held))))
+    prompts = fixed_prompts(held, rows, args.layout, teacher.num_channels, config, seed=args.seed)
     # The teacher on the student's own grid: what the grid alone gives, so the student must beat it too.
     n = config.student_steps
     own_grid = {**config.student_sampling(), "cfg_strength": config.teacher_cfg}

@@ -413,6 +413,26 @@ def test_distill_command_evaluates_on_held_out_rows_after_the_reports(corpus, tm
     assert not (tmp_path / "bad").exists()
 
 
+def test_distill_command_with_pair_prompts_records_them_and_reports_on_pairs(corpus, tmp_path, capsys):
+    import csv
+
+    import flowtts
+    from flowtts.checkpoints.loader import read_metadata
+    from flowtts.cli import main
+
+    flowtts.save(_teacher(corpus), tmp_path / "teacher.safetensors")
+    run = ["--steps", "2", "--batch-size", "2", "--prompts", "pair", "--report-prompts", "2"]
+    assert main(_distill_args(tmp_path, corpus, "run", *run, "--eval-every", "2", "--eval-prompts", "3")) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("student/naive=")
+    metadata = read_metadata(str(tmp_path / "run" / "student.safetensors"))
+    assert DistillConfig.from_json(metadata["distill_config"]).prompts == "pair"
+    with open(tmp_path / "run" / "distill_eval.csv", encoding="utf-8") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [0, 2]
+    code = main(_distill_args(tmp_path, corpus, "bad", *run[:6], "--report-prompts", "1"))
+    assert code == 2 and "pair prompts need at least 2 held-out rows, got 1" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
 def test_bfloat16_distillation_tracks_float32_and_repeats_exactly(corpus, tmp_path):
     ds = MelDataset(corpus)
     runs = {}

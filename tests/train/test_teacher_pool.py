@@ -222,3 +222,50 @@ def test_two_processes_share_one_pool_and_stay_identical(corpus, tmp_path):  # n
     assert torch.equal(shared.index, alone.index) and torch.equal(shared.n_prompt, alone.n_prompt)
     for x, y in zip(shared.states, alone.states):
         assert torch.allclose(x, y, atol=1e-5)
+
+
+def test_pair_pools_hold_the_drawn_pairs_and_their_teacher_states(corpus, tmp_path):  # noqa: F811
+    from flowtts.train.prompts import draw_pair_prompts, draw_partners
+
+    ds = MelDataset(corpus)
+    teacher = _teacher(corpus)
+    config = _config(batch_size=2, prompts="pair")
+    pool = build_pool(teacher, ds, config, 4)
+    g = torch.Generator().manual_seed(config.seed * 15_485_863 + 17)
+    order = torch.randperm(len(ds), generator=g).tolist()[:4]
+    chunks = []
+    for i in (0, 2):
+        pairs = draw_partners(ds, order[i : i + 2], g)
+        chunks.append((pairs, draw_pair_prompts(ds, pairs, teacher.num_channels, g)))
+    pairs, expected = chunks[1]
+    assert pool.partner.tolist()[2:] == [b for _, b in pairs] and all(a != b for a, b in pairs)
+    prompts, states = pool.batch(ds, [2, 3])
+    assert prompts.targets == expected.targets and prompts.texts == expected.texts
+    assert torch.equal(prompts.lens, expected.lens) and torch.equal(prompts.durations, expected.durations)
+    mask = prompts.generated_mask()[..., None]
+    assert torch.equal(prompts.noise * mask, expected.noise * mask)
+    assert torch.allclose(states * mask, teacher_states(teacher, expected, config) * mask, atol=1e-6)
+    path = str(tmp_path / "pool.pt")
+    pool.save(path)
+    assert torch.equal(TeacherPool.load(path).partner, pool.partner)
+    assert build_pool(teacher, ds, _config(batch_size=2), 4).fingerprint != pool.fingerprint
+    with pytest.raises(ValueError, match="mixes pair and prefix"):
+        TeacherPool(pool.index, pool.n_prompt, pool.states, "", torch.tensor([1, -1, 2, 3])).batch(ds, [0, 1])
+
+
+def test_pair_distillation_from_a_pool_moves_the_student_toward_the_teacher_on_new_pairs(corpus, tmp_path):  # noqa: F811
+    from flowtts.train.prompts import fixed_prompts, generated_distance
+
+    ds = MelDataset(corpus)
+    teacher = _teacher(corpus)
+    student = copy.deepcopy(teacher)
+    config = _config(steps=30, teacher_pool=6, prompts="pair", student_dropout=False)
+    held = fixed_prompts(ds, list(range(len(ds))), "pair", teacher.num_channels, config, seed=9)
+
+    def distance():
+        target = sample_with(teacher, held, cache=True, **config.teacher_sampling())
+        return generated_distance(sample_with(student, held, cache=True, **config.student_sampling()), target, held)
+
+    before = distance()
+    distill(teacher, student, ds, str(tmp_path), config, progress=False)
+    assert distance() < 0.5 * before

@@ -136,10 +136,9 @@ def _prompt_data(path: str):
 def _distill(args: argparse.Namespace) -> int:
     import copy
 
-    import torch
-
     from flowtts.checkpoints.loader import load
-    from flowtts.train.distill import DistillConfig, distill, draw_prompts, evaluate, report
+    from flowtts.train.distill import DistillConfig, distill, evaluate, report
+    from flowtts.train.prompts import fixed_prompts
 
     start_run(args)
     if args.eval_every < 0 or args.eval_prompts < 1:
@@ -165,6 +164,7 @@ def _distill(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         ctc_weight=args.ctc_weight,
         recognizer=args.recognizer,
+        prompts=args.prompts,
         **_run_settings(args),
     )
     teacher = load(args.teacher, preset=args.preset, vocab=args.vocab)
@@ -181,7 +181,11 @@ def _distill(args: argparse.Namespace) -> int:
                 f"--eval-every: the held-out set has {len(held)} rows, none from --eval-start {first} on "
                 "(the evaluation prompts follow the report's unless --eval-start says otherwise)"
             )
-        eval_prompts = draw_prompts(held, rows, teacher.num_channels, config, torch.Generator().manual_seed(1))
+        eval_prompts = fixed_prompts(held, rows, config.prompts, teacher.num_channels, config, seed=1)
+    report_rows = list(range(min(args.report_prompts, len(held))))  # drawn now: refused before the run if unusable
+    prompts = None
+    if report_rows:
+        prompts = fixed_prompts(held, report_rows, config.prompts, teacher.num_channels, config, seed=0)
     summary = distill(
         teacher,
         student,
@@ -196,8 +200,6 @@ def _distill(args: argparse.Namespace) -> int:
     print(f"distilled {summary['step']} steps in {summary['seconds']:.0f} s, last loss {summary['loss']:.5f}")
     if args.report_prompts == 0:  # no report asked for
         return 0
-    n = min(args.report_prompts, len(held))
-    prompts = draw_prompts(held, list(range(n)), teacher.num_channels, config, torch.Generator().manual_seed(0))
     final = load(f"{args.out}/student.safetensors")
     recorded = DistillConfig.from_json(final.metadata["distill_config"])  # a learned grid: the student's own
     rows, mels = evaluate(teacher, final, prompts, recorded)
@@ -428,6 +430,14 @@ def add_distill(sub) -> None:
         help="add a recogniser's CTC loss of the text on the student's samples (DMOSpeech's recipe; 0: off)",
     )
     ds.add_argument("--recognizer", default="builtin", help="recogniser file of --ctc-weight (default: built-in)")
+    ds.add_argument(
+        "--prompts",
+        choices=["prefix", "pair"],
+        default="prefix",
+        help="prefix: the leading 20-50%% of an utterance continued with its own text (as the teacher trained); "
+        "pair: one utterance as the reference and another's text to say (as inference uses a model). "
+        "The report and --eval-every prompts are of the same kind",
+    )
     ds.add_argument("--grad-checkpoint", action="store_true")
     ds.add_argument("--backprop-steps", type=int)
     ds.add_argument(

@@ -1,7 +1,9 @@
 """Few-step distillation: a student learns to reproduce a many-step teacher in a few solver steps.
 
 Each step draws prompts from a prepared dataset (the first 20-50 % of an utterance as the reference
-mel, the full transcript as text, the utterance length as duration) and one initial noise per prompt.
+mel, the full transcript as text, the utterance length as duration; or, with ``prompts="pair"``, one
+whole utterance as the reference and another's text after it in that one's length, the layout inference
+uses) and one initial noise per prompt.
 The frozen teacher samples ``teacher_steps`` with guidance on the default path (``cache=True``); the
 student samples ``student_steps`` from the same noise with ``cache=False`` and the loss is the mean
 squared distance between the two outputs on the generated frames. Gradients flow through every
@@ -64,7 +66,7 @@ from flowtts.train.distill_config import (  # noqa: F401 -- the names' first imp
 )
 from flowtts.train.distill_report import EVAL_COLUMNS, HeldOutEval, evaluate, report  # noqa: F401
 from flowtts.train.loop import LoopSettings, TrainingLoop
-from flowtts.train.prompts import Prompts, draw_prompts, sample_with, solve  # noqa: F401 -- draw_prompts too
+from flowtts.train.prompts import Prompts, draw_kind, draw_prompts, sample_with, solve  # noqa: F401 -- draw_prompts too
 from flowtts.train.teacher_pool import load_or_build, teacher_states
 from flowtts.utils.plotting import plot_loss_curve
 
@@ -256,7 +258,8 @@ def distill(
                 prompts, states = pool.batch(dataset, picks)
             else:
                 indices = torch.randint(len(dataset), (config.batch_size,), generator=g).tolist()
-                prompts, states = draw_prompts(dataset, indices, teacher.num_channels, config, g), None
+                prompts = draw_kind(dataset, indices, config.prompts, teacher.num_channels, config, g)
+                states = None
             rows = list(range(rank, config.batch_size, world)) or [0]
             weight = 1.0 if rank < config.batch_size else 0.0
             local = prompts.rows(rows)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from flowtts.train.prompts import check_prompt_kind
 from flowtts.utils.dtypes import DTYPE_NAMES
 
 GRIDS = ("uniform", "epss", "sway", "custom")
@@ -48,11 +49,14 @@ class DistillConfig:
     save_every: int = 100
     log_every: int = 10
     prompt_fraction: tuple[float, float] = (0.2, 0.5)
+    prompts: str = "prefix"  # "prefix": a leading part of an utterance and its own text (as the teacher was
+    # trained); "pair": one utterance as the reference and another's text after it (as inference uses a model)
     ctc_weight: float = 0.0  # weight of a recogniser's CTC loss of the text on the student's samples (DMOSpeech)
     recognizer: str = "builtin"  # the recogniser file of ctc_weight
     seed: int = 0
 
     def __post_init__(self):
+        check_prompt_kind(self.prompts)
         if not self.ctc_weight >= 0:
             raise ValueError(f"ctc_weight must be >= 0, got {self.ctc_weight}")
         if self.ctc_weight > 0 and (self.velocity_steps or self.segment_steps):

@@ -106,6 +106,44 @@ def draw_pair_prompts(dataset: MelDataset, pairs: list[tuple[int, int]], num_cha
     )
 
 
+PROMPT_KINDS = ("prefix", "pair")
+
+
+def check_prompt_kind(kind) -> str:
+    """``kind`` if it names a kind of prompts (:data:`PROMPT_KINDS`), else ``ValueError`` naming the known ones."""
+    if kind not in PROMPT_KINDS:
+        raise ValueError(f"prompts must be one of {PROMPT_KINDS}, got {kind!r}")
+    return kind
+
+
+def draw_partners(dataset: MelDataset, indices: list[int], generator) -> list[tuple[int, int]]:
+    """Each of ``indices`` with another row of ``dataset`` drawn uniformly from the rest, as pairs."""
+    if len(dataset) < 2:
+        raise ValueError(f"pair prompts need a dataset of at least 2 rows, got {len(dataset)}")
+    shift = torch.randint(1, len(dataset), (len(indices),), generator=generator).tolist()
+    return [(int(i), (int(i) + s) % len(dataset)) for i, s in zip(indices, shift)]
+
+
+def draw_kind(dataset: MelDataset, indices: list[int], kind: str, num_channels: int, config, generator) -> Prompts:
+    """Prompts of ``kind`` for ``indices``: ``"prefix"`` (:func:`draw_prompts`) or ``"pair"`` (each row as the
+    reference clip of another row drawn at random, :func:`draw_pair_prompts`)."""
+    if check_prompt_kind(kind) == "pair":
+        return draw_pair_prompts(dataset, draw_partners(dataset, indices, generator), num_channels, generator)
+    return draw_prompts(dataset, indices, num_channels, config, generator)
+
+
+def fixed_prompts(dataset: MelDataset, rows: list[int], kind: str, num_channels: int, config, seed: int) -> Prompts:
+    """Reproducible evaluation prompts for ``rows``: prefixes, or pairs of each row and the next one's text
+    (the last row's with the first's), so the prompts read no row outside ``rows``."""
+    g = torch.Generator().manual_seed(seed)
+    if check_prompt_kind(kind) == "pair":
+        if len(rows) < 2:
+            raise ValueError(f"pair prompts need at least 2 held-out rows, got {len(rows)}")
+        pairs = [(a, rows[(k + 1) % len(rows)]) for k, a in enumerate(rows)]
+        return draw_pair_prompts(dataset, pairs, num_channels, g)
+    return draw_prompts(dataset, rows, num_channels, config, g)
+
+
 def solve(model, prompts: Prompts, *, cache: bool, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """``model.sample()`` on ``prompts`` (their noises, each sample computed as if alone): ``(out, trajectory)``."""
     return model.sample(

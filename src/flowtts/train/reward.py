@@ -35,7 +35,15 @@ import torch
 from flowtts.train import distributed as dist_utils
 from flowtts.train.data import MelDataset
 from flowtts.train.loop import LoopSettings, TrainingLoop
-from flowtts.train.prompts import Prompts, draw_pair_prompts, draw_prompts, generated_distance, sample_with
+from flowtts.train.prompts import (
+    PROMPT_KINDS,  # noqa: F401 -- re-exported
+    Prompts,
+    check_prompt_kind,
+    draw_kind,
+    fixed_prompts,
+    generated_distance,
+    sample_with,
+)
 from flowtts.utils.plotting import plot_reward_curve
 
 Reward = Callable[[torch.Tensor, Prompts], torch.Tensor]
@@ -142,7 +150,6 @@ REWARDS: dict[str, Callable[[object, str], Reward]] = {
     "speaker": _speaker_reward,
     "ctc": _ctc_reward,
 }
-PROMPT_KINDS = ("prefix", "pair")
 
 
 def resolve_reward(spec: str | Reward, model=None, recognizer: str = "builtin") -> Reward:
@@ -203,8 +210,7 @@ class RewardConfig:
     def __post_init__(self):
         if self.prompts is None:
             self.prompts = "pair" if self.reward == "ctc" else "prefix"
-        if self.prompts not in PROMPT_KINDS:
-            raise ValueError(f"prompts must be one of {PROMPT_KINDS}, got {self.prompts!r}")
+        check_prompt_kind(self.prompts)
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
         if self.sample_steps is not None and self.sample_steps < 1:
@@ -261,25 +267,16 @@ class _RewardLoss(torch.nn.Module):
 
 def draw_training_prompts(dataset: MelDataset, config: RewardConfig, num_channels: int, g) -> Prompts:
     """One step's prompts (``config.batch_size`` of the kind ``config.prompts``), drawn with ``g``."""
-    if config.prompts == "pair":
-        if len(dataset) < 2:
-            raise ValueError("pair prompts need a dataset of at least 2 rows")
-        first = torch.randint(len(dataset), (config.batch_size,), generator=g)
-        second = (first + torch.randint(1, len(dataset), (config.batch_size,), generator=g)) % len(dataset)
-        return draw_pair_prompts(dataset, list(zip(first.tolist(), second.tolist())), num_channels, g)
+    if config.prompts == "pair" and len(dataset) < 2:
+        raise ValueError("pair prompts need a dataset of at least 2 rows")
     indices = torch.randint(len(dataset), (config.batch_size,), generator=g).tolist()
-    return draw_prompts(dataset, indices, num_channels, config, g)
+    return draw_kind(dataset, indices, config.prompts, num_channels, config, g)
 
 
 def heldout_prompts(dataset: MelDataset, n: int, config: RewardConfig, num_channels: int, seed: int = 0) -> Prompts:
-    """Fixed report prompts from the first ``n`` rows of ``dataset`` (pairs: each row then the next one's text)."""
-    n = min(n, len(dataset))
-    g = torch.Generator().manual_seed(seed)
-    if config.prompts == "pair":
-        if len(dataset) < 2:
-            raise ValueError("pair prompts need a held-out set of at least 2 rows")
-        return draw_pair_prompts(dataset, [(i, (i + 1) % len(dataset)) for i in range(n)], num_channels, g)
-    return draw_prompts(dataset, list(range(n)), num_channels, config, g)
+    """Fixed report prompts from the first ``n`` rows of ``dataset`` (pairs: each row then the next one's text,
+    the ``n``-th then the first's)."""
+    return fixed_prompts(dataset, list(range(min(n, len(dataset)))), config.prompts, num_channels, config, seed)
 
 
 def check_rewards(rewards, batch: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from flowtts.train.data import MelDataset
-from flowtts.train.prompts import Prompts, draw_prompts, solve
+from flowtts.train.prompts import Prompts, draw_pair_prompts, draw_partners, draw_prompts, solve
 
 SNAP = 1e-4
 
@@ -74,6 +74,7 @@ def _fingerprint(teacher, dataset: MelDataset, config, size: int) -> str:
             "prompt_fraction": list(config.prompt_fraction),
             "dataset_rows": len(dataset),
             "teacher_weights": f"{weights:.6e}",
+            **({"prompts": config.prompts} if config.prompts != "prefix" else {}),  # prefix pools keep their print
         },
         sort_keys=True,
     )
@@ -82,17 +83,35 @@ def _fingerprint(teacher, dataset: MelDataset, config, size: int) -> str:
 class TeacherPool:
     """``size`` prompts with their noises and teacher states (see the module docstring)."""
 
-    def __init__(self, index: torch.Tensor, n_prompt: torch.Tensor, states: list[torch.Tensor], fingerprint: str):
+    def __init__(
+        self,
+        index: torch.Tensor,
+        n_prompt: torch.Tensor,
+        states: list[torch.Tensor],
+        fingerprint: str,
+        partner: torch.Tensor | None = None,
+    ):
         self.index = index  # (size,) dataset rows
         self.n_prompt = n_prompt  # (size,) prompt frames
         self.states = states  # size x (student_steps + 1, frames, channels)
         self.fingerprint = fingerprint
+        # (size,) the row whose text follows each reference in pair prompts; -1: a prefix prompt
+        self.partner = torch.full_like(index, -1) if partner is None else partner
 
     def __len__(self) -> int:
         return len(self.states)
 
     def batch(self, dataset: MelDataset, rows: list[int]) -> tuple[Prompts, torch.Tensor]:
-        """Prompts (noise = the stored noise, data = the utterance) and states ``(k + 1, b, n, d)`` of ``rows``."""
+        """Prompts (noise = the stored noise, data = the utterance or pair), states ``(k + 1, b, n, d)`` of ``rows``."""
+        if any(int(self.partner[r]) >= 0 for r in rows):
+            if not all(int(self.partner[r]) >= 0 for r in rows):
+                raise ValueError("a pool batch mixes pair and prefix prompts")
+            pairs = [(int(self.index[r]), int(self.partner[r])) for r in rows]
+            states = self._stacked(rows)
+            prompts = draw_pair_prompts(dataset, pairs, states.shape[-1], torch.Generator().manual_seed(0))
+            if prompts.durations.tolist() != [self.states[r].shape[1] for r in rows]:
+                raise ValueError("the pool's pairs do not fit this dataset (other recordings' lengths)")
+            return Prompts(**{**prompts.__dict__, "noise": states[0]}), states
         mels, texts = [], []
         for r in rows:
             mel, text = dataset[int(self.index[r])]
@@ -101,24 +120,35 @@ class TeacherPool:
         lens = self.n_prompt[rows]
         durations = torch.tensor([self.states[r].shape[1] for r in rows])
         n = int(durations.max())
-        states = torch.stack([F.pad(self.states[r], (0, 0, 0, n - self.states[r].shape[1])) for r in rows], dim=1)
+        states = self._stacked(rows)
         cond = torch.nn.utils.rnn.pad_sequence([m[: int(k)] for m, k in zip(mels, lens)], batch_first=True)
         data = torch.nn.utils.rnn.pad_sequence(mels, batch_first=True)[:, :n]
         data = F.pad(data, (0, 0, 0, n - data.shape[1]))
         prompts = Prompts(cond=cond, lens=lens, texts=texts, durations=durations, noise=states[0], data=data)
         return prompts, states
 
+    def _stacked(self, rows: list[int]) -> torch.Tensor:
+        """The states of ``rows`` zero-padded to the longest, ``(k + 1, b, n, d)``."""
+        n = max(self.states[r].shape[1] for r in rows)
+        return torch.stack([F.pad(self.states[r], (0, 0, 0, n - self.states[r].shape[1])) for r in rows], dim=1)
+
     def save(self, path: str) -> None:
         from flowtts.utils.files import atomic_output
 
-        state = {"index": self.index, "n_prompt": self.n_prompt, "states": self.states, "fingerprint": self.fingerprint}
+        state = {
+            "index": self.index,
+            "n_prompt": self.n_prompt,
+            "partner": self.partner,
+            "states": self.states,
+            "fingerprint": self.fingerprint,
+        }
         with atomic_output(path) as tmp:
             torch.save(state, tmp)
 
     @classmethod
     def load(cls, path: str) -> TeacherPool:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(state["index"], state["n_prompt"], list(state["states"]), state["fingerprint"])
+        return cls(state["index"], state["n_prompt"], list(state["states"]), state["fingerprint"], state.get("partner"))
 
 
 def _extends(pool: TeacherPool, expected: str, rows: int, chunk: int) -> bool:
@@ -161,13 +191,19 @@ def build_pool(
     order = torch.cat([torch.randperm(len(dataset), generator=g) for _ in range(rounds)])[:size].tolist()
     chunks = [order[i : i + config.batch_size] for i in range(0, size, config.batch_size)]
     mine, kept = {}, 0
+    partners = torch.full((len(order),), -1, dtype=torch.long)
     if reuse is not None:
         kept = len(reuse) // config.batch_size  # whole chunks
         if reuse.index[: kept * config.batch_size].tolist() != order[: kept * config.batch_size]:
             raise ValueError("the pool to reuse was drawn differently (other settings or dataset)")
     bar = progress_bar(progress and rank == 0, len(chunks), 0, "teacher pool")
     for c, indices in enumerate(chunks):
-        prompts = draw_prompts(dataset, indices, teacher.num_channels, config, g)  # every rank: same draws
+        if config.prompts == "pair":  # every rank: the same draws
+            pairs = draw_partners(dataset, indices, g)
+            partners[c * config.batch_size : c * config.batch_size + len(pairs)] = torch.tensor([b for _, b in pairs])
+            prompts = draw_pair_prompts(dataset, pairs, teacher.num_channels, g)
+        else:
+            prompts = draw_prompts(dataset, indices, teacher.num_channels, config, g)
         if c >= kept and c % world == rank:
             states = teacher_states(teacher, prompts, config)
             mine[c] = (prompts.lens, [states[:, j, : int(d)].clone() for j, d in enumerate(prompts.durations)])
@@ -184,7 +220,8 @@ def build_pool(
         mine[c] = (reuse.n_prompt[rows], [reuse.states[r] for r in rows])
     n_prompt = torch.cat([mine[c][0] for c in range(len(chunks))])
     states = [s for c in range(len(chunks)) for s in mine[c][1]]
-    return TeacherPool(torch.tensor(order), n_prompt, states, _fingerprint(teacher, dataset, config, size))
+    fingerprint = _fingerprint(teacher, dataset, config, size)
+    return TeacherPool(torch.tensor(order), n_prompt, states, fingerprint, partners)
 
 
 def load_or_build(path: str, teacher, dataset: MelDataset, config, size: int, env=None, *, progress=False):
