@@ -59,8 +59,8 @@ def main() -> None:
     if args.student_cfg is not None:
         config = dataclasses.replace(config, student_cfg=args.student_cfg)
     held = MelDataset(args.heldout)
-    rows = list(range(min(args.prompts, len(held))))
-    prompts = fixed_prompts(held, rows, args.layout, teacher.num_channels, config, seed=args.seed)
+    prompt_rows = list(range(min(args.prompts, len(held))))
+    prompts = fixed_prompts(held, prompt_rows, args.layout, teacher.num_channels, config, seed=args.seed)
     # The teacher on the student's own grid: what the grid alone gives, so the student must beat it too.
     n = config.student_steps
     own_grid = {**config.student_sampling(), "cfg_strength": config.teacher_cfg}
@@ -70,7 +70,8 @@ def main() -> None:
         kwargs = recommended_options(other).solver_kwargs()
         extra[f"{spec} ({kwargs['steps']} steps, cfg {kwargs['cfg_strength']:g})"[-42:]] = (other, kwargs)
     rows, mels = evaluate(teacher, student, prompts, config, extra=extra)
-    print(report(rows, mels, args.out or tempfile.mkdtemp(prefix="distill-report-")))
+    source = f"{len(prompt_rows)} {args.layout} prompts, rows 0-{len(prompt_rows) - 1} of {args.heldout}"
+    print(report(rows, mels, args.out or tempfile.mkdtemp(prefix="distill-report-"), source))
 
 
 if __name__ == "__main__":

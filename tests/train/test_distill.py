@@ -153,6 +153,8 @@ def test_distill_command_prints_the_report(corpus, tmp_path, capsys):
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("student/naive=") and "student_nfe=2" in lines[-1]
+    assert f"prompts: 3 prefix prompts, rows 0-2 of {corpus} (report split)" in lines
+    assert open(tmp_path / "run" / "report.txt", encoding="utf-8").read().startswith("prompts: 3 prefix")
     assert any(line.startswith("teacher@7 (EPSS") for line in lines)
     files = set(os.listdir(tmp_path / "run"))
     assert {"report.txt", "report.png", "student.safetensors", "teacher_pool.pt"} <= files
@@ -423,7 +425,10 @@ def test_distill_command_with_pair_prompts_records_them_and_reports_on_pairs(cor
     flowtts.save(_teacher(corpus), tmp_path / "teacher.safetensors")
     run = ["--steps", "2", "--batch-size", "2", "--prompts", "pair", "--report-prompts", "2"]
     assert main(_distill_args(tmp_path, corpus, "run", *run, "--eval-every", "2", "--eval-prompts", "3")) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("student/naive=")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("student/naive=")
+    chosen = "best.safetensors was chosen on rows 2-4 (selection split)"
+    assert f"prompts: 2 pair prompts, rows 0-1 of {corpus} (report split); {chosen}" in lines
     metadata = read_metadata(str(tmp_path / "run" / "student.safetensors"))
     assert DistillConfig.from_json(metadata["distill_config"]).prompts == "pair"
     with open(tmp_path / "run" / "distill_eval.csv", encoding="utf-8") as f:

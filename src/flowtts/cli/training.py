@@ -182,6 +182,7 @@ def _distill(args: argparse.Namespace) -> int:
                 "(the evaluation prompts follow the report's unless --eval-start says otherwise)"
             )
         eval_prompts = fixed_prompts(held, rows, config.prompts, teacher.num_channels, config, seed=1)
+        rows_chosen = rows
     report_rows = list(range(min(args.report_prompts, len(held))))  # drawn now: refused before the run if unusable
     prompts = None
     if report_rows:
@@ -203,7 +204,11 @@ def _distill(args: argparse.Namespace) -> int:
     final = load(f"{args.out}/student.safetensors")
     recorded = DistillConfig.from_json(final.metadata["distill_config"])  # a learned grid: the student's own
     rows, mels = evaluate(teacher, final, prompts, recorded)
-    print(report(rows, mels, args.out))
+    source = f"{len(report_rows)} {config.prompts} prompts, rows 0-{len(report_rows) - 1} of {held.directory}"
+    source += " (report split)"
+    if eval_prompts is not None:
+        source += f"; best.safetensors was chosen on rows {rows_chosen[0]}-{rows_chosen[-1]} (selection split)"
+    print(report(rows, mels, args.out, source))
     return 0
 
 

@@ -140,12 +140,18 @@ def evaluate(
     return rows, mels
 
 
-def report(rows: list[dict], mels: dict, out_dir: str) -> str:
-    """Print-ready table plus ``report.txt`` and ``report.png`` (mels of one prompt) in ``out_dir``."""
+def report(rows: list[dict], mels: dict, out_dir: str, source: str | None = None) -> str:
+    """Print-ready table plus ``report.txt`` and ``report.png`` (mels of one prompt) in ``out_dir``.
+
+    Args:
+        rows, mels: What :func:`evaluate` returned.
+        out_dir: Where the files go.
+        source: Which prompts were scored and which split they are (the first line when given).
+    """
     from flowtts.utils.files import atomic_output
 
     header = f"{'system':<42} {'NFE':>4} {'distance':>10} {'s/utt':>7}"
-    lines = [header, "-" * len(header)]
+    lines = ([f"prompts: {source}"] if source else []) + [header, "-" * len(header)]
     for r in rows:
         lines.append(f"{r['system']:<42} {r['NFE']:>4} {r['distance']:>10.5f} {r['s/utt']:>7.3f}")
     student, naive, epss7 = rows[1], rows[2], rows[3]
