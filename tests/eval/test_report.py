@@ -139,10 +139,28 @@ def test_eval_command_writes_its_table_and_transcripts(model_file, heldout, tmp_
     assert "CTC WER" not in capsys.readouterr().out
 
 
+def test_eval_speed_stretches_the_estimated_durations(model_file, heldout, tmp_path, capsys):
+    import os
+
+    longer = os.path.join(os.path.dirname(heldout), "longer.csv")  # texts of 10+ bytes: upstream's rule slows
+    with open(longer, "w", encoding="utf-8") as f:  # shorter ones to 0.3 whatever the speed
+        f.write("audio_file|text\nwavs/000.wav|the dog ran far\nwavs/001.wav|red fox jumps high\n")
+    seconds = {}
+    for speed in ("1", "0.5"):
+        out = tmp_path / f"ev{speed}"
+        quiet = ["--n", "2", "--recognizer", "none", "--no-recordings", "--out", str(out)]
+        assert _eval(model_file, longer, "--cross-sentence", "--speed", speed, *quiet) == 0
+        (row,) = csv.DictReader(open(out / "eval.csv", encoding="utf-8"))
+        seconds[speed] = float(row["audio s"])
+    assert "(2 steps, cfg 2, speed 0.5)" in capsys.readouterr().out
+    assert 1.8 < seconds["0.5"] / seconds["1"] < 2.2  # the generated part is twice as long
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
         (["--n", "0"], "--n must be >= 1"),
+        (["--speed", "0"], "--speed must be a positive number, got 0.0"),
         (["--cross-sentence", "--ref-audio", "x.wav", "--ref-text", "x"], "drop --ref-audio/--ref-text"),
         (["--ref-audio", "x.wav"], "--ref-audio and --ref-text go together"),
         (["--cross-sentence", "--n", "1"], "--cross-sentence needs at least 2"),

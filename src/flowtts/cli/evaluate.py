@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -24,6 +25,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
+    if args.speed is not None and not (math.isfinite(args.speed) and args.speed > 0):
+        raise UserError(f"--speed must be a positive number, got {args.speed}")
     if args.cross_sentence and (args.ref_audio or args.ref_text):
         raise UserError("--cross-sentence takes each prompt from the held-out set: drop --ref-audio/--ref-text")
     if bool(args.ref_audio) != bool(args.ref_text):
@@ -59,7 +62,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             from flowtts.train.reward import mel_config_of
 
             recognizer.check_fits(mel_config_of(model), spec)
-        label = f"{spec} ({options.steps} steps, cfg {options.cfg_strength:g})"
+        speed = f", speed {options.speed:g}" if options.speed != 1 else ""
+        label = f"{spec} ({options.steps} steps, cfg {options.cfg_strength:g}{speed})"
         save = None
         if args.out and args.save_audio:
             from flowtts.audio.io import write_audio
@@ -164,6 +168,7 @@ def add_eval(sub) -> None:
     ev.add_argument("--steps", "--nfe_step", type=int, help="default 32, or a distilled student's own")
     ev.add_argument("--cfg", "--cfg_strength", type=float, help="default 2, or a distilled student's own")
     ev.add_argument("--sway", "--sway_sampling_coef", type=float)
+    ev.add_argument("--speed", type=float, help="speaking rate, default 1 (estimated durations are divided by it)")
     ev.add_argument("--dtype", choices=DTYPE_CHOICES)
     add_quantize_option(ev)
     ev.add_argument("--seed", type=seed, default=0, help="sentence i uses seed + i")
