@@ -52,13 +52,14 @@ def _wait(condition, seconds: float, what: str):
 
 
 def _expected_seconds(text: str) -> float:
-    """What the model is asked for: F5-TTS's duration rule on the built-in reference clip."""
+    """What the model is asked for: F5-TTS's duration rule on the built-in reference clip at the model's speed."""
     import flowtts
     from flowtts.synthesis import load_reference, recommended_options
 
     model = flowtts.load("builtin:student")
-    reference = load_reference(model, None, None, recommended_options(model))
-    frames = reference.mel.shape[1] / len(reference.text.encode()) * len(text.encode())
+    options = recommended_options(model)
+    reference = load_reference(model, None, None, options)
+    frames = reference.mel.shape[1] / len(reference.text.encode()) * len(text.encode()) / options.speed
     return int(frames) * model.mel_spec.hop_length / model.mel_spec.target_sample_rate
 
 

@@ -112,6 +112,7 @@ def _infer(args: argparse.Namespace) -> int:
     from flowtts.cli.voices import VOICE_TAG, Voice, split_voices
     from flowtts.eval.asr import transcribe_reference
     from flowtts.synthesis import load_reference, synthesize
+    from flowtts.synthesis.options import model_speed
     from flowtts.utils.plotting import check_picture_output, save_mel_png
 
     if args.gen_file is not None:  # read whole, as upstream's --gen_file
@@ -191,7 +192,8 @@ def _infer(args: argparse.Namespace) -> int:
     references, voice_options = {}, {}
     for name in used:
         voice = voices[name]
-        voice_options[name] = options if voice.speed is None else dataclasses.replace(options, speed=voice.speed)
+        own_speed = None if voice.speed is None else voice.speed * model_speed(model)  # as recommended_options
+        voice_options[name] = options if own_speed is None else dataclasses.replace(options, speed=own_speed)
         try:
             references[name] = load_reference(
                 model,
@@ -422,7 +424,12 @@ def add_infer(sub) -> None:
     infer.add_argument(
         "--sway", "--sway_sampling_coef", type=float, help="sway sampling coefficient (default -1, students: theirs)"
     )
-    infer.add_argument("--speed", type=float, help="speaking rate, default 1 (estimated durations are divided by it)")
+    infer.add_argument(
+        "--speed",
+        type=float,
+        help="speaking rate, default 1 (estimated durations are divided by it; times the rate factor a model file "
+        "records, as the built-in models do)",
+    )
     infer.add_argument(
         "--fix-duration",
         "--fix_duration",

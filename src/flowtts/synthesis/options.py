@@ -42,12 +42,39 @@ class InferenceOptions:
         return self.recipe().sample_kwargs()
 
 
+SPEED_KEY = "speed"  # model-file metadata: the speaking rate at which the model says speed 1 (default 1)
+
+
+def model_speed(model) -> float:
+    """The speaking-rate factor ``model``'s file records (:data:`SPEED_KEY`), 1 when it records none.
+
+    F5-TTS's duration rule reads the reference clip's rate with its edge silence trimmed; a model trained
+    on utterances with silence at both ends then speaks faster than its corpus. A file can record the
+    factor that brings it back; every ``speed`` a user gives is multiplied by it, so speed 1 keeps meaning
+    "the model's natural rate" and files without the key behave exactly as upstream.
+
+    Raises:
+        ValueError: A recorded value that is not a positive number.
+    """
+    raw = (getattr(model, "metadata", None) or {}).get(SPEED_KEY)
+    if raw is None:
+        return 1.0
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"the model file's {SPEED_KEY!r} metadata must be a positive number, got {raw!r}")
+    return value
+
+
 def recommended_options(model, **overrides) -> InferenceOptions:
     """:class:`InferenceOptions` for ``model``: F5-TTS's defaults, or what a distilled student was trained for.
 
     A distilled student records its sampling recipe (:class:`flowtts.sampling.recipe.SamplingRecipe`: step
     count, guidance, grid) in its metadata; sampling it any other way throws its training away.
     ``overrides`` (non-``None`` values) win over both; a step count or sway given replaces a student's grid.
+    The speed (given or 1) is multiplied by the rate factor the file records (:func:`model_speed`).
     """
     from flowtts.sampling.recipe import SamplingRecipe
 
@@ -62,6 +89,9 @@ def recommended_options(model, **overrides) -> InferenceOptions:
         t_grid=recipe.t_grid,
     )
     fields.update(overrides)
+    factor = model_speed(model)
+    if factor != 1.0:
+        fields["speed"] = fields.get("speed", InferenceOptions.speed) * factor
     return InferenceOptions(**fields)
 
 

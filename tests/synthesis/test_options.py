@@ -1,0 +1,50 @@
+import copy
+
+import numpy as np
+import pytest
+
+import flowtts
+from flowtts.synthesis.options import SPEED_KEY, model_speed, recommended_options
+
+
+def _student_with(speed):
+    model = copy.deepcopy(flowtts.load("builtin:student"))
+    model.metadata = {k: v for k, v in model.metadata.items() if k != SPEED_KEY}
+    if speed is not None:
+        model.metadata[SPEED_KEY] = speed
+    return model
+
+
+def test_a_recorded_rate_factor_scales_every_speed_and_its_absence_changes_nothing():
+    plain, slow = _student_with(None), _student_with("0.8")
+    assert model_speed(plain) == 1.0 and model_speed(slow) == 0.8
+    assert recommended_options(plain).speed == 1.0 and recommended_options(plain, speed=1.5).speed == 1.5
+    assert recommended_options(slow).speed == pytest.approx(0.8)
+    assert recommended_options(slow, speed=1.25).speed == pytest.approx(1.0)
+    assert recommended_options(slow, steps=8).steps == 8  # other options as before
+
+
+@pytest.mark.parametrize("bad", ["fast", "0", "-1", "nan"])
+def test_a_bad_recorded_rate_is_refused_naming_the_key(bad):
+    with pytest.raises(ValueError, match=f"'speed' metadata must be a positive number, got '{bad}'"):
+        recommended_options(_student_with(bad))
+
+
+def test_the_built_in_models_record_the_rate_of_their_corpus():
+    assert model_speed(flowtts.load("builtin")) == model_speed(flowtts.load("builtin:student")) == 0.8
+
+
+def test_infer_applies_the_factor_to_the_speed_given():
+    """A file recording 0.8 asked for speed 1.25 speaks exactly as the same weights without it at speed 1."""
+    text = "The doctor picked up the blue door."
+    waves = []
+    for speed, given in ((None, 1.0), ("0.8", 1.25)):
+        tts = flowtts.F5TTS("builtin:student")
+        tts.ema_model = _student_with(speed)
+        wave, _, _ = tts.infer(None, "", text, seed=3, speed=given, progress=False, show_info=lambda *a: None)
+        waves.append(wave)
+    assert waves[0].shape == waves[1].shape and np.allclose(waves[0], waves[1], atol=1e-5)
+    tts = flowtts.F5TTS("builtin:student")
+    tts.ema_model = _student_with("0.8")
+    slow, _, _ = tts.infer(None, "", text, seed=3, progress=False, show_info=lambda *a: None)
+    assert 1.15 < len(slow) / len(waves[0]) < 1.3  # the default speed 1 is the file's 0.8: ~25% longer
