@@ -267,8 +267,6 @@ class _RewardLoss(torch.nn.Module):
 
 def draw_training_prompts(dataset: MelDataset, config: RewardConfig, num_channels: int, g) -> Prompts:
     """One step's prompts (``config.batch_size`` of the kind ``config.prompts``), drawn with ``g``."""
-    if config.prompts == "pair" and len(dataset) < 2:
-        raise ValueError("pair prompts need a dataset of at least 2 rows")
     indices = torch.randint(len(dataset), (config.batch_size,), generator=g).tolist()
     return draw_kind(dataset, indices, config.prompts, num_channels, config, g)
 

@@ -14,6 +14,7 @@ states, not interpolations.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -111,7 +112,7 @@ class TeacherPool:
             prompts = draw_pair_prompts(dataset, pairs, states.shape[-1], torch.Generator().manual_seed(0))
             if prompts.durations.tolist() != [self.states[r].shape[1] for r in rows]:
                 raise ValueError("the pool's pairs do not fit this dataset (other recordings' lengths)")
-            return Prompts(**{**prompts.__dict__, "noise": states[0]}), states
+            return dataclasses.replace(prompts, noise=states[0]), states
         mels, texts = [], []
         for r in rows:
             mel, text = dataset[int(self.index[r])]
