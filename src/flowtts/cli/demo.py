@@ -5,8 +5,9 @@
    student at 4 unguided steps (wav files, timings), and their word error rate on four held-out sentences
    (pocketsphinx on Griffin-Lim audio, as ``flowtts eval``).
 3. A fresh student distilled from the teacher for a few minutes on the built-in prompt set.
-4. The distillation report on held-out prompts: distance to teacher@32 of both students and of the
-   teacher's own few-step baselines, with network calls and time per utterance.
+4. The distillation report on held-out pair prompts (a clip, then another sentence): distance to
+   teacher@32 of both students and of the teacher's own few-step baselines, with network calls and time
+   per utterance.
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ def run_demo(
     """Run the four parts above; files go to ``out_dir``. Returns the distillation report rows."""
     import flowtts
     from flowtts.train.data import MelDataset
-    from flowtts.train.distill import DistillConfig, distill, draw_prompts, evaluate, report
+    from flowtts.train.distill import DistillConfig, distill, evaluate, report
+    from flowtts.train.prompts import fixed_prompts
 
     if threads:
         torch.set_num_threads(threads)
@@ -174,6 +176,7 @@ def run_demo(
         warmup=5,
         save_every=1000,
         log_every=1,
+        prompts="pair",  # the layout inference uses: one clip, then another sentence
         seed=seed,
     )
     run_dir = os.path.join(out_dir, "distill")
@@ -187,19 +190,18 @@ def run_demo(
     print(f"  {summary['step']} steps in {summary['seconds']:.0f} s, last loss {summary['loss']:.4f}; run in {run_dir}")
     fresh = flowtts.load(os.path.join(run_dir, "student.safetensors"))
 
-    prompts = draw_prompts(
-        held, list(range(len(held))), teacher.num_channels, config, torch.Generator().manual_seed(seed)
-    )
+    prompts = fixed_prompts(held, list(range(len(held))), "pair", teacher.num_channels, config, seed=seed)
     extra = {}
     if shipped is not None:
         from flowtts.synthesis import recommended_options
 
         kw = recommended_options(shipped).solver_kwargs()
         extra[f"built-in student@{kw['steps']}"] = (shipped, kw)
-    print(f"\n4. distance to teacher@32 on {len(held)} held-out prompts (fixed noises):")
+    print(f"\n4. distance to teacher@32 on {len(held)} held-out pair prompts (fixed noises):")
     rows, mels = evaluate(teacher, fresh, prompts, config, extra=extra)
     rows[1]["system"] = f"fresh student@4 ({summary['step']} steps)"
-    print(report(rows, mels, out_dir))
+    source = f"{len(held)} pair prompts: each held-out clip, then the next one's text (the built-in report set)"
+    print(report(rows, mels, out_dir, source))
     written = sorted(name for name in os.listdir(out_dir) if not name.startswith("."))
     print(f"\nfiles in {out_dir}/: {', '.join(written)}")
     if "report.png" not in written:
