@@ -175,14 +175,13 @@ def _distill(args: argparse.Namespace) -> int:
     eval_prompts = None
     if args.eval_every:
         first = args.report_prompts if args.eval_start is None else args.eval_start
-        rows = list(range(first, min(first + args.eval_prompts, len(held))))
-        if not rows:
+        eval_rows = list(range(first, min(first + args.eval_prompts, len(held))))
+        if not eval_rows:
             raise UserError(
                 f"--eval-every: the held-out set has {len(held)} rows, none from --eval-start {first} on "
                 "(the evaluation prompts follow the report's unless --eval-start says otherwise)"
             )
-        eval_prompts = fixed_prompts(held, rows, config.prompts, teacher.num_channels, config, seed=1)
-        rows_chosen = rows
+        eval_prompts = fixed_prompts(held, eval_rows, config.prompts, teacher.num_channels, config, seed=1)
     report_rows = list(range(min(args.report_prompts, len(held))))  # drawn now: refused before the run if unusable
     prompts = None
     if report_rows:
@@ -207,7 +206,7 @@ def _distill(args: argparse.Namespace) -> int:
     source = f"{len(report_rows)} {config.prompts} prompts, rows 0-{len(report_rows) - 1} of {held.directory}"
     source += " (report split)"
     if eval_prompts is not None:
-        source += f"; best.safetensors was chosen on rows {rows_chosen[0]}-{rows_chosen[-1]} (selection split)"
+        source += f"; best.safetensors was chosen on rows {eval_rows[0]}-{eval_rows[-1]} (selection split)"
     print(report(rows, mels, args.out, source))
     return 0
 
