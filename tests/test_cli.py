@@ -81,6 +81,18 @@ def test_text_file_batches_equal_single_calls(model_file, tmp_path):
         assert abs(a - b).max() < 2e-3  # 16-bit wav; batched sampling is exact up to float rounding
 
 
+def test_ref_silence_lengthens_the_reference_and_so_the_estimated_duration(model_file, tmp_path):
+    """F5-TTS's rule scales the new text's length by the reference's: 0.45 s more silence after a 2.55 s
+    reference makes the generated part 0.45 / 2.55 longer (to a frame)."""
+    text = "Hello there, this is a short test sentence."
+    lengths = []
+    for silence in ("0.05", "0.5"):
+        out = tmp_path / f"out_{silence}.wav"
+        assert _infer(model_file, "--text", text, "-o", str(out), "--seed", "3", "--ref-silence", silence) == 0
+        lengths.append(len(sf.read(out)[0]))
+    assert lengths[1] / lengths[0] == pytest.approx(3.0 / 2.55, rel=0.02)
+
+
 def test_upstream_option_spellings_and_fix_duration(model_file, tmp_path):
     out = tmp_path / "up.wav"
     args = ["infer", "--ckpt_file", model_file, "--ref_audio", ASSET, "--ref_text", REF_TEXT, "--gen_text", "Hello."]
@@ -108,6 +120,7 @@ def test_upstream_option_spellings_and_fix_duration(model_file, tmp_path):
         (["--text", "hi", "--target-rms", "0"], "--target-rms must be a positive number"),
         (["--text", "hi", "--cross-fade", "-0.1"], "--cross-fade must be a number >= 0"),
         (["--text", "hi", "--speed", "nan"], "--speed must be a positive number"),
+        (["--text", "hi", "--ref-silence", "-0.5"], "--ref-silence must be a number >= 0"),
         (["--text", "hi", "--sway", "-2"], "sway_sampling_coef must lie in [-1, 1.7519]"),
         (["--text", "A whole sentence to say.", "--speed", "1000"], "too short for its"),
         (["--text", "A whole sentence to say.", "--speed", "0.001"], "over the 60 s one call allows"),

@@ -108,7 +108,7 @@ class F5TTS:
         gen_text: str,
         show_info=print,
         progress=True,
-        target_rms: float = 0.1,
+        target_rms: float | None = None,
         cross_fade_duration: float = 0.15,
         sway_sampling_coef: float | None = None,
         cfg_strength: float | None = None,
@@ -128,7 +128,8 @@ class F5TTS:
             gen_text: Text to speak (chunked at sentence ends when long, unless ``fix_duration``).
             show_info: Called with informational messages (``print`` by default, as upstream).
             progress: Show a progress bar (anything falsy hides it; upstream passes ``tqdm``).
-            target_rms: Quieter references are raised to this RMS and the output lowered back.
+            target_rms: Quieter references are raised to this RMS and the output lowered back (``None``:
+                the level the model file records, else F5-TTS's 0.1).
             cross_fade_duration: Seconds of cross-fade between chunks.
             sway_sampling_coef, cfg_strength, nfe_step: Solver settings; ``None``: the model's own.
             speed: Speaking rate (the duration estimate is divided by it).

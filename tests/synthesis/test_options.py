@@ -4,14 +4,23 @@ import numpy as np
 import pytest
 
 import flowtts
-from flowtts.synthesis.options import SPEED_KEY, model_speed, recommended_options
+from flowtts.synthesis.options import (
+    RECORDED_DEFAULTS,
+    SPEED_KEY,
+    InferenceOptions,
+    check_options,
+    model_defaults,
+    model_speed,
+    recommended_options,
+)
 
 
-def _student_with(speed):
+def _student_with(speed, **recorded):
     model = copy.deepcopy(flowtts.load("builtin:student"))
-    model.metadata = {k: v for k, v in model.metadata.items() if k != SPEED_KEY}
+    model.metadata = {k: v for k, v in model.metadata.items() if k not in (SPEED_KEY, *RECORDED_DEFAULTS)}
     if speed is not None:
         model.metadata[SPEED_KEY] = speed
+    model.metadata.update(recorded)
     return model
 
 
@@ -30,8 +39,38 @@ def test_a_bad_recorded_rate_is_refused_naming_the_key(bad):
         recommended_options(_student_with(bad))
 
 
-def test_the_built_in_models_record_the_rate_of_their_corpus():
-    assert model_speed(flowtts.load("builtin")) == model_speed(flowtts.load("builtin:student")) == 0.8
+def test_the_built_in_models_record_their_rate_and_how_their_references_are_prepared():
+    for name in ("builtin", "builtin:student"):
+        model = flowtts.load(name)
+        assert model_speed(model) == 0.9 and model_defaults(model) == {"ref_silence": 0.5, "target_rms": 0.05}
+        options = recommended_options(model)
+        assert (options.speed, options.ref_silence, options.target_rms) == (pytest.approx(0.9), 0.5, 0.05)
+
+
+def test_recorded_defaults_replace_f5_tts_values_and_what_is_given_wins():
+    plain = _student_with(None)
+    recorded = _student_with(None, ref_silence="0.5", target_rms="0.05")
+    assert model_defaults(plain) == {} and recommended_options(plain).ref_silence == 0.05  # F5-TTS's
+    assert recommended_options(plain).target_rms == 0.1
+    options = recommended_options(recorded)
+    assert (options.ref_silence, options.target_rms, options.speed) == (0.5, 0.05, 1.0)
+    options = recommended_options(recorded, ref_silence=0, target_rms=0.2)
+    assert (options.ref_silence, options.target_rms) == (0, 0.2)
+
+
+@pytest.mark.parametrize(
+    "key, bad, expected",
+    [("ref_silence", "long", ">= 0"), ("ref_silence", "-0.1", ">= 0"), ("target_rms", "0", "a positive number")],
+)
+def test_a_bad_recorded_default_is_refused_naming_the_key(key, bad, expected):
+    with pytest.raises(ValueError, match=f"'{key}' metadata must be .*{expected}, got '{bad}'"):
+        recommended_options(_student_with(None, **{key: bad}))
+
+
+@pytest.mark.parametrize("bad", [-0.05, float("nan"), "0.5", True])
+def test_a_bad_ref_silence_option_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="ref_silence must be a number of seconds >= 0"):
+        check_options(InferenceOptions(ref_silence=bad))
 
 
 def test_infer_applies_the_factor_to_the_speed_given():

@@ -35,6 +35,12 @@ def test_reference_preparation():
     assert long.seconds == 12.05 and long.text == "Done. "
     padded = torch.cat((torch.zeros(12000), quiet, torch.zeros(19200)))  # leading/trailing silence is dropped
     assert torch.equal(prepare_reference(model, padded, "x", InferenceOptions()).mel, ref.mel)
+    loud = quiet * 30  # above target_rms: no gain, so only the pause differs
+    short, paused = (prepare_reference(model, loud, "x", InferenceOptions(ref_silence=s)) for s in (0.05, 0.5))
+    assert paused.seconds == pytest.approx(1.5) and paused.mel.shape == (1, 36000 // 256 + 1, 100)
+    assert torch.equal(paused.mel[:, :90], short.mel[:, :90])  # the same clip, a longer pause after it
+    with pytest.raises(ValueError, match="ref_silence must be a number of seconds >= 0, got -1"):
+        prepare_reference(model, quiet, "Some words", InferenceOptions(ref_silence=-1))
     bad = ((quiet[:6000], "x", "0.25 s long"), (quiet, "  ", "empty"), (torch.zeros(48000), "x", "silent"))
     bad += ((torch.cat((torch.zeros(48000), quiet[:6000])), "x", "0.25 s long without its leading"),)
     for bad_wave, bad_text, match in bad:

@@ -130,6 +130,7 @@ def sampling_options(model, args: argparse.Namespace):
         "cfg": "cfg_strength",
         "sway": "sway_sampling_coef",
         "speed": "speed",
+        "ref_silence": "ref_silence",
         "batch_size": "batch_size",
         "dtype": "dtype",
         "fix_duration": "fix_duration",

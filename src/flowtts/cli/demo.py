@@ -76,13 +76,13 @@ def synthesize_both(teacher, student, out_dir: str, text: str = SENTENCE, seed: 
     from flowtts.audio.io import read_audio, write_audio
     from flowtts.audio.vocoders import GriffinLim
     from flowtts.checkpoints.loader import builtin_reference
-    from flowtts.synthesis import InferenceOptions, prepare_reference, recommended_options, synthesize
+    from flowtts.synthesis import prepare_reference, recommended_options, synthesize
 
     ref_path, ref_text = builtin_reference()
     wave, _ = read_audio(ref_path, teacher.mel_spec.target_sample_rate)
     vocoder = GriffinLim(teacher.mel_spec)
     report = {}
-    systems = [("teacher@32", teacher, InferenceOptions(steps=32, cfg_strength=2.0))]
+    systems = [("teacher@32", teacher, recommended_options(teacher, steps=32, cfg_strength=2.0))]
     if student is not None:
         options = recommended_options(student)
         systems.append((f"student@{options.steps}", student, options))

@@ -27,6 +27,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"--n must be >= 1, got {args.n}")
     if args.speed is not None and not (math.isfinite(args.speed) and args.speed > 0):
         raise UserError(f"--speed must be a positive number, got {args.speed}")
+    if args.ref_silence is not None and not (math.isfinite(args.ref_silence) and args.ref_silence >= 0):
+        raise UserError(f"--ref-silence must be a number of seconds >= 0, got {args.ref_silence}")
+    if args.target_rms is not None and not (math.isfinite(args.target_rms) and args.target_rms > 0):
+        raise UserError(f"--target-rms must be a positive number, got {args.target_rms}")
     if args.cross_sentence and (args.ref_audio or args.ref_text):
         raise UserError("--cross-sentence takes each prompt from the held-out set: drop --ref-audio/--ref-text")
     if bool(args.ref_audio) != bool(args.ref_text):
@@ -169,6 +173,16 @@ def add_eval(sub) -> None:
     ev.add_argument("--cfg", "--cfg_strength", type=float, help="default 2, or a distilled student's own")
     ev.add_argument("--sway", "--sway_sampling_coef", type=float)
     ev.add_argument("--speed", type=float, help="speaking rate, default 1 (estimated durations are divided by it)")
+    ev.add_argument(
+        "--ref-silence",
+        type=float,
+        help="seconds of silence after the trimmed reference clip (default 0.05, or what the model file records)",
+    )
+    ev.add_argument(
+        "--target-rms",
+        type=float,
+        help="loudness a quieter reference is raised to (default 0.1 as F5-TTS, or what the model file records)",
+    )
     ev.add_argument("--dtype", choices=DTYPE_CHOICES)
     add_quantize_option(ev)
     ev.add_argument("--seed", type=seed, default=0, help="sentence i uses seed + i")

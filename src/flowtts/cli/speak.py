@@ -24,7 +24,6 @@ from flowtts.cli.common import (
 INFER_DEFAULTS = {
     "output": "out.wav",
     "speed": 1.0,
-    "target_rms": 0.1,
     "cross_fade": 0.15,
     "batch_size": 4,
     "device": "cpu",
@@ -89,7 +88,7 @@ def _check_sampling_flags(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and not (math.isfinite(value) and value > 0):
             raise UserError(f"{flag} must be a positive number, got {value}")
-    for flag, name in (("--cfg", "cfg"), ("--cross-fade", "cross_fade")):
+    for flag, name in (("--cfg", "cfg"), ("--cross-fade", "cross_fade"), ("--ref-silence", "ref_silence")):
         value = getattr(args, name, None)
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise UserError(f"{flag} must be a number >= 0, got {value}")
@@ -431,6 +430,12 @@ def add_infer(sub) -> None:
         "records, as the built-in models do)",
     )
     infer.add_argument(
+        "--ref-silence",
+        type=float,
+        help="seconds of silence after the trimmed reference clip (default 0.05 as F5-TTS, or what the model file "
+        "records, as the built-in models do)",
+    )
+    infer.add_argument(
         "--fix-duration",
         "--fix_duration",
         type=float,
@@ -443,7 +448,8 @@ def add_infer(sub) -> None:
         "--target-rms",
         "--target_rms",
         type=float,
-        help="quieter references are raised to this RMS, default 0.1 (and the output lowered back)",
+        help="quieter references are raised to this RMS (and the output lowered back); default 0.1, or what the "
+        "model file records, as the built-in models do",
     )
     infer.add_argument(
         "--cross-fade",
@@ -525,6 +531,7 @@ def add_serve(sub) -> None:
     sv.add_argument("--cfg", "--cfg_strength", type=float, help="guidance strength (default 2, or a student's own)")
     sv.add_argument("--sway", "--sway_sampling_coef", type=float)
     sv.add_argument("--speed", type=float)
+    sv.add_argument("--ref-silence", type=float, help="seconds of silence after the reference (default: the model's)")
     sv.add_argument("--target-rms", "--target_rms", type=float)
     sv.add_argument("--cross-fade", "--cross_fade_duration", type=float, default=0.15)
     sv.add_argument("--dtype", choices=DTYPE_CHOICES)

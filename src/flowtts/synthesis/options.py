@@ -20,6 +20,7 @@ class InferenceOptions:
     fix_duration: float | None = None  # seconds of reference + speech per text (F5-TTS's fix_duration); no chunking
     remove_silence: bool = False  # shorten silences over 1 s in the output (F5-TTS's remove_silence)
     max_ref_seconds: float = 12.0
+    ref_silence: float = 0.05  # seconds of silence after the trimmed reference clip (F5-TTS's 50 ms)
     min_ref_seconds: float = 0.5
     batch_size: int = 4
     dtype: str | None = None  # network precision: float32 (default), bfloat16, float16 (GPU)
@@ -43,6 +44,28 @@ class InferenceOptions:
 
 
 SPEED_KEY = "speed"  # model-file metadata: the speaking rate at which the model says speed 1 (default 1)
+# model-file metadata that replaces an InferenceOptions default: how the model's training data sounded
+RECORDED_DEFAULTS = ("ref_silence", "target_rms")
+REF_SILENCE_KEY, TARGET_RMS_KEY = RECORDED_DEFAULTS
+
+
+def _recorded_number(model, key: str, *, zero_ok: bool) -> float | None:
+    """The number ``model``'s file records under ``key`` (``None`` when absent).
+
+    Raises:
+        ValueError: A value that is not a finite number > 0 (>= 0 with ``zero_ok``), naming the key.
+    """
+    raw = (getattr(model, "metadata", None) or {}).get(key)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
+        expected = "a number >= 0" if zero_ok else "a positive number"
+        raise ValueError(f"the model file's {key!r} metadata must be {expected}, got {raw!r}")
+    return value
 
 
 def model_speed(model) -> float:
@@ -56,16 +79,26 @@ def model_speed(model) -> float:
     Raises:
         ValueError: A recorded value that is not a positive number.
     """
-    raw = (getattr(model, "metadata", None) or {}).get(SPEED_KEY)
-    if raw is None:
-        return 1.0
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"the model file's {SPEED_KEY!r} metadata must be a positive number, got {raw!r}")
-    return value
+    value = _recorded_number(model, SPEED_KEY, zero_ok=False)
+    return 1.0 if value is None else value
+
+
+def model_defaults(model) -> dict[str, float]:
+    """The :class:`InferenceOptions` defaults ``model``'s file replaces (:data:`RECORDED_DEFAULTS`).
+
+    F5-TTS prepares every reference the same way: edge silence trimmed and 50 ms appended
+    (``ref_silence``), a clip quieter than ``target_rms`` (0.1) raised to it. A model trained on pairs of
+    utterances that kept their own trailing silence (~0.5 s) has learned a longer pause before the new
+    sentence and garbles its first words after a shorter one; one trained on quieter recordings sees a
+    louder reference than any it was trained on. Its file can record both; files without them get
+    F5-TTS's values.
+
+    Raises:
+        ValueError: A recorded ``ref_silence`` that is not a number >= 0, or a ``target_rms`` that is not
+            a positive number.
+    """
+    values = {key: _recorded_number(model, key, zero_ok=key == REF_SILENCE_KEY) for key in RECORDED_DEFAULTS}
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def recommended_options(model, **overrides) -> InferenceOptions:
@@ -74,7 +107,8 @@ def recommended_options(model, **overrides) -> InferenceOptions:
     A distilled student records its sampling recipe (:class:`flowtts.sampling.recipe.SamplingRecipe`: step
     count, guidance, grid) in its metadata; sampling it any other way throws its training away.
     ``overrides`` (non-``None`` values) win over both; a step count or sway given replaces a student's grid.
-    The speed (given or 1) is multiplied by the rate factor the file records (:func:`model_speed`).
+    The speed (given or 1) is multiplied by the rate factor the file records (:func:`model_speed`), and
+    the reference's preparation follows what the file records (:func:`model_defaults`) unless given.
     """
     from flowtts.sampling.recipe import SamplingRecipe
 
@@ -92,11 +126,17 @@ def recommended_options(model, **overrides) -> InferenceOptions:
     factor = model_speed(model)
     if factor != 1.0:
         fields["speed"] = fields.get("speed", InferenceOptions.speed) * factor
-    return InferenceOptions(**fields)
+    return InferenceOptions(**{**model_defaults(model), **fields})
 
 
 def _positive(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def check_ref_silence(value) -> None:
+    """Raise ``ValueError`` unless ``value`` is a number of seconds >= 0 (the silence after a reference)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"ref_silence must be a number of seconds >= 0, got {value!r}")
 
 
 def check_options(options: InferenceOptions) -> None:
@@ -110,6 +150,7 @@ def check_options(options: InferenceOptions) -> None:
     fade = options.cross_fade_seconds
     if isinstance(fade, bool) or not isinstance(fade, (int, float)) or not math.isfinite(fade) or fade < 0:
         raise ValueError(f"cross_fade_seconds must be a number >= 0, got {fade!r}")
+    check_ref_silence(options.ref_silence)
     if options.fix_duration is not None and not _positive(options.fix_duration):
         raise ValueError(f"fix_duration must be None or a positive number of seconds, got {options.fix_duration!r}")
     if not is_int(options.batch_size) or options.batch_size < 1:

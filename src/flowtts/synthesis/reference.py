@@ -29,14 +29,18 @@ def prepare_reference(model, wave: torch.Tensor, text: str, options: InferenceOp
 
     As in F5-TTS: a clip longer than ``max_ref_seconds`` is cut inside a pause where it has one
     (a warning says so: its transcript should then be shortened to match), leading and trailing
-    silence is dropped and 50 ms of silence appended, and a clip quieter than ``target_rms`` is
-    raised to it.
+    silence is dropped and ``options.ref_silence`` seconds of silence appended (F5-TTS: 50 ms; a model
+    file can ask for more, see :func:`flowtts.synthesis.options.model_defaults`), and a clip quieter
+    than ``target_rms`` is raised to it.
 
     Raises:
-        ValueError: A silent clip, one shorter than ``min_ref_seconds`` after trimming, or an empty
-            transcript.
+        ValueError: A silent clip, one shorter than ``min_ref_seconds`` after trimming, an empty
+            transcript, or a negative ``ref_silence``.
     """
     from flowtts.audio.silence import clip_at_pause, silent_windows, trim_edges
+    from flowtts.synthesis.options import check_ref_silence
+
+    check_ref_silence(options.ref_silence)
 
     rate = model.mel_spec.target_sample_rate
     if wave.numel() == 0 or bool(silent_windows(wave, round(0.01 * rate), -50.0).all()):  # trim_edges' test
@@ -57,7 +61,7 @@ def prepare_reference(model, wave: torch.Tensor, text: str, options: InferenceOp
             f"reference audio is {seconds:.2f} s long without its leading and trailing silence; "
             f"at least {options.min_ref_seconds} s of speech is needed"
         )
-    wave = torch.cat((wave, wave.new_zeros(int(0.05 * rate))))
+    wave = torch.cat((wave, wave.new_zeros(int(options.ref_silence * rate))))
     seconds = wave.numel() / rate
     text = text.strip()
     if not text:
