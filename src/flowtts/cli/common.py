@@ -143,6 +143,31 @@ def sampling_options(model, args: argparse.Namespace):
     )
 
 
+def check_sampling_flags(args: argparse.Namespace) -> None:
+    """The sampling options a command has (infer, serve, eval), refused in one line before anything is loaded."""
+    import math
+
+    for flag, name in (("--steps", "steps"), ("--batch-size", "batch_size")):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
+    for flag, name in (("--speed", "speed"), ("--target-rms", "target_rms"), ("--fix-duration", "fix_duration")):
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UserError(f"{flag} must be a positive number, got {value}")
+    for flag, name in (("--cfg", "cfg"), ("--cross-fade", "cross_fade"), ("--ref-silence", "ref_silence")):
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{flag} must be a number >= 0, got {value}")
+    if getattr(args, "sway", None) is not None:
+        from flowtts.sampling.grids import check_sway
+
+        try:
+            check_sway(args.sway)
+        except ValueError as error:
+            raise UserError(f"--sway: {error}") from None
+
+
 def add_architecture_options(parser: argparse.ArgumentParser) -> None:
     """What an official checkpoint needs besides its weights: its architecture and its vocabulary."""
     parser.add_argument("--preset", help="architecture of an official checkpoint (default: matched by shapes)")

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 
-from flowtts.cli.common import DTYPE_CHOICES, UserError, add_quantize_option, sampling_options, seed
+from flowtts.cli.common import (
+    DTYPE_CHOICES,
+    UserError,
+    add_quantize_option,
+    check_sampling_flags,
+    sampling_options,
+    seed,
+)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -25,12 +31,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
-    if args.speed is not None and not (math.isfinite(args.speed) and args.speed > 0):
-        raise UserError(f"--speed must be a positive number, got {args.speed}")
-    if args.ref_silence is not None and not (math.isfinite(args.ref_silence) and args.ref_silence >= 0):
-        raise UserError(f"--ref-silence must be a number of seconds >= 0, got {args.ref_silence}")
-    if args.target_rms is not None and not (math.isfinite(args.target_rms) and args.target_rms > 0):
-        raise UserError(f"--target-rms must be a positive number, got {args.target_rms}")
+    check_sampling_flags(args)
     if args.cross_sentence and (args.ref_audio or args.ref_text):
         raise UserError("--cross-sentence takes each prompt from the held-out set: drop --ref-audio/--ref-text")
     if bool(args.ref_audio) != bool(args.ref_text):

@@ -12,6 +12,7 @@ from flowtts.cli.common import (
     UserError,
     add_architecture_options,
     add_quantize_option,
+    check_sampling_flags,
     chosen_seed,
     inference_seed,
     load_model,
@@ -76,31 +77,6 @@ def _apply_config(args: argparse.Namespace) -> dict:
     return config["voices"]
 
 
-def _check_sampling_flags(args: argparse.Namespace) -> None:
-    """The sampling options a command has, refused in one line before anything is loaded."""
-    import math
-
-    for flag, name in (("--steps", "steps"), ("--batch-size", "batch_size")):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be >= 1, got {value}")
-    for flag, name in (("--speed", "speed"), ("--target-rms", "target_rms"), ("--fix-duration", "fix_duration")):
-        value = getattr(args, name, None)
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise UserError(f"{flag} must be a positive number, got {value}")
-    for flag, name in (("--cfg", "cfg"), ("--cross-fade", "cross_fade"), ("--ref-silence", "ref_silence")):
-        value = getattr(args, name, None)
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise UserError(f"{flag} must be a number >= 0, got {value}")
-    if getattr(args, "sway", None) is not None:
-        from flowtts.sampling.grids import check_sway
-
-        try:
-            check_sway(args.sway)
-        except ValueError as error:
-            raise UserError(f"--sway: {error}") from None
-
-
 def _infer(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -155,7 +131,7 @@ def _infer(args: argparse.Namespace) -> int:
         if not pieces:
             raise UserError("the text has nothing to say besides its voice tags")
     texts = [args.text] if args.text is not None else read_lines(args.text_file)
-    _check_sampling_flags(args)
+    check_sampling_flags(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     streaming = args.output == "-"
@@ -336,7 +312,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise UserError(f"--max-clients must be >= 1, got {args.max_clients}")
     if not args.idle_timeout > 0:
         raise UserError(f"--idle-timeout must be positive seconds, got {args.idle_timeout}")
-    _check_sampling_flags(args)
+    check_sampling_flags(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args)

@@ -46,7 +46,6 @@ class InferenceOptions:
 SPEED_KEY = "speed"  # model-file metadata: the speaking rate at which the model says speed 1 (default 1)
 # model-file metadata that replaces an InferenceOptions default: how the model's training data sounded
 RECORDED_DEFAULTS = ("ref_silence", "target_rms")
-REF_SILENCE_KEY, TARGET_RMS_KEY = RECORDED_DEFAULTS
 
 
 def _recorded_number(model, key: str, *, zero_ok: bool) -> float | None:
@@ -97,7 +96,7 @@ def model_defaults(model) -> dict[str, float]:
         ValueError: A recorded ``ref_silence`` that is not a number >= 0, or a ``target_rms`` that is not
             a positive number.
     """
-    values = {key: _recorded_number(model, key, zero_ok=key == REF_SILENCE_KEY) for key in RECORDED_DEFAULTS}
+    values = {key: _recorded_number(model, key, zero_ok=key == "ref_silence") for key in RECORDED_DEFAULTS}
     return {key: value for key, value in values.items() if value is not None}
 
 
@@ -133,9 +132,13 @@ def _positive(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+def _non_negative(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+
+
 def check_ref_silence(value) -> None:
     """Raise ``ValueError`` unless ``value`` is a number of seconds >= 0 (the silence after a reference)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not _non_negative(value):
         raise ValueError(f"ref_silence must be a number of seconds >= 0, got {value!r}")
 
 
@@ -147,9 +150,8 @@ def check_options(options: InferenceOptions) -> None:
     for name in ("speed", "target_rms", "max_ref_seconds", "min_ref_seconds"):
         if not _positive(getattr(options, name)):
             raise ValueError(f"{name} must be a positive number, got {getattr(options, name)!r}")
-    fade = options.cross_fade_seconds
-    if isinstance(fade, bool) or not isinstance(fade, (int, float)) or not math.isfinite(fade) or fade < 0:
-        raise ValueError(f"cross_fade_seconds must be a number >= 0, got {fade!r}")
+    if not _non_negative(options.cross_fade_seconds):
+        raise ValueError(f"cross_fade_seconds must be a number >= 0, got {options.cross_fade_seconds!r}")
     check_ref_silence(options.ref_silence)
     if options.fix_duration is not None and not _positive(options.fix_duration):
         raise ValueError(f"fix_duration must be None or a positive number of seconds, got {options.fix_duration!r}")
