@@ -67,6 +67,16 @@ def test_trim_edges_drops_leading_and_trailing_silence_only():
     assert torch.equal(trim_edges(_quiet(1.0), RATE), _quiet(1.0))
 
 
+def test_speech_bounds_are_where_the_trimmed_clip_lies():
+    from flowtts.audio.silence import speech_bounds
+
+    lead, inner = _quiet(0.5, seed=3), torch.cat([_tone(0.5), _quiet(0.7), _tone(0.25)])
+    wave = torch.cat([lead, inner, _quiet(0.8, seed=4)])
+    start, end = speech_bounds(wave, RATE)
+    assert (start, end) == (lead.numel(), lead.numel() + inner.numel())
+    assert speech_bounds(_quiet(1.0), RATE) == (0, _quiet(1.0).numel())
+
+
 def test_long_clips_are_cut_inside_a_pause_preferring_long_pauses():
     from flowtts.audio.silence import clip_at_pause
 

@@ -1,3 +1,4 @@
+import json
 import os
 
 from flowtts.cli import main
@@ -79,6 +80,16 @@ def test_train_user_errors(tmp_path, capsys):
     assert main(bad) == 2
     assert "grad_accum must be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "r3").exists()
+    gap = ["train", "--data", str(tmp_path / "prepared"), "--out", str(tmp_path / "r4"), "--pair-fraction", "1"]
+    assert main([*gap, "--pair-gap", "0.4", "0.1", "-q"]) == 2
+    assert "pair gap must be two seconds 0 <= lo <= hi" in capsys.readouterr().err
+    index = tmp_path / "prepared" / "index.jsonl"  # as an older flowtts prepared it: no speech bounds
+    rows = [json.loads(line) for line in index.read_text().splitlines()]
+    index.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "speech"}) + "\n" for r in rows))
+    assert main([*gap, "--pair-gap", "0.1", "0.4", "--batch-frames", "2000", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "no speech bounds" in err and "flowtts data prepare" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r4").exists()
 
 
 def test_fine_tuning_with_extend_vocab_adds_the_datasets_new_units(tmp_path, capsys, caplog):

@@ -7,9 +7,11 @@ import torch
 from flowtts.train.data import (
     BatchCursor,
     MelDataset,
+    PairLayout,
     build_vocab,
     epoch_batches,
     frame_batches,
+    item_frames,
     item_text,
     join_item,
     pair_items,
@@ -165,6 +167,77 @@ def test_a_pair_item_is_both_recordings_and_their_texts_as_reference_and_new_tex
     first = ds[2][1].strip()
     assert text == (first + " " if first.endswith(".") else first + ". ") + ds[0][1]
     assert join_item(ds, (1,))[1] == ds[1][1] == item_text(ds, (1,), plain=True)
+
+
+HOP, RATE = 256, 24000
+# 7680 and 11520 samples are whole mel hops (256) and whole 10 ms loudness windows (240)
+LEAD, TONE, TAIL = 7680, 11520, 9000
+
+
+def _padded_tone(amplitude: float, pitch: float, seed: int) -> torch.Tensor:
+    """A tone with a little noise (every mel channel well above the log floor), digital silence around it."""
+    t = torch.arange(TONE, dtype=torch.float64) / RATE
+    noise = torch.randn(TONE, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    tone = (amplitude * torch.sin(2 * torch.pi * pitch * t) + 0.01 * amplitude * noise).float()
+    return torch.cat((torch.zeros(LEAD), tone, torch.zeros(TAIL)))
+
+
+@pytest.fixture()
+def padded(tmp_path):
+    """A prepared corpus of three tones with digital silence before and after; returns (dataset, waves)."""
+    import soundfile as sf
+
+    os.makedirs(tmp_path / "wavs")
+    waves = [_padded_tone(0.02 * (k + 1), 200.0 + 70 * k, k) for k in range(3)]
+    for k, wave in enumerate(waves):
+        sf.write(tmp_path / "wavs" / f"{k}.wav", wave.numpy(), RATE, subtype="FLOAT")
+    (tmp_path / "metadata.csv").write_text("".join(f"wavs/{k}.wav|tone {k}\n" for k in range(3)))
+    prepare_dataset(str(tmp_path / "metadata.csv"), None, str(tmp_path / "p"), progress=False)
+    return MelDataset(str(tmp_path / "p")), waves
+
+
+def test_prepared_rows_record_where_the_speech_is_and_its_level(padded):
+    ds, _ = padded
+    for k, row in enumerate(ds.items):
+        assert row["speech"] == [LEAD, LEAD + TONE]
+        assert row["rms"] == pytest.approx(0.02 * (k + 1) / 2**0.5, rel=2e-3)  # a sine's RMS (and 1% noise)
+
+
+def test_a_pair_laid_out_as_inference_prepares_a_reference_clip(padded):
+    """The pair's mel is the mel of the wave inference would build: the first clip cut to its speech,
+    gap seconds of zeros, raised to target_rms, then the second clip whole at the same gain."""
+    from flowtts.model.mel import MelSpec
+
+    ds, waves = padded
+    layout = PairLayout(gap=(0.1, 0.4), target_rms=0.1, seed=3)
+    mel, text = join_item(ds, (1, 2), layout)
+    gap = layout.gap_frames(1, 2, HOP / RATE)
+    assert 0.1 <= gap * HOP / RATE <= 0.4 + HOP / RATE
+    assert gap == layout.gap_frames(1, 2, HOP / RATE) and mel.shape[0] == item_frames(ds, (1, 2), layout)
+    reference = torch.cat((waves[1][LEAD : LEAD + TONE], torch.zeros(gap * HOP)))
+    gain = 0.1 / float(reference.double().pow(2).mean().sqrt())
+    expected = MelSpec()(gain * torch.cat((reference, waves[2]))[None])[0].t()
+    assert mel.shape == expected.shape
+    a = TONE // HOP
+    keep = torch.ones(mel.shape[0], dtype=torch.bool)
+    keep[:3] = keep[a - 3 : a + 3] = False  # frames whose window crosses a cut see other neighbours
+    assert torch.allclose(mel[keep], expected[keep], atol=0.03), (mel[keep] - expected[keep]).abs().max()
+    assert text == join_item(ds, (1, 2))[1]
+    whole, _ = join_item(ds, (1, 2), PairLayout())
+    assert torch.equal(whole, torch.cat((ds[1][0], ds[2][0])))
+    assert torch.equal(join_item(ds, (0,), layout)[0], ds[0][0])  # a single utterance is left as recorded
+
+
+def test_pair_layout_refuses_bad_settings_and_data_without_speech_bounds(padded):
+    ds, _ = padded
+    with pytest.raises(ValueError, match="pair gap"):
+        PairLayout(gap=(0.5, 0.1))
+    with pytest.raises(ValueError, match="target_rms"):
+        PairLayout(gap=(0.1, 0.2), target_rms=-1)
+    for row in ds.items:
+        del row["speech"]
+    with pytest.raises(ValueError, match="prepare it again"):
+        join_item(ds, (0, 1), PairLayout(gap=(0.1, 0.2)))
 
 
 def test_dataset_dir_errors(tmp_path):

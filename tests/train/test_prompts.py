@@ -5,6 +5,7 @@ from flowtts.text.units import join_texts
 from flowtts.train.data import MelDataset
 from flowtts.train.distill import DistillConfig
 from flowtts.train.prompts import check_prompt_kind, draw_kind, draw_pair_prompts, draw_prompts, fixed_prompts
+from train.test_data import padded  # noqa: F401  (a fixture)
 from train.test_distill import corpus  # noqa: F401  (a fixture)
 
 CONFIG = DistillConfig(student_steps=2, teacher_steps=8)
@@ -47,6 +48,24 @@ def test_fixed_pair_prompts_read_only_the_rows_given(corpus):  # noqa: F811
     assert torch.equal(held.noise, expected.noise) and torch.equal(held.data, expected.data)
     with pytest.raises(ValueError, match="at least 2 held-out rows, got 1"):
         fixed_prompts(ds, [2], "pair", 100, CONFIG, seed=1)
+
+
+def test_pair_prompts_can_lay_the_reference_out_as_inference_does(padded):  # noqa: F811
+    from flowtts.train.data import PairLayout, item_frames, join_item
+
+    ds, _ = padded
+    layout = PairLayout(gap=(0.1, 0.5), target_rms=0.1, seed=2)
+    prompts = fixed_prompts(ds, [0, 1, 2], "pair", 100, CONFIG, seed=1, layout=layout)
+    for k, (a, b) in enumerate([(0, 1), (1, 2), (2, 0)]):
+        mel, _ = join_item(ds, (a, b), layout)
+        n_ref = item_frames(ds, (a, b), layout) - ds.items[b]["frames"]
+        # the reference is the first clip cut to its speech plus the gap, shorter than the recording
+        assert int(prompts.lens[k]) == n_ref < ds.items[a]["frames"]
+        assert int(prompts.durations[k]) == mel.shape[0] == n_ref + ds.items[b]["frames"]
+        assert torch.equal(prompts.cond[k, :n_ref], mel[:n_ref])
+        assert torch.equal(prompts.data[k, : mel.shape[0]], mel)
+        assert int(prompts.generated_mask()[k].sum()) == ds.items[b]["frames"]  # the second recording's length
+    assert prompts.targets == [ds[1][1], ds[2][1], ds[0][1]]
 
 
 def test_unknown_prompt_kinds_are_refused_by_name():

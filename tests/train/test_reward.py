@@ -206,6 +206,8 @@ def test_bad_settings_are_refused_before_anything_is_written(corpus, tmp_path):
         RewardConfig(anchor_weight=-1.0)
     with pytest.raises(ValueError, match="backprop_steps"):
         _config(backprop_steps=0)
+    with pytest.raises(ValueError, match="pair_gap / pair_rms: the pair gap"):
+        RewardConfig(reward="ctc", pair_gap=(0.3, 0.1))
     with pytest.raises(ValueError, match="reward must be one of"):
         resolve_reward("loudness")
     with pytest.raises(ValueError, match="cannot import module"):

@@ -64,12 +64,14 @@ def test_training_lowers_the_loss_and_writes_its_files(corpus, tmp_path, backbon
     assert type(ema.transformer) is type(model.transformer) and ema.config.backbone == backbone
 
 
-@pytest.mark.parametrize("pair_fraction", [0.0, 0.5])
-def test_kill_and_resume_gives_the_uninterrupted_parameters(corpus, tmp_path, pair_fraction):
+@pytest.mark.parametrize(("pair_fraction", "pair_gap"), [(0.0, None), (0.5, None), (0.5, (0.05, 0.3))])
+def test_kill_and_resume_gives_the_uninterrupted_parameters(corpus, tmp_path, pair_fraction, pair_gap):
     ds = MelDataset(corpus)
     vocab = load_vocab(ds.vocab_path())
     reference = tiny_model(vocab)
-    config = _config(pair_fraction=pair_fraction, batch_frames=800 if pair_fraction else 400)
+    config = _config(
+        pair_fraction=pair_fraction, pair_gap=pair_gap, pair_rms=0.1, batch_frames=800 if pair_fraction else 400
+    )
     train(reference, ds, str(tmp_path / "a"), config, progress=False)
 
     class Killed(Exception):
@@ -87,6 +89,13 @@ def test_kill_and_resume_gives_the_uninterrupted_parameters(corpus, tmp_path, pa
     assert summary["step"] == 12
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_pair_settings_are_checked_when_the_run_is_configured():
+    with pytest.raises(ValueError, match="pair_gap"):
+        _config(pair_gap=(0.4, 0.1))
+    with pytest.raises(ValueError, match="pair_gap / pair_rms"):
+        _config(pair_gap=(0.1, 0.2), pair_rms=-0.1)
 
 
 def test_snapshots_and_samples_leave_training_unchanged(corpus, tmp_path):

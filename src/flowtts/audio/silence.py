@@ -99,18 +99,24 @@ def remove_silence(
     return torch.cat(pieces)
 
 
-def trim_edges(
+def speech_bounds(
     wave: torch.Tensor, sample_rate: int, *, threshold_db: float = -50.0, window: float = 0.01
-) -> torch.Tensor:
-    """Drop leading and trailing silence (whole windows quieter than ``threshold_db`` dBFS).
-
-    Returns ``wave`` unchanged when it is silent throughout.
-    """
+) -> tuple[int, int]:
+    """``(start, end)`` samples of ``wave`` without its leading and trailing silence (whole windows
+    quieter than ``threshold_db`` dBFS); ``(0, n)`` when it is silent throughout."""
     size = max(1, round(window * sample_rate))
     loud = (~silent_windows(wave, size, threshold_db)).nonzero().flatten()
     if loud.numel() == 0:
-        return wave
-    return wave[int(loud[0]) * size : min((int(loud[-1]) + 1) * size, wave.numel())]
+        return 0, wave.numel()
+    return int(loud[0]) * size, min((int(loud[-1]) + 1) * size, wave.numel())
+
+
+def trim_edges(
+    wave: torch.Tensor, sample_rate: int, *, threshold_db: float = -50.0, window: float = 0.01
+) -> torch.Tensor:
+    """Drop leading and trailing silence (:func:`speech_bounds`); ``wave`` unchanged when it is silent throughout."""
+    start, end = speech_bounds(wave, sample_rate, threshold_db=threshold_db, window=window)
+    return wave[start:end]
 
 
 def clip_at_pause(

@@ -110,10 +110,27 @@ def _train(args: argparse.Namespace) -> int:
         ctc_min_time=args.ctc_min_time,
         recognizer=args.recognizer,
         pair_fraction=args.pair_fraction,
+        pair_gap=args.pair_gap,
+        pair_rms=args.pair_rms,
     )
     summary = train(model, dataset, args.out, config, held_out=held_out, progress=not args.quiet)
     print(f"step {summary['step']}, loss {summary['loss']:.4f}, {summary['seconds']:.0f} s; weights in {args.out}")
     return 0
+
+
+def _add_pair_layout_options(parser: argparse.ArgumentParser) -> None:
+    """``--pair-gap`` and ``--pair-rms`` (:class:`flowtts.train.data.PairLayout`)."""
+    parser.add_argument(
+        "--pair-gap",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="lay the first utterance of a pair out as inference prepares a reference: cut to its speech and "
+        "followed by LO..HI seconds of digital silence (default: as recorded; needs data prepared by this version)",
+    )
+    parser.add_argument(
+        "--pair-rms", type=float, default=0.0, help="with --pair-gap: raise quieter references to this RMS (0: off)"
+    )
 
 
 def _run_settings(args: argparse.Namespace) -> dict:
@@ -228,6 +245,8 @@ def _reward(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         prompts=args.prompts,
         recognizer=args.recognizer,
+        pair_gap=args.pair_gap,
+        pair_rms=args.pair_rms,
         **_run_settings(args),
     )
     model = load(args.model, preset=args.preset, vocab=args.vocab)
@@ -352,6 +371,7 @@ def add_train(sub) -> None:
         help="share of utterances trained two in a row (texts joined as reference + new text), the layout "
         "inference asks for when a reference clip is continued with another sentence (0: off)",
     )
+    _add_pair_layout_options(tr)
     tr.add_argument("--log-every", type=int, default=10)
     tr.add_argument("--seed", type=seed, default=0)
     tr.add_argument(
@@ -492,6 +512,7 @@ def add_reward(sub) -> None:
         "another's text to say (default: pair for ctc, else prefix)",
     )
     rw.add_argument("--recognizer", default="builtin", help="recogniser file of the ctc reward (default: built-in)")
+    _add_pair_layout_options(rw)
     rw.add_argument("--sample-steps", type=int, help="solver steps (default: the model's own, e.g. a student's)")
     rw.add_argument("--cfg", type=float, help="guidance strength (default: the model's own)")
     rw.add_argument("--backprop-steps", type=int, help="gradients through the last this many solver steps")

@@ -5,7 +5,9 @@ A prepared dataset is a directory with
 * ``mels.npy``: all mels concatenated along frames, float16, shape ``(total_frames, n_mels)``;
 * ``index.jsonl``: one JSON object per utterance: ``offset``, ``frames``, ``text``, ``audio``, and for
   text with Chinese characters ``units``, its pinyin units (F5-TTS's data preparation converts such text
-  to pinyin, and inference does the same, so a model must learn from the same units);
+  to pinyin, and inference does the same, so a model must learn from the same units); ``speech``, the
+  ``[start, end)`` samples without leading and trailing silence (as inference trims a reference,
+  :func:`flowtts.audio.silence.speech_bounds`), and ``rms``, the level of that part (full scale 1.0);
 * ``dataset.json``: mel settings, counts, and the rows that were skipped with the reason;
 * ``vocab.txt``: the character vocabulary (space first, id 0), unless one was given.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -116,6 +119,7 @@ def prepare_dataset(
         layout: Layout of ``metadata`` (see :func:`read_metadata`).
     """
     from flowtts.audio.io import read_audio
+    from flowtts.audio.silence import speech_bounds
     from flowtts.model.mel import MelSpec
     from flowtts.text import save_vocab
     from flowtts.text.pinyin import vocab_units
@@ -163,7 +167,9 @@ def prepare_dataset(
         if len(units) >= frames:
             skipped.append((n, audio, f"text longer than the audio ({len(units)} units, {frames} frames)"))
             continue
-        item = {"offset": offset, "frames": frames, "text": text, "audio": audio}
+        start, end = speech_bounds(wave, mel_spec.target_sample_rate)
+        rms = float(wave[start:end].double().pow(2).mean().sqrt())
+        item = {"offset": offset, "frames": frames, "text": text, "audio": audio, "speech": [start, end], "rms": rms}
         if not isinstance(units, str):
             item["units"] = units
         kept.append(item)
@@ -263,13 +269,74 @@ def frame_batches(frames: Sequence[int], max_frames: int, max_samples: int, seed
     return [batches[p] for p in perm]
 
 
-def pair_items(frames: Sequence[int], fraction: float, max_frames: int, seed: int, epoch: int) -> list[tuple[int, ...]]:
+@dataclass(frozen=True)
+class PairLayout:
+    """How the first utterance of a training pair (:func:`pair_items`) is laid out.
+
+    ``gap=None``: as recorded, with its own leading and trailing silence. ``gap=(lo, hi)``: as inference
+    prepares a reference clip (:func:`flowtts.synthesis.prepare_reference`): cut to its speech (the
+    dataset's ``speech`` bounds), followed by digital silence of a length drawn uniformly from ``lo`` to
+    ``hi`` seconds for each pair, and the pair raised by the gain that brings that reference to
+    ``target_rms`` when it is quieter (0: never). The second utterance is kept whole, as the model
+    should say it.
+    """
+
+    gap: tuple[float, float] | None = None
+    target_rms: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.gap is not None:
+            if len(self.gap) != 2 or not 0 <= self.gap[0] <= self.gap[1]:
+                raise ValueError(f"the pair gap must be two seconds 0 <= lo <= hi, got {self.gap}")
+        if not self.target_rms >= 0:
+            raise ValueError(f"the pair target_rms must be >= 0, got {self.target_rms}")
+
+    def gap_frames(self, a: int, b: int, hop_seconds: float) -> int:
+        """Frames of silence after utterance ``a`` when ``b`` follows it (drawn from ``(seed, a, b)`` alone,
+        so an epoch and a resumed run lay the same pair out the same way)."""
+        lo, hi = self.gap
+        g = torch.Generator().manual_seed((self.seed * 1_000_037 + a * 7_919 + b) % (2**63))
+        return round((lo + (hi - lo) * float(torch.rand((), generator=g))) / hop_seconds)
+
+
+def _speech_frames(row: dict, hop: int) -> tuple[int, int]:
+    """The frames of a row's ``speech`` bounds (samples), at least one frame."""
+    if "speech" not in row:
+        raise ValueError(
+            "this prepared dataset has no speech bounds (prepared by an older flowtts): prepare it again "
+            "with `flowtts data prepare` to train pairs with a gap"
+        )
+    start, end = row["speech"]
+    first = min(start // hop, row["frames"] - 1)
+    return first, max(first + 1, min(-(-end // hop), row["frames"]))
+
+
+def item_frames(dataset, item: Sequence[int], layout: PairLayout | None = None) -> int:
+    """Frames of a training item as :func:`join_item` lays it out."""
+    if len(item) == 1 or layout is None or layout.gap is None:
+        return sum(dataset.items[i]["frames"] for i in item)
+    hop = dataset.info["mel"]["hop_length"]
+    first, end = _speech_frames(dataset.items[item[0]], hop)
+    gap = layout.gap_frames(item[0], item[1], hop / dataset.info["mel"]["target_sample_rate"])
+    return end - first + gap + sum(dataset.items[i]["frames"] for i in item[1:])
+
+
+def pair_items(
+    frames: Sequence[int],
+    fraction: float,
+    max_frames: int,
+    seed: int,
+    epoch: int,
+    length: Callable[[tuple[int, ...]], int] | None = None,
+) -> list[tuple[int, ...]]:
     """One epoch's training items: utterances alone, or two said one after the other.
 
     Inference asks a model to continue a reference clip of one sentence with another sentence, over
     the length of both; a corpus of single short sentences never shows it that layout. A ``fraction``
     of the utterances (drawn from ``(seed, epoch)``) is paired up end to end, each utterance used once
-    per epoch; a pair longer than ``max_frames`` stays two single items.
+    per epoch; a pair longer than ``max_frames`` (``length`` of the pair, default the sum of ``frames``)
+    stays two single items.
 
     Returns:
         Tuples of dataset indices, singles ``(i,)`` and pairs ``(a, b)``, in dataset order of their first index.
@@ -280,11 +347,12 @@ def pair_items(frames: Sequence[int], fraction: float, max_frames: int, seed: in
     count = int(round(fraction * n / 2))
     if count == 0:
         return [(i,) for i in range(n)]
+    length = length or (lambda item: sum(frames[i] for i in item))
     g = torch.Generator().manual_seed(seed * 1_000_033 + epoch + 17)
     chosen = torch.randperm(n, generator=g)[: 2 * count].tolist()
     items, used = [], set()
     for a, b in zip(chosen[0::2], chosen[1::2]):
-        if frames[a] + frames[b] <= max_frames:
+        if length((a, b)) <= max_frames:
             items.append((a, b))
             used.update((a, b))
     items += [(i,) for i in range(n) if i not in used]
@@ -307,19 +375,58 @@ def item_text(dataset, item: Sequence[int], plain: bool = False):
     return text
 
 
-def join_item(dataset, item: Sequence[int]):
-    """``(mel, text)`` of a training item: its utterances' mels end to end and :func:`item_text`."""
+def silence_frame(mel_settings: dict) -> torch.Tensor:
+    """``(n_mels,)``: the mel of digital silence under ``mel_settings`` (a dataset's ``info["mel"]``)."""
+    from flowtts.model.mel import MelSpec
+
+    spec = MelSpec(**mel_settings)
+    with torch.no_grad():
+        return spec(torch.zeros(1, 4 * spec.win_length))[0, :, 2]
+
+
+def join_item(dataset, item: Sequence[int], layout: PairLayout | None = None, silence: torch.Tensor | None = None):
+    """``(mel, text)`` of a training item: its utterances' mels end to end (the first of a pair laid out
+    by ``layout``, see :class:`PairLayout`) and :func:`item_text`.
+
+    ``silence``: the dataset's :func:`silence_frame`, when the caller has it (computed here otherwise).
+    """
     mels = [dataset[i][0] for i in item]
+    if len(mels) > 1 and layout is not None and layout.gap is not None:
+        info = dataset.info["mel"]
+        hop, rate = info["hop_length"], info["target_sample_rate"]
+        a, b = item[0], item[1]
+        first, end = _speech_frames(dataset.items[a], hop)
+        gap = layout.gap_frames(a, b, hop / rate)
+        floor = silence_frame(info) if silence is None else silence
+        reference = torch.cat((mels[0][first:end], floor.expand(gap, -1)))
+        mels = [reference, *mels[1:]]
+        row = dataset.items[a]
+        start, stop = row["speech"]
+        rms = row["rms"] * math.sqrt((stop - start) / max(stop - start + gap * hop, 1))
+        if layout.target_rms > 0 and 0 < rms < layout.target_rms:
+            # a louder wave is a louder magnitude mel: log-mel rises by the log of the gain; silence stays silent
+            shift = math.log(layout.target_rms / rms)
+            mels = [torch.where(m > floor + 1e-4, m + shift, m) for m in mels]
     return (mels[0] if len(mels) == 1 else torch.cat(mels)), item_text(dataset, item)
 
 
 def epoch_batches(
-    frames: Sequence[int], max_frames: int, max_samples: int, seed: int, epoch: int, pair_fraction: float = 0.0
+    frames: Sequence[int],
+    max_frames: int,
+    max_samples: int,
+    seed: int,
+    epoch: int,
+    pair_fraction: float = 0.0,
+    length: Callable[[tuple[int, ...]], int] | None = None,
 ) -> list[list[tuple[int, ...]]]:
-    """The batches of items (:func:`pair_items`) of one epoch, packed by :func:`frame_batches`."""
-    items = pair_items(frames, pair_fraction, max_frames, seed, epoch)
-    item_frames = [sum(frames[i] for i in item) for item in items]
-    return [[items[k] for k in batch] for batch in frame_batches(item_frames, max_frames, max_samples, seed, epoch)]
+    """The batches of items (:func:`pair_items`, ``length`` an item's frames) of one epoch, packed by
+    :func:`frame_batches`."""
+    length = length or (lambda item: sum(frames[i] for i in item))
+    items = pair_items(frames, pair_fraction, max_frames, seed, epoch, length)
+    return [
+        [items[k] for k in batch]
+        for batch in frame_batches([length(i) for i in items], max_frames, max_samples, seed, epoch)
+    ]
 
 
 class BatchCursor:

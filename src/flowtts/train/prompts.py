@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from flowtts.text.units import join_texts
-from flowtts.train.data import MelDataset
+from flowtts.train.data import MelDataset, PairLayout, item_frames, join_item
 
 
 @dataclass
@@ -75,24 +75,29 @@ def draw_prompts(dataset: MelDataset, indices: list[int], num_channels: int, con
     return Prompts(cond=cond, lens=torch.tensor(lens), texts=texts, durations=durations, noise=noise, data=data)
 
 
-def draw_pair_prompts(dataset: MelDataset, pairs: list[tuple[int, int]], num_channels: int, generator) -> Prompts:
+def draw_pair_prompts(
+    dataset: MelDataset, pairs: list[tuple[int, int]], num_channels: int, generator, layout: PairLayout | None = None
+) -> Prompts:
     """Cross-sentence prompts, as inference uses a model: utterance ``a`` is the reference clip and
     utterance ``b``'s text is to be said after it, in ``b``'s recorded length.
 
     The prompts know their ``targets`` (``b``'s text), so a recogniser can score the generated frames
-    alone; ``data`` holds the two recordings end to end.
+    alone; ``data`` holds the two recordings end to end, the first laid out by ``layout`` (as recorded
+    when ``None``; :class:`flowtts.train.data.PairLayout`).
     """
     cond, texts, targets, lens, durations, data = [], [], [], [], [], []
     for a, b in pairs:
-        (mel_a, text_a), (mel_b, text_b) = dataset[a], dataset[b]
+        text_a, text_b = dataset.items[a].get("units", dataset.items[a]["text"]), dataset[b][1]
         if not isinstance(text_a, str) or not isinstance(text_b, str):
             raise ValueError("pair prompts need plain-text transcripts (this dataset stores pinyin units)")
-        cond.append(mel_a)
-        lens.append(mel_a.shape[0])
-        durations.append(mel_a.shape[0] + mel_b.shape[0])
+        mel, _ = join_item(dataset, (a, b), layout)
+        n_ref = item_frames(dataset, (a, b), layout) - dataset.items[b]["frames"]
+        cond.append(mel[:n_ref])
+        lens.append(n_ref)
+        durations.append(mel.shape[0])
         texts.append(join_texts(text_a, text_b))
         targets.append(text_b)
-        data.append(torch.cat((mel_a, mel_b)))
+        data.append(mel)
     durations = torch.tensor(durations)
     noise = torch.randn((len(pairs), int(durations.max()), num_channels), generator=generator)
     return Prompts(
@@ -124,15 +129,31 @@ def draw_partners(dataset: MelDataset, indices: list[int], generator) -> list[tu
     return [(int(i), (int(i) + s) % len(dataset)) for i, s in zip(indices, shift)]
 
 
-def draw_kind(dataset: MelDataset, indices: list[int], kind: str, num_channels: int, config, generator) -> Prompts:
+def draw_kind(
+    dataset: MelDataset,
+    indices: list[int],
+    kind: str,
+    num_channels: int,
+    config,
+    generator,
+    layout: PairLayout | None = None,
+) -> Prompts:
     """Prompts of ``kind`` for ``indices``: ``"prefix"`` (:func:`draw_prompts`) or ``"pair"`` (each row as the
-    reference clip of another row drawn at random, :func:`draw_pair_prompts`)."""
+    reference clip of another row drawn at random, laid out by ``layout``, :func:`draw_pair_prompts`)."""
     if check_prompt_kind(kind) == "pair":
-        return draw_pair_prompts(dataset, draw_partners(dataset, indices, generator), num_channels, generator)
+        return draw_pair_prompts(dataset, draw_partners(dataset, indices, generator), num_channels, generator, layout)
     return draw_prompts(dataset, indices, num_channels, config, generator)
 
 
-def fixed_prompts(dataset: MelDataset, rows: list[int], kind: str, num_channels: int, config, seed: int) -> Prompts:
+def fixed_prompts(
+    dataset: MelDataset,
+    rows: list[int],
+    kind: str,
+    num_channels: int,
+    config,
+    seed: int,
+    layout: PairLayout | None = None,
+) -> Prompts:
     """Reproducible evaluation prompts for ``rows``: prefixes, or pairs of each row and the next one's text
     (the last row's with the first's), so the prompts read no row outside ``rows``."""
     g = torch.Generator().manual_seed(seed)
@@ -140,7 +161,7 @@ def fixed_prompts(dataset: MelDataset, rows: list[int], kind: str, num_channels:
         if len(rows) < 2:
             raise ValueError(f"pair prompts need at least 2 held-out rows, got {len(rows)}")
         pairs = [(a, rows[(k + 1) % len(rows)]) for k, a in enumerate(rows)]
-        return draw_pair_prompts(dataset, pairs, num_channels, g)
+        return draw_pair_prompts(dataset, pairs, num_channels, g, layout)
     return draw_prompts(dataset, rows, num_channels, config, g)
 
 

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from flowtts.train import distributed as dist_utils
-from flowtts.train.data import MelDataset
+from flowtts.train.data import MelDataset, PairLayout
 from flowtts.train.loop import LoopSettings, TrainingLoop
 from flowtts.train.prompts import (
     PROMPT_KINDS,  # noqa: F401 -- re-exported
@@ -206,11 +206,17 @@ class RewardConfig:
     # text); None: "pair" for the ctc reward, which must know what the generated frames say, else "prefix"
     recognizer: str = "builtin"  # the ctc reward's recogniser file
     seed: int = 0
+    # pair prompts' reference: None, the recording whole; (lo, hi) s, as inference prepares it (PairLayout)
+    pair_gap: tuple[float, float] | None = None
+    pair_rms: float = 0.0
 
     def __post_init__(self):
         if self.prompts is None:
             self.prompts = "pair" if self.reward == "ctc" else "prefix"
         check_prompt_kind(self.prompts)
+        if self.pair_gap is not None:
+            self.pair_gap = tuple(self.pair_gap)
+        self.pair_layout()  # its checks
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
         if self.sample_steps is not None and self.sample_steps < 1:
@@ -225,6 +231,13 @@ class RewardConfig:
         if not 0 < lo <= hi < 1:
             raise ValueError(f"prompt_fraction must satisfy 0 < lo <= hi < 1, got {self.prompt_fraction}")
         self.prompt_fraction = (float(lo), float(hi))
+
+    def pair_layout(self) -> PairLayout:
+        """How pair prompts lay out their reference clip (:class:`flowtts.train.data.PairLayout`)."""
+        try:
+            return PairLayout(self.pair_gap, self.pair_rms, self.seed)
+        except ValueError as error:
+            raise ValueError(f"pair_gap / pair_rms: {error}") from None
 
     def sampling(self, model) -> dict:
         """``sample()`` keyword arguments for ``model``: its recipe with this config's overrides."""
@@ -268,13 +281,14 @@ class _RewardLoss(torch.nn.Module):
 def draw_training_prompts(dataset: MelDataset, config: RewardConfig, num_channels: int, g) -> Prompts:
     """One step's prompts (``config.batch_size`` of the kind ``config.prompts``), drawn with ``g``."""
     indices = torch.randint(len(dataset), (config.batch_size,), generator=g).tolist()
-    return draw_kind(dataset, indices, config.prompts, num_channels, config, g)
+    return draw_kind(dataset, indices, config.prompts, num_channels, config, g, config.pair_layout())
 
 
 def heldout_prompts(dataset: MelDataset, n: int, config: RewardConfig, num_channels: int, seed: int = 0) -> Prompts:
     """Fixed report prompts from the first ``n`` rows of ``dataset`` (pairs: each row then the next one's text,
     the ``n``-th then the first's)."""
-    return fixed_prompts(dataset, list(range(min(n, len(dataset)))), config.prompts, num_channels, config, seed)
+    rows = list(range(min(n, len(dataset))))
+    return fixed_prompts(dataset, rows, config.prompts, num_channels, config, seed, config.pair_layout())
 
 
 def check_rewards(rewards, batch: int) -> torch.Tensor:

@@ -21,7 +21,17 @@ from dataclasses import asdict, dataclass
 import torch
 
 from flowtts.train import distributed as dist_utils
-from flowtts.train.data import BatchCursor, MelDataset, collate, epoch_batches, item_text, join_item
+from flowtts.train.data import (
+    BatchCursor,
+    MelDataset,
+    PairLayout,
+    collate,
+    epoch_batches,
+    item_frames,
+    item_text,
+    join_item,
+    silence_frame,
+)
 from flowtts.train.loop import LoopSettings, TrainingLoop, load_checkpoint  # noqa: F401 -- load_checkpoint: its old home
 from flowtts.utils.dtypes import DTYPE_NAMES, resolve_dtype
 from flowtts.utils.plotting import plot_loss_curve, pyplot, save_figure  # noqa: F401 -- their home before
@@ -69,6 +79,10 @@ class TrainConfig:
     ctc_min_time: float = 0.5  # the CTC term is taken on rows whose flow time is at least this
     recognizer: str = "builtin"  # recogniser file of the CTC term
     pair_fraction: float = 0.0  # share of utterances trained two in a row, as inference continues a reference
+    # the first of a pair: None, as recorded; (lo, hi) seconds, cut to its speech and followed by digital
+    # silence of lo..hi s, as inference prepares a reference (PairLayout); pair_rms: its target_rms (0: off)
+    pair_gap: tuple[float, float] | None = None
+    pair_rms: float = 0.0
 
     def __post_init__(self):
         for name in ("steps", "batch_frames", "max_samples", "save_every", "log_every", "grad_accum"):
@@ -88,6 +102,16 @@ class TrainConfig:
             raise ValueError(f"dtype must be one of {DTYPE_NAMES} or None, got {self.dtype!r}")
         if not 0 <= self.pair_fraction <= 1:
             raise ValueError(f"pair_fraction must be in [0, 1], got {self.pair_fraction}")
+        if self.pair_gap is not None:
+            self.pair_gap = tuple(self.pair_gap)
+        self.pair_layout()  # its checks
+
+    def pair_layout(self) -> PairLayout:
+        """The :class:`PairLayout` of this run's pairs."""
+        try:
+            return PairLayout(self.pair_gap, self.pair_rms, self.seed)
+        except ValueError as error:
+            raise ValueError(f"pair_gap / pair_rms: {error}") from None
         if not 0 <= self.ctc_min_time < 1:
             raise ValueError(f"ctc_min_time must be in [0, 1), got {self.ctc_min_time}")
 
@@ -179,8 +203,21 @@ def train(
         raise ValueError("dtype float16 needs a GPU; use bfloat16 on CPU")
     model.to(device).train()
 
+    layout = config.pair_layout()
+    silence = silence_frame(dataset.info["mel"]) if layout.gap is not None else None
+    if layout.gap is not None and config.pair_fraction > 0:
+        item_frames(dataset, (0, 1 % len(dataset)), layout)  # a dataset without speech bounds: refused now
+
     def batches_of(epoch: int) -> list[list[tuple[int, ...]]]:
-        return epoch_batches(frames, config.batch_frames, config.max_samples, config.seed, epoch, config.pair_fraction)
+        return epoch_batches(
+            frames,
+            config.batch_frames,
+            config.max_samples,
+            config.seed,
+            epoch,
+            config.pair_fraction,
+            lambda item: item_frames(dataset, item, layout),
+        )
 
     cursor = BatchCursor(batches_of)
     csv_path = os.path.join(out_dir, LOG_CSV)
@@ -232,7 +269,7 @@ def train(
             loss_sums, ctc_sums = [], []
             for micro in range(accum):
                 indices = cursor.next()
-                mels, lens, texts = collate([join_item(dataset, item) for item in indices])
+                mels, lens, texts = collate([join_item(dataset, item, layout, silence) for item in indices])
                 mels, lens = mels.to(device), lens.to(device)
                 # one random stream per micro-batch (= the step without accumulation)
                 draw_index = loop.step * accum + micro
