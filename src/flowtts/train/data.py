@@ -292,6 +292,12 @@ class PairLayout:
         if not self.target_rms >= 0:
             raise ValueError(f"the pair target_rms must be >= 0, got {self.target_rms}")
 
+    def check(self, dataset) -> None:
+        """``ValueError`` now, before a run writes anything, if ``dataset`` cannot be laid out this way
+        (a gap needs the speech bounds that only this version's ``flowtts data prepare`` records)."""
+        if self.gap is not None and len(dataset):
+            _speech_frames(dataset.items[0], dataset.info["mel"]["hop_length"])
+
     def gap_frames(self, a: int, b: int, hop_seconds: float) -> int:
         """Frames of silence after utterance ``a`` when ``b`` follows it (drawn from ``(seed, a, b)`` alone,
         so an epoch and a resumed run lay the same pair out the same way)."""

@@ -340,6 +340,8 @@ def finetune(
     model.to(device)
     reward_fn = resolve_reward(reward if reward is not None else config.reward, model, config.recognizer)
     sampling = config.sampling(model)
+    if config.prompts == "pair":
+        config.pair_layout().check(dataset)
     model.train(config.dropout)
     parts = {}
     reference = None

@@ -205,8 +205,8 @@ def train(
 
     layout = config.pair_layout()
     silence = silence_frame(dataset.info["mel"]) if layout.gap is not None else None
-    if layout.gap is not None and config.pair_fraction > 0:
-        item_frames(dataset, (0, 1 % len(dataset)), layout)  # a dataset without speech bounds: refused now
+    if config.pair_fraction > 0:
+        layout.check(dataset)
 
     def batches_of(epoch: int) -> list[list[tuple[int, ...]]]:
         return epoch_batches(
