@@ -234,6 +234,8 @@ def test_pair_layout_refuses_bad_settings_and_data_without_speech_bounds(padded)
         PairLayout(gap=(0.5, 0.1))
     with pytest.raises(ValueError, match="target_rms"):
         PairLayout(gap=(0.1, 0.2), target_rms=-1)
+    with pytest.raises(ValueError, match="give the gap too"):
+        PairLayout(target_rms=0.1)
     for row in ds.items:
         del row["speech"]
     with pytest.raises(ValueError, match="prepare it again"):

@@ -70,7 +70,10 @@ def test_kill_and_resume_gives_the_uninterrupted_parameters(corpus, tmp_path, pa
     vocab = load_vocab(ds.vocab_path())
     reference = tiny_model(vocab)
     config = _config(
-        pair_fraction=pair_fraction, pair_gap=pair_gap, pair_rms=0.1, batch_frames=800 if pair_fraction else 400
+        pair_fraction=pair_fraction,
+        pair_gap=pair_gap,
+        pair_rms=0.1 if pair_gap else 0.0,
+        batch_frames=800 if pair_fraction else 400,
     )
     train(reference, ds, str(tmp_path / "a"), config, progress=False)
 

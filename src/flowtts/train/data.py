@@ -291,6 +291,8 @@ class PairLayout:
                 raise ValueError(f"the pair gap must be two seconds 0 <= lo <= hi, got {self.gap}")
         if not self.target_rms >= 0:
             raise ValueError(f"the pair target_rms must be >= 0, got {self.target_rms}")
+        if self.target_rms > 0 and self.gap is None:
+            raise ValueError("the pair target_rms applies to a reference laid out with a gap; give the gap too")
 
     def check(self, dataset) -> None:
         """``ValueError`` now, before a run writes anything, if ``dataset`` cannot be laid out this way
