@@ -99,6 +99,9 @@ def test_pair_settings_are_checked_when_the_run_is_configured():
         _config(pair_gap=(0.4, 0.1))
     with pytest.raises(ValueError, match="pair_gap / pair_rms"):
         _config(pair_gap=(0.1, 0.2), pair_rms=-0.1)
+    with pytest.raises(ValueError, match=r"ctc_min_time must be in \[0, 1\), got 1.0"):
+        _config(ctc_min_time=1.0)  # the checks after the pair settings still run
+    assert _config(pair_gap=[0.1, 0.2]).pair_layout().gap == (0.1, 0.2)
 
 
 def test_snapshots_and_samples_leave_training_unchanged(corpus, tmp_path):

@@ -285,8 +285,17 @@ class PairLayout:
     target_rms: float = 0.0
     seed: int = 0
 
+    @classmethod
+    def of(cls, gap, target_rms: float, seed: int) -> PairLayout:
+        """The layout a run config's ``pair_gap`` and ``pair_rms`` describe; a ``ValueError`` naming both."""
+        try:
+            return cls(gap, target_rms, seed)
+        except ValueError as error:
+            raise ValueError(f"pair_gap / pair_rms: {error}") from None
+
     def __post_init__(self):
         if self.gap is not None:
+            object.__setattr__(self, "gap", tuple(self.gap))  # a list from JSON or the command line
             if len(self.gap) != 2 or not 0 <= self.gap[0] <= self.gap[1]:
                 raise ValueError(f"the pair gap must be two seconds 0 <= lo <= hi, got {self.gap}")
         if not self.target_rms >= 0:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from flowtts.text.units import join_texts
-from flowtts.train.data import MelDataset, PairLayout, item_frames, join_item
+from flowtts.train.data import MelDataset, PairLayout, item_frames, join_item, silence_frame
 
 
 @dataclass
@@ -86,11 +86,12 @@ def draw_pair_prompts(
     when ``None``; :class:`flowtts.train.data.PairLayout`).
     """
     cond, texts, targets, lens, durations, data = [], [], [], [], [], []
+    silence = silence_frame(dataset.info["mel"]) if layout is not None and layout.gap is not None else None
     for a, b in pairs:
         text_a, text_b = dataset.items[a].get("units", dataset.items[a]["text"]), dataset[b][1]
         if not isinstance(text_a, str) or not isinstance(text_b, str):
             raise ValueError("pair prompts need plain-text transcripts (this dataset stores pinyin units)")
-        mel, _ = join_item(dataset, (a, b), layout)
+        mel, _ = join_item(dataset, (a, b), layout, silence)
         n_ref = item_frames(dataset, (a, b), layout) - dataset.items[b]["frames"]
         cond.append(mel[:n_ref])
         lens.append(n_ref)

@@ -214,8 +214,6 @@ class RewardConfig:
         if self.prompts is None:
             self.prompts = "pair" if self.reward == "ctc" else "prefix"
         check_prompt_kind(self.prompts)
-        if self.pair_gap is not None:
-            self.pair_gap = tuple(self.pair_gap)
         self.pair_layout()  # its checks
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
@@ -234,10 +232,7 @@ class RewardConfig:
 
     def pair_layout(self) -> PairLayout:
         """How pair prompts lay out their reference clip (:class:`flowtts.train.data.PairLayout`)."""
-        try:
-            return PairLayout(self.pair_gap, self.pair_rms, self.seed)
-        except ValueError as error:
-            raise ValueError(f"pair_gap / pair_rms: {error}") from None
+        return PairLayout.of(self.pair_gap, self.pair_rms, self.seed)
 
     def sampling(self, model) -> dict:
         """``sample()`` keyword arguments for ``model``: its recipe with this config's overrides."""

@@ -102,18 +102,13 @@ class TrainConfig:
             raise ValueError(f"dtype must be one of {DTYPE_NAMES} or None, got {self.dtype!r}")
         if not 0 <= self.pair_fraction <= 1:
             raise ValueError(f"pair_fraction must be in [0, 1], got {self.pair_fraction}")
-        if self.pair_gap is not None:
-            self.pair_gap = tuple(self.pair_gap)
+        if not 0 <= self.ctc_min_time < 1:
+            raise ValueError(f"ctc_min_time must be in [0, 1), got {self.ctc_min_time}")
         self.pair_layout()  # its checks
 
     def pair_layout(self) -> PairLayout:
         """The :class:`PairLayout` of this run's pairs."""
-        try:
-            return PairLayout(self.pair_gap, self.pair_rms, self.seed)
-        except ValueError as error:
-            raise ValueError(f"pair_gap / pair_rms: {error}") from None
-        if not 0 <= self.ctc_min_time < 1:
-            raise ValueError(f"ctc_min_time must be in [0, 1), got {self.ctc_min_time}")
+        return PairLayout.of(self.pair_gap, self.pair_rms, self.seed)
 
 
 def _step_generator(seed: int, step: int, device) -> torch.Generator:
