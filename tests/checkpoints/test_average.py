@@ -70,3 +70,14 @@ def test_average_command_writes_the_soup_with_the_students_settings(tmp_path, ca
     assert main(["average", paths[0], "-o", str(tmp_path / "one.safetensors")]) == 2
     assert "two or more models" in capsys.readouterr().err
     assert not (tmp_path / "one.safetensors").exists()
+
+
+def test_the_soup_of_a_fine_tuning_is_sampled_as_the_first_model_records(tmp_path):
+    facts = {"speed": "0.9", "ref_silence": "0.5", "target_rms": "0.05"}
+    paths = [str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")]
+    flowtts.save(_model(1), paths[0], extra=facts)
+    flowtts.save(_model(2), paths[1])
+    out = str(tmp_path / "soup.safetensors")
+    assert main(["average", *paths, "-o", out]) == 0
+    meta = read_metadata(out)
+    assert {k: meta.get(k) for k in facts} == facts

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -158,6 +160,30 @@ def test_own_format_round_trip_needs_no_arguments(source, tmp_path):
     assert flowtts.load(tmp_path / "half.safetensors", dtype="bfloat16").dtype == torch.bfloat16
     assert (tmp_path / "half.safetensors").stat().st_size < 0.6 * path.stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["half.safetensors", "mine.safetensors"]  # no temp files
+
+
+FACTS = {"speed": "0.9", "ref_silence": "0.5", "target_rms": "0.05"}
+
+
+def test_saving_keeps_what_the_file_says_about_its_data_and_extra_wins(source, tmp_path):
+    from flowtts.infer import recommended_options
+
+    model = copy.deepcopy(source)
+    model.metadata = {**FACTS, "step": "7", "trained_with": "something else"}
+    flowtts.save(model, tmp_path / "again.safetensors")
+    again = flowtts.load(tmp_path / "again.safetensors")
+    assert {k: again.metadata[k] for k in FACTS} == FACTS
+    assert "step" not in again.metadata and "trained_with" not in again.metadata  # only the data's facts
+    options = recommended_options(again)
+    assert (options.speed, options.ref_silence, options.target_rms) == pytest.approx((0.9, 0.5, 0.05))
+    flowtts.save(model, tmp_path / "faster.safetensors", extra={"speed": 1.1})
+    assert flowtts.load(tmp_path / "faster.safetensors").metadata["speed"] == "1.1"
+    flowtts.save(source, tmp_path / "plain.safetensors")  # no metadata: F5-TTS's values stay
+    assert not set(FACTS) & set(flowtts.load(tmp_path / "plain.safetensors").metadata)
+    model.metadata = {"target_rms": "-1"}
+    with pytest.raises(ValueError, match="'target_rms' metadata must be a positive number"):
+        flowtts.save(model, tmp_path / "bad.safetensors")
+    assert not (tmp_path / "bad.safetensors").exists()
 
 
 def test_builtin_teacher_loads_and_speaks_when_shipped():

@@ -237,6 +237,31 @@ def test_students_carry_their_sampling_settings(corpus, tmp_path):
     assert (plain.steps, plain.cfg_strength, plain.sway_sampling_coef) == (32, 2.0, -1.0)
 
 
+def test_students_are_sampled_as_the_teachers_file_records_its_data(corpus, tmp_path):
+    import flowtts
+    from flowtts.infer import recommended_options
+
+    ds = MelDataset(corpus)
+    teacher = _teacher(corpus)
+    teacher.metadata = {"speed": "0.9", "ref_silence": "0.5", "target_rms": "0.05"}
+    student = _teacher(corpus)  # a student file of its own, recording none of them
+    config = _config(steps=2, save_every=100)
+    distill(
+        teacher,
+        student,
+        ds,
+        str(tmp_path),
+        config,
+        progress=False,
+        eval_prompts=_eval_prompts(ds, config),
+        eval_every=1,
+    )
+    for name in ("student.safetensors", "best.safetensors"):
+        options = recommended_options(flowtts.load(str(tmp_path / name)))
+        assert (options.speed, options.ref_silence, options.target_rms) == pytest.approx((0.9, 0.5, 0.05)), name
+        assert options.steps == 2 and options.cfg_strength == 0.0  # and the student's own recipe
+
+
 def test_custom_student_grids_are_validated_and_travel_with_the_student(corpus, tmp_path):
     import flowtts
     from flowtts.infer import recommended_options

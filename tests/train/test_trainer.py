@@ -64,6 +64,21 @@ def test_training_lowers_the_loss_and_writes_its_files(corpus, tmp_path, backbon
     assert type(ema.transformer) is type(model.transformer) and ema.config.backbone == backbone
 
 
+def test_a_fine_tuning_records_what_its_start_says_about_the_data(corpus, tmp_path):
+    import flowtts
+    from flowtts.infer import recommended_options
+
+    ds = MelDataset(corpus)
+    model = tiny_model(load_vocab(ds.vocab_path()))
+    model.metadata = {"speed": "0.9", "ref_silence": "0.5", "target_rms": "0.05", "step": "999"}
+    train(model, ds, str(tmp_path), _config(steps=4, snapshot_every=2), progress=False)
+    for name in ("model.safetensors", "model_2.safetensors"):
+        tuned = flowtts.load(str(tmp_path / name))
+        options = recommended_options(tuned)
+        assert (options.speed, options.ref_silence, options.target_rms) == pytest.approx((0.9, 0.5, 0.05)), name
+        assert tuned.metadata["step"] in ("4", "2")
+
+
 @pytest.mark.parametrize(("pair_fraction", "pair_gap"), [(0.0, None), (0.5, None), (0.5, (0.05, 0.3))])
 def test_kill_and_resume_gives_the_uninterrupted_parameters(corpus, tmp_path, pair_fraction, pair_gap):
     ds = MelDataset(corpus)

@@ -100,6 +100,27 @@ def model_defaults(model) -> dict[str, float]:
     return {key: value for key, value in values.items() if value is not None}
 
 
+CARRIED_KEYS = (SPEED_KEY, *RECORDED_DEFAULTS)  # what a model made from another keeps of its file
+
+
+def carried_metadata(model) -> dict[str, str]:
+    """The entries of ``model``'s file that a model trained, distilled or averaged from it records too.
+
+    The speaking-rate factor and the reference preparation (:func:`model_speed`, :func:`model_defaults`)
+    describe the data ``model`` learned from, not its weights: a fine-tuning, a distilled student or a
+    soup of it speaks like that data, and sampled with F5-TTS's values instead it speaks too fast and
+    garbles the words after the reference (the built-in teacher on its selection split: WER 0.39 as its
+    file records, 0.50 with F5-TTS's reference preparation).
+
+    Raises:
+        ValueError: A recorded value out of range, naming its key.
+    """
+    model_speed(model)  # refuse a bad value here rather than in a file written from it
+    model_defaults(model)
+    metadata = getattr(model, "metadata", None) or {}
+    return {key: str(metadata[key]) for key in CARRIED_KEYS if key in metadata}
+
+
 def recommended_options(model, **overrides) -> InferenceOptions:
     """:class:`InferenceOptions` for ``model``: F5-TTS's defaults, or what a distilled student was trained for.
 

@@ -174,6 +174,7 @@ def distill(
         ``step``, last ``loss``, ``seconds``, and ``finished`` (all ``config.steps`` done).
     """
     from flowtts.checkpoints.loader import save as save_model
+    from flowtts.synthesis.options import carried_metadata
 
     check_compatible(teacher, student)
     if eval_every < 0 or (eval_every > 0 and eval_prompts is None):
@@ -196,12 +197,14 @@ def distill(
 
     csv_path = os.path.join(out_dir, "distill_log.csv")
     evaluator = None
+    carried = carried_metadata(teacher)  # the student speaks like the teacher's data: sample it alike
 
     def write_files():
         save_model(
             loop.ema,
             os.path.join(out_dir, "student.safetensors"),
             extra={
+                **carried,
                 "step": loop.step,
                 "distill_config": json.dumps(asdict(recorded())),
                 **recorded().student_recipe().to_metadata(),

@@ -29,12 +29,14 @@ class HeldOutEval:
 
     def __init__(self, teacher, prompts: Prompts, config: DistillConfig, out_dir: str):
         from flowtts.checkpoints.loader import read_metadata
+        from flowtts.synthesis.options import carried_metadata
 
         self.prompts = prompts
         self.config = config
         self.csv = os.path.join(out_dir, "distill_eval.csv")
         self.best_path = os.path.join(out_dir, "best.safetensors")
         self.reference = sample_with(teacher, prompts, cache=True, **config.teacher_sampling())
+        self.carried = carried_metadata(teacher)
         self.best, self.best_step = float("inf"), -1
         meta = read_metadata(self.best_path) if os.path.exists(self.best_path) else None
         if meta is not None and "eval_distance" in meta:
@@ -58,6 +60,7 @@ class HeldOutEval:
         if distance < self.best:
             self.best, self.best_step = distance, step
             extra = {
+                **self.carried,
                 "step": step,
                 "distill_config": json.dumps(asdict(config)),
                 "eval_distance": repr(distance),
