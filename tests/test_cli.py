@@ -93,6 +93,23 @@ def test_ref_silence_lengthens_the_reference_and_so_the_estimated_duration(model
     assert lengths[1] / lengths[0] == pytest.approx(3.0 / 2.55, rel=0.02)
 
 
+def test_no_continue_reference_speaks_unprompted_and_the_model_file_can_ask_for_it(model_file, tmp_path):
+    text = "Hello there, this is a short test sentence."
+    waves = {}
+    for name, extra in (("prompted", []), ("unprompted", ["--no-continue-reference"])):
+        out = tmp_path / f"{name}.wav"
+        assert _infer(model_file, "--text", text, "-o", str(out), "--seed", "3", *extra) == 0
+        waves[name] = sf.read(out)[0]
+    assert waves["prompted"].shape == waves["unprompted"].shape  # the clip still sets the length
+    assert np.abs(waves["prompted"] - waves["unprompted"]).max() > 1e-3
+    asking = tmp_path / "asking.safetensors"
+    flowtts.save(flowtts.load(model_file), asking, extra={"continue_reference": "false"})
+    for name, extra in (("unprompted", []), ("prompted", ["--continue-reference"])):
+        out = tmp_path / f"asking_{name}.wav"
+        assert _infer(str(asking), "--text", text, "-o", str(out), "--seed", "3", *extra) == 0
+        np.testing.assert_allclose(sf.read(out)[0], waves[name], atol=1e-4)
+
+
 def test_upstream_option_spellings_and_fix_duration(model_file, tmp_path):
     out = tmp_path / "up.wav"
     args = ["infer", "--ckpt_file", model_file, "--ref_audio", ASSET, "--ref_text", REF_TEXT, "--gen_text", "Hello."]

@@ -5,6 +5,7 @@ import pytest
 
 import flowtts
 from flowtts.synthesis.options import (
+    CONTINUE_KEY,
     RECORDED_DEFAULTS,
     SPEED_KEY,
     InferenceOptions,
@@ -17,7 +18,7 @@ from flowtts.synthesis.options import (
 
 def _student_with(speed, **recorded):
     model = copy.deepcopy(flowtts.load("builtin:student"))
-    model.metadata = {k: v for k, v in model.metadata.items() if k not in (SPEED_KEY, *RECORDED_DEFAULTS)}
+    model.metadata = {k: v for k, v in model.metadata.items() if k not in (SPEED_KEY, CONTINUE_KEY, *RECORDED_DEFAULTS)}
     if speed is not None:
         model.metadata[SPEED_KEY] = speed
     model.metadata.update(recorded)
@@ -42,9 +43,11 @@ def test_a_bad_recorded_rate_is_refused_naming_the_key(bad):
 def test_the_built_in_models_record_their_rate_and_how_their_references_are_prepared():
     for name in ("builtin", "builtin:student"):
         model = flowtts.load(name)
-        assert model_speed(model) == 0.9 and model_defaults(model) == {"ref_silence": 0.5, "target_rms": 0.05}
+        assert model_speed(model) == 0.9
+        assert model_defaults(model) == {"ref_silence": 0.5, "target_rms": 0.05, "continue_reference": False}
         options = recommended_options(model)
         assert (options.speed, options.ref_silence, options.target_rms) == (pytest.approx(0.9), 0.5, 0.05)
+        assert options.continue_reference is False  # they speak unprompted (see the README's "Training")
 
 
 def test_recorded_defaults_replace_f5_tts_values_and_what_is_given_wins():
@@ -56,6 +59,20 @@ def test_recorded_defaults_replace_f5_tts_values_and_what_is_given_wins():
     assert (options.ref_silence, options.target_rms, options.speed) == (0.5, 0.05, 1.0)
     options = recommended_options(recorded, ref_silence=0, target_rms=0.2)
     assert (options.ref_silence, options.target_rms) == (0, 0.2)
+
+
+def test_a_file_can_ask_to_speak_unprompted_and_what_is_given_wins():
+    from flowtts.synthesis.options import carried_metadata
+
+    assert recommended_options(_student_with(None)).continue_reference is True  # F5-TTS's way
+    unprompted = _student_with(None, continue_reference="false")
+    assert model_defaults(unprompted) == {"continue_reference": False}
+    assert recommended_options(unprompted).continue_reference is False
+    assert recommended_options(unprompted, continue_reference=True).continue_reference is True
+    assert recommended_options(_student_with(None, continue_reference="True")).continue_reference is True
+    assert "continue_reference" not in carried_metadata(unprompted)  # measured on the weights: not inherited
+    with pytest.raises(ValueError, match="'continue_reference' metadata must be 'true' or 'false', got 'no'"):
+        recommended_options(_student_with(None, continue_reference="no"))
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,41 @@ def test_fix_duration_sets_each_texts_total_length_without_chunking():
             synthesize(model, reference, ["Hi."], vocoder=vocoder, options=InferenceOptions(**bad))
 
 
+def test_unprompted_synthesis_samples_the_new_text_alone_after_no_audio():
+    """Unprompted, the clip sets the length (and level) but its sound and transcript do not enter the sample."""
+    from conftest import randomise
+    from flowtts.infer import synthesize
+    from flowtts.text.units import text_units
+
+    model = randomise(build_model("tiny"), std=0.02)
+    reference = _reference(model)
+    vocoder = lambda mel: mel.mean(dim=1).repeat_interleave(256, dim=-1)  # noqa: E731
+    kwargs = dict(vocoder=vocoder, seeds=[5], progress=False)
+    options = InferenceOptions(steps=3, continue_reference=False)
+    (prompted,) = synthesize(model, reference, ["Hello there."], options=InferenceOptions(steps=3), **kwargs)
+    (alone,) = synthesize(model, reference, ["Hello there."], options=options, **kwargs)
+    frames = prompted.mel.shape[1]
+    assert alone.mel.shape == prompted.mel.shape and not torch.allclose(alone.mel, prompted.mel)
+    expected, _ = model.sample(
+        torch.zeros(1, 1, 100),
+        [text_units(model, "Hello there.")],
+        frames + 1,
+        steps=3,
+        cfg_strength=2.0,
+        sway_sampling_coef=-1.0,
+        seed=5,
+        no_ref_audio=True,
+    )
+    torch.testing.assert_close(alone.mel, expected[0, 1:].t())
+    noise = torch.randn(24000, generator=torch.Generator().manual_seed(1)) * 0.2  # another sound, same length
+    other = prepare_reference(model, noise, "Other word", InferenceOptions())  # as many bytes
+    assert other.mel.shape == reference.mel.shape and not torch.allclose(other.mel, reference.mel)
+    (again,) = synthesize(model, other, ["Hello there."], options=options, **kwargs)
+    torch.testing.assert_close(again.mel, alone.mel)
+    with pytest.raises(ValueError, match="continue_reference must be True or False, got 'no'"):
+        synthesize(model, reference, ["Hi."], options=InferenceOptions(continue_reference="no"), **kwargs)
+
+
 def test_remove_silence_shortens_the_vocoded_output():
     from flowtts.infer import synthesize
 

@@ -137,6 +137,7 @@ def sampling_options(model, args: argparse.Namespace):
         "remove_silence": "remove_silence",
         "target_rms": "target_rms",
         "cross_fade": "cross_fade_seconds",
+        "continue_reference": "continue_reference",
     }
     return recommended_options(
         model, **{field: getattr(args, arg) for arg, field in names.items() if hasattr(args, arg)}
@@ -166,6 +167,18 @@ def check_sampling_flags(args: argparse.Namespace) -> None:
             check_sway(args.sway)
         except ValueError as error:
             raise UserError(f"--sway: {error}") from None
+
+
+def add_continue_option(parser: argparse.ArgumentParser) -> None:
+    """``--continue-reference`` / ``--no-continue-reference`` (default: what the model file records)."""
+    parser.add_argument(
+        "--continue-reference",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="continue the reference clip as F5-TTS does (the default), or with --no-continue-reference speak the "
+        "text unprompted, the clip setting only rate and level; default: what the model file records (the built-in "
+        "models speak unprompted)",
+    )
 
 
 def add_architecture_options(parser: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ import sys
 from flowtts.cli.common import (
     DTYPE_CHOICES,
     UserError,
+    add_continue_option,
     add_quantize_option,
     check_sampling_flags,
     sampling_options,
@@ -68,7 +69,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
             recognizer.check_fits(mel_config_of(model), spec)
         speed = f", speed {options.speed:g}" if options.speed != 1 else ""
-        label = f"{spec} ({options.steps} steps, cfg {options.cfg_strength:g}{speed})"
+        unprompted = "" if options.continue_reference else ", unprompted"
+        label = f"{spec} ({options.steps} steps, cfg {options.cfg_strength:g}{speed}{unprompted})"
         save = None
         if args.out and args.save_audio:
             from flowtts.audio.io import write_audio
@@ -184,6 +186,7 @@ def add_eval(sub) -> None:
         type=float,
         help="loudness a quieter reference is raised to (default 0.1 as F5-TTS, or what the model file records)",
     )
+    add_continue_option(ev)
     ev.add_argument("--dtype", choices=DTYPE_CHOICES)
     add_quantize_option(ev)
     ev.add_argument("--seed", type=seed, default=0, help="sentence i uses seed + i")

@@ -11,6 +11,7 @@ from flowtts.cli.common import (
     DTYPE_CHOICES,
     UserError,
     add_architecture_options,
+    add_continue_option,
     add_quantize_option,
     check_sampling_flags,
     chosen_seed,
@@ -411,6 +412,7 @@ def add_infer(sub) -> None:
         help="seconds of silence after the trimmed reference clip (default 0.05 as F5-TTS, or what the model file "
         "records, as the built-in models do)",
     )
+    add_continue_option(infer)
     infer.add_argument(
         "--fix-duration",
         "--fix_duration",
@@ -508,6 +510,7 @@ def add_serve(sub) -> None:
     sv.add_argument("--sway", "--sway_sampling_coef", type=float)
     sv.add_argument("--speed", type=float)
     sv.add_argument("--ref-silence", type=float, help="seconds of silence after the reference (default: the model's)")
+    add_continue_option(sv)
     sv.add_argument("--target-rms", "--target_rms", type=float)
     sv.add_argument("--cross-fade", "--cross_fade_duration", type=float, default=0.15)
     sv.add_argument("--dtype", choices=DTYPE_CHOICES)

@@ -123,20 +123,34 @@ def _warn_unknown(model, pieces: Sequence[_Piece]) -> None:
 
 
 def _render(model, reference: Reference, batch: Sequence[_Piece], vocoder, options) -> list[tuple[torch.Tensor, ...]]:
-    """``(wave, mel)`` of each piece of ``batch``, from one ``sample()`` call (each row as if alone)."""
+    """``(wave, mel)`` of each piece of ``batch``, from one ``sample()`` call (each row as if alone).
+
+    Continuing the reference (F5-TTS), the prompt is the clip's mel and the text its transcript + the
+    chunk. Unprompted (``options.continue_reference`` off), the model generates the chunk's frames alone
+    after one frame with no audio condition -- the layout of a training example whose whole utterance is
+    the target -- with the chunk's text only; the clip has set the duration and sets the level.
+    """
     ref_frames = reference.mel.shape[1]
+    if options.continue_reference:
+        cond, start = reference.mel.expand(len(batch), -1, -1), ref_frames
+        texts = [p.text for p in batch]
+    else:
+        cond, start = reference.mel.new_zeros(len(batch), 1, reference.mel.shape[2]), 1
+        texts = [p.text[len(reference.text) :] for p in batch]
+    ends = [p.duration - ref_frames + start for p in batch]
     out, _ = model.sample(
-        reference.mel.expand(len(batch), -1, -1),
-        [text_units(model, p.text) for p in batch],
-        torch.tensor([p.duration for p in batch]),
+        cond,
+        [text_units(model, text) for text in texts],
+        torch.tensor(ends),
         **options.solver_kwargs(),
         seed=[p.seed for p in batch],
         isolate_batch=True,
+        no_ref_audio=not options.continue_reference,
         dtype=options.dtype,
     )
     results = []
-    for k, piece in enumerate(batch):
-        mel = out[k, ref_frames : piece.duration].t().float().cpu()
+    for k, end in enumerate(ends):
+        mel = out[k, start:end].t().float().cpu()
         wave = vocoder(mel[None])[0].float().cpu()
         if reference.rms < options.target_rms:
             wave = wave * (reference.rms / options.target_rms)
