@@ -40,7 +40,7 @@ def test_infer_matches_the_cli_and_writes_the_files(model_file, tmp_path):
     assert (tmp_path / "api.png").stat().st_size > 1000
 
 
-def test_defaults_seeds_and_solver_choice(model_file):
+def test_defaults_seeds_and_solver_choice(model_file, tmp_path):
     tts = F5TTS(model=model_file, device="cpu")
     default, _, _ = tts.infer(ASSET, REF_TEXT, TEXT, seed=None, progress=False)  # 32 steps, cfg 2, sway -1
     drawn = tts.seed
@@ -54,6 +54,12 @@ def test_defaults_seeds_and_solver_choice(model_file):
     assert not np.allclose(mid, fewer, atol=1e-3)
     fixed, _, spec = tts.infer(ASSET, REF_TEXT, TEXT, seed=1, nfe_step=2, fix_duration=4.0)
     assert spec.shape[1] == int(4.0 * 24000 / 256) - REF_FRAMES
+    alone, _, _ = tts.infer(ASSET, REF_TEXT, TEXT, seed=drawn, nfe_step=4, continue_reference=False)
+    cli_args = ["--ref-audio", ASSET, "--ref-text", REF_TEXT, "--text", TEXT, "--steps", "4", "--seed", str(drawn)]
+    assert alone.shape == fewer.shape and not np.allclose(alone, fewer, atol=1e-3)
+    out = str(tmp_path / "alone.wav")
+    assert main(["infer", "--model", model_file, *cli_args, "--no-continue-reference", "-o", out, "-q"]) == 0
+    assert abs(sf.read(out)[0] - alone).max() < 2e-3  # the CLI's unprompted wave (16-bit file)
 
 
 def test_every_upstream_keyword_is_accepted(model_file, tmp_path):

@@ -119,6 +119,7 @@ class F5TTS:
         file_wave: str | os.PathLike | None = None,
         file_spec: str | os.PathLike | None = None,
         seed: int | None = None,
+        continue_reference: bool | None = None,
     ) -> tuple[np.ndarray, int, np.ndarray]:
         """Speak ``gen_text`` in the voice of ``ref_file``.
 
@@ -138,6 +139,8 @@ class F5TTS:
             file_wave: Also write the wave here.
             file_spec: Also write the generated mel as a PNG here (needs matplotlib).
             seed: Noise seed; ``None`` or negative: a random one (kept in ``self.seed``).
+            continue_reference: Continue the reference clip (F5-TTS), or with ``False`` speak unprompted, the
+                clip setting only rate and level; ``None``: what the model file records (flowtts's addition).
 
         Returns:
             ``(wave, sample_rate, spec)``: float32 samples ``(nw,)``, the rate, the generated log-mel ``(d, n)``.
@@ -177,6 +180,7 @@ class F5TTS:
             cross_fade_seconds=cross_fade_duration,
             fix_duration=fix_duration,
             remove_silence=remove_silence,
+            continue_reference=continue_reference,
         )
         check_options(options)
         reference = load_reference(

@@ -100,7 +100,8 @@ def synthesize_both(teacher, student, out_dir: str, text: str = SENTENCE, seed: 
 
 def intelligibility(models: dict, texts: list[str], seed: int = 0) -> dict:
     """Word error rate (pocketsphinx on Griffin-Lim audio, as ``flowtts eval``) of each model at its recommended
-    settings on ``texts``, said after the built-in reference clip; ``{label: "WER ..."}``."""
+    settings on ``texts`` with the built-in reference clip (which the built-in files ask to use for rate and level
+    only: they speak unprompted); ``{label: "WER ..."}``."""
     from flowtts.audio.io import read_audio
     from flowtts.audio.vocoders import load_vocoder
     from flowtts.checkpoints.loader import builtin_reference
