@@ -1,11 +1,13 @@
 """Distance to teacher@32 of a distilled student and of two teacher baselines, on held-out prompts.
 
 Usage: python benchmarks/distill_quality.py --teacher builtin --student builtin:student \
-           --heldout corpus/heldout [--prompts 16] [--layout prefix|pair] [--student-steps 4]
+           --heldout corpus/heldout [--prompts 16] [--layout prefix|pair|unprompted] [--student-steps 4]
 
 Held-out prompts and their noises are fixed by ``--seed``: ``--layout prefix`` (the leading 20-50 % of each
 utterance, its transcript and length) or ``--layout pair`` (each row as the reference clip, the next row's
-text said after it in the next row's recorded length: the layout inference uses).
+text said after it in the next row's recorded length: inference continuing a clip) or ``--layout unprompted``
+(each row's text said with no audio prompt in its recorded length: inference with ``--no-continue-reference``,
+as the built-in files ask).
 Prints the table of ``flowtts.train.distill.evaluate`` and, as its last line,
 ``student/naive=R1 student/epss7=R2 student_nfe=N``.
 """
@@ -31,7 +33,9 @@ def main() -> None:
     parser.add_argument("--student", default="builtin:student")
     parser.add_argument("--heldout", required=True, help="prepared held-out dataset directory")
     parser.add_argument("--prompts", type=int, default=16)
-    parser.add_argument("--layout", choices=["prefix", "pair"], default="prefix", help="kind of held-out prompts")
+    parser.add_argument(
+        "--layout", choices=["prefix", "pair", "unprompted"], default="prefix", help="kind of held-out prompts"
+    )
     parser.add_argument("--student-steps", type=int, help="default: what the student was distilled for (else 4)")
     parser.add_argument("--student-cfg", type=float, help="default: the student's own (else 0)")
     parser.add_argument(

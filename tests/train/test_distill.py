@@ -8,6 +8,7 @@ import torch
 
 from flowtts.train.data import MelDataset
 from flowtts.train.distill import DistillConfig, distill, draw_prompts, sample_with
+from flowtts.train.prompts import draw_kind
 from train import helpers
 from train.helpers import Killed, kill_at, prepared_corpus, random_model
 
@@ -595,6 +596,14 @@ def test_the_ctc_term_lowers_the_students_ctc_loss_and_is_checked(corpus, tmp_pa
         teacher, weighted, ds, str(tmp_path / "w"), _config(steps=12, ctc_weight=1.0, recognizer=path), progress=False
     )
     assert ctc_of(weighted) < ctc_of(plain) - 0.05
+    unprompted = draw_kind(ds, [0, 1], "unprompted", 100, _config(), torch.Generator().manual_seed(4))
+    target = sample_with(teacher, unprompted, cache=True, **_config().teacher_sampling())
+    term = _StudentLoss(copy.deepcopy(teacher), _config(), None, recognizer)(unprompted, target)[2]
+    out = sample_with(teacher, unprompted, cache=True, **_config().student_sampling())
+    expected, _ = recognizer.ctc_loss(out[:, 1:], unprompted.durations - 1, unprompted.texts)  # not the no-audio frame
+    assert abs(float(term) - float(expected.sum())) < 1e-4
+    with pytest.raises(ValueError, match="teacher_pool holds prefix or pair prompts"):
+        _config(prompts="unprompted", teacher_pool=8)
     with pytest.raises(ValueError, match="ctc_weight scores the student's whole samples"):
         _config(ctc_weight=1.0, velocity_steps=2)
     with pytest.raises(ValueError, match="ctc_weight must be >= 0"):

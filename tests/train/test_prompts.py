@@ -69,7 +69,42 @@ def test_pair_prompts_can_lay_the_reference_out_as_inference_does(padded):  # no
 
 
 def test_unknown_prompt_kinds_are_refused_by_name():
-    with pytest.raises(ValueError, match=r"prompts must be one of \('prefix', 'pair'\), got 'pairs'"):
+    with pytest.raises(ValueError, match=r"prompts must be one of \('prefix', 'pair', 'unprompted'\), got 'pairs'"):
         check_prompt_kind("pairs")
     with pytest.raises(ValueError, match="prompts must be one of"):
         DistillConfig(student_steps=2, teacher_steps=8, prompts="both")
+
+
+def test_unprompted_prompts_are_each_row_after_no_audio_as_inference_without_its_clip(corpus):  # noqa: F811
+    from flowtts.text.units import text_units
+    from flowtts.train.distill import sample_with
+    from train.helpers import random_model
+
+    ds = MelDataset(corpus)
+    rows = [1, 4, 2]
+    prompts = fixed_prompts(ds, rows, "unprompted", 100, CONFIG, seed=3)
+    again = draw_kind(ds, rows, "unprompted", 100, CONFIG, torch.Generator().manual_seed(3))
+    assert torch.equal(prompts.noise, again.noise) and prompts.kind == again.kind == "unprompted"
+    assert prompts.lens.tolist() == [1, 1, 1] and not prompts.cond.any()
+    for k, row in enumerate(rows):
+        mel, text = ds[row]
+        assert prompts.texts[k] == prompts.targets[k] == text  # the row's own text, nothing before it
+        assert int(prompts.durations[k]) == mel.shape[0] + 1
+        assert int(prompts.generated_mask()[k].sum()) == mel.shape[0]  # the recording's length is generated
+        assert torch.equal(prompts.data[k, 1 : mel.shape[0] + 1], mel)
+    assert prompts.rows([2]).kind == "unprompted"
+    # sampled, a row is what synthesis without its clip computes: no audio, the text alone
+    model = random_model(corpus)
+    out = sample_with(model, prompts.rows([0]), cache=True, steps=3, cfg_strength=2.0, sway_sampling_coef=-1.0)
+    frames = int(prompts.durations[0])
+    alone, _ = model.sample(
+        torch.zeros(1, 1, 100),
+        [text_units(model, prompts.texts[0])],
+        frames,
+        noise=prompts.noise[:1, :frames],
+        steps=3,
+        cfg_strength=2.0,
+        sway_sampling_coef=-1.0,
+        no_ref_audio=True,
+    )
+    torch.testing.assert_close(out[0, 1:frames], alone[0, 1:])

@@ -208,6 +208,9 @@ def test_bad_settings_are_refused_before_anything_is_written(corpus, tmp_path):
         _config(backprop_steps=0)
     with pytest.raises(ValueError, match="pair_gap / pair_rms: the pair gap"):
         RewardConfig(reward="ctc", pair_gap=(0.3, 0.1))
+    for name in ("speaker", "timbre"):
+        with pytest.raises(ValueError, match=f"the {name} reward compares with the prompt's audio; unprompted"):
+            RewardConfig(reward=name, prompts="unprompted")
     with pytest.raises(ValueError, match="reward must be one of"):
         resolve_reward("loudness")
     with pytest.raises(ValueError, match="cannot import module"):
@@ -310,6 +313,14 @@ def test_the_ctc_reward_reads_only_the_generated_frames(corpus):
         torch.testing.assert_close(got[i], -alone[0])
     with pytest.raises(ValueError, match="needs prompts that know their target"):
         reward(mel, dataclasses.replace(prompts, targets=None))
+    from flowtts.train.prompts import draw_unprompted_prompts
+
+    unprompted = draw_unprompted_prompts(ds, [0, 2], 100, torch.Generator().manual_seed(0))
+    mel = unprompted.data.clone()
+    mel[:, 0] = 7.0  # the no-audio frame does not count either
+    for i, row in enumerate([0, 2]):  # the recording's own frames, its own text
+        alone, _ = reward.recognizer.ctc_loss(ds[row][0][None], None, [ds[row][1]])
+        torch.testing.assert_close(reward(mel, unprompted)[i], -alone[0])
 
 
 def test_the_ctc_reward_warns_and_counts_what_it_cannot_score(corpus):

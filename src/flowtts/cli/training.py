@@ -456,10 +456,11 @@ def add_distill(sub) -> None:
     ds.add_argument("--recognizer", default="builtin", help="recogniser file of --ctc-weight (default: built-in)")
     ds.add_argument(
         "--prompts",
-        choices=["prefix", "pair"],
+        choices=["prefix", "pair", "unprompted"],
         default="prefix",
         help="prefix: the leading 20-50%% of an utterance continued with its own text (as the teacher trained); "
-        "pair: one utterance as the reference and another's text to say (as inference uses a model). "
+        "pair: one utterance as the reference and another's text to say (as inference continues a clip); "
+        "unprompted: an utterance said with no audio prompt (inference with --no-continue-reference). "
         "The report and --eval-every prompts are of the same kind",
     )
     ds.add_argument("--grad-checkpoint", action="store_true")
@@ -507,9 +508,10 @@ def add_reward(sub) -> None:
     )
     rw.add_argument(
         "--prompts",
-        choices=["prefix", "pair"],
+        choices=["prefix", "pair", "unprompted"],
         help="prefix: the leading part of an utterance continued; pair: one utterance as the reference and "
-        "another's text to say (default: pair for ctc, else prefix)",
+        "another's text to say; unprompted: an utterance said with no audio prompt (default: pair for ctc, "
+        "else prefix)",
     )
     rw.add_argument("--recognizer", default="builtin", help="recogniser file of the ctc reward (default: built-in)")
     _add_pair_layout_options(rw)

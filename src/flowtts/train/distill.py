@@ -132,7 +132,8 @@ class _StudentLoss(torch.nn.Module):
         are the recording's, so the gradient reaches only what the student generated)."""
         if not all(isinstance(t, str) for t in prompts.texts):
             raise ValueError("ctc_weight needs plain-text transcripts (this dataset stores pinyin units)")
-        loss, scored = self.recognizer.ctc_loss(out.float(), prompts.durations, prompts.texts)
+        start = 1 if prompts.kind == "unprompted" else 0  # its first frame is no audio, not speech
+        loss, scored = self.recognizer.ctc_loss(out[:, start:].float(), prompts.durations - start, prompts.texts)
         return loss[scored].sum()
 
 

@@ -50,7 +50,8 @@ class DistillConfig:
     log_every: int = 10
     prompt_fraction: tuple[float, float] = (0.2, 0.5)
     prompts: str = "prefix"  # "prefix": a leading part of an utterance and its own text (as the teacher was
-    # trained); "pair": one utterance as the reference and another's text after it (as inference uses a model)
+    # trained); "pair": one utterance as the reference and another's text after it (as inference uses a model);
+    # "unprompted": an utterance said with no audio prompt (as the built-in files ask inference to)
     ctc_weight: float = 0.0  # weight of a recogniser's CTC loss of the text on the student's samples (DMOSpeech)
     recognizer: str = "builtin"  # the recogniser file of ctc_weight
     seed: int = 0
@@ -84,6 +85,8 @@ class DistillConfig:
             raise ValueError(f"dtype must be one of {DTYPE_NAMES} (or None for float32), got {self.dtype!r}")
         if self.teacher_pool < 0:
             raise ValueError(f"teacher_pool must be >= 0 (0: no pool), got {self.teacher_pool}")
+        if self.teacher_pool and self.prompts == "unprompted":
+            raise ValueError("teacher_pool holds prefix or pair prompts; unprompted ones sample the teacher every step")
         if self.learn_times and (self.velocity_steps or self.segment_steps):
             raise ValueError(
                 "learn_times trains the grid through the student's whole solve: it needs velocity_steps=0 and "

@@ -21,7 +21,8 @@ class Prompts:
     durations: torch.Tensor  # (b,)
     noise: torch.Tensor  # (b, max duration, d)
     data: torch.Tensor | None = None  # (b, max duration, d) the whole utterances' mels, zero-padded
-    targets: list[str] | None = None  # what the generated frames should say, when known (pair prompts)
+    targets: list[str] | None = None  # what the generated frames should say, when known (pair, unprompted)
+    kind: str = "prefix"  # which of PROMPT_KINDS drew them
 
     def rows(self, rows: list[int]) -> Prompts:
         lens = self.lens[rows]
@@ -35,6 +36,7 @@ class Prompts:
             noise=self.noise[rows, :n],
             data=None if self.data is None else self.data[rows, :n],
             targets=None if self.targets is None else [self.targets[r] for r in rows],
+            kind=self.kind,
         )
 
     def noised(self, t: float) -> Prompts:
@@ -109,10 +111,31 @@ def draw_pair_prompts(
         noise=noise,
         data=torch.nn.utils.rnn.pad_sequence(data, batch_first=True),
         targets=targets,
+        kind="pair",
     )
 
 
-PROMPT_KINDS = ("prefix", "pair")
+def draw_unprompted_prompts(dataset: MelDataset, indices: list[int], num_channels: int, generator) -> Prompts:
+    """Whole utterances said with no audio prompt, as inference does with ``continue_reference`` off: one
+    frame with no audio condition (zeros, as ``sample(no_ref_audio=True)`` gives), then the utterance's
+    frames to generate, with its text alone. ``targets`` are the texts when they are plain text."""
+    mels, texts = zip(*(dataset[i] for i in indices))
+    data = [torch.cat([mel.new_zeros(1, mel.shape[1]), mel]) for mel in mels]
+    durations = torch.tensor([m.shape[0] for m in data])
+    noise = torch.randn((len(indices), int(durations.max()), num_channels), generator=generator)
+    return Prompts(
+        cond=torch.zeros(len(indices), 1, mels[0].shape[1]),
+        lens=torch.ones(len(indices), dtype=torch.long),
+        texts=list(texts),
+        durations=durations,
+        noise=noise,
+        data=torch.nn.utils.rnn.pad_sequence(data, batch_first=True),
+        targets=list(texts) if all(isinstance(t, str) for t in texts) else None,
+        kind="unprompted",
+    )
+
+
+PROMPT_KINDS = ("prefix", "pair", "unprompted")
 
 
 def check_prompt_kind(kind) -> str:
@@ -139,10 +162,14 @@ def draw_kind(
     generator,
     layout: PairLayout | None = None,
 ) -> Prompts:
-    """Prompts of ``kind`` for ``indices``: ``"prefix"`` (:func:`draw_prompts`) or ``"pair"`` (each row as the
-    reference clip of another row drawn at random, laid out by ``layout``, :func:`draw_pair_prompts`)."""
-    if check_prompt_kind(kind) == "pair":
+    """Prompts of ``kind`` for ``indices``: ``"prefix"`` (:func:`draw_prompts`), ``"pair"`` (each row as the
+    reference clip of another row drawn at random, laid out by ``layout``, :func:`draw_pair_prompts`) or
+    ``"unprompted"`` (each row said with no audio prompt, :func:`draw_unprompted_prompts`)."""
+    kind = check_prompt_kind(kind)
+    if kind == "pair":
         return draw_pair_prompts(dataset, draw_partners(dataset, indices, generator), num_channels, generator, layout)
+    if kind == "unprompted":
+        return draw_unprompted_prompts(dataset, indices, num_channels, generator)
     return draw_prompts(dataset, indices, num_channels, config, generator)
 
 
@@ -155,10 +182,12 @@ def fixed_prompts(
     seed: int,
     layout: PairLayout | None = None,
 ) -> Prompts:
-    """Reproducible evaluation prompts for ``rows``: prefixes, or pairs of each row and the next one's text
-    (the last row's with the first's), so the prompts read no row outside ``rows``."""
+    """Reproducible evaluation prompts for ``rows``: prefixes, the rows unprompted, or pairs of each row and
+    the next one's text (the last row's with the first's), so the prompts read no row outside ``rows``."""
     g = torch.Generator().manual_seed(seed)
-    if check_prompt_kind(kind) == "pair":
+    if check_prompt_kind(kind) == "unprompted":
+        return draw_unprompted_prompts(dataset, rows, num_channels, g)
+    if kind == "pair":
         if len(rows) < 2:
             raise ValueError(f"pair prompts need at least 2 held-out rows, got {len(rows)}")
         pairs = [(a, rows[(k + 1) % len(rows)]) for k, a in enumerate(rows)]

@@ -120,7 +120,7 @@ class CTCReward:
         if prompts.targets is None:
             raise ValueError(
                 "the ctc reward scores what the generated frames say, so it needs prompts that know their target "
-                "texts (pair prompts: RewardConfig(prompts='pair'))"
+                "texts (RewardConfig(prompts='pair') or 'unprompted')"
             )
         starts, ends = prompts.lens.tolist(), prompts.durations.tolist()
         frames = [mel[i, s:e] for i, (s, e) in enumerate(zip(starts, ends))]
@@ -203,7 +203,8 @@ class RewardConfig:
     log_every: int = 1
     prompt_fraction: tuple[float, float] = (0.2, 0.5)
     prompts: str | None = None  # "prefix" (a leading part of an utterance), "pair" (one utterance, then another's
-    # text); None: "pair" for the ctc reward, which must know what the generated frames say, else "prefix"
+    # text), "unprompted" (an utterance with no audio prompt); None: "pair" for the ctc reward, which must know what
+    # the generated frames say, else "prefix"
     recognizer: str = "builtin"  # the ctc reward's recogniser file
     seed: int = 0
     # pair prompts' reference: None, the recording whole; (lo, hi) s, as inference prepares it (PairLayout)
@@ -215,6 +216,8 @@ class RewardConfig:
             self.prompts = "pair" if self.reward == "ctc" else "prefix"
         check_prompt_kind(self.prompts)
         self.pair_layout()  # its checks
+        if self.prompts == "unprompted" and self.reward in ("speaker", "timbre"):
+            raise ValueError(f"the {self.reward} reward compares with the prompt's audio; unprompted prompts have none")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
         if self.sample_steps is not None and self.sample_steps < 1:
