@@ -62,7 +62,7 @@ def test_recorded_defaults_replace_f5_tts_values_and_what_is_given_wins():
 
 
 def test_a_file_can_ask_to_speak_unprompted_and_what_is_given_wins():
-    from flowtts.synthesis.options import carried_metadata
+    from flowtts.checkpoints.recorded import carried_metadata
 
     assert recommended_options(_student_with(None)).continue_reference is True  # F5-TTS's way
     unprompted = _student_with(None, continue_reference="false")

@@ -54,7 +54,7 @@ def save(model, path: str | os.PathLike, *, dtype: str | torch.dtype | None = No
 
     The file also records what ``model.metadata`` (set by :func:`load`) says about the data it learned
     from -- speaking-rate factor and reference preparation
-    (:func:`flowtts.synthesis.options.carried_metadata`) -- so that a fine-tuning, a distilled copy or a
+    (:func:`flowtts.checkpoints.recorded.carried_metadata`) -- so that a fine-tuning, a distilled copy or a
     soup of a model is sampled as the model was; ``extra`` wins over them.
     """
     from safetensors.torch import save_file
@@ -81,7 +81,7 @@ def save(model, path: str | os.PathLike, *, dtype: str | torch.dtype | None = No
         "config": json.dumps(config.to_dict()),
         "vocab": json.dumps(sorted(vocab, key=vocab.__getitem__) if vocab is not None else None),
     }
-    from flowtts.synthesis.options import carried_metadata
+    from flowtts.checkpoints.recorded import carried_metadata
 
     metadata.update(carried_metadata(model))
     for k, v in (extra or {}).items():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from flowtts.checkpoints.recorded import CONTINUE_KEY, RECORDED_DEFAULTS, SPEED_KEY, recorded_number
+
 
 @dataclass
 class InferenceOptions:
@@ -44,32 +46,6 @@ class InferenceOptions:
         return self.recipe().sample_kwargs()
 
 
-SPEED_KEY = "speed"  # model-file metadata: the speaking rate at which the model says speed 1 (default 1)
-# model-file metadata that replaces an InferenceOptions default: how the model's training data sounded
-RECORDED_DEFAULTS = ("ref_silence", "target_rms")
-# model-file metadata "true"/"false": whether the model speaks best continuing the reference (see model_defaults)
-CONTINUE_KEY = "continue_reference"
-
-
-def _recorded_number(model, key: str, *, zero_ok: bool) -> float | None:
-    """The number ``model``'s file records under ``key`` (``None`` when absent).
-
-    Raises:
-        ValueError: A value that is not a finite number > 0 (>= 0 with ``zero_ok``), naming the key.
-    """
-    raw = (getattr(model, "metadata", None) or {}).get(key)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
-        expected = "a number >= 0" if zero_ok else "a positive number"
-        raise ValueError(f"the model file's {key!r} metadata must be {expected}, got {raw!r}")
-    return value
-
-
 def model_speed(model) -> float:
     """The speaking-rate factor ``model``'s file records (:data:`SPEED_KEY`), 1 when it records none.
 
@@ -81,7 +57,7 @@ def model_speed(model) -> float:
     Raises:
         ValueError: A recorded value that is not a positive number.
     """
-    value = _recorded_number(model, SPEED_KEY, zero_ok=False)
+    value = recorded_number(model, SPEED_KEY, zero_ok=False)
     return 1.0 if value is None else value
 
 
@@ -101,40 +77,20 @@ def model_defaults(model) -> dict[str, float | bool]:
     still sets the rate and level) rather than continuing the clip. That pays for a one-voice model that
     learnt mostly whole utterances: the built-in teacher misses 0.33 of the words of its selection split
     that way against 0.39 continuing its clip. Unlike the data's facts it is a measurement of the weights,
-    and a model made from the file does not keep it (:func:`carried_metadata`).
+    and a model made from the file does not keep it
+    (:func:`flowtts.checkpoints.recorded.carried_metadata`).
 
     Raises:
         ValueError: A recorded ``ref_silence`` that is not a number >= 0, a ``target_rms`` that is not
             a positive number, or a ``continue_reference`` that is not ``true``/``false``.
     """
-    values = {key: _recorded_number(model, key, zero_ok=key == "ref_silence") for key in RECORDED_DEFAULTS}
+    values = {key: recorded_number(model, key, zero_ok=key == "ref_silence") for key in RECORDED_DEFAULTS}
     raw = (getattr(model, "metadata", None) or {}).get(CONTINUE_KEY)
     if raw is not None:
         if str(raw).lower() not in ("true", "false"):
             raise ValueError(f"the model file's {CONTINUE_KEY!r} metadata must be 'true' or 'false', got {raw!r}")
         values[CONTINUE_KEY] = str(raw).lower() == "true"
     return {key: value for key, value in values.items() if value is not None}
-
-
-CARRIED_KEYS = (SPEED_KEY, *RECORDED_DEFAULTS)  # what a model made from another keeps of its file
-
-
-def carried_metadata(model) -> dict[str, str]:
-    """The entries of ``model``'s file that a model trained, distilled or averaged from it records too.
-
-    The speaking-rate factor and the reference preparation (:func:`model_speed`, :func:`model_defaults`)
-    describe the data ``model`` learned from, not its weights: a fine-tuning, a distilled student or a
-    soup of it speaks like that data, and sampled with F5-TTS's values instead it speaks too fast and
-    garbles the words after the reference (the built-in teacher on its selection split: WER 0.39 as its
-    file records, 0.50 with F5-TTS's reference preparation).
-
-    Raises:
-        ValueError: A recorded value out of range, naming its key.
-    """
-    model_speed(model)  # refuse a bad value here rather than in a file written from it
-    model_defaults(model)
-    metadata = getattr(model, "metadata", None) or {}
-    return {key: str(metadata[key]) for key in CARRIED_KEYS if key in metadata}
 
 
 def recommended_options(model, **overrides) -> InferenceOptions:

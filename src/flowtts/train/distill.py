@@ -175,7 +175,7 @@ def distill(
         ``step``, last ``loss``, ``seconds``, and ``finished`` (all ``config.steps`` done).
     """
     from flowtts.checkpoints.loader import save as save_model
-    from flowtts.synthesis.options import carried_metadata
+    from flowtts.checkpoints.recorded import carried_metadata
 
     check_compatible(teacher, student)
     if eval_every < 0 or (eval_every > 0 and eval_prompts is None):

@@ -29,7 +29,7 @@ class HeldOutEval:
 
     def __init__(self, teacher, prompts: Prompts, config: DistillConfig, out_dir: str):
         from flowtts.checkpoints.loader import read_metadata
-        from flowtts.synthesis.options import carried_metadata
+        from flowtts.checkpoints.recorded import carried_metadata
 
         self.prompts = prompts
         self.config = config
