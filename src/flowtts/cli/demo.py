@@ -5,7 +5,7 @@
    student at 4 unguided steps (wav files, timings), and their word error rate on four held-out sentences
    (pocketsphinx on Griffin-Lim audio, as ``flowtts eval``).
 3. A fresh student distilled from the teacher for a few minutes on the built-in prompt set.
-4. The distillation report on held-out pair prompts (a clip, then another sentence): distance to
+4. The distillation report on held-out sentences said unprompted (as the built-in files ask): distance to
    teacher@32 of both students and of the teacher's own few-step baselines, with network calls and time
    per utterance.
 """
@@ -177,12 +177,12 @@ def run_demo(
         warmup=5,
         save_every=1000,
         log_every=1,
-        prompts="pair",  # the layout inference uses: one clip, then another sentence
+        prompts="unprompted",  # the layout the built-in files ask inference for: each sentence with no audio prompt
         seed=seed,
     )
     run_dir = os.path.join(out_dir, "distill")
     print(
-        f"\n3. distilling a fresh 4-step student from the teacher for {distill_seconds:.0f} s "
+        f"\n3. distilling a fresh 4-step student from the teacher for up to {distill_seconds:.0f} s "
         f"(batch {config.batch_size}, teacher 32 steps with cfg 2, student 4 steps without guidance) ..."
     )
     data = MelDataset(_assets("prompts", "train"))
@@ -191,17 +191,17 @@ def run_demo(
     print(f"  {summary['step']} steps in {summary['seconds']:.0f} s, last loss {summary['loss']:.4f}; run in {run_dir}")
     fresh = flowtts.load(os.path.join(run_dir, "student.safetensors"))
 
-    prompts = fixed_prompts(held, list(range(len(held))), "pair", teacher.num_channels, config, seed=seed)
+    prompts = fixed_prompts(held, list(range(len(held))), config.prompts, teacher.num_channels, config, seed=seed)
     extra = {}
     if shipped is not None:
         from flowtts.synthesis import recommended_options
 
         kw = recommended_options(shipped).solver_kwargs()
         extra[f"built-in student@{kw['steps']}"] = (shipped, kw)
-    print(f"\n4. distance to teacher@32 on {len(held)} held-out pair prompts (fixed noises):")
+    print(f"\n4. distance to teacher@32 on {len(held)} held-out sentences said unprompted (fixed noises):")
     rows, mels = evaluate(teacher, fresh, prompts, config, extra=extra)
     rows[1]["system"] = f"fresh student@4 ({summary['step']} steps)"
-    source = f"{len(held)} pair prompts: each held-out clip, then the next one's text (the built-in report set)"
+    source = f"{len(held)} unprompted prompts: each held-out sentence with no audio prompt (the built-in report set)"
     print(report(rows, mels, out_dir, source))
     written = sorted(name for name in os.listdir(out_dir) if not name.startswith("."))
     print(f"\nfiles in {out_dir}/: {', '.join(written)}")
@@ -223,7 +223,9 @@ def add_demo(sub) -> None:
         "demo", help="the main job on the built-in models: synthesise, distil a student for a few minutes, report"
     )
     demo.add_argument("--out", default="flowtts_demo", help="where the wavs, report and distillation run go")
-    demo.add_argument("--distill-seconds", type=float, default=150.0, help="wall time of the fresh distillation")
+    demo.add_argument(
+        "--distill-seconds", type=float, default=150.0, help="most wall time of the fresh distillation (60 steps)"
+    )
     demo.add_argument("--seed", type=seed, default=0)
     demo.add_argument("--threads", type=int, default=None)
     demo.set_defaults(func=_demo)
