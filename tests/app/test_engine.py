@@ -98,3 +98,10 @@ def test_flowtts_app_refuses_share_and_bad_ports_in_one_line(capsys):
     pytest.importorskip("gradio")
     assert main(["app", "--port", "0"]) == 2
     assert "--port must be in 1..65535" in capsys.readouterr().err
+
+
+def test_the_reference_clip_choice_maps_to_continue_reference_and_is_checked():
+    assert [engine.clip_use(k) for k in engine.CLIP_USES] == [None, True, False]
+    assert engine.clip_use(None) is None and engine.clip_use("") is None
+    with pytest.raises(ValueError, match="reference clip use must be one of"):
+        engine.clip_use("both")

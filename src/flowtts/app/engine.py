@@ -121,11 +121,31 @@ def choose_seed(seed) -> int:
     return int(seed)
 
 
-def _options(model, *, steps=None, cfg=None, sway=None, speed=None, remove_silence=False, cross_fade=None, dtype=None):
+# How the page's "reference clip" choice maps to InferenceOptions.continue_reference (None: the model file's).
+CLIP_USES = {
+    "as the model file says": None,
+    "continue it (F5-TTS)": True,
+    "rate and level only (unprompted)": False,
+}
+
+
+def clip_use(choice) -> bool | None:
+    """``continue_reference`` for a "reference clip" choice of the page (empty: the model file's)."""
+    if choice in (None, ""):
+        return None
+    if choice not in CLIP_USES:
+        raise ValueError(f"reference clip use must be one of {list(CLIP_USES)}, got {choice!r}")
+    return CLIP_USES[choice]
+
+
+def _options(
+    model, *, steps=None, cfg=None, sway=None, speed=None, remove_silence=False, cross_fade=None, dtype=None, clip=None
+):
     from flowtts.synthesis import recommended_options
 
     return recommended_options(
         model,
+        continue_reference=clip_use(clip),
         steps=int(steps) if steps else None,
         cfg_strength=cfg,
         sway_sampling_coef=sway,
@@ -161,9 +181,13 @@ def speak(
     remove_silence: bool = False,
     cross_fade=None,
     dtype=None,
+    clip=None,
     name: str = "speech",
 ) -> Speech:
     """Say ``text`` in the voice of ``ref_audio`` (the built-in clip when ``None``); writes a wav and a mel picture.
+
+    ``clip`` is a key of :data:`CLIP_USES`: continue the clip, use it for rate and level only, or (``None``)
+    as the model file says.
 
     Raises:
         ValueError: Empty text, a bad option, unreadable or too short audio, nothing recognised.
@@ -184,6 +208,7 @@ def speak(
         remove_silence=remove_silence,
         cross_fade=cross_fade,
         dtype=dtype,
+        clip=clip,
     )
     seed = choose_seed(seed)
     transcript = []

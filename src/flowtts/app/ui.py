@@ -89,6 +89,7 @@ def build_app(default_model: str = "builtin", quantize: str | None = None, concu
                         remove_silence = gr.Checkbox(label="remove long silences")
                         cross_fade = gr.Slider(0.0, 1.0, value=0.15, step=0.05, label="cross-fade (s)")
                         dtype = gr.Dropdown(list(DTYPE_NAMES), value="float32", label="dtype")
+                        clip = gr.Radio(list(engine.CLIP_USES), value="as the model file says", label="reference clip")
                     go = gr.Button("Synthesise", variant="primary", elem_id="speak-go")
                 with gr.Column():
                     audio_out = gr.Audio(label="Speech", type="filepath", elem_id="speak-audio")
@@ -101,7 +102,7 @@ def build_app(default_model: str = "builtin", quantize: str | None = None, concu
 
             @_guarded
             def on_speak(
-                ref, rtext, txt, tfile, choice, ckpt, voc, mcfg, n, g, sw, sp, sd, silence, fade, dt,
+                ref, rtext, txt, tfile, choice, ckpt, voc, mcfg, n, g, sw, sp, sd, silence, fade, dt, use=None,
                 progress=gr.Progress(track_tqdm=True),  # noqa: B008 -- Gradio injects it
             ):  # fmt: skip
                 model = model_of(choice, ckpt, voc, mcfg)
@@ -109,13 +110,14 @@ def build_app(default_model: str = "builtin", quantize: str | None = None, concu
                 speech = engine.speak(
                     model, _path(ref), rtext, words, out_dir=engine.new_output_dir(),
                     steps=n, cfg=g, sway=sw, speed=sp, seed=sd, remove_silence=silence, cross_fade=fade, dtype=dt,
+                    clip=use,
                 )  # fmt: skip
                 return speech.wav, speech.mel_png, speech.summary(), speech.seed, speech.ref_text, _describe(model)
 
             go.click(
                 on_speak,
                 inputs=[ref_audio, ref_text, text, text_file, model_choice, checkpoint, vocab, model_cfg,
-                        steps, cfg, sway, speed, seed, remove_silence, cross_fade, dtype],
+                        steps, cfg, sway, speed, seed, remove_silence, cross_fade, dtype, clip],
                 outputs=[audio_out, mel_out, info_out, used_seed, ref_text, model_info],
                 api_name="speak",
             )  # fmt: skip
