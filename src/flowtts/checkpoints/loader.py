@@ -22,6 +22,7 @@ from flowtts.checkpoints.official import (
     read_file,
     vocab_size_of,
 )
+from flowtts.checkpoints.recorded import carried_metadata
 from flowtts.config import ModelConfig, get_preset
 from flowtts.utils.dtypes import resolve_dtype
 from flowtts.utils.files import atomic_output
@@ -81,8 +82,6 @@ def save(model, path: str | os.PathLike, *, dtype: str | torch.dtype | None = No
         "config": json.dumps(config.to_dict()),
         "vocab": json.dumps(sorted(vocab, key=vocab.__getitem__) if vocab is not None else None),
     }
-    from flowtts.checkpoints.recorded import carried_metadata
-
     metadata.update(carried_metadata(model))
     for k, v in (extra or {}).items():
         metadata[str(k)] = str(v)

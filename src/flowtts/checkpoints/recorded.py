@@ -37,6 +37,20 @@ def recorded_number(model, key: str, *, zero_ok: bool) -> float | None:
     return value
 
 
+def recorded_flag(model, key: str) -> bool | None:
+    """The ``true``/``false`` ``model``'s file records under ``key`` (``None`` when absent; any letter case).
+
+    Raises:
+        ValueError: Another value, naming the key.
+    """
+    raw = (getattr(model, "metadata", None) or {}).get(key)
+    if raw is None:
+        return None
+    if str(raw).lower() not in ("true", "false"):
+        raise ValueError(f"the model file's {key!r} metadata must be 'true' or 'false', got {raw!r}")
+    return str(raw).lower() == "true"
+
+
 def carried_metadata(model) -> dict[str, str]:
     """The entries of ``model``'s file that a model trained, distilled or averaged from it records too.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from flowtts.checkpoints.recorded import CONTINUE_KEY, RECORDED_DEFAULTS, SPEED_KEY, recorded_number
+from flowtts.checkpoints.recorded import CONTINUE_KEY, RECORDED_DEFAULTS, SPEED_KEY, recorded_flag, recorded_number
 
 
 @dataclass
@@ -85,11 +85,7 @@ def model_defaults(model) -> dict[str, float | bool]:
             a positive number, or a ``continue_reference`` that is not ``true``/``false``.
     """
     values = {key: recorded_number(model, key, zero_ok=key == "ref_silence") for key in RECORDED_DEFAULTS}
-    raw = (getattr(model, "metadata", None) or {}).get(CONTINUE_KEY)
-    if raw is not None:
-        if str(raw).lower() not in ("true", "false"):
-            raise ValueError(f"the model file's {CONTINUE_KEY!r} metadata must be 'true' or 'false', got {raw!r}")
-        values[CONTINUE_KEY] = str(raw).lower() == "true"
+    values[CONTINUE_KEY] = recorded_flag(model, CONTINUE_KEY)
     return {key: value for key, value in values.items() if value is not None}
 
 

@@ -49,7 +49,7 @@ class _Piece:
 
     text_index: int
     chunk_index: int
-    text: str  # reference transcript + chunk
+    chunk: str  # the text this row says (continuing the reference, the model reads its transcript first)
     duration: int  # frames, reference included
     seed: int
 
@@ -64,7 +64,7 @@ def _check_lengths(model, reference: Reference, pieces: Sequence[_Piece], option
     lo, hi = 0.0, math.inf
     frames_per_byte = ref_frames / len(reference.text.encode("utf-8"))
     for piece in pieces:
-        chunk = piece.text[len(reference.text) :]
+        chunk = piece.chunk
         units = len(text_units(model, chunk))
         generated = piece.duration - ref_frames
         chunk_bytes = len(chunk.encode("utf-8"))
@@ -98,7 +98,7 @@ def _plan(model, reference: Reference, texts: Sequence[str], seeds: Sequence[int
                 f"({reference.seconds:.2f} s): it is the length of reference + generated speech"
             )
         # An explicit length is the caller's choice (sample() still gives each text one frame per unit).
-        return [_Piece(i, 0, reference.text + text.strip(), fixed_frames, seeds[i]) for i, text in enumerate(texts)]
+        return [_Piece(i, 0, text.strip(), fixed_frames, seeds[i]) for i, text in enumerate(texts)]
     ref_bytes = len(reference.text.encode("utf-8"))
     max_bytes = max(int(ref_bytes / reference.seconds * (22 - reference.seconds) * options.speed), 40)
     pieces = []
@@ -107,17 +107,17 @@ def _plan(model, reference: Reference, texts: Sequence[str], seeds: Sequence[int
             chunk_bytes = len(chunk.encode("utf-8"))
             speed = 0.3 if chunk_bytes < 10 else options.speed  # F5-TTS slows very short texts
             duration = ref_frames + int(ref_frames / ref_bytes * chunk_bytes / speed)
-            pieces.append(_Piece(i, j, reference.text + chunk, duration, seeds[i] + j))
+            pieces.append(_Piece(i, j, chunk, duration, seeds[i] + j))
     _check_lengths(model, reference, pieces, options)
     return pieces
 
 
-def _warn_unknown(model, pieces: Sequence[_Piece]) -> None:
+def _warn_unknown(model, reference: Reference, pieces: Sequence[_Piece]) -> None:
     vocab = model.vocab_char_map
     if vocab is not None:
         from flowtts.text import unknown_characters
 
-        missing = unknown_characters([text_units(model, p.text) for p in pieces], vocab)
+        missing = unknown_characters([text_units(model, reference.text + p.chunk) for p in pieces], vocab)
         if missing:
             log.warning("characters not in the vocabulary (read as id 0): %s", " ".join(repr(c) for c in missing))
 
@@ -133,10 +133,10 @@ def _render(model, reference: Reference, batch: Sequence[_Piece], vocoder, optio
     ref_frames = reference.mel.shape[1]
     if options.continue_reference:
         cond, start = reference.mel.expand(len(batch), -1, -1), ref_frames
-        texts = [p.text for p in batch]
+        texts = [reference.text + p.chunk for p in batch]
     else:
         cond, start = reference.mel.new_zeros(len(batch), 1, reference.mel.shape[2]), 1
-        texts = [p.text[len(reference.text) :] for p in batch]
+        texts = [p.chunk for p in batch]
     ends = [p.duration - ref_frames + start for p in batch]
     out, _ = model.sample(
         cond,
@@ -200,7 +200,7 @@ def synthesize(
     check_options(options)
     rate = model.mel_spec.target_sample_rate
     items = _plan(model, reference, texts, seeds, options)
-    _warn_unknown(model, items)
+    _warn_unknown(model, reference, items)
 
     batches = [items[k : k + options.batch_size] for k in range(0, len(items), options.batch_size)]
     iterator = batches
@@ -267,7 +267,7 @@ def stream(
     check_options(options)
     seed = random.randrange(2**31) if seed is None else seed
     items = _plan(model, reference, [text], [seed], options)
-    _warn_unknown(model, items)
+    _warn_unknown(model, reference, items)
     fade = int(options.cross_fade_seconds * model.mel_spec.target_sample_rate)
     tail = None  # the output's last samples (at most the fade), not final until the next chunk fades in
     for piece in items:
