@@ -8,7 +8,7 @@ utterance, its transcript and length) or ``--layout pair`` (each row as the refe
 text said after it in the next row's recorded length: inference continuing a clip) or ``--layout unprompted``
 (each row's text said with no audio prompt in its recorded length: inference with ``--no-continue-reference``,
 as the built-in files ask).
-Prints the table of ``flowtts.train.distill.evaluate`` and, as its last line,
+Prints the table of ``flowtts.train.distill_report.evaluate`` and, as its last line,
 ``student/naive=R1 student/epss7=R2 student_nfe=N``.
 """
 
@@ -22,8 +22,10 @@ import torch
 
 import flowtts
 from flowtts.infer import recommended_options
+from flowtts.sampling.recipe import SamplingRecipe
 from flowtts.train.data import MelDataset
-from flowtts.train.distill import DistillConfig, evaluate, report
+from flowtts.train.distill_config import DEFAULT_STUDENT, DistillConfig, student_recipe
+from flowtts.train.distill_report import evaluate, report
 from flowtts.train.prompts import fixed_prompts
 
 
@@ -51,28 +53,28 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     teacher, student = flowtts.load(args.teacher), flowtts.load(args.student)
-    raw = (getattr(student, "metadata", None) or {}).get("distill_config")
-    recorded = DistillConfig.from_json(raw) if raw else DistillConfig()
-    # Only the student's sampling settings matter here; the rest are DistillConfig's defaults.
-    sampling = ("student_steps", "student_cfg", "student_grid", "student_sway", "student_times")
-    config = DistillConfig(**{k: getattr(recorded, k) for k in sampling})
+    # Only the student's recipe matters here (the recorded one, else DistillConfig's default); the rest are
+    # DistillConfig's defaults.
+    mine = SamplingRecipe.from_metadata(getattr(student, "metadata", None)) or DEFAULT_STUDENT
     if args.student_steps or args.student_grid:  # a recorded custom grid fits neither another grid nor step count
-        grid = args.student_grid or ("uniform" if config.student_grid == "custom" else config.student_grid)
-        steps = args.student_steps or config.student_steps
-        config = dataclasses.replace(config, student_steps=steps, student_grid=grid, student_times=None)
+        grid = args.student_grid or ("uniform" if mine.grid == "custom" else mine.grid)
+        sway = mine.sway_sampling_coef if mine.sway_sampling_coef is not None else -1.0
+        mine = student_recipe(args.student_steps or mine.steps, grid, mine.cfg_strength, sway=sway)
     if args.student_cfg is not None:
-        config = dataclasses.replace(config, student_cfg=args.student_cfg)
+        mine = dataclasses.replace(mine, cfg_strength=args.student_cfg)
+    config = DistillConfig(student=mine)
     held = MelDataset(args.heldout)
     prompt_rows = list(range(min(args.prompts, len(held))))
     prompts = fixed_prompts(held, prompt_rows, args.layout, teacher.num_channels, config, seed=args.seed)
     # The teacher on the student's own grid: what the grid alone gives, so the student must beat it too.
-    n = config.student_steps
-    own_grid = {**config.student_sampling(), "cfg_strength": config.teacher_cfg}
-    extra = {f"teacher@{n} (student's grid, cfg {config.teacher_cfg:g})": (teacher, own_grid)}
+    n, cfg = config.student.steps, config.teacher.cfg_strength
+    own_grid = config.student.with_overrides(cfg_strength=cfg).sample_kwargs()
+    extra = {f"teacher@{n} (student's grid, cfg {cfg:g})": (teacher, own_grid)}
     for spec in args.also:
         other = flowtts.load(spec)
-        kwargs = recommended_options(other).solver_kwargs()
-        extra[f"{spec} ({kwargs['steps']} steps, cfg {kwargs['cfg_strength']:g})"[-42:]] = (other, kwargs)
+        sample_kwargs = recommended_options(other).solver_kwargs()
+        label = f"{spec} ({sample_kwargs['steps']} steps, cfg {sample_kwargs['cfg_strength']:g})"
+        extra[label[-42:]] = (other, sample_kwargs)
     rows, mels = evaluate(teacher, student, prompts, config, extra=extra)
     source = f"{len(prompt_rows)} {args.layout} prompts, rows 0-{len(prompt_rows) - 1} of {args.heldout}"
     print(report(rows, mels, args.out or tempfile.mkdtemp(prefix="distill-report-"), source))

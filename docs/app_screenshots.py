@@ -17,12 +17,14 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 
 def main() -> None:
+    import tempfile
+
     from selenium.webdriver.common.by import By
     from test_browser import _browser, _wait
 
-    from flowtts.app.ui import build_app, launch
+    from flowtts.app.ui import build_app, launch, shutdown
 
-    app = build_app("builtin:student")
+    app = build_app("builtin:student", workspace=tempfile.mkdtemp(prefix="flowtts-workspace-"))
     import socket
 
     with socket.socket() as s:
@@ -57,7 +59,7 @@ def main() -> None:
             print(f"docs/app_{tab.lower().replace('-', '_')}.png")
     finally:
         browser.quit()
-        app.close()
+        shutdown(app)
 
 
 if __name__ == "__main__":

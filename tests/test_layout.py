@@ -123,3 +123,51 @@ def test_synthesis_loads_no_training_module():
 def test_import_flowtts_stays_light():
     out = _run("import sys, flowtts\nprint(sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
     assert out.strip() == "[]"
+
+
+def _imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """The modules of ``modules`` that ``path`` imports, at module level or inside functions; ``from a.b import c``
+    imports the module ``a.b.c`` when there is one (not the package ``a.b``), else ``a.b``."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names)
+    return found & modules
+
+
+def _scan() -> dict[str, tuple[Path, set[str]]]:
+    """Every module of the package: its folder and the package's modules it imports."""
+    paths = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    return {name: (path.parent, _imported_modules(path, set(paths))) for name, path in paths.items()}
+
+
+def _mutual_pairs(scan: dict[str, tuple[object, set[str]]]) -> list[tuple[str, str]]:
+    """The pairs of modules of one folder (a package's ``__init__`` is in its folder) that import each other."""
+    pairs = set()
+    for name, (folder, targets) in scan.items():
+        for target in targets - {name}:
+            other_folder, other_targets = scan[target]
+            if other_folder == folder and name in other_targets:
+                pairs.add(tuple(sorted((name, target))))
+    return sorted(pairs)
+
+
+def test_the_folder_scan_resolves_submodules_and_finds_a_planted_pair():
+    scan = _scan()
+    cfm = scan["flowtts.model.cfm"][1]
+    assert "flowtts.model.sample_checks" in cfm and "flowtts.model" not in cfm  # from flowtts.model import a module
+    assert "flowtts.model.quantize" in cfm  # imported inside a function
+    planted = {"a.x": ("a", {"a.y"}), "a.y": ("a", {"a.x", "b.z"}), "b.z": ("b", {"a.y"}), "a.w": ("a", {"a.x"})}
+    assert _mutual_pairs(planted) == [("a.x", "a.y")]  # b.z and a.y are in two folders; a.w one way only
+
+
+def test_no_two_modules_of_one_folder_import_each_other():
+    assert _mutual_pairs(_scan()) == []

@@ -12,16 +12,18 @@ import torch
 from flowtts.cli import build_parser
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = sorted((README.parent / "docs").glob("*.md"))  # the README's pages: their commands must stay true too
 
 
-def _blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+def _blocks(language: str, pages=(README,)) -> list[str]:
+    text = "\n".join(page.read_text(encoding="utf-8") for page in pages)
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
 def _commands() -> list[list[str]]:
     """Every complete ``flowtts ...`` command of the README's bash blocks, as argv (continuations joined)."""
     commands = []
-    for block in _blocks("bash"):
+    for block in _blocks("bash", (README, *DOCS)):
         for line in block.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
             for i, word in enumerate(words):  # a command may follow `pip install ... &&`
@@ -31,6 +33,15 @@ def _commands() -> list[list[str]]:
                     if not any("..." in w for w in argv):  # "...same..." abbreviates an earlier command
                         commands.append(argv)
     return commands
+
+
+def test_the_readme_is_a_guide_that_links_its_pages():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 500, "the README is a guide; histories and trial tables go to docs/"
+    for page in DOCS:
+        assert f"docs/{page.name}" in text, f"docs/{page.name} is linked from nowhere in the README"
+    for link in re.findall(r"\]\((docs/[^)#]+)", text):
+        assert (README.parent / link).is_file(), f"the README links {link}, which does not exist"
 
 
 def test_readme_lists_commands_of_every_kind():

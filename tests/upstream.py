@@ -3,6 +3,11 @@
 Upstream's ``f5_tts.model`` package imports its trainer (wandb, datasets, accelerate) and its mel
 module imports torchaudio, none of which the comparison needs. We register placeholders for
 torchaudio/wandb and load the model subpackage without running its ``__init__``.
+
+Every test that compares with upstream (or with torchdiffeq, which CI installs with it) carries the
+``upstream`` marker (:data:`parity`, :func:`needs_upstream`). Outside CI such a test skips, with the
+reason, where upstream is missing; with ``FLOWTTS_REQUIRE_UPSTREAM=1`` (set by ``.ci/run``) the skip
+is turned into a failure by ``tests/conftest.py``, which also prints how many parity cases passed.
 """
 
 from __future__ import annotations
@@ -13,9 +18,56 @@ import os
 import sys
 import types
 
+import pytest
+
+REQUIRE_ENV = "FLOWTTS_REQUIRE_UPSTREAM"
+MARKER = "upstream"
+parity = getattr(pytest.mark, MARKER)  # a test compared with upstream F5-TTS (or torchdiffeq)
+_errors: dict[str, str] = {}  # what failed to import, for the skip (or, in CI, failure) message
+
+
+def required() -> bool:
+    """Whether a missing upstream is a failure (``FLOWTTS_REQUIRE_UPSTREAM=1``, set by ``.ci/run``)."""
+    return os.environ.get(REQUIRE_ENV, "").strip() not in ("", "0")
+
+
+def missing_reason(what: str = "f5_tts") -> str:
+    """Why ``what`` (``"f5_tts"``, ``"f5_tts.unett"`` or a module name) is unavailable, for a skip message."""
+    if what in _errors:
+        return f"{what} does not import ({_errors[what]})"
+    if what.startswith("f5_tts"):
+        return "f5-tts is not installed (pip install --no-deps f5-tts==1.1.22 torchdiffeq x_transformers)"
+    return f"{what} is not installed (.ci/run installs it with f5-tts)"
+
+
+def needs_upstream(available: bool, what: str = "f5_tts"):
+    """Mark a test as an upstream-parity case that skips (fails under ``FLOWTTS_REQUIRE_UPSTREAM=1``)
+    unless ``available``."""
+
+    def mark(fn):
+        return parity(pytest.mark.skipif(not available, reason=missing_reason(what))(fn))
+
+    return mark
+
+
+def skip_unless(available: bool, what: str = "f5_tts") -> None:
+    """Inside a test marked :data:`parity`: skip (a failure in CI) with the reason unless ``available``."""
+    if not available:
+        pytest.skip(missing_reason(what))
+
+
+def has_module(name: str) -> bool:
+    """Whether ``name`` imports (recording why not)."""
+    try:
+        importlib.import_module(name)
+    except ImportError as error:
+        _errors[name] = f"{type(error).__name__}: {error}"
+        return False
+    return True
+
 
 def load_upstream():
-    """Return ``(CFM, DiT)`` of upstream F5-TTS, or ``None`` when it is not installed."""
+    """Return ``(CFM, DiT)`` of upstream F5-TTS, or ``None`` when it is not installed (or does not import)."""
     spec = importlib.util.find_spec("f5_tts")
     if spec is None or spec.submodule_search_locations is None:
         return None
@@ -30,7 +82,8 @@ def load_upstream():
             sys.modules["f5_tts.model"] = package
         cfm = importlib.import_module("f5_tts.model.cfm")
         dit = importlib.import_module("f5_tts.model.backbones.dit")
-    except ImportError:
+    except ImportError as error:
+        _errors["f5_tts"] = f"{type(error).__name__}: {error}"
         return None
     return cfm.CFM, dit.DiT
 
@@ -41,7 +94,8 @@ def load_upstream_unett():
         return None
     try:
         return importlib.import_module("f5_tts.model.backbones.unett").UNetT
-    except ImportError:
+    except ImportError as error:
+        _errors["f5_tts.unett"] = f"{type(error).__name__}: {error}"
         return None
 
 

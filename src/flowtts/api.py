@@ -11,10 +11,17 @@ runs with ``from flowtts.api import F5TTS``. Differences: nothing is downloaded 
 ``vocoder_local_path`` names a local Vocos directory, an empty ``ref_text`` is transcribed with offline
 pocketsphinx (English only) instead of Whisper, and ``nfe_step``/``cfg_strength``/``sway_sampling_coef``
 default to what the model was made for (F5-TTS's 32/2/-1, or a distilled student's own settings).
+
+With an F5-TTS checkpoint, ``infer`` runs F5-TTS 1.1.22's own pipeline (:mod:`flowtts.synthesis.pipeline`:
+reference clipping and level, transcript endings, chunking, durations, the reference cut, the cross-fade):
+a one-chunk text gives upstream's samples for the same seed and vocoder; ``pipeline="flowtts"`` gives
+flowtts's cleaner rules instead. Unlike upstream, the global RNGs are left alone (the noise comes from
+a generator seeded with ``seed``, chunk ``j`` of a long text from ``seed + j``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 
@@ -31,7 +38,9 @@ class F5TTS:
 
     Args:
         model: ``"builtin"``, ``"builtin:student"``, a flowtts or F5-TTS checkpoint path, or, with
-            ``ckpt_file``, the preset naming that checkpoint's architecture (e.g. ``"F5TTS_v1_Base"``).
+            ``ckpt_file``, that checkpoint's architecture: a preset name (e.g. ``"F5TTS_v1_Base"``), an
+            F5-TTS model config file (``.yaml``, as upstream's ``configs/<model>.yaml``) or a
+            :class:`flowtts.config.ModelConfig`.
         ckpt_file: Checkpoint to load (``.safetensors`` or ``.pt``); empty: ``model`` is the file.
         vocab_file: ``vocab.txt`` an official checkpoint was trained with.
         ode_method: ``"euler"`` or ``"midpoint"``.
@@ -43,8 +52,8 @@ class F5TTS:
         quantize: ``"int8"``: the network's matrix products in int8 (CPU only; see :func:`flowtts.quantize`).
 
     Raises:
-        ValueError: A preset name without ``ckpt_file`` (there is nothing to download it from), or an
-            unknown ``ode_method``.
+        ValueError: A preset name without ``ckpt_file`` (there is nothing to download it from), an
+            unknown ``ode_method``, or a ``device`` this machine does not have.
         FileNotFoundError, flowtts.checkpoints.CheckpointError: As :func:`flowtts.load`.
     """
 
@@ -61,14 +70,22 @@ class F5TTS:
         quantize: str | None = None,
     ):
         from flowtts.audio.vocoders import load_vocoder
-        from flowtts.checkpoints.loader import load
-        from flowtts.config import PRESETS
+        from flowtts.checkpoints.loader import load, resolve_device
+        from flowtts.checkpoints.model_config import read_model_config
+        from flowtts.config import PRESETS, ModelConfig
         from flowtts.sampling.solvers import STEP_RULES
+        from flowtts.synthesis.pipeline import default_pipeline
 
         if ode_method not in STEP_RULES:
             raise ValueError(f"ode_method must be one of {tuple(STEP_RULES)}, got {ode_method!r}")
         if ckpt_file:
             path, preset = ckpt_file, (model if model in PRESETS else None)
+            if isinstance(model, ModelConfig):
+                preset = model
+            elif str(model).endswith((".yaml", ".yml")):  # upstream reads configs/<model>.yaml; here any such file
+                preset = read_model_config(model)
+        elif isinstance(model, ModelConfig):
+            raise ValueError("a ModelConfig names an architecture: pass ckpt_file=<its checkpoint>")
         elif model in PRESETS:
             raise ValueError(
                 f"model={model!r} names an architecture and flowtts downloads no weights: pass "
@@ -76,7 +93,7 @@ class F5TTS:
             )
         else:
             path, preset = model, None
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.ema_model = load(
             path, preset=preset, vocab=vocab_file or None, use_ema=use_ema, device=self.device, quantize=quantize
         )
@@ -85,6 +102,9 @@ class F5TTS:
         self.target_sample_rate = self.ema_model.mel_spec.target_sample_rate
         self.mel_spec_type = self.ema_model.mel_spec.mel_spec_type
         self.seed = -1
+        self.model_name = os.fspath(path)  # how the user named the model, for messages
+        # F5-TTS's own pipeline for its checkpoints, flowtts's for flowtts's files (see flowtts.synthesis.pipeline)
+        self.pipeline = default_pipeline(self.ema_model)
 
     def transcribe(self, ref_audio: str | os.PathLike, language: str | None = None) -> str:
         """Transcript of an audio file (offline pocketsphinx: English only).
@@ -120,6 +140,7 @@ class F5TTS:
         file_spec: str | os.PathLike | None = None,
         seed: int | None = None,
         continue_reference: bool | None = None,
+        pipeline: str | None = None,
     ) -> tuple[np.ndarray, int, np.ndarray]:
         """Speak ``gen_text`` in the voice of ``ref_file``.
 
@@ -135,15 +156,24 @@ class F5TTS:
             sway_sampling_coef, cfg_strength, nfe_step: Solver settings; ``None``: the model's own.
             speed: Speaking rate (the duration estimate is divided by it).
             fix_duration: Seconds of reference + generated speech (replaces the estimate).
-            remove_silence: Shorten silences over 1 s in the output.
+            remove_silence: Shorten silences over 1 s in the output (F5-TTS's pipeline, as F5-TTS: in
+                ``file_wave`` only, the wave returned keeps them).
             file_wave: Also write the wave here.
             file_spec: Also write the generated mel as a PNG here (needs matplotlib).
             seed: Noise seed; ``None`` or negative: a random one (kept in ``self.seed``).
             continue_reference: Continue the reference clip (F5-TTS), or with ``False`` speak unprompted, the
                 clip setting only rate and level; ``None``: what the model file records (flowtts's addition).
+            pipeline: ``"f5tts"``: F5-TTS 1.1.22's own preparation, chunking, durations and cut, so that an
+                F5-TTS checkpoint gives upstream's output; ``"flowtts"``: flowtts's cleaner rules; ``None``:
+                ``self.pipeline`` (F5-TTS's for F5-TTS checkpoints, flowtts's for flowtts's files). See
+                :mod:`flowtts.synthesis.pipeline` (flowtts's addition).
 
         Returns:
             ``(wave, sample_rate, spec)``: float32 samples ``(nw,)``, the rate, the generated log-mel ``(d, n)``.
+
+        Warns:
+            flowtts.synthesis.clip_note.ClipNotCloned: ``ref_file`` given to a model whose file says it will
+                not take that clip's voice (the built-in models: one voice).
 
         Raises:
             ValueError: Empty ``gen_text``, an option out of range, unreadable or too short audio.
@@ -151,6 +181,7 @@ class F5TTS:
         """
         from flowtts.model.sample_checks import SEED_RANGE, is_int
         from flowtts.synthesis import check_options
+        from flowtts.synthesis.clip_note import warn_clip_note
 
         if not isinstance(gen_text, str):
             raise TypeError(f"gen_text must be a string, got {type(gen_text).__name__}")
@@ -181,8 +212,15 @@ class F5TTS:
             fix_duration=fix_duration,
             remove_silence=remove_silence,
             continue_reference=continue_reference,
+            pipeline=pipeline or self.pipeline,
         )
         check_options(options)
+        shorten_file = options.pipeline == "f5tts" and options.remove_silence
+        if shorten_file:  # F5-TTS's quirk (api.py:143-144): only the file written loses its silences
+            options = dataclasses.replace(options, remove_silence=False)
+        warn_clip_note(
+            self.ema_model, self.model_name, has_clip=ref_file is not None, continue_reference=continue_reference
+        )
         reference = load_reference(
             self.ema_model,
             None if ref_file is None else os.fspath(ref_file),
@@ -203,17 +241,25 @@ class F5TTS:
         )
         wave, spec = result.wave.numpy().astype(np.float32), result.mel.numpy()
         if file_wave is not None:
-            self.export_wav(wave, file_wave)
+            self._export(wave, file_wave, shorten_file, options.pipeline)
         if file_spec is not None:
             self.export_spectrogram(spec, file_spec)
         return wave, self.target_sample_rate, spec
 
     def export_wav(self, wav, file_wave: str | os.PathLike, remove_silence: bool = False) -> None:
-        """Write samples at the model's rate (optionally shortening long silences first)."""
+        """Write samples at the model's rate (optionally shortening long silences first, by the rules of
+        ``self.pipeline``)."""
+        self._export(wav, file_wave, remove_silence, self.pipeline)
+
+    def _export(self, wav, file_wave, remove_silence: bool, pipeline: str) -> None:
         from flowtts.audio.io import write_audio
 
         wave = torch.as_tensor(np.asarray(wav, dtype=np.float32))
-        if remove_silence:
+        if remove_silence and pipeline == "f5tts":
+            from flowtts.synthesis.pipeline import remove_silence as shorten_f5tts
+
+            wave = shorten_f5tts(wave, self.target_sample_rate)
+        elif remove_silence:
             from flowtts.audio.silence import remove_silence as shorten
 
             wave = shorten(wave, self.target_sample_rate)

@@ -101,3 +101,20 @@ def test_speak_in_a_browser_serves_24khz_speech_of_the_asked_length_its_mel_and_
     text_box.send_keys(Keys.BACKSPACE)
     browser.find_element(By.ID, "speak-go").click()
     _wait(lambda: "the text to say is empty" in browser.page_source, 60, "the error message in the page")
+
+
+def test_a_folder_outside_the_workspace_is_refused_in_the_page_and_nothing_is_written(
+    app_url, browser, tmp_path_factory
+):
+    from selenium.webdriver.common.by import By
+
+    browser.get(app_url)
+    tab = _wait(lambda: browser.find_elements(By.XPATH, "//button[@role='tab'][contains(., 'Train')]"), 60, "the tabs")
+    tab[0].click()
+    boxes = "#prepare-out textarea, #prepare-out input"
+    out = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, boxes), 30, "the Train tab")
+    out[0].send_keys("../victim")
+    browser.find_element(By.CSS_SELECTOR, "#prepare-source textarea, #prepare-source input").send_keys("../..")
+    browser.find_element(By.ID, "prepare-go").click()
+    _wait(lambda: "is outside the workspace" in browser.page_source, 60, "the refusal in the page")
+    assert not os.path.exists(os.path.join(tmp_path_factory.getbasetemp(), "victim"))

@@ -9,7 +9,7 @@ from flowtts.checkpoints.export import export_upstream
 from flowtts.cli import main
 from flowtts.config import ModelConfig
 from flowtts.model.build import build_model
-from upstream import load_upstream, load_upstream_unett
+from upstream import load_upstream, load_upstream_unett, needs_upstream
 
 VOCAB = {c: i for i, c in enumerate(" abcdefghijklmnopqrstuvwxyz,.")}
 
@@ -53,12 +53,10 @@ def test_export_writes_weights_vocab_and_an_upstream_model_config(tmp_path):
         assert torch.equal(back.state_dict()[key], value), key
 
 
+@needs_upstream(load_upstream() is not None and load_upstream_unett() is not None)
 @pytest.mark.parametrize("backbone", ["DiT", "UNetT"])
 def test_upstream_builds_loads_and_samples_the_export_as_flowtts_does(tmp_path, backbone):
-    upstream = load_upstream()
-    if upstream is None:
-        pytest.skip("f5-tts is not installed")
-    UCFM, UDiT = upstream
+    UCFM, UDiT = load_upstream()
     backbones = {"DiT": UDiT, "UNetT": load_upstream_unett()}
     from safetensors.torch import load_file
 

@@ -15,6 +15,7 @@ from flowtts.cli import main
 from flowtts.config import PRESETS, ModelConfig
 from flowtts.model.build import build_model
 from flowtts.text import save_vocab
+from upstream import needs_upstream
 
 spec = importlib.util.find_spec("f5_tts")
 UPSTREAM_ROOT = list(spec.submodule_search_locations)[0] if spec else None
@@ -46,7 +47,7 @@ model:
 """
 
 
-@pytest.mark.skipif(not UPSTREAM_CONFIGS, reason="f5-tts is not installed")
+@needs_upstream(bool(UPSTREAM_CONFIGS))
 def test_upstreams_config_files_are_flowtts_presets():
     names = [os.path.basename(path)[:-5] for path in UPSTREAM_CONFIGS]
     assert {"F5TTS_v1_Base", "F5TTS_Base", "E2TTS_Base"} <= set(names)
@@ -92,6 +93,7 @@ def test_infer_with_model_cfg_loads_an_architecture_no_preset_has(tmp_path, caps
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, bare)
     save_vocab(VOCAB, tmp_path / "vocab.txt")
     common = ["-t", "a short test.", "--nfe_step", "3", "--seed", "1", "-q"]
+    common += ["--pipeline", "flowtts"]  # the F5-TTS checkpoint would default to F5-TTS's pipeline
     assert main(["infer", "--model", str(tmp_path / "ours.safetensors"), *common, "-o", str(tmp_path / "a.wav")]) == 0
     upstream = ["infer", "--model_cfg", str(tmp_path / "my.yaml"), "-p", bare, "-v", str(tmp_path / "vocab.txt")]
     assert main([*upstream, *common, "-o", str(tmp_path / "b.wav")]) == 0

@@ -161,8 +161,8 @@ def test_eval_speed_stretches_the_estimated_durations(model_file, heldout, tmp_p
     [
         (["--n", "0"], "--n must be >= 1"),
         (["--speed", "0"], "--speed must be a positive number, got 0.0"),
-        (["--ref-silence", "-1"], "--ref-silence must be a number >= 0, got -1.0"),
-        (["--target-rms", "nan"], "--target-rms must be a positive number, got nan"),
+        (["--ref-silence", "-1"], "--ref-silence must be a number of seconds >= 0, at most 10, got -1.0"),
+        (["--target-rms", "nan"], "--target-rms must be a positive number, at most 1, got nan"),
         (["--cross-sentence", "--ref-audio", "x.wav", "--ref-text", "x"], "drop --ref-audio/--ref-text"),
         (["--ref-audio", "x.wav"], "--ref-audio and --ref-text go together"),
         (["--cross-sentence", "--n", "1"], "--cross-sentence needs at least 2"),

@@ -208,12 +208,66 @@ def test_finite_differences_float64_solver_times():
 # ----------------------------------------------------------------- no hidden state
 
 
+def _module_state(model: nn.Module) -> dict:
+    """Everything a module tree holds: per submodule every attribute (private ones included), parameter and
+    buffer values, gradients and ``requires_grad``, child identities, hook and buffer-name registries."""
+    state = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        state[(name, "type")] = type(module)
+        for key, value in vars(module).items():
+            if key in ("_parameters", "_buffers"):
+                for k, v in value.items():
+                    grad = None if v is None or v.grad is None else v.grad.clone()
+                    state[(name, key, k)] = None if v is None else (v.detach().clone(), v.requires_grad, grad)
+            elif key == "_modules":
+                state[(name, key)] = [(k, id(v)) for k, v in value.items()]
+            elif isinstance(value, (dict, set)):  # hooks and pre-hooks, non-persistent buffer names
+                state[(name, key)] = sorted(map(str, value.items() if isinstance(value, dict) else value))
+            elif torch.is_tensor(value):
+                state[(name, key)] = (value.detach().clone(), id(value))
+            else:
+                state[(name, key)] = value
+    return state
+
+
+def _same(a, b) -> bool:
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _assert_same_state(before: dict, after: dict) -> None:
+    assert before.keys() == after.keys(), set(before) ^ set(after)
+    for key, value in before.items():
+        assert _same(value, after[key]), key
+
+
+def test_the_state_check_sees_private_attributes_hooks_and_values(tiny):
+    before = _module_state(tiny)
+    tiny.transformer._cached_text = torch.zeros(3)  # a private attribute left behind
+    assert _module_state(tiny).keys() != before.keys()
+    del tiny.transformer._cached_text
+    handle = tiny.transformer.register_forward_hook(lambda *args: None)
+    with pytest.raises(AssertionError):
+        _assert_same_state(before, _module_state(tiny))
+    handle.remove()
+    with torch.no_grad():
+        next(tiny.parameters()).add_(1e-3)
+    with pytest.raises(AssertionError):
+        _assert_same_state(before, _module_state(tiny))
+
+
 def test_no_state_on_the_module_deepcopy_and_threads(tiny):
-    before = {k: v for k, v in vars(tiny.transformer).items() if not k.startswith("_")}
+    tiny.eval()
+    before = _module_state(tiny)
     texts = [tiny_text(2)[:1], tiny_text(2)[1:]]
     singles = [tiny.sample(_prompt(), t, 24, steps=4, cfg_strength=2.0, seed=1)[0] for t in texts]
-    after = {k: v for k, v in vars(tiny.transformer).items() if not k.startswith("_")}
-    assert before.keys() == after.keys()
+    _assert_same_state(before, _module_state(tiny))  # the fast path leaves nothing behind
+    slow, _ = tiny.sample(_prompt(), texts[0], 24, steps=4, cfg_strength=2.0, seed=1, cache=False)
+    assert torch.allclose(slow, singles[0], atol=1e-5)
+    _assert_same_state(before, _module_state(tiny))  # nor does the differentiable one (before backward)
     clone = copy.deepcopy(tiny)
     assert torch.equal(clone.sample(_prompt(), texts[0], 24, steps=4, cfg_strength=2.0, seed=1)[0], singles[0])
 
@@ -373,11 +427,13 @@ def test_bad_input_raises_and_leaves_no_state(bad, exc, match, grad_enabled):
     model = make_tiny().train()
     args = {"cond": _prompt(), "text": tiny_text(1), "duration": 24, "steps": 2, **bad}
     cond, text, duration = args.pop("cond"), args.pop("text"), args.pop("duration")
+    before = _module_state(model)
     with torch.set_grad_enabled(grad_enabled):
         with pytest.raises(exc, match=match):
             model.sample(cond, text, duration, **args)
         assert torch.is_grad_enabled() == grad_enabled
     assert model.training  # not switched to eval by a call that failed
+    _assert_same_state(before, _module_state(model))  # nor anything else left changed
 
 
 def test_unknown_solver_method_is_rejected(tiny):

@@ -1,10 +1,9 @@
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
 
 from flowtts.model.mel import MelSpec, mel_filterbank
+from upstream import load_upstream, needs_upstream
 
 librosa = pytest.importorskip("librosa")
 
@@ -42,17 +41,21 @@ def test_vocos_mel_equals_reference_stft_pipeline():
     assert mel.std() > 1.0  # a real spectrogram, not a constant floor
 
 
-def test_bigvgan_mel_matches_upstream_when_installed():
+def test_bigvgan_mel_has_upstreams_frame_count_and_is_a_real_spectrogram():
     wave = _speechlike(seed=1)[None]
     mel = MelSpec(mel_spec_type="bigvgan")(wave)
-    assert mel.shape == (1, 100, 24000 // 256)
-    from upstream import load_upstream
+    assert mel.shape == (1, 100, 24000 // 256)  # uncentred: (n + (n_fft - hop) - n_fft) // hop + 1
+    assert mel.std() > 1.0
 
-    if load_upstream() is None:
-        pytest.skip("f5-tts not installed")
+
+@needs_upstream(load_upstream() is not None)
+def test_bigvgan_mel_matches_upstream():
     from f5_tts.model.modules import get_bigvgan_mel_spectrogram
 
+    wave = _speechlike(seed=1)[None]
     ref = get_bigvgan_mel_spectrogram(wave)
+    mel = MelSpec(mel_spec_type="bigvgan")(wave)
+    assert mel.shape == ref.shape
     assert (mel - ref).abs().max() < 1e-4
 
 
@@ -67,10 +70,32 @@ def test_mel_buffers_are_not_in_the_state_dict():
     assert MelSpec().state_dict() == {}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torchaudio") is None, reason="torchaudio not importable")
-def test_vocos_mel_matches_torchaudio():  # pragma: no cover - torchaudio does not import here
-    import torchaudio
+def _reference_log_mel(wave: np.ndarray, sr: int, n_fft: int, hop: int, win: int, n_mels: int) -> np.ndarray:
+    """What ``torchaudio.transforms.MelSpectrogram(power=1, center=True, norm=None)`` then ``log(clamp(1e-5))``
+    computes, from its definition in float64 numpy: reflect padding of n_fft // 2 on each side, a periodic
+    Hann window of ``win`` samples centred in ``n_fft``, one real DFT per hop, magnitudes, and librosa's
+    HTK filterbank without area normalisation (``(n_mels, frames)``)."""
+    x = np.pad(wave.astype(np.float64), n_fft // 2, mode="reflect")
+    window = np.zeros(n_fft)
+    left = (n_fft - win) // 2
+    window[left : left + win] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
+    frames = 1 + (x.size - n_fft) // hop
+    spectrum = np.stack([np.abs(np.fft.rfft(x[k * hop : k * hop + n_fft] * window)) for k in range(frames)], axis=1)
+    fb = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, htk=True, norm=None, dtype=np.float64)
+    return np.log(np.maximum(fb @ spectrum, 1e-5))
 
-    wave = _speechlike()[None]
-    ta = torchaudio.transforms.MelSpectrogram(24000, 1024, 1024, 256, n_mels=100, power=1, center=True, norm=None)
-    assert (MelSpec()(wave) - ta(wave).clamp(min=1e-5).log()).abs().max() < 1e-3
+
+@pytest.mark.parametrize(
+    "sr, n_fft, hop, win, n_mels",
+    [(24000, 1024, 256, 1024, 100), (16000, 512, 160, 400, 80)],  # F5-TTS's, and a window shorter than the FFT
+)
+def test_vocos_mel_matches_a_float64_numpy_dft_reference(sr, n_fft, hop, win, n_mels):
+    """Replaces a comparison with torchaudio (which does not import here): the same definition, computed
+    independently of torch.stft and of flowtts's filterbank."""
+    wave = _speechlike(n=sr, sr=sr, seed=2)
+    spec = MelSpec(n_fft=n_fft, hop_length=hop, win_length=win, n_mel_channels=n_mels, target_sample_rate=sr)
+    mel = spec(wave[None])[0].double().numpy()
+    ref = _reference_log_mel(wave.numpy(), sr, n_fft, hop, win, n_mels)
+    assert mel.shape == ref.shape == (n_mels, sr // hop + 1)
+    assert np.abs(mel - ref).max() < 1e-4  # measured 2e-5 (float32 STFT)
+    assert (ref > np.log(1e-5) + 1).mean() > 0.9  # nearly every bin above the floor: the comparison has content

@@ -37,6 +37,9 @@ def _call(model, **overrides):
         (dict(sway_sampling_coef=1e6), ValueError, "sway_sampling_coef must lie in"),
         (dict(steps="4"), ValueError, "steps must be an integer"),
         (dict(cfg_strength=math.nan), ValueError, "cfg_strength must be a finite number"),
+        (dict(cfg_strength=1e30), ValueError, "cfg_strength must be a finite number from 0 to 10"),
+        (dict(duration=10**7), ValueError, r"duration asks for 65536 frames \(duration=10000000, .* at most 60 s"),
+        (dict(duration=torch.tensor([22501])), ValueError, "one sample.. call takes at most 60 s, 22500 frames"),
         (dict(seed=2**70), ValueError, "seed must lie in"),
         (dict(seed=[1, 2]), ValueError, "seed must be None, an int, or a sequence of 1 ints"),
     ],
@@ -69,3 +72,14 @@ def test_valid_edge_cases_still_sample(model):
     assert torch.isfinite(out).all()
     out, _ = _call(model, cond=torch.zeros(1, 129))  # the shortest wave the front end reads
     assert torch.isfinite(out).all()
+
+
+def test_a_call_of_60_seconds_is_the_longest_taken():
+    from flowtts.model.sample_checks import MAX_SECONDS, check_frames, frame_limit
+
+    model = make_tiny()  # 24 kHz, hop 64: 375 frames a second
+    limit = frame_limit(model.mel_spec)
+    assert MAX_SECONDS == 60 and limit == 22500 and frame_limit(object()) == 5625  # F5-TTS's 24 kHz, hop 256
+    check_frames(limit, limit, limit)
+    with pytest.raises(ValueError, match="at most 60 s, 22500 frames"):
+        check_frames(limit + 1, limit, limit + 1)

@@ -9,7 +9,7 @@ from conftest import RecomputingBackbone, make_tiny, tiny_text
 from flowtts import UNetT
 from flowtts.checkpoints.official import match_preset
 from flowtts.config import PRESETS, ModelConfig
-from upstream import load_upstream, load_upstream_unett, random_pair
+from upstream import load_upstream, load_upstream_unett, needs_upstream, random_pair
 
 D = 12  # mel channels of the tiny model
 UPSTREAM_CONFIGS = {
@@ -19,7 +19,7 @@ UPSTREAM_CONFIGS = {
     ),
     "no-skip-qknorm": dict(dim=64, depth=2, heads=4, dim_head=16, skip_connect_type="none", qk_norm="rms_norm"),
 }
-needs_upstream = pytest.mark.skipif(load_upstream_unett() is None, reason="f5-tts is not installed")
+has_upstream_unett = load_upstream_unett() is not None
 
 
 def tiny_e2(dtype=torch.float64, **overrides):
@@ -37,7 +37,7 @@ def _pair(config):
 # ----------------------------------------------------------------- upstream parity
 
 
-@needs_upstream
+@needs_upstream(has_upstream_unett, "f5_tts.unett")
 @pytest.mark.parametrize("name", sorted(UPSTREAM_CONFIGS))
 def test_state_dict_keys_and_shapes_are_upstreams(name):
     theirs, ours = _pair(UPSTREAM_CONFIGS[name])
@@ -49,7 +49,7 @@ def test_state_dict_keys_and_shapes_are_upstreams(name):
     assert "transformer.layers.0.0.weight" not in b and "transformer.layers.0.1.g" in b
 
 
-@needs_upstream
+@needs_upstream(has_upstream_unett, "f5_tts.unett")
 @pytest.mark.parametrize("name", sorted(UPSTREAM_CONFIGS))
 @pytest.mark.parametrize("steps, cfg, sway", [(8, 2.0, -1.0), (5, 0.0, None)])
 def test_sample_matches_upstream(name, steps, cfg, sway):
@@ -194,10 +194,9 @@ def test_checkpointing_gives_identical_gradients():
 # ----------------------------------------------------------------- configs, presets, files
 
 
+@needs_upstream(has_upstream_unett, "f5_tts.unett")
 def test_e2_presets_are_upstreams_architectures_and_match_their_checkpoints():
     upstream_unett = load_upstream_unett()
-    if upstream_unett is None:
-        pytest.skip("f5-tts is not installed")
     # F5-TTS's configs/E2TTS_*.yaml arch sections; shapes only, on the meta device (no memory).
     arch = dict(ff_mult=4, text_mask_padding=False, pe_attn_head=1, text_num_embeds=2545, mel_dim=100)
     for name, size in (

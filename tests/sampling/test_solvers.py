@@ -1,11 +1,10 @@
-import importlib.util
-
 import pytest
 import torch
 from torch import nn
 
 from flowtts.sampling import integrate, uniform
 from flowtts.sampling.solvers import ODESolution
+from upstream import has_module, needs_upstream
 
 
 class Linear(nn.Module):
@@ -64,7 +63,7 @@ def test_time_dependent_field_is_exact_under_midpoint():
     assert torch.allclose(sol.x, torch.ones(3, dtype=torch.float64), atol=1e-6)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torchdiffeq") is None, reason="torchdiffeq not installed")
+@needs_upstream(has_module("torchdiffeq"), "torchdiffeq")
 @pytest.mark.parametrize("method", ["euler", "midpoint"])
 def test_matches_torchdiffeq_fixed_grid_exactly(method):
     from torchdiffeq import odeint

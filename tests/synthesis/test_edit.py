@@ -153,7 +153,12 @@ def test_edit_command_writes_the_edited_recording(model_file, tmp_path):
         model, wave, text, [(1.5, 1.9)], durations=[0.5], vocoder=load_vocoder(model.mel_spec), options=options, seed=5
     )
     assert rate == 24000 and len(data) == direct.wave.numel()
-    assert (wave.numel() + 0.1 * 24000) - len(data) < 2 * 256  # 0.1 s longer than the recording
+    # F5-TTS's frames: the recording's centred-STFT frames, less the part's, plus the new length's (by rounding)
+    hop = 256
+    frames = wave.numel() // hop + 1 - (round(1.9 * 24000 / hop) - round(1.5 * 24000 / hop)) + round(0.5 * 24000 / hop)
+    assert direct.mel.shape[1] == frames == 277
+    assert len(data) == (frames - 1) * hop  # Griffin-Lim: a hop per frame after the first
+    assert abs(len(data) - (wave.numel() + 0.1 * 24000)) < 1.5 * hop  # 0.1 s longer than the recording, +-
     assert abs(torch.from_numpy(data) - direct.wave.clamp(-1, 1)).max() < 1 / 2**14  # 16-bit file
 
 
@@ -163,8 +168,8 @@ def test_edit_command_writes_the_edited_recording(model_file, tmp_path):
         (["--parts", "1-9"], "parts[0] ends at 9 s, after the recording"),
         (["--parts", "1-2,1.5-2.5"], "parts[1] starts at 1.5 s"),
         (["--parts", "1-2", "--durations", "1,2"], "--durations gives 2 lengths for 1 --parts"),
-        (["--parts", "1-2", "--steps", "0"], "--steps must be >= 1"),
-        (["--parts", "1-2", "--target-rms", "0"], "--target-rms must be positive"),
+        (["--parts", "1-2", "--steps", "0"], "--steps must be an integer >= 1"),
+        (["--parts", "1-2", "--target-rms", "0"], "--target-rms must be a positive number"),
     ],
 )
 def test_edit_command_errors_exit_2_with_no_output(model_file, tmp_path, capsys, extra, message):

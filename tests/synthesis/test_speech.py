@@ -24,6 +24,46 @@ def test_cross_fade_lengths_and_continuity():
     assert cross_fade([a], 20) is a
 
 
+def _upstream_join(waves, samples):
+    """F5-TTS's join of chunk waves (infer_batch_process, f5-tts 1.1.22), restated in float64 numpy: each
+    next wave overlaps the output so far by min(samples, len(output), len(next)), with linspace fades."""
+    import numpy as np
+
+    out = np.asarray(waves[0], dtype=np.float64)
+    for wave in waves[1:]:
+        nxt = np.asarray(wave, dtype=np.float64)
+        n = min(samples, len(out), len(nxt))
+        if n <= 0:
+            out = np.concatenate([out, nxt])
+            continue
+        faded = out[-n:] * np.linspace(1, 0, n) + nxt[:n] * np.linspace(0, 1, n)
+        out = np.concatenate([out[:-n], faded, nxt[n:]])
+    return out
+
+
+def test_cross_fade_by_hand_with_a_chunk_shorter_than_the_fade():
+    ones, twos = torch.ones(10, dtype=torch.float64), torch.full((2,), 2.0, dtype=torch.float64)
+    threes = torch.full((10,), 3.0, dtype=torch.float64)
+    # join 1 overlaps 2 samples (the short chunk's length): ramp [0, 1] -> 1s then [1, 2], 10 samples; join 2
+    # overlaps the last 4 of them, [1, 1, 1, 2], with 3s: ramp [0, 1/3, 2/3, 1] -> [1, 5/3, 7/3, 3]; 16 samples
+    expected = [1.0] * 6 + [1.0, 5 / 3, 7 / 3, 3.0] + [3.0] * 6
+    torch.testing.assert_close(cross_fade([ones, twos, threes], 4), torch.tensor(expected, dtype=torch.float64))
+    assert cross_fade([ones, threes], 0).tolist() == [1.0] * 10 + [3.0] * 10
+
+
+@pytest.mark.parametrize(
+    "lengths, fade",
+    [([5000, 1000, 8000, 300, 4000], 3600), ([100], 3600), ([3000, 3600, 50, 50, 7000], 3600), ([40, 7, 1, 90], 16)],
+)
+def test_cross_fade_equals_upstreams_join(lengths, fade):
+    g = torch.Generator().manual_seed(len(lengths))
+    waves = [torch.randn(n, generator=g, dtype=torch.float64) for n in lengths]
+    ref = torch.from_numpy(_upstream_join([w.numpy() for w in waves], fade))
+    out = cross_fade(waves, fade)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+
+
 def test_reference_preparation():
     model = build_model("tiny")
     quiet = torch.sin(torch.arange(24000) / 5) * 0.01
@@ -39,7 +79,7 @@ def test_reference_preparation():
     short, paused = (prepare_reference(model, loud, "x", InferenceOptions(ref_silence=s)) for s in (0.05, 0.5))
     assert paused.seconds == pytest.approx(1.5) and paused.mel.shape == (1, 36000 // 256 + 1, 100)
     assert torch.equal(paused.mel[:, :90], short.mel[:, :90])  # the same clip, a longer pause after it
-    with pytest.raises(ValueError, match="ref_silence must be a number of seconds >= 0, got -1"):
+    with pytest.raises(ValueError, match="ref_silence must be a number of seconds >= 0, at most 10, got -1"):
         prepare_reference(model, quiet, "Some words", InferenceOptions(ref_silence=-1))
     bad = ((quiet[:6000], "x", "0.25 s long"), (quiet, "  ", "empty"), (torch.zeros(48000), "x", "silent"))
     bad += ((torch.cat((torch.zeros(48000), quiet[:6000])), "x", "0.25 s long without its leading"),)
@@ -180,6 +220,8 @@ def test_stream_joins_chunks_shorter_than_the_fade_as_cross_fade_does(monkeypatc
     options = InferenceOptions(cross_fade_seconds=3600 / 24000)
     out = list(infer.stream(model, None, "text", vocoder=None, options=options, seed=0))
     assert torch.equal(torch.cat(out), infer.cross_fade(waves, 3600))
+    expected = torch.from_numpy(_upstream_join([w.double().numpy() for w in waves], 3600)).float()
+    torch.testing.assert_close(torch.cat(out), expected, rtol=0, atol=1e-5)  # F5-TTS's join, independently
     assert all(p.numel() > 0 for p in out)
 
 
@@ -197,3 +239,51 @@ def test_stream_refuses_what_it_cannot_stream():
     ):
         with pytest.raises(error, match=match):
             next(stream(model, reference, text, vocoder=vocoder, options=options))
+
+
+# ----------------------------------------------------------------- the duration rule, frame for frame
+
+
+def _f5_frames(ref_frames: int, ref_text: str, gen_text: str, speed: float) -> int:
+    """Generated frames by F5-TTS's rule (infer_batch_process): ``ref + int(ref / ref_bytes * gen_bytes / speed)``
+    less the reference, with speed 0.3 for texts under 10 bytes, and the reference transcript as F5-TTS ends it
+    (preprocess_ref_audio_text: ``". "`` appended, or ``" "`` after a final ``"."``; ``"。"`` kept).
+
+    This is flowtts's own pipeline: unlike F5-TTS 1.1.22's infer_batch_process it counts the reference in mel
+    frames (``samples // hop + 1``, the frames the model is conditioned on; F5-TTS: ``samples // hop``) and
+    does not add a second space after an ASCII ending (F5-TTS's ``ref_text + " "`` when the last character
+    is one byte)."""
+    text = ref_text.strip()
+    if not (text.endswith(". ") or text.endswith("。")):
+        text = text + " " if text.endswith(".") else text + ". "
+    gen_bytes = len(gen_text.encode("utf-8"))
+    speed = 0.3 if gen_bytes < 10 else speed
+    return int(ref_frames / len(text.encode("utf-8")) * gen_bytes / speed)
+
+
+DURATION_CASES = [
+    # ref text, text said, speed, the frames pinned (1.0 s sine + 50 ms: 99 reference frames)
+    ("Some words", "Hello there, this is a test.", 1.0, 231),  # "Some words. ": 12 bytes, 28 bytes said
+    ("Some words.", "Hello there, this is a test.", 0.8, 288),  # "Some words. " again (no second ".")
+    ("Some words", "Hi.", 1.0, 82),  # under 10 bytes: speed 0.3
+    ("Some words", "Café au lait, s'il vous plaît.", 1.25, 211),  # é and î are 2 bytes each: 32 bytes
+    ("你好世界", "Hello there, this is a test.", 1.0, 198),  # "你好世界. ": 14 bytes
+    ("你好世界。", "Hello there, this is a test.", 1.0, 184),  # "。" kept, nothing added: 15 bytes
+]
+
+
+@pytest.mark.parametrize("ref_text, text, speed, pinned", DURATION_CASES)
+def test_generated_frames_follow_f5_tts_duration_rule_exactly(ref_text, text, speed, pinned):
+    from flowtts.infer import synthesize
+
+    model = build_model("tiny")
+    wave = torch.sin(torch.arange(24000) / 5) * 0.2
+    reference = prepare_reference(model, wave, ref_text, InferenceOptions())
+    ref_frames = (24000 + 1200) // 256 + 1  # the clip and 50 ms of silence, centred STFT frames
+    assert reference.mel.shape[1] == ref_frames == 99
+    assert _f5_frames(ref_frames, ref_text, text, speed) == pinned
+    vocoder = lambda mel: mel.new_zeros(mel.shape[0], mel.shape[2] * 256)  # noqa: E731
+    options = InferenceOptions(steps=1, speed=speed)
+    (utterance,) = synthesize(model, reference, [text], vocoder=vocoder, options=options, seeds=[0], progress=False)
+    assert utterance.mel.shape[1] == pinned and utterance.wave.numel() == pinned * 256
+

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from flowtts.text import load_vocab, save_vocab, tokenize, tokens_to_tensor, unknown_characters
+from upstream import load_upstream, needs_upstream
 
 
 def test_vocab_round_trip_and_ids_are_line_indices(tmp_path):
@@ -54,10 +55,15 @@ def test_pinyin_conversion_matches_upstream_units():
     assert units[:4] == [" ", "ni2", " ", "hao3"]  # tone sandhi: 3-3 -> 2-3
     assert "".join(units[4:]).strip() == ", world"
     assert needs_pinyin("你好") and not needs_pinyin("hello")
-    from upstream import load_upstream
 
-    if load_upstream() is not None:
-        from f5_tts.model.utils import convert_char_to_pinyin
 
-        for text in ["你好, world", "我们今天去北京;好吗", "F5-TTS 很好"]:
-            assert to_pinyin([text]) == convert_char_to_pinyin([text])
+@needs_upstream(load_upstream() is not None and importlib.util.find_spec("rjieba") is not None)
+def test_pinyin_conversion_equals_upstreams():
+    from f5_tts.model.utils import convert_char_to_pinyin
+
+    from flowtts.text.pinyin import to_pinyin
+
+    texts = ["你好, world", "我们今天去北京;好吗", "F5-TTS 很好", "银行行长说：“好的！”"]
+    for text in texts:
+        assert to_pinyin([text]) == convert_char_to_pinyin([text]), text
+    assert to_pinyin(texts) == convert_char_to_pinyin(texts)

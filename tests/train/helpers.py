@@ -90,3 +90,13 @@ def kill_at(step: int):
             raise Killed
 
     return on_step
+
+
+def split_loop(kw: dict, defaults) -> dict:
+    """``kw`` with its loop settings (``steps=``, ``lr=``...) moved into ``loop``: ``defaults`` with them.
+
+    Lets a test write a run config's loop settings among its other fields, as its overrides.
+    """
+    names = {f.name for f in dataclasses.fields(defaults)}
+    loop = defaults.with_overrides(**{k: v for k, v in kw.items() if k in names})
+    return {**{k: v for k, v in kw.items() if k not in names}, "loop": loop}

@@ -5,9 +5,9 @@ import torch
 
 from flowtts.config import MelConfig
 from flowtts.eval.recognizer import RecognizerConfig, load_recognizer
-from flowtts.train.asr import ASRConfig, augment, evaluate_recognizer, train_recognizer
+from flowtts.train.asr import ASR_LOOP, ASRConfig, augment, evaluate_recognizer, train_recognizer
 from flowtts.train.data import MelDataset
-from train.helpers import Killed, kill_at, prepared_corpus
+from train.helpers import Killed, kill_at, prepared_corpus, split_loop
 
 ARCH = RecognizerConfig(channels=16, hidden=8, gru_layers=1, dropout=0.1, mel=MelConfig())
 
@@ -17,9 +17,22 @@ def corpus(tmp_path_factory):
     return prepared_corpus(str(tmp_path_factory.mktemp("asrcorpus")), n=8)
 
 
+def _levenshtein(a, b) -> int:
+    """Edit distance by the textbook recursion (memoised): insertions, deletions, substitutions cost 1."""
+    import functools
+
+    @functools.lru_cache(maxsize=None)
+    def d(i, j):
+        if i == 0 or j == 0:
+            return i + j
+        return min(d(i - 1, j) + 1, d(i, j - 1) + 1, d(i - 1, j - 1) + (a[i - 1] != b[j - 1]))
+
+    return d(len(a), len(b))
+
+
 def _config(**kw):
     base = dict(steps=8, lr=3e-3, warmup=2, batch_frames=1200, max_samples=4, save_every=3, eval_every=4, seed=1)
-    return ASRConfig(**{**base, **kw})
+    return ASRConfig(**split_loop({**base, **kw}, ASR_LOOP))
 
 
 def test_training_lowers_the_loss_writes_its_files_and_reports_error_rates(corpus, tmp_path):
@@ -37,7 +50,19 @@ def test_training_lowers_the_loss_writes_its_files_and_reports_error_rates(corpu
     assert float(rows[-1]["loss"]) < 0.8 * float(rows[0]["loss"])
     figures = evaluate_recognizer(rec, ds)
     assert abs(figures["cer"] - float(rows[-1]["cer"])) < 1e-4  # the file is the EMA that was evaluated
-    assert 0 <= figures["cer"] and 0 <= figures["wer"]
+    # The error rates, recomputed independently: each utterance transcribed alone (no batch padding) and a
+    # plain recursive edit distance over characters and words.
+    from flowtts.eval.recognizer import normalize_text
+
+    refs, hyps = [], []
+    for i in range(len(ds)):
+        mel, text = ds[i]
+        refs.append(normalize_text(text, rec.alphabet))
+        hyps.append(rec.transcribe(mel[None])[0])
+    assert hyps == figures["hypotheses"]
+    cer = sum(_levenshtein(r, h) for r, h in zip(refs, hyps)) / sum(len(r) for r in refs)
+    wer = sum(_levenshtein(r.split(), h.split()) for r, h in zip(refs, hyps)) / sum(len(r.split()) for r in refs)
+    assert figures["cer"] == pytest.approx(cer, abs=1e-12) and figures["wer"] == pytest.approx(wer, abs=1e-12)
     assert rec.mel_std.min() > 0 and not torch.equal(rec.mel_mean, torch.zeros(100))  # from the data
 
 

@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 
@@ -5,7 +6,7 @@ from flowtts.cli import main
 from train.helpers import tiny_model, write_corpus
 
 
-def test_data_prepare_and_train_from_the_command_line(tmp_path, capsys):
+def test_data_prepare_and_train_from_the_command_line(tmp_path, capsys, monkeypatch):
     meta = write_corpus(str(tmp_path / "corpus"), n=6)
     assert main(["data", "prepare", meta, "--out", str(tmp_path / "prepared"), "-q"]) == 0
     assert "kept 6 rows" in capsys.readouterr().out
@@ -33,11 +34,31 @@ def test_data_prepare_and_train_from_the_command_line(tmp_path, capsys):
         "2",
         "-q",
     ]
+    from flowtts.train.loop import TrainingLoop
+
+    updates = []
+    real_update = TrainingLoop.update
+    monkeypatch.setattr(TrainingLoop, "update", lambda self, *a, **k: updates.append(1) or real_update(self, *a, **k))
+    assert main(args) == 0
+    assert "step 3" in capsys.readouterr().out and len(updates) == 3
+    run = tmp_path / "run"
+    assert {"last.pt", "model.safetensors", "train_log.csv"} <= set(os.listdir(run))
+    with open(run / "train_log.csv") as f:
+        logged = list(csv.DictReader(f))
+    assert [row["step"] for row in logged] == ["1", "2", "3"]
+    import torch
+
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["step"] == 3
+    # running again resumes from last.pt and finds the schedule finished: no optimiser step, nothing logged
     assert main(args) == 0
     assert "step 3" in capsys.readouterr().out
-    assert {"last.pt", "model.safetensors", "train_log.csv"} <= set(os.listdir(tmp_path / "run"))
-    # running again resumes and finds the schedule finished
-    assert main(args) == 0
+    assert len(updates) == 3
+    with open(run / "train_log.csv") as f:
+        assert list(csv.DictReader(f)) == logged
+    again = torch.load(run / "last.pt", weights_only=True)
+    assert again["step"] == 3
+    assert all(torch.equal(v, again["model"][k]) for k, v in state["model"].items())
 
 
 def test_upstream_training_options_keep_snapshots_and_log_samples(tmp_path, capsys):
@@ -56,7 +77,8 @@ def test_upstream_training_options_keep_snapshots_and_log_samples(tmp_path, caps
     import torch
 
     saved = json.loads(torch.load(run / "last.pt", weights_only=True)["train_config"])
-    assert (saved["lr"], saved["warmup"], saved["grad_clip"], saved["max_samples"]) == (1e-3, 1, 0.5, 3)
+    loop = saved["loop"]
+    assert (loop["lr"], loop["warmup"], loop["grad_clip"], saved["max_samples"]) == (1e-3, 1, 0.5, 3)
     assert main([*args[:-1], "--keep_last_n_checkpoints", "0"]) == 2
     assert "keep_snapshots must be -1 (all) or >= 1" in capsys.readouterr().err
 

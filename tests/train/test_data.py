@@ -204,9 +204,12 @@ def test_prepared_rows_record_where_the_speech_is_and_its_level(padded):
 
 
 def test_a_pair_laid_out_as_inference_prepares_a_reference_clip(padded):
-    """The pair's mel is the mel of the wave inference would build: the first clip cut to its speech,
-    gap seconds of zeros, raised to target_rms, then the second clip whole at the same gain."""
+    """The pair's mel is what inference makes of the first clip as its reference -- the very function,
+    :func:`flowtts.synthesis.prepare_reference`: cut to its speech, gap seconds of silence appended, raised to
+    target_rms -- followed by the second clip whole at the same gain."""
+    from flowtts.model.build import build_model
     from flowtts.model.mel import MelSpec
+    from flowtts.synthesis import InferenceOptions, prepare_reference
 
     ds, waves = padded
     layout = PairLayout(gap=(0.1, 0.4), target_rms=0.1, seed=3)
@@ -214,13 +217,18 @@ def test_a_pair_laid_out_as_inference_prepares_a_reference_clip(padded):
     gap = layout.gap_frames(1, 2, HOP / RATE)
     assert 0.1 <= gap * HOP / RATE <= 0.4 + HOP / RATE
     assert gap == layout.gap_frames(1, 2, HOP / RATE) and mel.shape[0] == item_frames(ds, (1, 2), layout)
-    reference = torch.cat((waves[1][LEAD : LEAD + TONE], torch.zeros(gap * HOP)))
-    gain = 0.1 / float(reference.double().pow(2).mean().sqrt())
-    expected = MelSpec()(gain * torch.cat((reference, waves[2]))[None])[0].t()
+    model = build_model("tiny")  # its mel front end is the dataset's: vocos, 24 kHz, hop 256, 100 bands
+    assert {k: getattr(model.mel_spec, k) for k in ds.info["mel"]} == ds.info["mel"]
+    # exactly gap hops of silence; the 0.48 s tone is under the 0.5 s inference asks of a clip by default
+    options = InferenceOptions(target_rms=0.1, ref_silence=(gap * HOP + 0.5) / RATE, min_ref_seconds=0.4)
+    reference = prepare_reference(model, waves[1], "tone 1", options)
+    a = TONE // HOP  # frames of the first clip's speech
+    assert reference.mel.shape[1] == a + gap + 1 and reference.rms < 0.1  # centred STFT: one frame more
+    gain = 0.1 / reference.rms
+    expected = torch.cat((reference.mel[0, : a + gap], MelSpec()(gain * waves[2][None])[0].t()))
     assert mel.shape == expected.shape
-    a = TONE // HOP
     keep = torch.ones(mel.shape[0], dtype=torch.bool)
-    keep[:3] = keep[a - 3 : a + 3] = False  # frames whose window crosses a cut see other neighbours
+    keep[:3] = keep[a - 3 : a + 3] = keep[a + gap - 3 : a + gap + 3] = False  # windows crossing a cut
     assert torch.allclose(mel[keep], expected[keep], atol=0.03), (mel[keep] - expected[keep]).abs().max()
     assert text == join_item(ds, (1, 2))[1]
     whole, _ = join_item(ds, (1, 2), PairLayout())

@@ -6,11 +6,13 @@ import os
 import pytest
 import torch
 
+from flowtts.sampling.recipe import SamplingRecipe
 from flowtts.train.data import MelDataset
-from flowtts.train.distill import DistillConfig, distill, draw_prompts, sample_with
-from flowtts.train.prompts import draw_kind
+from flowtts.train.distill import distill
+from flowtts.train.distill_config import DISTILL_LOOP, DistillConfig, student_recipe
+from flowtts.train.prompts import draw_kind, draw_prompts, sample_with
 from train import helpers
-from train.helpers import Killed, kill_at, prepared_corpus, random_model
+from train.helpers import Killed, kill_at, prepared_corpus, random_model, split_loop
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +26,8 @@ def _teacher(corpus):
 
 def _config(**kw):
     base = dict(
-        student_steps=2,
-        teacher_steps=8,
+        student=student_recipe(2),
+        teacher=SamplingRecipe(steps=8),
         steps=30,
         batch_size=3,
         lr=3e-3,
@@ -35,14 +37,14 @@ def _config(**kw):
         ema_decay=0.5,
         seed=1,
     )
-    return DistillConfig(**{**base, **kw})
+    return DistillConfig(**split_loop({**base, **kw}, DISTILL_LOOP))
 
 
 def _distance(teacher, student, ds, config):
     g = torch.Generator().manual_seed(123)
     prompts = draw_prompts(ds, list(range(len(ds))), teacher.num_channels, config, g)
-    target = sample_with(teacher, prompts, cache=True, **config.teacher_sampling())
-    out = sample_with(student, prompts, cache=True, **config.student_sampling())
+    target = sample_with(teacher, prompts, cache=True, **config.teacher.sample_kwargs())
+    out = sample_with(student, prompts, cache=True, **config.student.sample_kwargs())
     mask = prompts.generated_mask()[..., None]
     return float(((out - target) ** 2 * mask).sum() / (mask.sum() * out.shape[-1]))
 
@@ -88,12 +90,12 @@ def test_distillation_resumes_exactly(corpus, tmp_path):
 
 def test_bad_configurations_are_refused(corpus):
     with pytest.raises(ValueError, match="smaller than teacher_steps"):
-        DistillConfig(student_steps=32, teacher_steps=32)
+        DistillConfig(student=student_recipe(32), teacher=SamplingRecipe(steps=32))
     with pytest.raises(ValueError, match="student_grid"):
-        DistillConfig(student_grid="cosine")
+        student_recipe(grid="cosine")
     from flowtts.config import MelConfig, ModelConfig
     from flowtts.model.build import build_model
-    from flowtts.train.distill import check_compatible
+    from flowtts.train.distill_config import check_compatible
 
     teacher = _teacher(corpus)
     other = build_model(
@@ -110,8 +112,11 @@ DDP_SCRIPT = """
 import copy, sys, torch
 sys.path.insert(0, {tests!r})
 import torch.distributed as dist
+from flowtts.sampling.recipe import SamplingRecipe
 from flowtts.train.data import MelDataset
-from flowtts.train.distill import DistillConfig, distill
+from flowtts.train.distill import distill
+from flowtts.train.distill_config import DistillConfig
+from flowtts.train.loop import LoopSettings
 from train.helpers import random_model
 ds = MelDataset({corpus!r})
 teacher = random_model({corpus!r})
@@ -129,8 +134,9 @@ def run_two_ranks(corpus, tmp_path, **config) -> tuple[dict, dict]:
 
 
 def test_two_process_distillation_keeps_ranks_identical(corpus, tmp_path):
-    config = dict(student_steps=2, teacher_steps=8, steps=4, velocity_steps=2, batch_size=3, lr=3e-3, warmup=1)
-    a, b = run_two_ranks(corpus, tmp_path, **config, save_every=4, seed=1)
+    loop = DISTILL_LOOP.with_overrides(steps=4, lr=3e-3, warmup=1, save_every=4)
+    config = dict(student=student_recipe(2), teacher=SamplingRecipe(steps=8), velocity_steps=2, batch_size=3, loop=loop)
+    a, b = run_two_ranks(corpus, tmp_path, **config, seed=1)
     start = _teacher(corpus).state_dict()
     assert any(not torch.equal(a[k], start[k]) for k in a)  # it trained
     for k in a:
@@ -161,16 +167,15 @@ def test_distill_command_prints_the_report(corpus, tmp_path, capsys):
     assert {"report.txt", "report.png", "student.safetensors", "teacher_pool.pt"} <= files
     from flowtts.checkpoints.loader import read_metadata
 
-    recorded = DistillConfig.from_json(read_metadata(str(tmp_path / "run" / "student.safetensors"))["distill_config"])
+    assert "distill_config" not in read_metadata(str(tmp_path / "run" / "student.safetensors"))  # the recipe, once
+    recorded = DistillConfig.from_json(torch.load(tmp_path / "run" / "last.pt", weights_only=True)["distill_config"])
     assert (recorded.teacher_pool, recorded.segment_steps, recorded.student_dropout) == (2, 1, False)
     assert recorded.segment_start == "both" and recorded.dtype == "bfloat16"
     learned = ["--steps", "2", "--learn-times", "--times-lr", "0.3", "--report-prompts", "2"]
     assert main(_distill_args(tmp_path, corpus, "learned", *learned)) == 0
     report = capsys.readouterr().out
-    recorded = DistillConfig.from_json(
-        read_metadata(str(tmp_path / "learned" / "student.safetensors"))["distill_config"]
-    )
-    assert recorded.student_grid == "custom" and recorded.student_times != (0.0, 0.5, 1.0)
+    recorded = SamplingRecipe.from_metadata(read_metadata(str(tmp_path / "learned" / "student.safetensors")))
+    assert recorded.grid == "custom" and recorded.t_grid != (0.0, 0.5, 1.0)
     assert "student@2 (custom, cfg 0)" in report  # the report samples the student on its learned grid
     code = main(_distill_args(tmp_path, corpus, "noreport", "--steps", "1", "--report-prompts", "0"))
     assert code == 0 and capsys.readouterr().out.strip().splitlines()[-1].startswith("distilled 1 steps")
@@ -208,7 +213,7 @@ def test_max_seconds_stops_early_with_a_checkpoint_that_resumes(corpus, tmp_path
 
 
 def test_evaluate_appends_extra_systems_after_the_standard_rows(corpus):
-    from flowtts.train.distill import evaluate
+    from flowtts.train.distill_report import evaluate
 
     ds = MelDataset(corpus)
     teacher = _teacher(corpus)
@@ -225,7 +230,7 @@ def test_students_carry_their_sampling_settings(corpus, tmp_path):
     import flowtts
     from flowtts.infer import recommended_options
 
-    config = _config(steps=1, student_grid="sway", student_steps=3)
+    config = _config(steps=1, student=student_recipe(3, "sway"))
     distill(
         _teacher(corpus), copy.deepcopy(_teacher(corpus)), MelDataset(corpus), str(tmp_path), config, progress=False
     )
@@ -268,18 +273,18 @@ def test_custom_student_grids_are_validated_and_travel_with_the_student(corpus, 
     from flowtts.infer import recommended_options
 
     with pytest.raises(ValueError, match="student_times goes with"):
-        DistillConfig(student_grid="custom")
+        student_recipe(grid="custom")
     with pytest.raises(ValueError, match="student_times goes with"):
-        DistillConfig(student_times=(0, 0.5, 1))
+        student_recipe(times=(0, 0.5, 1))
     with pytest.raises(ValueError, match="student_steps \\+ 1 = 5"):
-        DistillConfig(student_grid="custom", student_times=(0, 0.5, 1))
+        student_recipe(grid="custom", times=(0, 0.5, 1))
     with pytest.raises(ValueError, match="rise strictly from 0 to 1"):
-        DistillConfig(student_grid="custom", student_steps=2, student_times=(0, 0.6, 0.6))
+        student_recipe(2, "custom", times=(0, 0.6, 0.6))
     with pytest.raises(ValueError, match="velocity_steps"):
-        DistillConfig(velocity_steps=5, steps=4)
+        DistillConfig(velocity_steps=5, loop=DISTILL_LOOP.with_overrides(steps=4))
 
     times = (0.0, 0.1, 1.0)
-    config = _config(steps=1, student_grid="custom", student_steps=2, student_times=times)
+    config = _config(steps=1, student=student_recipe(2, "custom", times=times))
     assert DistillConfig.from_json(json.dumps(dataclasses.asdict(config))) == config
     distill(
         _teacher(corpus), copy.deepcopy(_teacher(corpus)), MelDataset(corpus), str(tmp_path), config, progress=False
@@ -299,7 +304,7 @@ def test_velocity_warm_up_targets_are_the_teachers_guided_jump(corpus):
 
     ds = MelDataset(corpus)
     teacher = _teacher(corpus).double()
-    config = _config(student_grid="custom", student_steps=2, student_times=(0.0, 0.25, 1.0), velocity_steps=5)
+    config = _config(student=student_recipe(2, "custom", times=(0.0, 0.25, 1.0)), velocity_steps=5)
     prompts = draw_prompts(ds, [0, 1], teacher.num_channels, config, torch.Generator().manual_seed(3))
     prompts = prompts.rows([0, 1])
     t = 0.25
@@ -332,7 +337,7 @@ def test_velocity_warm_up_moves_the_student_toward_the_guided_teacher(corpus, tm
     teacher = _teacher(corpus)
     student = copy.deepcopy(teacher)
     times = (0.0, 0.3, 1.0)
-    config = _config(student_grid="custom", student_steps=2, student_times=times, velocity_steps=25, steps=25)
+    config = _config(student=student_recipe(2, "custom", times=times), velocity_steps=25, steps=25)
 
     def jump_distance(model):
         g = torch.Generator().manual_seed(99)
@@ -384,8 +389,8 @@ def test_held_out_evaluation_logs_distances_and_keeps_the_closest_student(corpus
     meta = read_metadata(str(out / "best.safetensors"))
     assert int(meta["step"]) == int(rows[distances.index(min(distances))]["step"])
     # an independent recomputation of the kept student's distance
-    reference = sample_with(_teacher(corpus), prompts, cache=True, **config.teacher_sampling())
-    mine = sample_with(best, prompts, cache=True, **config.student_sampling())
+    reference = sample_with(_teacher(corpus), prompts, cache=True, **config.teacher.sample_kwargs())
+    mine = sample_with(best, prompts, cache=True, **config.student.sample_kwargs())
     mask = prompts.generated_mask()[..., None]
     expected = float(((mine - reference) ** 2 * mask).sum() / (mask.sum() * 100))
     assert float(meta["eval_distance"]) == pytest.approx(expected, rel=1e-5)
@@ -445,7 +450,6 @@ def test_distill_command_with_pair_prompts_records_them_and_reports_on_pairs(cor
     import csv
 
     import flowtts
-    from flowtts.checkpoints.loader import read_metadata
     from flowtts.cli import main
 
     flowtts.save(_teacher(corpus), tmp_path / "teacher.safetensors")
@@ -455,8 +459,8 @@ def test_distill_command_with_pair_prompts_records_them_and_reports_on_pairs(cor
     assert lines[-1].startswith("student/naive=")
     chosen = "best.safetensors was chosen on rows 2-4 (selection split)"
     assert f"prompts: 2 pair prompts, rows 0-1 of {corpus} (report split); {chosen}" in lines
-    metadata = read_metadata(str(tmp_path / "run" / "student.safetensors"))
-    assert DistillConfig.from_json(metadata["distill_config"]).prompts == "pair"
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert DistillConfig.from_json(state["distill_config"]).prompts == "pair"
     with open(tmp_path / "run" / "distill_eval.csv", encoding="utf-8") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [0, 2]
     code = main(_distill_args(tmp_path, corpus, "bad", *run[:6], "--report-prompts", "1"))
@@ -519,44 +523,45 @@ def test_learned_times_alone_bring_a_fixed_student_closer(corpus, tmp_path):
     teacher = randomise(_teacher(corpus), std=0.05, seed=5).eval()
     student = copy.deepcopy(teacher)
     # only the schedule learns (lr 0), from the poor grid
-    kw = dict(student_grid="custom", student_times=(0.0, 0.1, 1.0), learn_times=True, times_lr=0.3)
+    kw = dict(student=student_recipe(2, "custom", times=(0.0, 0.1, 1.0)), learn_times=True, times_lr=0.3)
     config = _config(steps=16, lr=0.0, save_every=100, student_dropout=False, **kw)
     before = _distance(teacher, student, ds, config)
     distill(teacher, student, ds, str(tmp_path), config, progress=False)
     for (name, a), b in zip(teacher.state_dict().items(), student.state_dict().values()):
         assert torch.equal(a, b), name  # lr 0: the weights did not move
-    recorded = DistillConfig.from_json(read_metadata(str(tmp_path / "student.safetensors"))["distill_config"])
-    assert recorded.student_grid == "custom" and recorded.learn_times
-    times = recorded.student_times
+    recipe = SamplingRecipe.from_metadata(read_metadata(str(tmp_path / "student.safetensors")))
+    assert recipe.grid == "custom"
+    times = recipe.t_grid
     assert times[0] == 0.0 and times[-1] == 1.0 and 0.2 < times[1] < 0.8
-    after = _distance(teacher, student, ds, recorded)
+    after = _distance(teacher, student, ds, dataclasses.replace(config, student=recipe))
     assert after < 0.7 * before, (before, after, times)
 
 
 def test_learned_times_resume_exactly_and_travel_with_the_student(corpus, tmp_path):
     from flowtts.checkpoints.loader import read_metadata
 
-    config = _config(steps=6, save_every=3, learn_times=True, times_lr=0.05, student_steps=3)
+    config = _config(steps=6, save_every=3, learn_times=True, times_lr=0.05, student=student_recipe(3))
     check_resume_is_exact(corpus, tmp_path, config)
-    a, b = (read_metadata(str(tmp_path / run / "student.safetensors"))["distill_config"] for run in "ab")
+    a, b = (read_metadata(str(tmp_path / run / "student.safetensors"))["sampling_recipe"] for run in "ab")
     assert a == b
-    times = DistillConfig.from_json(a).student_times
-    assert len(times) == 4 and times != tuple(config.student_grid_times().tolist())
+    times = SamplingRecipe.from_json(a).t_grid
+    assert len(times) == 4 and times != tuple(config.student.times().tolist())
 
 
 def test_learned_times_are_refused_with_fixed_time_targets():
+    loop = DISTILL_LOOP.with_overrides(steps=10)
     with pytest.raises(ValueError, match="learn_times .* needs velocity_steps=0 and segment_steps=0"):
-        DistillConfig(learn_times=True, segment_steps=2, steps=10)
+        DistillConfig(learn_times=True, segment_steps=2, loop=loop)
     with pytest.raises(ValueError, match="learn_times .* needs velocity_steps=0"):
-        DistillConfig(learn_times=True, velocity_steps=2, steps=10)
+        DistillConfig(learn_times=True, velocity_steps=2, loop=loop)
     with pytest.raises(ValueError, match="times_lr must be >= 0"):
         DistillConfig(learn_times=True, times_lr=-1.0)
     with pytest.raises(ValueError, match="learn_times needs grid gaps larger than"):
-        DistillConfig(learn_times=True, student_grid="custom", student_steps=3, student_times=(0, 0.5, 0.50001, 1))
+        DistillConfig(learn_times=True, student=student_recipe(3, "custom", times=(0, 0.5, 0.50001, 1)))
 
 
 def test_learned_times_stay_ordered_whatever_the_parameters():
-    from flowtts.train.distill import LearnedTimes
+    from flowtts.train.distill_config import LearnedTimes
 
     times = LearnedTimes((0.0, 0.0192, 0.0761, 0.2929, 1.0))
     assert torch.allclose(times(), torch.tensor([0.0, 0.0192, 0.0761, 0.2929, 1.0], dtype=torch.float64))
@@ -582,12 +587,12 @@ def test_the_ctc_term_lowers_the_students_ctc_loss_and_is_checked(corpus, tmp_pa
     recognizer.eval()
 
     def ctc_of(student):  # the term on fixed prompts, independently: the whole text on the whole mel
-        out = sample_with(student, prompts, cache=True, **_config().student_sampling())
+        out = sample_with(student, prompts, cache=True, **_config().student.sample_kwargs())
         loss, scored = recognizer.ctc_loss(out, prompts.durations, prompts.texts)
         return float(loss[scored].mean())
 
     teacher = _teacher(corpus)
-    target = sample_with(teacher, prompts, cache=True, **_config().teacher_sampling())
+    target = sample_with(teacher, prompts, cache=True, **_config().teacher.sample_kwargs())
     term = _StudentLoss(copy.deepcopy(teacher), _config(), None, recognizer)(prompts, target)[2]
     assert abs(float(term) / len(ds) - ctc_of(teacher)) < 1e-4  # every prompt scored, summed
     plain, weighted = copy.deepcopy(teacher), copy.deepcopy(teacher)
@@ -597,9 +602,9 @@ def test_the_ctc_term_lowers_the_students_ctc_loss_and_is_checked(corpus, tmp_pa
     )
     assert ctc_of(weighted) < ctc_of(plain) - 0.05
     unprompted = draw_kind(ds, [0, 1], "unprompted", 100, _config(), torch.Generator().manual_seed(4))
-    target = sample_with(teacher, unprompted, cache=True, **_config().teacher_sampling())
+    target = sample_with(teacher, unprompted, cache=True, **_config().teacher.sample_kwargs())
     term = _StudentLoss(copy.deepcopy(teacher), _config(), None, recognizer)(unprompted, target)[2]
-    out = sample_with(teacher, unprompted, cache=True, **_config().student_sampling())
+    out = sample_with(teacher, unprompted, cache=True, **_config().student.sample_kwargs())
     expected, _ = recognizer.ctc_loss(out[:, 1:], unprompted.durations - 1, unprompted.texts)  # not the no-audio frame
     assert abs(float(term) - float(expected.sum())) < 1e-4
     with pytest.raises(ValueError, match="teacher_pool holds prefix or pair prompts"):

@@ -1,14 +1,15 @@
 import pytest
 import torch
 
+from flowtts.sampling.recipe import SamplingRecipe
 from flowtts.text.units import join_texts
 from flowtts.train.data import MelDataset
-from flowtts.train.distill import DistillConfig
+from flowtts.train.distill_config import DistillConfig, student_recipe
 from flowtts.train.prompts import check_prompt_kind, draw_kind, draw_pair_prompts, draw_prompts, fixed_prompts
 from train.test_data import padded  # noqa: F401  (a fixture)
 from train.test_distill import corpus  # noqa: F401  (a fixture)
 
-CONFIG = DistillConfig(student_steps=2, teacher_steps=8)
+CONFIG = DistillConfig(student=student_recipe(2), teacher=SamplingRecipe(steps=8))
 
 
 def test_pair_prompts_pair_each_row_with_another_and_repeat_for_a_seed(corpus):  # noqa: F811
@@ -72,12 +73,12 @@ def test_unknown_prompt_kinds_are_refused_by_name():
     with pytest.raises(ValueError, match=r"prompts must be one of \('prefix', 'pair', 'unprompted'\), got 'pairs'"):
         check_prompt_kind("pairs")
     with pytest.raises(ValueError, match="prompts must be one of"):
-        DistillConfig(student_steps=2, teacher_steps=8, prompts="both")
+        DistillConfig(student=student_recipe(2), teacher=SamplingRecipe(steps=8), prompts="both")
 
 
 def test_unprompted_prompts_are_each_row_after_no_audio_as_inference_without_its_clip(corpus):  # noqa: F811
     from flowtts.text.units import text_units
-    from flowtts.train.distill import sample_with
+    from flowtts.train.prompts import sample_with
     from train.helpers import random_model
 
     ds = MelDataset(corpus)

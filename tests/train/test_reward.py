@@ -1,6 +1,5 @@
 import copy
 import dataclasses
-import json
 import os
 
 import pytest
@@ -8,8 +7,8 @@ import torch
 
 from flowtts.train.data import MelDataset
 from flowtts.train.prompts import Prompts, draw_prompts, sample_with
-from flowtts.train.reward import RewardConfig, evaluate, finetune, resolve_reward, timbre_reward
-from train.helpers import Killed, kill_at, prepared_corpus, random_model, run_two_ranks
+from flowtts.train.reward import REWARD_LOOP, RewardConfig, evaluate, finetune, resolve_reward, timbre_reward
+from train.helpers import Killed, kill_at, prepared_corpus, random_model, run_two_ranks, split_loop
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +24,7 @@ def _config(**kw):
     base = dict(
         reward="timbre", sample_steps=2, cfg_strength=0.0, steps=20, batch_size=3, lr=3e-3, warmup=2, save_every=10
     )
-    return RewardConfig(**{**base, **kw})
+    return RewardConfig(**split_loop({**base, **kw}, REWARD_LOOP))
 
 
 def _prompts(lens, durations, channels=4, seed=0):
@@ -75,7 +74,7 @@ def test_reward_fine_tuning_raises_the_reward_on_fixed_prompts(corpus, tmp_path)
     model = _model(corpus)
     config = _config(anchor_weight=0.0, steps=25)
     prompts = draw_prompts(ds, list(range(len(ds))), model.num_channels, config, torch.Generator().manual_seed(9))
-    sampling = config.sampling(model)
+    sampling = config.recipe(model).sample_kwargs()
 
     def mean_reward(m):
         return float(timbre_reward(sample_with(m, prompts, cache=True, **sampling), prompts).mean())
@@ -93,7 +92,7 @@ def test_the_anchor_holds_the_model_near_its_starting_samples(corpus, tmp_path):
     ds = MelDataset(corpus)
     start = _model(corpus)
     prompts = draw_prompts(ds, list(range(len(ds))), start.num_channels, _config(), torch.Generator().manual_seed(9))
-    sampling = _config().sampling(start)
+    sampling = _config().recipe(start).sample_kwargs()
     origin = sample_with(start, prompts, cache=True, **sampling)
     mask = prompts.generated_mask()[..., None]
     drift, rewards = {}, {}
@@ -127,13 +126,12 @@ def test_fine_tuned_students_keep_their_sampling_settings(corpus, tmp_path):
     import flowtts
     from flowtts.checkpoints.loader import read_metadata
     from flowtts.infer import recommended_options
-    from flowtts.train.distill import DistillConfig
+    from flowtts.train.distill_config import student_recipe
 
     student = _model(corpus)
-    recorded = DistillConfig(student_steps=3, teacher_steps=8, student_grid="custom", student_times=(0, 0.1, 0.5, 1))
-    student.metadata = {"distill_config": json.dumps(dataclasses.asdict(recorded))}
+    student.metadata = student_recipe(3, "custom", times=(0, 0.1, 0.5, 1)).to_metadata()  # as a distilled file
     config = _config(steps=2, sample_steps=None, cfg_strength=None)
-    assert config.sampling(student)["t_grid"] == (0.0, 0.1, 0.5, 1.0)
+    assert config.recipe(student).t_grid == (0.0, 0.1, 0.5, 1.0)
     finetune(student, MelDataset(corpus), str(tmp_path), config, progress=False)
     path = str(tmp_path / "model.safetensors")
     meta = read_metadata(path)
@@ -162,6 +160,7 @@ import sys, torch
 sys.path.insert(0, {tests!r})
 import torch.distributed as dist
 from flowtts.train.data import MelDataset
+from flowtts.train.loop import LoopSettings
 from flowtts.train.reward import RewardConfig, finetune
 from train.helpers import random_model
 ds = MelDataset({corpus!r})
@@ -174,6 +173,7 @@ torch.save(model.state_dict(), {out!r} + f"/params{{rank}}.pt")
 
 def test_two_process_fine_tuning_keeps_ranks_identical_and_matches_one_process(corpus, tmp_path):
     config = dict(reward="timbre", sample_steps=2, cfg_strength=0.0, steps=3, batch_size=4, lr=3e-3, warmup=1)
+    config = split_loop(config, REWARD_LOOP)
     a, b = run_two_ranks(DDP_SCRIPT, corpus, tmp_path, config)
     single = _model(corpus)
     finetune(single, MelDataset(corpus), str(tmp_path / "single"), RewardConfig(**config), progress=False)
@@ -188,7 +188,7 @@ def test_evaluate_scores_each_model_and_the_recordings(corpus):
     model = _model(corpus)
     config = _config()
     prompts = draw_prompts(ds, [0, 1, 2], model.num_channels, config, torch.Generator().manual_seed(0))
-    sampling = config.sampling(model)
+    sampling = config.recipe(model).sample_kwargs()
     models = {"a": (model, sampling), "b": (copy.deepcopy(model), sampling)}
     rows = evaluate(models, prompts, timbre_reward, reference="a")
     assert [r["system"] for r in rows] == ["a", "b", "recordings"]
@@ -264,8 +264,34 @@ def test_the_speaker_reward_is_built_for_the_model_and_scores_each_utterance(cor
     assert isinstance(reward, SpeakerSimilarity)
     ds = MelDataset(corpus)
     prompts = draw_prompts(ds, [0, 1, 2], model.num_channels, _config(), torch.Generator().manual_seed(0))
-    scores = reward(prompts.data, prompts)
-    assert scores.shape == (3,) and ((scores > -1) & (scores <= 1 + 1e-6)).all()
+    # Built for the model: resemblyzer's trained encoder (not a fresh one), fed from this model's mel front end.
+    from flowtts.eval.speaker import resemblyzer_weights
+
+    trained = torch.load(resemblyzer_weights(), map_location="cpu", weights_only=True)
+    trained = trained.get("model_state", trained)
+    for name, value in reward.encoder.state_dict().items():
+        assert torch.equal(value, trained[name]), name
+    assert reward.features.to_bins.shape[1] == model.num_channels
+    assert reward.features.frame_rate == model.mel_spec.target_sample_rate / model.mel_spec.hop_length
+    with torch.no_grad():
+        scores = reward(prompts.data, prompts)
+        assert scores.shape == (3,)
+        # Each utterance on its own: its score alone, frames past its duration ignored.
+        padded = prompts.data.clone()
+        for b in range(3):
+            alone = prompts.rows([b])
+            assert torch.allclose(reward(alone.data, alone), scores[b : b + 1], atol=1e-6), b
+            padded[b, int(prompts.durations[b]) :] = 50.0
+        assert torch.allclose(reward(padded, prompts), scores, atol=1e-6)
+        # The cosine of unit embeddings: generated frames that are the reference frames score exactly 1,
+        # the recordings' own continuations less (and not all alike).
+        lens = prompts.lens.tolist()
+        echo = torch.cat((prompts.data[:, : max(lens)], prompts.data[:, : max(lens)]), dim=1)
+        for b, k in enumerate(lens):
+            echo[b, k : 2 * k] = prompts.data[b, :k]
+        echoed = dataclasses.replace(prompts, durations=2 * prompts.lens)
+        assert torch.allclose(reward(echo, echoed), torch.ones(3), atol=1e-5)
+    assert (scores < 1 - 1e-3).all() and float(scores.max() - scores.min()) > 1e-3, scores
     with pytest.raises(ValueError, match="pass model="):
         resolve_reward("speaker")
 
@@ -381,7 +407,7 @@ def test_ctc_reward_fine_tuning_lowers_the_ctc_loss_on_held_out_pairs(corpus, tm
     assert config.prompts == "pair"
     held = heldout_prompts(ds, 6, config, model.num_channels, seed=5)
     reward = resolve_reward("ctc", model, path)
-    sampling = config.sampling(model)
+    sampling = config.recipe(model).sample_kwargs()
 
     def held_out_loss(m):
         return -float(reward(sample_with(m, held, cache=True, **sampling), held).mean())

@@ -5,9 +5,12 @@ import pytest
 import torch
 
 from flowtts.sampling.grids import make_grid
+from flowtts.sampling.recipe import SamplingRecipe
 from flowtts.train import teacher_pool
 from flowtts.train.data import MelDataset
-from flowtts.train.distill import DistillConfig, _StudentLoss, distill, draw_prompts, sample_with
+from flowtts.train.distill import _StudentLoss, distill
+from flowtts.train.distill_config import DISTILL_LOOP, DistillConfig, student_recipe
+from flowtts.train.prompts import draw_prompts, sample_with
 from flowtts.train.teacher_pool import TeacherPool, build_pool, load_or_build, teacher_grid, teacher_states
 from train.test_distill import (  # noqa: F401  (corpus: a fixture)
     _config,
@@ -20,7 +23,8 @@ from train.test_distill import (  # noqa: F401  (corpus: a fixture)
 
 def test_teacher_grid_holds_the_student_times_exactly():
     times = (0.0, 0.0192, 0.0761, 0.2929, 1.0)  # rounded sway times: near teacher times, which they replace
-    config = DistillConfig(student_grid="custom", student_times=times, teacher_steps=32, teacher_sway=-1.0)
+    teacher = SamplingRecipe(steps=32, sway_sampling_coef=-1.0)
+    config = DistillConfig(student=student_recipe(4, "custom", times=times), teacher=teacher)
     grid, positions = teacher_grid(config)
     assert torch.all(grid[1:] > grid[:-1])
     assert torch.allclose(grid[positions].double(), torch.tensor(times, dtype=torch.float64), atol=1e-7)
@@ -28,7 +32,7 @@ def test_teacher_grid_holds_the_student_times_exactly():
     teacher = make_grid(32, sway_coef=-1.0)
     assert torch.all(torch.isin(teacher, grid) | ((teacher[:, None] - grid[positions]).abs().min(1).values < 1e-4))
 
-    uniform = DistillConfig(student_steps=4, teacher_steps=32, teacher_sway=-1.0)
+    uniform = DistillConfig(student=student_recipe(4), teacher=SamplingRecipe(steps=32, sway_sampling_coef=-1.0))
     grid, positions = teacher_grid(uniform)
     assert grid.numel() == 33 + 3  # 0.25, 0.5, 0.75 are not on the sway grid: added
     assert torch.allclose(grid[positions], torch.linspace(0, 1, 5))
@@ -37,7 +41,7 @@ def test_teacher_grid_holds_the_student_times_exactly():
 def test_teacher_states_are_the_teachers_solve_stopped_at_each_student_time(corpus):  # noqa: F811
     ds = MelDataset(corpus)
     teacher = _teacher(corpus).double()
-    config = _config(student_grid="custom", student_steps=2, student_times=(0.0, 0.3, 1.0), teacher_steps=8)
+    config = _config(student=student_recipe(2, "custom", times=(0.0, 0.3, 1.0)), teacher=SamplingRecipe(steps=8))
     prompts = draw_prompts(ds, [0, 3], teacher.num_channels, config, torch.Generator().manual_seed(4))
     prompts.cond, prompts.noise = prompts.cond.double(), prompts.noise.double()
     states = teacher_states(teacher, prompts, config).double()
@@ -46,7 +50,9 @@ def test_teacher_states_are_the_teachers_solve_stopped_at_each_student_time(corp
     grid, positions = teacher_grid(config)
     mask = prompts.generated_mask()[..., None]
     for k, pos in enumerate(positions[1:], start=1):  # an independent solve over the grid up to that time
-        out = sample_with(teacher, prompts, cache=True, cfg_strength=config.teacher_cfg, t_grid=grid[: pos + 1])
+        out = sample_with(
+            teacher, prompts, cache=True, cfg_strength=config.teacher.cfg_strength, t_grid=grid[: pos + 1]
+        )
         assert torch.allclose(out * mask, states[k].to(out) * mask, atol=1e-6), k
     assert not torch.allclose(states[1] * mask, states[2] * mask)
 
@@ -199,24 +205,27 @@ def test_pool_runs_resume_exactly_without_sampling_the_teacher_again(corpus, tmp
 
 def test_bad_pool_settings_are_refused():
     with pytest.raises(ValueError, match="segment_steps"):
-        DistillConfig(steps=10, velocity_steps=6, segment_steps=5)
+        DistillConfig(loop=DISTILL_LOOP.with_overrides(steps=10), velocity_steps=6, segment_steps=5)
     with pytest.raises(ValueError, match="segment_start must be one of"):
         DistillConfig(segment_start="own")
     with pytest.raises(ValueError, match="teacher_pool must be >= 0"):
         DistillConfig(teacher_pool=-1)
-    assert [DistillConfig(steps=5, velocity_steps=1, segment_steps=2).phase(s) for s in range(5)] == [
+    config = DistillConfig(loop=DISTILL_LOOP.with_overrides(steps=5), velocity_steps=1, segment_steps=2)
+    assert [config.phase(s) for s in range(5)] == [
         "velocity", "segment", "segment", "sampler", "sampler",
     ]  # fmt: skip
 
 
 def test_two_processes_share_one_pool_and_stay_identical(corpus, tmp_path):  # noqa: F811
-    config = dict(student_steps=2, teacher_steps=8, steps=4, segment_steps=2, teacher_pool=5, batch_size=3, lr=3e-3)
-    a, b = run_two_ranks(corpus, tmp_path, **config, warmup=1, save_every=4, seed=1)
+    recipes = dict(student=student_recipe(2), teacher=SamplingRecipe(steps=8))
+    config = dict(**recipes, segment_steps=2, teacher_pool=5, batch_size=3)
+    loop = DISTILL_LOOP.with_overrides(steps=4, lr=3e-3, warmup=1, save_every=4)
+    a, b = run_two_ranks(corpus, tmp_path, **config, loop=loop, seed=1)
     for k in a:
         assert torch.equal(a[k], b[k]), k
     # the pool the two ranks built together (each sampled every other batch) equals a one-process pool
     ds = MelDataset(corpus)
-    config = DistillConfig(student_steps=2, teacher_steps=8, steps=4, batch_size=3, seed=1)
+    config = DistillConfig(**recipes, loop=DISTILL_LOOP.with_overrides(steps=4), batch_size=3, seed=1)
     alone = build_pool(_teacher(corpus), ds, config, 5)
     shared = TeacherPool.load(str(tmp_path / "teacher_pool.pt"))
     assert torch.equal(shared.index, alone.index) and torch.equal(shared.n_prompt, alone.n_prompt)
@@ -263,8 +272,9 @@ def test_pair_distillation_from_a_pool_moves_the_student_toward_the_teacher_on_n
     held = fixed_prompts(ds, list(range(len(ds))), "pair", teacher.num_channels, config, seed=9)
 
     def distance():
-        target = sample_with(teacher, held, cache=True, **config.teacher_sampling())
-        return generated_distance(sample_with(student, held, cache=True, **config.student_sampling()), target, held)
+        target = sample_with(teacher, held, cache=True, **config.teacher.sample_kwargs())
+        out = sample_with(student, held, cache=True, **config.student.sample_kwargs())
+        return generated_distance(out, target, held)
 
     before = distance()
     distill(teacher, student, ds, str(tmp_path), config, progress=False)

@@ -8,8 +8,8 @@ import torch
 
 from flowtts.text import load_vocab
 from flowtts.train.data import MelDataset, collate, prepare_dataset
-from flowtts.train.trainer import TrainConfig, read_log, train
-from train.helpers import tiny_model, write_corpus
+from flowtts.train.trainer import TRAIN_LOOP, TrainConfig, read_log, train
+from train.helpers import split_loop, tiny_model, write_corpus
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def _config(**kw):
         ema_decay=0.9,
         seed=3,
     )
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig(**split_loop({**base, **kw}, TRAIN_LOOP))
 
 
 def _fixed_loss(model, ds):
@@ -192,7 +192,8 @@ def test_gradient_accumulation_steps_on_the_mean_of_its_micro_batch_gradients(co
     import copy
 
     from flowtts.train.data import frame_batches
-    from flowtts.train.trainer import _step_generator, load_checkpoint
+    from flowtts.train.loop import load_checkpoint
+    from flowtts.train.trainer import _step_generator
 
     ds = MelDataset(corpus)
     model = tiny_model(load_vocab(ds.vocab_path()))
@@ -230,13 +231,13 @@ import sys, torch
 sys.path.insert(0, {tests!r})
 from flowtts.text import load_vocab
 from flowtts.train.data import MelDataset
-from flowtts.train.trainer import TrainConfig, train
+from flowtts.train.trainer import TRAIN_LOOP, TrainConfig, train
 from train.helpers import tiny_model
 import torch.distributed as dist
 ds = MelDataset({corpus!r})
 model = tiny_model(load_vocab(ds.vocab_path()))
-cfg = TrainConfig(steps=6, lr=3e-3, warmup=2, batch_frames=400, max_samples=4, save_every=6, log_every=1, seed=3,
-                  isolate_batch=True, grad_accum={accum})
+loop = TRAIN_LOOP.with_overrides(steps=6, lr=3e-3, warmup=2, save_every=6, log_every=1)
+cfg = TrainConfig(loop=loop, batch_frames=400, max_samples=4, seed=3, isolate_batch=True, grad_accum={accum})
 train(model, ds, {out!r}, cfg, progress=False)
 rank = dist.get_rank() if dist.is_initialized() else 0
 torch.save(model.state_dict(), {out!r} + f"/params{{rank}}.pt")

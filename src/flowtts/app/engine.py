@@ -1,68 +1,100 @@
 """What the web app's pages do, without the page: models loaded once per choice, and one function per
 action (speak, multi-voice, edit, compare, dataset preparation, runs). No Gradio here, so every action is
 tested as plain Python; :mod:`flowtts.app.ui` lays them out and turns their exceptions into messages.
+
+Every action checks its inputs against the app's :class:`~flowtts.app.limits.Limits` before it does any
+work, and samples through its request's :class:`~flowtts.app.limits.Job` (stopped between solver steps
+when its time is up or its client has gone). Files named in the page lie in the
+:class:`~flowtts.app.workspace.Workspace`.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from flowtts.app.limits import Job, Limits, Watched
+from flowtts.app.runs import Run  # noqa: F401 -- the page's runs, re-exported where they used to live
+from flowtts.app.workspace import Workspace
+
 BUILTIN_CHOICES = ("builtin", "builtin:student")
 CHECKPOINT_CHOICE = "checkpoint file"
 MODEL_CHOICES = (*BUILTIN_CHOICES, CHECKPOINT_CHOICE)
+DEFAULT_LIMITS = Limits()
 
 
 class ModelStore:
-    """Each model choice loaded once, shared by every request (thread-safe; loading holds a lock).
+    """Models loaded for the page, shared by every request: at most ``max_models``, the least recently
+    used dropped first (thread-safe; loading holds a lock).
 
     Args:
-        default: The model the page starts with (``--model`` of ``flowtts app``).
+        default: The model the page starts with (``--model`` of ``flowtts app``: a built-in name or a file).
         quantize: ``"int8"`` to load every model quantised (CPU).
+        max_models: Models kept loaded (``--max-models``).
     """
 
-    def __init__(self, default: str = "builtin", quantize: str | None = None):
+    def __init__(self, default: str = "builtin", quantize: str | None = None, max_models: int = 3):
+        if isinstance(max_models, bool) or not isinstance(max_models, int) or max_models < 1:
+            raise ValueError(f"max_models must be an integer >= 1, got {max_models!r}")
         self.default = default
         self.quantize = quantize
-        self._models: dict[tuple, object] = {}
+        self.max_models = max_models
+        self._models: OrderedDict[tuple, object] = OrderedDict()
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._models)
+
     def get(self, choice: str, checkpoint: str | None = None, vocab: str | None = None, model_cfg: str | None = None):
-        """The model of a page choice: a built-in name, or ``CHECKPOINT_CHOICE`` with its file (+ vocab, config).
+        """The model of a page choice: a built-in name, the app's ``--model``, or ``CHECKPOINT_CHOICE`` with
+        its file (+ vocab, config).
 
         Raises:
             ValueError: ``CHECKPOINT_CHOICE`` without a file, or an unknown choice.
             FileNotFoundError, flowtts.checkpoints.CheckpointError: As :func:`flowtts.load`.
         """
-        from flowtts.checkpoints.loader import load
-
         if choice == CHECKPOINT_CHOICE:
             if not checkpoint:
                 raise ValueError("choose a checkpoint file (.safetensors or .pt) for 'checkpoint file'")
             path = str(checkpoint)
-        elif choice in BUILTIN_CHOICES or (choice and os.path.exists(choice)):
+        elif choice in BUILTIN_CHOICES or (choice and choice == self.default):
             path = choice
         else:
-            raise ValueError(f"model must be one of {MODEL_CHOICES}, got {choice!r}")
+            raise ValueError(f"model must be one of {self.choices()}, got {choice!r}")
         key = (path, vocab or None, model_cfg or None)
         with self._lock:
-            if key not in self._models:
-                preset = None
-                if model_cfg:
-                    from flowtts.checkpoints.model_config import carries_architecture, read_model_config
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            model = self._load(path, vocab, model_cfg)
+            self._models[key] = model
+            while len(self._models) > self.max_models:
+                self._models.popitem(last=False)
+            return model
 
-                    if not carries_architecture(path):
-                        preset = read_model_config(str(model_cfg))
-                self._models[key] = load(path, preset=preset, vocab=vocab or None, quantize=self.quantize)
-            return self._models[key]
+    def choices(self) -> tuple[str, ...]:
+        """The model choices of the page."""
+        return MODEL_CHOICES if self.default in MODEL_CHOICES else (self.default, *MODEL_CHOICES)
+
+    def _load(self, path: str, vocab: str | None, model_cfg: str | None):
+        from flowtts.checkpoints.loader import load
+
+        preset = None
+        if model_cfg:
+            from flowtts.checkpoints.model_config import carries_architecture, read_model_config
+
+            if not carries_architecture(path):
+                preset = read_model_config(str(model_cfg))
+        return load(path, preset=preset, vocab=vocab or None, quantize=self.quantize)
 
 
 def model_summary(model) -> str:
@@ -84,32 +116,44 @@ class Speech:
     audio_seconds: float
     network_calls: int
     wave: torch.Tensor | None = field(default=None, repr=False)  # the samples of ``wav``, kept for joining
+    notes: tuple[str, ...] = ()  # what the user should know of this result (shown once, after the timing)
 
     @property
     def rtf(self) -> float:
         return self.seconds / max(self.audio_seconds, 1e-9)
 
     def summary(self) -> str:
-        return (
+        timing = (
             f"{self.audio_seconds:.2f} s of audio in {self.seconds:.2f} s (RTF {self.rtf:.3f}), "
             f"seed {self.seed}, {self.network_calls} network calls per chunk"
         )
+        return "\n".join([timing, *(f"note: {note}" for note in self.notes)])
 
 
-def read_text_file(path: str | None) -> str:
+def read_text_file(path: str | None, limits: Limits = DEFAULT_LIMITS) -> str:
     """The text of an uploaded ``.txt`` (UTF-8), or ``""`` for none.
 
     Raises:
-        ValueError: Not UTF-8 text.
+        ValueError: Not UTF-8 text, or longer than ``limits.max_text`` characters (a file of more than
+            four bytes a character allowed is refused unread).
     """
     if not path:
         return ""
+    name = os.path.basename(path)
+    size = os.path.getsize(path)
+    if size > 4 * limits.max_text + 3:  # UTF-8 takes at most 4 bytes a character (+ a 3-byte BOM)
+        raise ValueError(
+            f"{name} is {size} bytes, more than the {limits.max_text} characters the app takes per request "
+            "(--max-text); split it, or use `flowtts infer` for long texts"
+        )
     with open(path, "rb") as f:
         raw = f.read()
     try:
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ValueError(f"{os.path.basename(path)} is not UTF-8 text") from None
+        raise ValueError(f"{name} is not UTF-8 text") from None
+    limits.check_text(text, name)
+    return text
 
 
 def choose_seed(seed) -> int:
@@ -139,14 +183,24 @@ def clip_use(choice) -> bool | None:
 
 
 def _options(
-    model, *, steps=None, cfg=None, sway=None, speed=None, remove_silence=False, cross_fade=None, dtype=None, clip=None
+    model,
+    *,
+    limits: Limits,
+    steps=None,
+    cfg=None,
+    sway=None,
+    speed=None,
+    remove_silence=False,
+    cross_fade=None,
+    dtype=None,
+    clip=None,
 ):
     from flowtts.synthesis import recommended_options
 
     return recommended_options(
         model,
         continue_reference=clip_use(clip),
-        steps=int(steps) if steps else None,
+        steps=limits.check_steps(steps),
         cfg_strength=cfg,
         sway_sampling_coef=sway,
         speed=speed,
@@ -166,6 +220,39 @@ def _write_outputs(folder: str, name: str, wave: torch.Tensor, mel: torch.Tensor
     return wav, png
 
 
+def _watched(model, job: Job | None):
+    """``model`` sampled under ``job`` (checked between solver steps), or as it is without one."""
+    if job is None:
+        return model
+    job.check()
+    return Watched(model, job)
+
+
+def vocabulary_note(model, texts: Sequence[str]) -> str | None:
+    """What the page says of characters ``model``'s vocabulary lacks (the model reads each as id 0)."""
+    vocab = getattr(model, "vocab_char_map", None)
+    if not vocab:
+        return None
+    from flowtts.text import unknown_characters
+    from flowtts.text.units import text_units
+
+    missing = unknown_characters([text_units(model, t) for t in texts if t], vocab)
+    if not missing:
+        return None
+    zero = next((unit for unit, index in vocab.items() if index == 0), None)
+    shown = " ".join(repr(c) for c in missing)
+    return f"characters not in the model's vocabulary, read as id 0 ({zero!r}): {shown}"
+
+
+def clip_notes(model, name: str | None, *, has_clip: bool, clip=None, editing: bool = False) -> tuple[str, ...]:
+    """The clip note (:func:`flowtts.synthesis.clip_note.clip_note`) as a tuple of at most one sentence."""
+    from flowtts.synthesis.clip_note import clip_note
+
+    kwargs = {"editing": True} if editing else {"continue_reference": clip_use(clip)}
+    note = clip_note(model, name or "this model", has_clip=has_clip, **kwargs)
+    return (note,) if note else ()
+
+
 def speak(
     model,
     ref_audio: str | None,
@@ -183,15 +270,21 @@ def speak(
     dtype=None,
     clip=None,
     name: str = "speech",
+    model_name: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    job: Job | None = None,
 ) -> Speech:
     """Say ``text`` in the voice of ``ref_audio`` (the built-in clip when ``None``); writes a wav and a mel picture.
 
     ``clip`` is a key of :data:`CLIP_USES`: continue the clip, use it for rate and level only, or (``None``)
-    as the model file says.
+    as the model file says. The result's notes say what the model does with a clip of the user's when it
+    does not clone it (``model_name`` is how the page names the model), and which characters it cannot read.
 
     Raises:
-        ValueError: Empty text, a bad option, unreadable or too short audio, nothing recognised.
+        ValueError: Empty text or one over ``limits.max_text``, a bad option (steps over
+            ``limits.max_steps``), unreadable, too short or too long audio, nothing recognised.
         FileNotFoundError: No such reference file.
+        flowtts.app.limits.WorkStopped: ``job``'s time ran out or its client went away.
     """
     from flowtts.audio.vocoders import load_vocoder
     from flowtts.eval.asr import transcribe_reference
@@ -199,8 +292,11 @@ def speak(
 
     if not text or not text.strip():
         raise ValueError("the text to say is empty: type a sentence or upload a .txt")
+    limits.check_text(text)
+    limits.check_text(ref_text, "the reference text")
     options = _options(
         model,
+        limits=limits,
         steps=steps,
         cfg=cfg,
         sway=sway,
@@ -210,19 +306,23 @@ def speak(
         dtype=dtype,
         clip=clip,
     )
+    limits.check_recording(ref_audio, "the reference audio")
+    notes = clip_notes(model, model_name, has_clip=bool(ref_audio), clip=clip)
     seed = choose_seed(seed)
     transcript = []
+    watched = _watched(model, job)
     reference = load_reference(
-        model,
+        watched,
         ref_audio or None,
         (ref_text or "").strip() or None,
         options,
         on_transcript=transcript.append,
         transcribe=transcribe_reference,
     )
+    unknown = vocabulary_note(model, [reference.text, text])
     start = time.perf_counter()
     utterance = synthesize(
-        model, reference, [text], vocoder=load_vocoder(model.mel_spec), options=options, seeds=[seed], progress=True
+        watched, reference, [text], vocoder=load_vocoder(model.mel_spec), options=options, seeds=[seed], progress=True
     )[0]
     seconds = time.perf_counter() - start
     wav, png = _write_outputs(out_dir, name, utterance.wave, utterance.mel, utterance.sample_rate)
@@ -235,6 +335,7 @@ def speak(
         audio_seconds=utterance.wave.numel() / utterance.sample_rate,
         network_calls=options.recipe().nfe(),
         wave=utterance.wave,
+        notes=(*notes, *([unknown] if unknown else [])),
     )
 
 
@@ -249,11 +350,24 @@ class VoiceSlot:
     seed: int | None = None
 
 
-def speak_voices(model, voices: Sequence[VoiceSlot], text: str, *, out_dir: str, seed=None, **options) -> Speech:
+def speak_voices(
+    model,
+    voices: Sequence[VoiceSlot],
+    text: str,
+    *,
+    out_dir: str,
+    seed=None,
+    model_name: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    job: Job | None = None,
+    **options,
+) -> Speech:
     """Say a text with ``[name]`` tags, each piece in its voice (text before the first tag: the first voice).
 
     Raises:
-        ValueError: No voice, a duplicate or empty name, an unknown tag, empty text.
+        ValueError: No voice, a duplicate or empty name, an unknown tag, empty text or one with tags only,
+            a text over ``limits.max_text``, a reference clip over ``limits.max_recording_seconds``.
+        flowtts.app.limits.WorkStopped: ``job``'s time ran out or its client went away.
     """
     from flowtts.audio.crossfade import cross_fade
     from flowtts.text.voices import split_voices
@@ -266,11 +380,21 @@ def speak_voices(model, voices: Sequence[VoiceSlot], text: str, *, out_dir: str,
         raise ValueError(f"voice names must differ, got {names}")
     if not text or not text.strip():
         raise ValueError("the text to say is empty")
+    limits.check_text(text)
+    for slot in named:
+        limits.check_text(slot.ref_text, f"the text of voice [{slot.name.strip()}]")
+        limits.check_recording(slot.ref_audio, f"the reference of voice [{slot.name.strip()}]")
     by_name = dict(zip(names, named))
     pieces = split_voices(text, names)
+    if not pieces:
+        raise ValueError(
+            "the text has voice tags but nothing to say: write the words after each tag, e.g. "
+            f"[{names[0]}] Hello there."
+        )
     base = choose_seed(seed)
     waves, rate, seconds = [], model.mel_spec.target_sample_rate, 0.0
     calls = 0
+    notes: dict[str, None] = {}
     for k, (voice, piece) in enumerate(pieces):
         slot = by_name.get(voice, named[0])  # the text before the first tag: the first voice
         own = dict(options)
@@ -284,15 +408,19 @@ def speak_voices(model, voices: Sequence[VoiceSlot], text: str, *, out_dir: str,
             out_dir=out_dir,
             seed=slot.seed if slot.seed is not None and slot.seed >= 0 else base + k,
             name=f"piece{k}",
+            model_name=model_name,
+            limits=limits,
+            job=job,
             **own,
         )
         waves.append(speech.wave)
         seconds += speech.seconds
         calls = speech.network_calls
+        notes.update(dict.fromkeys(speech.notes))
     wave = cross_fade(waves, int(0.15 * rate))
     mel = model.mel_spec(wave[None].float())[0]
     wav, png = _write_outputs(out_dir, "voices", wave, mel, rate)
-    return Speech(wav, png, base, "", seconds, wave.numel() / rate, calls)
+    return Speech(wav, png, base, "", seconds, wave.numel() / rate, calls, notes=tuple(notes))
 
 
 def parse_parts(parts: str) -> list[tuple[float, float]]:
@@ -318,11 +446,26 @@ def parse_parts(parts: str) -> list[tuple[float, float]]:
     return result
 
 
-def edit(model, audio: str | None, text: str, parts: str, *, out_dir: str, seed=None, steps=None, cfg=None) -> Speech:
+def edit(
+    model,
+    audio: str | None,
+    text: str,
+    parts: str,
+    *,
+    out_dir: str,
+    seed=None,
+    steps=None,
+    cfg=None,
+    model_name: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    job: Job | None = None,
+) -> Speech:
     """Regenerate ``parts`` of a recording so that the whole says ``text`` (``flowtts edit``).
 
     Raises:
-        ValueError: No recording, empty text, bad parts.
+        ValueError: No recording, one over ``limits.max_recording_seconds``, empty text or one over
+            ``limits.max_text``, bad parts, steps over ``limits.max_steps``.
+        flowtts.app.limits.WorkStopped: ``job``'s time ran out or its client went away.
     """
     from flowtts.audio.io import read_audio
     from flowtts.audio.vocoders import load_vocoder
@@ -332,13 +475,16 @@ def edit(model, audio: str | None, text: str, parts: str, *, out_dir: str, seed=
         raise ValueError("load the recording to edit")
     if not text or not text.strip():
         raise ValueError("give the transcript of the whole recording after the edit")
+    limits.check_text(text, "the transcript")
     spans = parse_parts(parts)
+    options = _options(model, limits=limits, steps=steps, cfg=cfg)
+    limits.check_recording(audio, "the recording to edit")
+    notes = clip_notes(model, model_name, has_clip=True, editing=True)
     rate = model.mel_spec.target_sample_rate
     wave, _ = read_audio(audio, rate)
-    options = _options(model, steps=steps, cfg=cfg)
     start = time.perf_counter()
     result = edit_speech(
-        model,
+        _watched(model, job),
         wave,
         text.strip(),
         spans,
@@ -348,7 +494,9 @@ def edit(model, audio: str | None, text: str, parts: str, *, out_dir: str, seed=
     )
     seconds = time.perf_counter() - start
     wav, png = _write_outputs(out_dir, "edit", result.wave, result.mel, rate)
-    return Speech(wav, png, result.seed, "", seconds, result.wave.numel() / rate, options.recipe().nfe())
+    unknown = vocabulary_note(model, [text])
+    notes = (*notes, *([unknown] if unknown else []))
+    return Speech(wav, png, result.seed, "", seconds, result.wave.numel() / rate, options.recipe().nfe(), notes=notes)
 
 
 COMPARE_SAMPLERS = (
@@ -358,117 +506,135 @@ COMPARE_SAMPLERS = (
 )
 
 
-def compare(store: ModelStore, text: str, *, out_dir: str, seed=None, ref_audio=None, ref_text=None, student=None):
+def compare(
+    store: ModelStore,
+    text: str,
+    *,
+    out_dir: str,
+    seed=None,
+    ref_audio=None,
+    ref_text=None,
+    student=None,
+    limits: Limits = DEFAULT_LIMITS,
+    job: Job | None = None,
+):
     """One text, one seed, the teacher's samplers and a distilled student side by side.
 
     Returns:
-        ``(label, Speech)`` per sampler.
+        ``(label, Speech)`` per sampler; the clip note, when due, is on the first result only.
+
+    Raises:
+        ValueError, flowtts.app.limits.WorkStopped: As :func:`speak`.
     """
+    if not text or not text.strip():
+        raise ValueError("the text to say is empty")
+    limits.check_text(text)
     seed = choose_seed(seed)
-    results = []
+    results, notes = [], {}
     for k, (label, choice, settings) in enumerate(COMPARE_SAMPLERS):
         if choice == "builtin:student" and student:
-            model = store.get(CHECKPOINT_CHOICE, student)
+            model, name = store.get(CHECKPOINT_CHOICE, student), os.path.basename(student)
         else:
-            model = store.get(choice)
-        results.append(
-            (label, speak(model, ref_audio, ref_text, text, out_dir=out_dir, seed=seed, name=f"compare{k}", **settings))
-        )
+            model, name = store.get(choice), choice
+        speech = speak(
+            model, ref_audio, ref_text, text, out_dir=out_dir, seed=seed, name=f"compare{k}",
+            model_name=name, limits=limits, job=job, **settings,
+        )  # fmt: skip
+        for note in speech.notes:  # the same note of another model is said once
+            notes.setdefault(note.replace(name, "{model}"), note)
+        speech.notes = ()
+        results.append((label, speech))
+    results[0][1].notes = tuple(notes.values())
     return results
 
 
-def prepare(source: str, out_dir: str, vocab_of: str | None = None, store: ModelStore | None = None) -> str:
-    """Prepare a dataset from a folder (with ``metadata.csv``) or a metadata file; optionally check its units
-    against a checkpoint's vocabulary. Returns the report.
+DATASET_FILES = ("index.jsonl", "mels.npy", "dataset.json", "vocab.txt")
+
+
+def prepare(
+    workspace: Workspace,
+    source: str | None,
+    out: str,
+    against: str | None = None,
+    *,
+    uploads: Sequence[str] = (),
+    store: ModelStore | None = None,
+) -> str:
+    """Prepare a dataset in the workspace from a folder with ``metadata.csv``, a metadata file, or uploads (a
+    ``.zip``, or ``metadata.csv`` and its audio files); optionally check its units against a model's
+    vocabulary. Returns the report.
+
+    Every path is checked before anything is read or written: the source, the rows' audio files and the
+    checkpoint of ``against`` lie in the workspace, and the output folder is new or one the app made that
+    holds no dataset yet. An output folder made here is removed again when the preparation fails.
 
     Raises:
-        FileNotFoundError: No metadata.
-        ValueError: No usable rows.
+        ValueError: A path outside the workspace, a foreign or already prepared output folder, both a source
+            and uploads, no usable rows.
+        FileNotFoundError: No metadata, or a missing ``against`` checkpoint.
     """
     from flowtts.train.data import MelDataset, prepare_dataset
 
-    metadata = os.path.join(source, "metadata.csv") if os.path.isdir(source) else source
+    out_path, exists = workspace.writable_folder(out, "the output folder")
+    if exists and any(os.path.exists(os.path.join(out_path, f)) for f in DATASET_FILES):
+        raise ValueError(f"{workspace.show(out_path)} already holds a prepared dataset; choose a new output folder")
+    if against and against not in BUILTIN_CHOICES:
+        if against.startswith("builtin"):
+            raise ValueError(f"the vocabulary check takes {' or '.join(BUILTIN_CHOICES)} or a checkpoint file")
+        against = workspace.existing(against, "the vocabulary check (against)", folder=False)
+    uploads = [u for u in uploads if u]
+    if uploads and source:
+        raise ValueError("give either a source in the workspace or uploaded files, not both")
+    metadata = None if uploads else _metadata_of(workspace, source)
+    if metadata is not None:
+        _check_rows(workspace, metadata)
+    try:
+        if not exists:
+            workspace.make_folder(out_path)
+        if uploads:
+            folder = os.path.join(out_path, "source")
+            os.makedirs(folder, exist_ok=True)
+            metadata = _metadata_of(workspace, workspace.unpack(uploads, folder))
+            _check_rows(workspace, metadata)
+        report = prepare_dataset(metadata, None, out_path, progress=False).summary()
+        if against:
+            from flowtts.text import unknown_characters
+
+            store = store or ModelStore()
+            model = store.get(against if against in BUILTIN_CHOICES else CHECKPOINT_CHOICE, against)
+            missing = unknown_characters(MelDataset(out_path).texts, model.vocab_char_map or {})
+            shown = against if against in BUILTIN_CHOICES else workspace.show(against)
+            report += (
+                f"\nunits missing from {shown}'s vocabulary: {' '.join(missing)} (train with --extend-vocab)"
+                if missing
+                else f"\nevery unit is in {shown}'s vocabulary"
+            )
+    except BaseException:
+        if not exists:
+            shutil.rmtree(out_path, ignore_errors=True)
+        raise
+    return f"prepared in {workspace.show(out_path)}\n{report}"
+
+
+def _metadata_of(workspace: Workspace, source: str | None) -> str:
+    """The metadata file of a source in the workspace: ``metadata.csv`` in a folder, or the file itself."""
+    if not source:
+        raise ValueError("give the data to prepare: a folder in the workspace, or upload a .zip or files")
+    path = workspace.existing(source, "the data to prepare")
+    metadata = os.path.join(path, "metadata.csv") if os.path.isdir(path) else path
     if not os.path.isfile(metadata):
-        raise FileNotFoundError(f"no metadata.csv in {source} (audio_file|text rows)")
-    report = prepare_dataset(metadata, None, out_dir, progress=False).summary()
-    if vocab_of:
-        from flowtts.text import unknown_characters
-
-        store = store or ModelStore()
-        model = store.get(vocab_of if vocab_of in BUILTIN_CHOICES else CHECKPOINT_CHOICE, vocab_of)
-        missing = unknown_characters(MelDataset(out_dir).texts, model.vocab_char_map or {})
-        report += (
-            f"\nunits missing from {vocab_of}'s vocabulary: {' '.join(missing)} (train with --extend-vocab)"
-            if missing
-            else f"\nevery unit is in {vocab_of}'s vocabulary"
-        )
-    return report
+        raise FileNotFoundError(f"no metadata.csv in {workspace.show(path)} (audio_file|text rows)")
+    return metadata
 
 
-class Run:
-    """A ``flowtts train`` or ``flowtts distill`` run in its own process, watched from the page.
+def _check_rows(workspace: Workspace, metadata: str) -> None:
+    """Refuse a metadata file whose rows name audio outside the workspace (line named)."""
+    from flowtts.train.data import read_metadata
 
-    Stopping writes ``STOP`` into the run directory: the run checkpoints (``last.pt``, resumable) and exits.
-    """
-
-    def __init__(self, command: str, args: Sequence[str], out_dir: str):
-        if command not in ("train", "distill"):
-            raise ValueError(f"command must be 'train' or 'distill', got {command!r}")
-        self.out_dir = out_dir
-        os.makedirs(out_dir, exist_ok=True)
-        stop = os.path.join(out_dir, "STOP")
-        if os.path.exists(stop):
-            os.remove(stop)
-        self.log_path = os.path.join(out_dir, "app_run.log")
-        self._log = open(self.log_path, "w", encoding="utf-8")
-        cmd = [sys.executable, "-m", "flowtts.cli", command, *args, "--out", out_dir, "-q"]
-        self.command = " ".join(cmd[2:])
-        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 120) -> int | None:
-        """Ask the run to checkpoint and exit; wait up to ``timeout`` seconds. Returns the exit code."""
-        with open(os.path.join(self.out_dir, "STOP"), "w") as f:
-            f.write("stop\n")
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def status(self) -> dict:
-        """Log tail, loss curve and latest sample of the run (what exists of them)."""
-        tail = ""
-        if os.path.exists(self.log_path):
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                tail = "".join(f.readlines()[-20:])
-        csv_tail = ""
-        for name in ("train_log.csv", "distill_log.csv"):
-            path = os.path.join(self.out_dir, name)
-            if os.path.exists(path):
-                with open(path, encoding="utf-8") as f:
-                    lines = f.readlines()
-                csv_tail = "".join(lines[:1] + lines[-5:])
-        curve = os.path.join(self.out_dir, "loss.png")
-        samples = os.path.join(self.out_dir, "samples")
-        sample = None
-        if os.path.isdir(samples):
-            wavs = sorted((f for f in os.listdir(samples) if f.endswith("_gen.wav")), key=_step_of)
-            sample = os.path.join(samples, wavs[-1]) if wavs else None
-        code = self.process.poll()
-        state = "running" if code is None else f"exited with code {code}"
-        return {
-            "state": f"{self.command}: {state}",
-            "log": (csv_tail + "\n" + tail).strip(),
-            "curve": curve if os.path.exists(curve) else None,
-            "sample": sample,
-        }
-
-
-def _step_of(name: str) -> int:
-    digits = "".join(c for c in name if c.isdigit())
-    return int(digits) if digits else -1
+    folder = os.path.dirname(metadata)
+    for line, audio, _text in read_metadata(metadata):
+        if audio:
+            workspace.resolve(os.path.join(folder, audio), f"the audio of metadata line {line}")
 
 
 def new_output_dir(root: str | None = None) -> str:

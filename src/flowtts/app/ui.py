@@ -1,22 +1,39 @@
 """The web app's page (Gradio): Speak, Multi-voice, Edit, Compare and Train tabs over :mod:`flowtts.app.engine`.
 
 Every handler turns a bad input into a message shown in the page (``gradio.Error``) and never lets an
-exception reach the server; requests go through Gradio's queue with a bounded concurrency.
+exception reach the server; requests go through Gradio's queue with a bounded concurrency, each under the
+app's :class:`~flowtts.app.limits.Limits` as a :class:`~flowtts.app.limits.Job` that stops when its time is up
+or its client has gone. Paths typed in the Train tab lie in the app's workspace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
-import threading
+import shutil
 
 from flowtts.app import engine
+from flowtts.app.limits import JobBoard, Limits, WorkStopped
+from flowtts.app.runs import Runs
+from flowtts.app.workspace import Workspace
 
 log = logging.getLogger("flowtts")
 
 MAX_VOICES = 4
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, ImportError)
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError, ImportError, WorkStopped)
+REFERENCE_LABEL = (
+    "Reference audio (empty: the built-in voice). The built-in models speak in their one voice: a clip sets "
+    "only the speaking rate and loudness; an F5-TTS checkpoint clones it"
+)
+
+
+def _message(error: BaseException) -> str:
+    """The text of a user error (a ``KeyError`` without the quotes ``str()`` adds)."""
+    if isinstance(error, KeyError) and len(error.args) == 1:
+        return str(error.args[0])
+    return str(error)
 
 
 def _guarded(fn):
@@ -30,7 +47,7 @@ def _guarded(fn):
         except gr.Error:
             raise
         except USER_ERRORS as error:
-            raise gr.Error(str(error).strip("'\""), print_exception=False) from None  # the user's, not a bug
+            raise gr.Error(_message(error), print_exception=False) from None  # the user's, not a bug
         except Exception as error:  # a bug must not take the app down: say so, log it, keep serving
             log.exception("request failed")
             raise gr.Error(f"internal error ({type(error).__name__}): {error}") from None
@@ -38,37 +55,91 @@ def _guarded(fn):
     return wrapper
 
 
-def build_app(default_model: str = "builtin", quantize: str | None = None, concurrency: int = 2):
+def _client_waiting():
+    """``() -> bool``: whether the client of the request being handled still waits for its answer.
+
+    Gradio's queue marks an event dead when its client disconnects and drops it when the client cancels;
+    Gradio has no public call for this, so the event is looked up once and, where that fails (another
+    Gradio), the answer is always yes and only the time limit stops the work.
+    """
+    try:
+        from gradio.context import LocalContext
+
+        blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+        queue = blocks._queue
+        event = next(e for job in queue.active_jobs if job for e in job if e._id == event_id)
+    except Exception:
+        return lambda: True
+
+    def waiting() -> bool:
+        return bool(event.alive) and any(job and event in job for job in list(queue.active_jobs))
+
+    return waiting
+
+
+@contextlib.contextmanager
+def _job(board: JobBoard, name: str):
+    """A :class:`~flowtts.app.limits.Job` for the request being handled, ended on the board however it ends."""
+    job = board.start(name, _client_waiting())
+    try:
+        yield job
+    except BaseException as error:
+        board.end(job, _message(error) or type(error).__name__)
+        raise
+    board.end(job, "done")
+
+
+def build_app(
+    default_model: str = "builtin",
+    quantize: str | None = None,
+    concurrency: int = 2,
+    *,
+    workspace: str | os.PathLike | Workspace | None = None,
+    limits: Limits | None = None,
+):
     """The Gradio ``Blocks`` of the app (not launched).
 
     Args:
         default_model: The model choice the page starts with.
         quantize: ``"int8"``: every model loaded quantised.
         concurrency: Requests run at once (the rest wait in the queue).
+        workspace: The folder the page's paths lie in (default: ``flowtts_workspace`` in the current
+            directory, made on first use).
+        limits: The caps on each request and on what the app holds (default: :class:`Limits`'s).
+
+    The app carries ``flowtts_store``, ``flowtts_runs``, ``flowtts_jobs``, ``flowtts_workspace`` and
+    ``flowtts_limits``; :func:`shutdown` ends its runs and work.
     """
     import gradio as gr
 
     from flowtts.utils.dtypes import DTYPE_NAMES
 
-    store = engine.ModelStore(default_model, quantize=quantize)
-    runs: dict[str, engine.Run] = {}
-    runs_lock = threading.Lock()
-    choices = list(engine.MODEL_CHOICES)
-    if default_model not in choices:
-        choices.insert(0, default_model)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    limits = limits or Limits()
+    space = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    store = engine.ModelStore(default_model, quantize=quantize, max_models=limits.max_models)
+    runs = Runs(space, limits.max_runs)
+    board = JobBoard(limits)
+    choices = list(store.choices())
 
     def model_of(choice, checkpoint, vocab, config):
         return store.get(choice, _path(checkpoint), _path(vocab), _path(config))
 
     with gr.Blocks(title="flowtts") as app:
-        gr.Markdown("# flowtts\nF5-TTS-compatible flow-matching speech, offline.")
+        gr.Markdown(
+            "# flowtts\nF5-TTS-compatible flow-matching speech, offline. "
+            f"Each request: at most {limits.max_text} characters, {limits.max_steps} steps, "
+            f"{limits.max_recording_seconds:g} s recordings and {limits.max_seconds:g} s of work."
+        )
         with gr.Tab("Speak"):
             with gr.Row():
                 with gr.Column():
                     ref_audio = gr.Audio(
-                        label="Reference audio (empty: the built-in voice)",
+                        label=REFERENCE_LABEL,
                         sources=["upload", "microphone"],
                         type="filepath",
+                        elem_id="speak-ref",
                     )
                     ref_text = gr.Textbox(label="Reference text (empty: transcribed, shown here for correction)")
                     text = gr.Textbox(label="Text to say", lines=4, elem_id="speak-text")
@@ -79,7 +150,7 @@ def build_app(default_model: str = "builtin", quantize: str | None = None, concu
                         vocab = gr.File(label="vocab.txt", type="filepath")
                         model_cfg = gr.File(label="model config (.yaml)", type="filepath")
                     with gr.Accordion("Advanced", open=False):
-                        steps = gr.Number(label="steps (empty: the model's)", precision=0)
+                        steps = gr.Number(label=f"steps (empty: the model's; 1..{limits.max_steps})", precision=0)
                         cfg = gr.Number(label="guidance strength (empty: the model's)")
                         sway = gr.Number(label="sway (empty: the model's)")
                         speed = gr.Slider(0.3, 2.0, value=1.0, step=0.05, label="speed")
@@ -105,13 +176,15 @@ def build_app(default_model: str = "builtin", quantize: str | None = None, concu
                 ref, rtext, txt, tfile, choice, ckpt, voc, mcfg, n, g, sw, sp, sd, silence, fade, dt, use=None,
                 progress=gr.Progress(track_tqdm=True),  # noqa: B008 -- Gradio injects it
             ):  # fmt: skip
-                model = model_of(choice, ckpt, voc, mcfg)
-                words = txt if (txt or "").strip() else engine.read_text_file(_path(tfile))
-                speech = engine.speak(
-                    model, _path(ref), rtext, words, out_dir=engine.new_output_dir(),
-                    steps=n, cfg=g, sway=sw, speed=sp, seed=sd, remove_silence=silence, cross_fade=fade, dtype=dt,
-                    clip=use,
-                )  # fmt: skip
+                with _job(board, "speak") as job:
+                    model = model_of(choice, ckpt, voc, mcfg)
+                    words = txt if (txt or "").strip() else engine.read_text_file(_path(tfile), limits)
+                    name = os.path.basename(_path(ckpt)) if choice == engine.CHECKPOINT_CHOICE else choice
+                    speech = engine.speak(
+                        model, _path(ref), rtext, words, out_dir=engine.new_output_dir(),
+                        steps=n, cfg=g, sway=sw, speed=sp, seed=sd, remove_silence=silence, cross_fade=fade,
+                        dtype=dt, clip=use, model_name=name, limits=limits, job=job,
+                    )  # fmt: skip
                 return speech.wav, speech.mel_png, speech.summary(), speech.seed, speech.ref_text, _describe(model)
 
             go.click(
@@ -158,7 +231,11 @@ def build_app(default_model: str = "builtin", quantize: str | None = None, concu
                 for k in range(int(n)):
                     name, audio, rtext, vspeed, vseed = fields[5 * k : 5 * k + 5]
                     voices.append(engine.VoiceSlot(name or "", _path(audio), rtext, vspeed, _int(vseed)))
-                speech = engine.speak_voices(store.get(choice), voices, txt, out_dir=engine.new_output_dir())
+                with _job(board, "multi-voice") as job:
+                    speech = engine.speak_voices(
+                        store.get(choice), voices, txt, out_dir=engine.new_output_dir(), model_name=choice,
+                        limits=limits, job=job,
+                    )  # fmt: skip
                 return speech.wav, speech.mel_png, speech.summary()
 
             voices_go.click(
@@ -185,9 +262,11 @@ def build_app(default_model: str = "builtin", quantize: str | None = None, concu
 
             @_guarded
             def on_edit(audio, txt, parts, choice, sd, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 -- Gradio's way
-                speech = engine.edit(
-                    store.get(choice), _path(audio), txt, parts, out_dir=engine.new_output_dir(), seed=sd
-                )
+                with _job(board, "edit") as job:
+                    speech = engine.edit(
+                        store.get(choice), _path(audio), txt, parts, out_dir=engine.new_output_dir(), seed=sd,
+                        model_name=choice, limits=limits, job=job,
+                    )  # fmt: skip
                 return _path(audio), speech.wav, speech.mel_png, speech.summary()
 
             edit_go.click(
@@ -214,7 +293,10 @@ def build_app(default_model: str = "builtin", quantize: str | None = None, concu
             @_guarded
             def on_compare(txt, sd, student, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 -- Gradio's way
                 folder = engine.new_output_dir()
-                results = engine.compare(store, txt, out_dir=folder, seed=sd, student=_path(student))
+                with _job(board, "compare") as job:
+                    results = engine.compare(
+                        store, txt, out_dir=folder, seed=sd, student=_path(student), limits=limits, job=job
+                    )
                 values = []
                 for _, speech in results:
                     values += [speech.wav, speech.mel_png, speech.summary()]
@@ -225,25 +307,44 @@ def build_app(default_model: str = "builtin", quantize: str | None = None, concu
             )
 
         with gr.Tab("Train"):
+            gr.Markdown(
+                "Paths are relative to the app's workspace; nothing outside it is read or written. "
+                "Bring data in by uploading it. The app writes only into folders it made."
+            )
             gr.Markdown("### Prepare a dataset")
             with gr.Row():
-                source = gr.Textbox(label="folder with metadata.csv, or a metadata file (audio_file|text)")
-                prepared = gr.Textbox(label="output folder")
-                vocab_check = gr.Textbox(label="check units against (builtin or a checkpoint path; optional)")
-            prepare_go = gr.Button("Prepare")
-            prepare_report = gr.Textbox(label="Report", lines=6)
+                source = gr.Textbox(
+                    label="folder with metadata.csv, or a metadata file (audio_file|text), in the workspace",
+                    elem_id="prepare-source",
+                )
+                dataset_upload = gr.File(
+                    label="...or upload a .zip (metadata.csv + audio) or metadata.csv and its audio files",
+                    file_count="multiple",
+                    type="filepath",
+                )
+            with gr.Row():
+                prepared = gr.Textbox(label="output folder (new)", elem_id="prepare-out")
+                vocab_check = gr.Textbox(
+                    label="check units against (builtin or a checkpoint in the workspace; optional)"
+                )
+            prepare_go = gr.Button("Prepare", elem_id="prepare-go")
+            prepare_report = gr.Textbox(label="Report", lines=6, elem_id="prepare-report")
 
             @_guarded
-            def on_prepare(src, out, against):
-                if not src or not out:
-                    raise ValueError("give the data to prepare and an output folder")
-                return engine.prepare(src, out, against or None, store=store)
+            def on_prepare(src, files, out, against):
+                if not out:
+                    raise ValueError("give the output folder (a new folder in the workspace)")
+                uploads = [_path(f) for f in (files or [])]
+                return engine.prepare(space, src or None, out, against or None, uploads=uploads, store=store)
 
-            prepare_go.click(on_prepare, inputs=[source, prepared, vocab_check], outputs=prepare_report)
-            gr.Markdown("### Run `flowtts train` or `flowtts distill`")
+            prepare_go.click(
+                on_prepare, inputs=[source, dataset_upload, prepared, vocab_check], outputs=prepare_report,
+                api_name="prepare",
+            )  # fmt: skip
+            gr.Markdown(f"### Run `flowtts train` or `flowtts distill` (at most {limits.max_runs} at once)")
             with gr.Row():
                 command = gr.Dropdown(["train", "distill"], value="train", label="command")
-                run_dir = gr.Textbox(label="run folder (--out)")
+                run_dir = gr.Textbox(label="run folder (--out; new, or made by the app)")
                 run_args = gr.Textbox(label="arguments", value="--data corpus/prepared --init builtin --steps 100")
             with gr.Row():
                 start = gr.Button("Start", variant="primary")
@@ -255,41 +356,49 @@ def build_app(default_model: str = "builtin", quantize: str | None = None, concu
             run_sample = gr.Audio(label="Latest logged sample", type="filepath")
 
             def status_of(out):
+                if not out:
+                    raise ValueError("give the run folder")
                 run = runs.get(out)
                 if run is None:
                     return "no run started here for this folder", "", None, None
                 s = run.status()
-                return s["state"], s["log"], s["curve"], s["sample"]
+                return s["state"], s["log"], _served(s["curve"]), _served(s["sample"])
 
             @_guarded
             def on_start(cmd, out, args):
-                import shlex
-
-                if not out:
-                    raise ValueError("give the run folder (--out)")
-                with runs_lock:
-                    if out in runs and runs[out].running():
-                        raise ValueError(f"a run is already going in {out}")
-                    runs[out] = engine.Run(cmd, shlex.split(args or ""), out)
+                runs.start(cmd, out, args)
                 return status_of(out)
 
             @_guarded
             def on_stop(out):
-                run = runs.get(out)
+                run = runs.get(out) if out else None
                 if run is None or not run.running():
                     raise ValueError("no run is going in this folder")
                 run.stop()
                 return status_of(out)
 
-            start.click(
-                on_start, inputs=[command, run_dir, run_args], outputs=[run_state, run_log, run_curve, run_sample]
-            )
-            stop.click(on_stop, inputs=run_dir, outputs=[run_state, run_log, run_curve, run_sample])
-            refresh.click(_guarded(status_of), inputs=run_dir, outputs=[run_state, run_log, run_curve, run_sample])
+            run_outputs = [run_state, run_log, run_curve, run_sample]
+            start.click(on_start, inputs=[command, run_dir, run_args], outputs=run_outputs, api_name="start")
+            stop.click(on_stop, inputs=run_dir, outputs=run_outputs, api_name="stop")
+            refresh.click(_guarded(status_of), inputs=run_dir, outputs=run_outputs, api_name="refresh")
 
         app.queue(default_concurrency_limit=concurrency, max_size=32)
     app.flowtts_store = store  # for tests and the CLI
+    app.flowtts_runs = runs
+    app.flowtts_jobs = board
+    app.flowtts_workspace = space
+    app.flowtts_limits = limits
     return app
+
+
+def _served(path: str | None) -> str | None:
+    """A copy of a run's file in a fresh temporary folder, which Gradio serves (the workspace may lie
+    anywhere, and is not served as a whole)."""
+    if not path:
+        return None
+    copy = os.path.join(engine.new_output_dir(), os.path.basename(path))
+    shutil.copyfile(path, copy)
+    return copy
 
 
 def _path(value) -> str | None:
@@ -312,15 +421,56 @@ def _describe(model) -> str:
         return f"(no summary: {error})"
 
 
-def launch(app, host: str = "127.0.0.1", port: int = 7860, inbrowser: bool = False, root_path: str | None = None, **kw):
-    """Serve ``app`` (blocking unless ``prevent_thread_lock=True`` is passed)."""
+def launch(
+    app,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    inbrowser: bool = False,
+    root_path: str | None = None,
+    auth: list[tuple[str, str]] | None = None,
+    **kw,
+):
+    """Serve ``app`` (blocking unless ``prevent_thread_lock=True`` is passed).
+
+    Args:
+        auth: ``(user, password)`` logins (Gradio's login page); needed for a non-loopback ``host``.
+
+    Raises:
+        ValueError: A non-loopback ``host`` without ``auth`` (:func:`flowtts.app.access.check_exposure`).
+    """
+    from flowtts.app.access import check_exposure
+
+    check_exposure(host, auth)
     return app.launch(
-        server_name=host, server_port=port, inbrowser=inbrowser, root_path=root_path or None, share=False, **kw
+        server_name=host,
+        server_port=port,
+        inbrowser=inbrowser,
+        root_path=root_path or None,
+        share=False,
+        auth=auth or None,
+        **kw,
     )
 
 
-def output_roots() -> list[str]:
-    """Folders the app's files are written in (Gradio serves files only from allowed places)."""
-    import tempfile
+def shutdown(app) -> None:
+    """Stop the app's work in flight, end the runs it started, and close the server."""
+    app.flowtts_jobs.cancel_all()
+    app.flowtts_runs.close()
+    app.close()
 
-    return [tempfile.gettempdir(), os.getcwd()]
+
+def serve(app, host: str, port: int, **kw) -> None:
+    """:func:`launch`, blocking until the app is stopped (Ctrl-C or SIGTERM); then :func:`shutdown`."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        launch(app, host, port, **kw)
+    finally:
+        shutdown(app)
+
+
+def _exit_on_signal(signum, _frame):
+    raise SystemExit(128 + signum)

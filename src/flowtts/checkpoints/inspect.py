@@ -18,6 +18,7 @@ def model_facts(model, path: str | os.PathLike | None = None) -> dict:
     """
     import dataclasses
 
+    from flowtts.checkpoints.recorded import CONTINUE_KEY, recorded_flag, recorded_voices
     from flowtts.sampling.recipe import SamplingRecipe
 
     config = model.config
@@ -46,6 +47,8 @@ def model_facts(model, path: str | os.PathLike | None = None) -> dict:
             "sway_sampling_coef": recipe.sway_sampling_coef,
             "t_grid": recipe.t_grid,
         },
+        "voices": recorded_voices(model),
+        "continues_reference": recorded_flag(model, CONTINUE_KEY) is not False,
         "metadata": {k: v for k, v in metadata.items() if k not in ("format", "format_version")},
     }
     return facts
@@ -79,6 +82,15 @@ def format_facts(facts: dict, width: int = 100) -> str:
         "mel           " + ", ".join(f"{k}={v}" for k, v in facts["mel"].items()),
         f"sampling      {sampling['steps']} steps, cfg {sampling['cfg_strength']:g}"
         + (f", grid {[round(t, 4) for t in grid]}" if grid else f", sway {sampling['sway_sampling_coef']}"),
+        "voices        " + (
+            "not recorded (F5-TTS checkpoints take the voice of the reference clip)" if facts["voices"] is None
+            else f"{facts['voices']}" + (" (a clip sets the speaking rate and loudness, not the voice)"
+                                         if facts["voices"] == 1 else "")
+        ),
+        "reference     " + (
+            "continued, as F5-TTS does" if facts["continues_reference"]
+            else "not continued: the text is spoken unprompted, the clip setting rate and loudness"
+        ),
     ]  # fmt: skip
     for key, value in facts["metadata"].items():
         value = str(value).replace("\n", " ")

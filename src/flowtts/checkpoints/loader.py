@@ -6,10 +6,13 @@ flowtts's own format is a ``.safetensors`` file whose metadata carries the full 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import stat
 from collections.abc import Mapping
+from types import SimpleNamespace
 
 import torch
 
@@ -22,7 +25,7 @@ from flowtts.checkpoints.official import (
     read_file,
     vocab_size_of,
 )
-from flowtts.checkpoints.recorded import carried_metadata
+from flowtts.checkpoints.recorded import CONTINUE_KEY, carried_metadata, recorded_flag, recorded_voices
 from flowtts.config import ModelConfig, get_preset
 from flowtts.utils.dtypes import resolve_dtype
 from flowtts.utils.files import atomic_output
@@ -90,6 +93,111 @@ def save(model, path: str | os.PathLike, *, dtype: str | torch.dtype | None = No
         save_file(tensors, tmp, metadata=metadata)
 
 
+def resolve_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """``device`` as a :class:`torch.device` this process can use (``name`` says what it is called).
+
+    Raises:
+        ValueError: Not a device name torch knows, or a device this machine lacks (``cuda`` without a GPU).
+    """
+    known = "'cpu', 'cuda', 'cuda:N' or 'mps'"
+    try:
+        parsed = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{name} must be {known}, got {device!r}") from None
+    if parsed.type == "cpu":
+        return parsed
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{name} {str(device)!r}: this machine has no CUDA GPU that torch can use; use 'cpu'")
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(
+                f"{name} {str(device)!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+            )
+        return parsed
+    if parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{name} 'mps': this machine has no Apple GPU that torch can use; use 'cpu'")
+        return parsed
+    raise ValueError(f"{name} must be {known}, got {device!r}")
+
+
+def check_model_path(path: str) -> None:
+    """Raise unless ``path`` is a file that can be opened (following links).
+
+    Raises:
+        FileNotFoundError: No such file, or a link to none.
+        ValueError: A folder, a link that loops, or a path that cannot be looked at.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise FileNotFoundError(
+                f"model file {path} is a link to {os.readlink(path)!r}, which does not exist"
+            ) from None
+        raise FileNotFoundError(f"model file not found: {path}") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ValueError(f"model file {path}: its symbolic links point back to each other (a link loop)") from None
+        raise ValueError(f"model file {path} cannot be opened: {error.strerror or error}") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{path} is a folder; give the model file in it (.safetensors or .pt)")
+
+
+def _json_field(path: str, metadata: Mapping[str, str], key: str):
+    """The JSON value of metadata field ``key`` (``None`` when absent), or a :class:`CheckpointError` naming it."""
+    raw = metadata.get(key)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: metadata field {key!r} is not valid JSON ({error})") from None
+
+
+def _recorded_config(path: str, metadata: Mapping[str, str]) -> ModelConfig:
+    """The architecture a flowtts file records in its ``config`` field, checked before anything is built."""
+    from flowtts.checkpoints.model_config import check_model_config
+
+    data = _json_field(path, metadata, "config")
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{path}: metadata field 'config' must be a JSON object of the architecture, got {data!r}"
+        )
+    try:
+        config = ModelConfig.from_dict(data)
+        check_model_config(config)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: metadata field 'config': {error}") from None
+    return config
+
+
+def _recorded_vocab(path: str, metadata: Mapping[str, str]) -> list[str] | None:
+    vocab = _json_field(path, metadata, "vocab")
+    if vocab is not None and not (isinstance(vocab, list) and all(isinstance(token, str) for token in vocab)):
+        raise CheckpointError(f"{path}: metadata field 'vocab' must be a JSON list of strings or null")
+    return vocab
+
+
+def _check_recorded(path: str, metadata: Mapping[str, str]) -> None:
+    """What the file records about sampling it: each value in range, or a :class:`CheckpointError` naming it."""
+    from flowtts.sampling.recipe import METADATA_KEY, SamplingRecipe
+
+    probe = SimpleNamespace(metadata=metadata)
+    try:
+        carried_metadata(probe)  # speed, ref_silence, target_rms
+        recorded_flag(probe, CONTINUE_KEY)
+        recorded_voices(probe)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    try:
+        SamplingRecipe.from_metadata(metadata)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        key = METADATA_KEY if METADATA_KEY in metadata else "distill_config"
+        raise CheckpointError(f"{path}: metadata field {key!r} is not a sampling recipe ({error})") from None
+
+
 def read_metadata(path: str) -> dict[str, str] | None:
     """Metadata of a flowtts file, ``None`` for other files."""
     if not path.endswith(".safetensors"):
@@ -143,31 +251,35 @@ def load(
 
     Raises:
         FileNotFoundError: ``path`` or ``vocab`` does not exist.
-        CheckpointError: Unreadable file, or weights that do not fit the architecture (one message
-            listing missing/unexpected keys and shape mismatches, naming the preset tried).
+        ValueError: ``path`` is a folder or a link loop; a ``device`` this machine does not have.
+        CheckpointError: Unreadable file; metadata that is not JSON or out of range (the architecture,
+            the vocabulary, what the file records about sampling it), named by field; or weights that do
+            not fit the architecture (one message listing missing/unexpected keys and shape mismatches,
+            naming the preset tried).
     """
     from flowtts.model.build import build_model
 
     path = os.fspath(path)
     if path.startswith("builtin"):
         path = builtin_path(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"model file not found: {path}")
+    check_model_path(path)
+    device = resolve_device(device)
     dtype = resolve_dtype(dtype)
     if quantize is not None:
         from flowtts.model.quantize import MODES
 
         if quantize not in MODES:
             raise ValueError(f"quantize must be one of {MODES} or None, got {quantize!r}")
-        if torch.device(device).type != "cpu" or dtype not in (None, torch.float32):
+        if device.type != "cpu" or dtype not in (None, torch.float32):
             raise ValueError(f"quantize={quantize!r} runs on CPU in float32; got device={device}, dtype={dtype}")
 
     metadata = read_metadata(path)
     if metadata is not None:
         if preset is not None:
             raise ValueError(f"{path} is a flowtts file that carries its own architecture; do not pass a preset")
-        config = ModelConfig.from_dict(json.loads(metadata["config"]))
-        stored_vocab = json.loads(metadata.get("vocab", "null"))
+        config = _recorded_config(path, metadata)
+        stored_vocab = _recorded_vocab(path, metadata)
+        _check_recorded(path, metadata)
         vocab_map = (
             _load_vocab(vocab)
             if vocab is not None
@@ -180,7 +292,12 @@ def load(
                 f"the vocabulary has {len(vocab_map)} units but {path} embeds {embedded} text tokens: "
                 "it is not the vocabulary this model was trained with"
             )
-        problems = mismatches(state, config.with_vocab_size(embedded))
+        try:
+            problems = mismatches(state, config.with_vocab_size(embedded))
+        except (RuntimeError, TypeError, ValueError) as error:  # the backbone's own checks of its arguments
+            raise CheckpointError(
+                f"{path}: metadata field 'config' describes no model flowtts can build ({error})"
+            ) from None
         if any(problems):
             raise CheckpointError(f"{path} does not fit the architecture it records: {describe(*problems)}")
         model = build_model(config, vocab_map)

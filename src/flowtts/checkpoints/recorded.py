@@ -15,14 +15,21 @@ SPEED_KEY = "speed"  # model-file metadata: the speaking rate at which the model
 RECORDED_DEFAULTS = ("ref_silence", "target_rms")
 # model-file metadata "true"/"false": whether the model speaks best continuing the reference (not carried)
 CONTINUE_KEY = "continue_reference"
+# model-file metadata: how many voices the model learnt (the built-in models: "1"; absent: not recorded)
+VOICES_KEY = "voices"
 CARRIED_KEYS = (SPEED_KEY, *RECORDED_DEFAULTS)  # what a model made from another keeps of its file
+# The range of each recorded number: wide of any model's (the built-in ones record 0.9, 0.5 s and 0.05), far
+# from what would exhaust memory (1e9 s of silence after the reference clip) or leave speech (a rate factor of
+# 1e9 or 1e-9). The options a user gives are held to the same ranges (flowtts.synthesis.options).
+RECORDED_RANGES = {SPEED_KEY: (0.1, 10.0), "ref_silence": (0.0, 10.0), "target_rms": (0.0, 1.0)}
 
 
 def recorded_number(model, key: str, *, zero_ok: bool) -> float | None:
     """The number ``model``'s file records under ``key`` (``None`` when absent).
 
     Raises:
-        ValueError: A value that is not a finite number > 0 (>= 0 with ``zero_ok``), naming the key.
+        ValueError: A value that is not a finite number > 0 (>= 0 with ``zero_ok``) within its
+            :data:`RECORDED_RANGES`, naming the key.
     """
     raw = (getattr(model, "metadata", None) or {}).get(key)
     if raw is None:
@@ -31,10 +38,18 @@ def recorded_number(model, key: str, *, zero_ok: bool) -> float | None:
         value = float(raw)
     except (TypeError, ValueError):
         value = float("nan")
-    if not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
-        expected = "a number >= 0" if zero_ok else "a positive number"
-        raise ValueError(f"the model file's {key!r} metadata must be {expected}, got {raw!r}")
+    least, most = RECORDED_RANGES.get(key, (0.0, math.inf))
+    if not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0) and least <= value <= most):
+        raise ValueError(f"the model file's {key!r} metadata must be {_described(least, most, zero_ok)}, got {raw!r}")
     return value
+
+
+def _described(least: float, most: float, zero_ok: bool) -> str:
+    if least > 0:
+        return f"a number from {least:g} to {most:g}"
+    if most == math.inf:
+        return "a number >= 0" if zero_ok else "a positive number"
+    return f"a number from 0 to {most:g}" if zero_ok else f"a positive number up to {most:g}"
 
 
 def recorded_flag(model, key: str) -> bool | None:
@@ -51,14 +66,31 @@ def recorded_flag(model, key: str) -> bool | None:
     return str(raw).lower() == "true"
 
 
+def recorded_voices(model) -> int | None:
+    """How many voices ``model``'s file records under :data:`VOICES_KEY` (``None`` when absent).
+
+    Raises:
+        ValueError: A value that is not an integer >= 1, naming the key.
+    """
+    raw = (getattr(model, "metadata", None) or {}).get(VOICES_KEY)
+    if raw is None:
+        return None
+    try:
+        value = int(str(raw))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"the model file's {VOICES_KEY!r} metadata must be an integer >= 1, got {raw!r}")
+    return value
+
+
 def carried_metadata(model) -> dict[str, str]:
     """The entries of ``model``'s file that a model trained, distilled or averaged from it records too.
 
     The speaking-rate factor and the reference preparation describe the data ``model`` learned from, not
     its weights: a fine-tuning, a distilled student or a soup of it speaks like that data, and sampled
-    with F5-TTS's values instead it speaks too fast and garbles the words after the reference (the
-    built-in teacher on its selection split: WER 0.39 as its file records, 0.50 with F5-TTS's reference
-    preparation).
+    with F5-TTS's values instead it speaks too fast and garbles the words after the reference
+    (measured on the built-in teacher: docs/builtin_models.md).
 
     Raises:
         ValueError: A recorded value out of range, naming its key.

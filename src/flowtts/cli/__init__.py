@@ -11,7 +11,7 @@ import logging
 import sys
 
 from flowtts.cli import app, demo, evaluate, models, recognizer, speak, training
-from flowtts.cli.common import UserError
+from flowtts.cli.common import UserError, check_machine_flags
 
 __all__ = ["UserError", "build_parser", "main"]
 
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="flowtts: %(message)s")
     try:
+        check_machine_flags(args)
         return args.func(args)
     except (UserError, FileNotFoundError, FileExistsError, ValueError, ImportError) as exc:
         print(f"flowtts {args.command}: error: {exc}", file=sys.stderr)

@@ -144,22 +144,53 @@ def sampling_options(model, args: argparse.Namespace):
     )
 
 
+def say_clip_note(
+    model, args: argparse.Namespace, *, has_clip: bool, editing: bool = False, name: str | None = None
+) -> None:
+    """Print, once, what ``model`` does with the user's clip when it does not clone it (see
+    :func:`flowtts.synthesis.clip_note.clip_note`), even with ``--quiet``: the output is not what an F5-TTS
+    user expects."""
+    from flowtts.synthesis.clip_note import clip_note
+
+    note = clip_note(
+        model,
+        name or args.model,
+        has_clip=has_clip,
+        continue_reference=getattr(args, "continue_reference", None),
+        editing=editing,
+    )
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+
+
 def check_sampling_flags(args: argparse.Namespace) -> None:
-    """The sampling options a command has (infer, serve, eval), refused in one line before anything is loaded."""
+    """The sampling options a command has (infer, edit, serve, eval), refused in one line before anything is
+    loaded, by the rules of :mod:`flowtts.synthesis.options` (the speed's range depends on the model's rate
+    factor: :func:`~flowtts.synthesis.options.recommended_options` checks it once the model is loaded)."""
     import math
 
-    for flag, name in (("--steps", "steps"), ("--batch-size", "batch_size")):
+    from flowtts.model.sample_checks import check_cfg_strength
+    from flowtts.synthesis.options import check_fix_duration, check_ref_silence, check_steps, check_target_rms
+
+    for flag, name, check in (
+        ("--steps", "steps", check_steps),
+        ("--cfg", "cfg", check_cfg_strength),
+        ("--fix-duration", "fix_duration", check_fix_duration),
+        ("--ref-silence", "ref_silence", check_ref_silence),
+        ("--target-rms", "target_rms", check_target_rms),
+    ):
         value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be >= 1, got {value}")
-    for flag, name in (("--speed", "speed"), ("--target-rms", "target_rms"), ("--fix-duration", "fix_duration")):
-        value = getattr(args, name, None)
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise UserError(f"{flag} must be a positive number, got {value}")
-    for flag, name in (("--cfg", "cfg"), ("--cross-fade", "cross_fade"), ("--ref-silence", "ref_silence")):
-        value = getattr(args, name, None)
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise UserError(f"{flag} must be a number >= 0, got {value}")
+        if value is not None:
+            try:
+                check(value, flag)
+            except ValueError as error:
+                raise UserError(str(error)) from None
+    if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if getattr(args, "speed", None) is not None and not (math.isfinite(args.speed) and args.speed > 0):
+        raise UserError(f"--speed must be a positive number, got {args.speed}")
+    if getattr(args, "cross_fade", None) is not None and not (math.isfinite(args.cross_fade) and args.cross_fade >= 0):
+        raise UserError(f"--cross-fade must be a number >= 0, got {args.cross_fade}")
     if getattr(args, "sway", None) is not None:
         from flowtts.sampling.grids import check_sway
 
@@ -167,6 +198,21 @@ def check_sampling_flags(args: argparse.Namespace) -> None:
             check_sway(args.sway)
         except ValueError as error:
             raise UserError(f"--sway: {error}") from None
+
+
+def check_machine_flags(args: argparse.Namespace) -> None:
+    """``--threads`` and ``--device``, for every command that has them: refused in one line before any work."""
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be an integer >= 1 (CPU threads), got {threads}")
+    device = getattr(args, "device", None)
+    if device is not None:
+        from flowtts.checkpoints.loader import resolve_device
+
+        try:
+            resolve_device(device, name="--device")
+        except ValueError as error:
+            raise UserError(str(error)) from None
 
 
 def add_continue_option(parser: argparse.ArgumentParser) -> None:

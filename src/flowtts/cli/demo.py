@@ -141,7 +141,9 @@ def run_demo(
     """Run the four parts above; files go to ``out_dir``. Returns the distillation report rows."""
     import flowtts
     from flowtts.train.data import MelDataset
-    from flowtts.train.distill import DistillConfig, distill, evaluate, report
+    from flowtts.train.distill import distill
+    from flowtts.train.distill_config import DISTILL_LOOP, DistillConfig, student_recipe
+    from flowtts.train.distill_report import evaluate, report
     from flowtts.train.prompts import fixed_prompts
 
     if threads:
@@ -169,14 +171,9 @@ def run_demo(
         print(f"  skipped: {error}")
 
     config = DistillConfig(
-        student_steps=4,
-        student_grid="sway",
-        steps=60,
+        student=student_recipe(4, "sway"),
         batch_size=2,
-        lr=1e-4,
-        warmup=5,
-        save_every=1000,
-        log_every=1,
+        loop=DISTILL_LOOP.with_overrides(steps=60, lr=1e-4, warmup=5, save_every=1000, log_every=1),
         prompts="unprompted",  # the layout the built-in files ask inference for: each sentence with no audio prompt
         seed=seed,
     )

@@ -13,6 +13,7 @@ from flowtts.cli.common import (
     add_quantize_option,
     check_sampling_flags,
     sampling_options,
+    say_clip_note,
     seed,
 )
 
@@ -57,6 +58,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     scores, first = [], None
     for spec in args.model:
         model = load(spec, preset=args.preset, vocab=args.vocab, device=args.device or "cpu", quantize=args.quantize)
+        say_clip_note(model, args, has_clip=bool(args.ref_audio or args.cross_sentence), name=spec)
         rate = model.mel_spec.target_sample_rate
         options = sampling_options(model, args)
         cache = {}
@@ -65,7 +67,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         references = [cache[clip] for clip in prompts]
         similarity = speaker_similarity_or_none(model.mel_spec)
         if recognizer is not None:
-            from flowtts.train.reward import mel_config_of
+            from flowtts.model.mel import mel_config_of
 
             recognizer.check_fits(mel_config_of(model), spec)
         speed = f", speed {options.speed:g}" if options.speed != 1 else ""

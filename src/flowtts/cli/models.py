@@ -22,6 +22,13 @@ def _average(args: argparse.Namespace) -> int:
     from flowtts.checkpoints.average import average
     from flowtts.checkpoints.loader import load, save
 
+    if os.path.isdir(args.output):
+        example = os.path.join(args.output, "soup.safetensors")
+        raise UserError(f"-o {args.output} is a folder; give the file to write, e.g. {example}")
+    if not args.output.endswith(".safetensors"):
+        raise UserError(
+            f"-o {args.output}: the averaged model is a .safetensors file (flowtts.load reads it by that name)"
+        )
     if os.path.exists(args.output) and not args.force:
         raise UserError(f"{args.output} exists (--force overwrites it)")
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
@@ -30,9 +37,10 @@ def _average(args: argparse.Namespace) -> int:
     weights = args.weights if args.weights is not None else [1.0] * len(models)
     model = average(models, weights)
     extra = {"averaged_from": json.dumps([[path, w] for path, w in zip(args.models, weights)])}
-    raw = (getattr(models[0], "metadata", None) or {}).get("distill_config")
-    if raw:
-        extra["distill_config"] = raw  # all inputs sample alike (checked), so the student's settings carry over
+    recorded = getattr(models[0], "metadata", None) or {}
+    for key in ("sampling_recipe", "distill_config"):  # a student's recipe: new files, and older ones
+        if recorded.get(key):
+            extra[key] = recorded[key]  # all inputs sample alike (checked), so the student's settings carry over
     save(model, args.output, dtype=args.dtype, extra=extra)
     print(f"{args.output}: the {'weighted ' if args.weights else ''}average of {len(models)} models")
     return 0

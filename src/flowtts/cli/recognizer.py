@@ -14,22 +14,15 @@ def _asr_train(args: argparse.Namespace) -> int:
 
     from flowtts.config import MelConfig
     from flowtts.eval.recognizer import RecognizerConfig
-    from flowtts.train.asr import ASRConfig, train_recognizer
+    from flowtts.train.asr import ASR_LOOP, ASRConfig, train_recognizer
     from flowtts.train.data import MelDataset
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise UserError(f"--max-minutes must be positive, got {args.max_minutes}")
-    config = ASRConfig(
-        steps=args.steps,
-        lr=args.lr,
-        warmup=args.warmup,
-        batch_frames=args.batch_frames,
-        save_every=args.save_every,
-        eval_every=args.eval_every,
-        seed=args.seed,
-    )
+    loop = ASR_LOOP.with_overrides(steps=args.steps, lr=args.lr, warmup=args.warmup, save_every=args.save_every)
+    config = ASRConfig(loop=loop, batch_frames=args.batch_frames, eval_every=args.eval_every, seed=args.seed)
     dataset = MelDataset(args.data)
     held_out = MelDataset(args.heldout) if args.heldout else None
     max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
@@ -104,11 +97,12 @@ def add_asr(sub) -> None:
     tr.add_argument("--channels", type=int, default=256, help="convolution channels")
     tr.add_argument("--hidden", type=int, default=192, help="GRU units per direction")
     tr.add_argument("--gru-layers", type=int, default=2)
-    tr.add_argument("--steps", type=int, default=3000)
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--warmup", type=int, default=200)
+    library = "default: flowtts.train.asr.ASR_LOOP"  # read when the run starts
+    tr.add_argument("--steps", type=int, help=f"optimiser steps ({library})")
+    tr.add_argument("--lr", type=float, help=f"peak learning rate ({library})")
+    tr.add_argument("--warmup", type=int, help=f"warm-up steps ({library})")
     tr.add_argument("--batch-frames", type=int, default=12_000)
-    tr.add_argument("--save-every", type=int, default=200)
+    tr.add_argument("--save-every", type=int, help=f"steps between resume checkpoints ({library})")
     tr.add_argument("--eval-every", type=int, default=200)
     tr.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
     tr.add_argument("--seed", type=seed, default=0)

@@ -21,6 +21,7 @@ from flowtts.cli.common import (
     read_lines,
     resolve_checkpoint,
     sampling_options,
+    say_clip_note,
 )
 
 INFER_DEFAULTS = {
@@ -155,6 +156,8 @@ def _infer(args: argparse.Namespace) -> int:
     model = load_model(args)
     rate = model.mel_spec.target_sample_rate
     options = sampling_options(model, args)
+    if args.pipeline is not None:  # default: F5-TTS's for its checkpoints (flowtts.synthesis.pipeline)
+        options = dataclasses.replace(options, pipeline=args.pipeline)
 
     def show(text):
         if not args.quiet:
@@ -165,6 +168,7 @@ def _infer(args: argparse.Namespace) -> int:
 
     voices = {"main": Voice(args.ref_audio, args.ref_text), **voices}
     used = [name for name in voices if pieces is not None and name in {v for v, _ in pieces}] or ["main"]
+    say_clip_note(model, args, has_clip=any(voices[name].ref_audio is not None for name in used))
     references, voice_options = {}, {}
     for name in used:
         voice = voices[name]
@@ -259,10 +263,7 @@ def _edit(args: argparse.Namespace) -> int:
 
     if not args.text.strip():
         raise UserError("--text is empty")
-    if args.steps is not None and args.steps < 1:
-        raise UserError(f"--steps must be >= 1, got {args.steps}")
-    if not args.target_rms > 0:
-        raise UserError(f"--target-rms must be positive, got {args.target_rms}")
+    check_sampling_flags(args)
     if args.durations is not None and len(args.durations) != len(args.parts):
         raise UserError(f"--durations gives {len(args.durations)} lengths for {len(args.parts)} --parts")
     check_audio_output(args.output)
@@ -271,6 +272,7 @@ def _edit(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args)
+    say_clip_note(model, args, has_clip=True, editing=True)
     rate = model.mel_spec.target_sample_rate
     wave, _ = read_audio(args.audio, rate)
     options = sampling_options(model, args)
@@ -301,7 +303,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from flowtts.audio.vocoders import load_vocoder
     from flowtts.eval.asr import transcribe_reference
-    from flowtts.serving.socket_server import SpeechServer
+    from flowtts.serving.socket_server import SpeechServer, check_settings
     from flowtts.synthesis import check_options, load_reference
 
     resolve_checkpoint(args)
@@ -309,16 +311,23 @@ def _serve(args: argparse.Namespace) -> int:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
     if args.max_requests is not None and args.max_requests < 1:
         raise UserError(f"--max-requests must be >= 1, got {args.max_requests}")
-    if args.max_clients < 1:
-        raise UserError(f"--max-clients must be >= 1, got {args.max_clients}")
-    if not args.idle_timeout > 0:
-        raise UserError(f"--idle-timeout must be positive seconds, got {args.idle_timeout}")
+    try:
+        check_settings(
+            max_clients=args.max_clients,
+            idle_timeout=args.idle_timeout,
+            request_timeout=args.request_timeout,
+            send_timeout=args.send_timeout,
+            name=lambda key: "--" + key.replace("_", "-"),
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from None
     check_sampling_flags(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args)
     options = sampling_options(model, args)
     check_options(options)
+    say_clip_note(model, args, has_clip=args.ref_audio is not None)
     try:
         reference = load_reference(model, args.ref_audio, args.ref_text, options, transcribe=transcribe_reference)
     except ImportError:
@@ -334,6 +343,8 @@ def _serve(args: argparse.Namespace) -> int:
             seed=None if args.seed == -1 else args.seed,
             max_clients=args.max_clients,
             idle_timeout=args.idle_timeout,
+            request_timeout=args.request_timeout,
+            send_timeout=args.send_timeout,
         )
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
@@ -436,6 +447,12 @@ def add_infer(sub) -> None:
         help="seconds of cross-fade between the chunks of a long text, default 0.15",
     )
     infer.add_argument("--seed", type=inference_seed, help="seed of the first utterance (the n-th uses seed + n - 1)")
+    infer.add_argument(
+        "--pipeline",
+        choices=["f5tts", "flowtts"],
+        help="f5tts: F5-TTS 1.1.22's reference preparation, chunks, durations and cut (default for F5-TTS "
+        "checkpoints: their output is upstream's); flowtts: flowtts's own (default for flowtts's files)",
+    )
     infer.add_argument("--batch-size", type=int, help="utterances per sample() call, default 4")
     infer.add_argument("--device", help="default cpu")
     infer.add_argument("--dtype", choices=DTYPE_CHOICES, help="network precision (autocast)")
@@ -517,9 +534,28 @@ def add_serve(sub) -> None:
     sv.add_argument("--seed", type=inference_seed, help="seed of every text's first chunk (default: random per text)")
     sv.add_argument("--vocoder-path", help="local Vocos directory (default: Griffin-Lim)")
     sv.add_argument("--max-requests", type=int, help="stop after this many texts (default: serve until Ctrl-C)")
-    sv.add_argument("--max-clients", type=int, default=4, help="connections served at once (default 4)")
+    sv.add_argument(
+        "--max-clients",
+        type=int,
+        default=4,
+        help="connections served at once (default 4); a client waiting silently gives its place to a new one, "
+        "and a new one finding every place busy is answered 'ERROR: busy'",
+    )
     sv.add_argument(
         "--idle-timeout", type=float, default=60.0, help="seconds a silent client stays connected (default 60)"
+    )
+    sv.add_argument(
+        "--request-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a text may take to arrive, from its first byte to its last (default 10)",
+    )
+    sv.add_argument(
+        "--send-timeout",
+        type=float,
+        default=30.0,
+        help="seconds each chunk of an answer may take to send; a client that does not read is then disconnected "
+        "(default 30)",
     )
     sv.add_argument("--device")
     sv.add_argument("--threads", type=int)

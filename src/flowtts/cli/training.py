@@ -9,6 +9,9 @@ import sys
 
 from flowtts.cli.common import DTYPE_CHOICES, UserError, numbers, seed, start_run
 
+# The loop options' defaults are the library's (each run config's default ``loop``), filled in at run time.
+TRAIN_DEFAULT = "default: flowtts.train.trainer.TRAIN_LOOP"
+
 
 def _data_prepare(args: argparse.Namespace) -> int:
     from flowtts.text import load_vocab
@@ -52,7 +55,7 @@ def _train(args: argparse.Namespace) -> int:
     from flowtts.model.build import build_model
     from flowtts.text import load_vocab
     from flowtts.train.data import MelDataset
-    from flowtts.train.trainer import TrainConfig, train
+    from flowtts.train.trainer import TRAIN_LOOP, TrainConfig, train
     from flowtts.utils.memory import retain_freed_memory
 
     retain_freed_memory()
@@ -89,16 +92,10 @@ def _train(args: argparse.Namespace) -> int:
                 "dataset units outside the vocabulary (read as id 0; --extend-vocab adds them): %s", " ".join(missing)
             )
     config = TrainConfig(
-        steps=args.steps,
-        lr=args.lr,
-        warmup=args.warmup,
+        loop=_loop(args, TRAIN_LOOP, "grad_clip"),
         batch_frames=args.batch_frames,
         max_samples=args.max_samples,
-        grad_clip=args.grad_clip,
-        ema_decay=args.ema_decay,
-        save_every=args.save_every,
         eval_every=args.eval_every,
-        log_every=args.log_every,
         seed=args.seed,
         dtype=args.dtype or ({True: "bfloat16", False: "float32"}.get(args.bf16)),
         isolate_batch=args.isolate_batch,
@@ -133,10 +130,11 @@ def _add_pair_layout_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _run_settings(args: argparse.Namespace) -> dict:
-    """The config fields that :func:`_add_run_options` and ``--seed`` fill (``DistillConfig``, ``RewardConfig``)."""
-    names = ("steps", "batch_size", "lr", "warmup", "ema_decay", "save_every", "log_every", "seed")
-    return {name: getattr(args, name) for name in names}
+def _loop(args: argparse.Namespace, defaults, *more: str):
+    """The run's loop settings: ``defaults`` (the library's, e.g. ``TRAIN_LOOP``) with the options given
+    (those :func:`_add_run_options` declares, and ``more``)."""
+    names = ("steps", "lr", "warmup", "ema_decay", "save_every", "log_every", *more)
+    return defaults.with_overrides(**{name: getattr(args, name) for name in names})
 
 
 def _prompt_data(path: str):
@@ -152,9 +150,13 @@ def _prompt_data(path: str):
 
 def _distill(args: argparse.Namespace) -> int:
     import copy
+    import dataclasses
 
     from flowtts.checkpoints.loader import load
-    from flowtts.train.distill import DistillConfig, distill, evaluate, report
+    from flowtts.sampling.recipe import SamplingRecipe
+    from flowtts.train.distill import distill
+    from flowtts.train.distill_config import DISTILL_LOOP, DistillConfig, student_recipe
+    from flowtts.train.distill_report import evaluate, report
     from flowtts.train.prompts import fixed_prompts
 
     start_run(args)
@@ -162,13 +164,10 @@ def _distill(args: argparse.Namespace) -> int:
         raise UserError(
             f"--eval-every must be >= 0 and --eval-prompts >= 1, got {args.eval_every} and {args.eval_prompts}"
         )
+    student_cfg = args.teacher_cfg if args.keep_guidance else 0.0
     config = DistillConfig(
-        student_steps=args.student_steps,
-        teacher_steps=args.teacher_steps,
-        teacher_cfg=args.teacher_cfg,
-        student_cfg=args.teacher_cfg if args.keep_guidance else 0.0,
-        student_grid=args.student_grid,
-        student_times=args.student_times,
+        teacher=SamplingRecipe(steps=args.teacher_steps, cfg_strength=args.teacher_cfg),
+        student=student_recipe(args.student_steps, args.student_grid, student_cfg, times=args.student_times),
         velocity_steps=args.velocity_steps,
         segment_steps=args.segment_steps,
         segment_start=args.segment_start,
@@ -182,7 +181,9 @@ def _distill(args: argparse.Namespace) -> int:
         ctc_weight=args.ctc_weight,
         recognizer=args.recognizer,
         prompts=args.prompts,
-        **_run_settings(args),
+        batch_size=args.batch_size,
+        loop=_loop(args, DISTILL_LOOP),
+        seed=args.seed,
     )
     teacher = load(args.teacher, preset=args.preset, vocab=args.vocab)
     student = load(args.student, preset=args.preset, vocab=args.vocab) if args.student else copy.deepcopy(teacher)
@@ -218,7 +219,7 @@ def _distill(args: argparse.Namespace) -> int:
     if args.report_prompts == 0:  # no report asked for
         return 0
     final = load(f"{args.out}/student.safetensors")
-    recorded = DistillConfig.from_json(final.metadata["distill_config"])  # a learned grid: the student's own
+    recorded = dataclasses.replace(config, student=SamplingRecipe.from_metadata(final.metadata))  # a learned grid
     rows, mels = evaluate(teacher, final, prompts, recorded)
     source = f"{len(report_rows)} {config.prompts} prompts, rows 0-{len(report_rows) - 1} of {held.directory}"
     source += " (report split)"
@@ -231,7 +232,15 @@ def _distill(args: argparse.Namespace) -> int:
 def _reward(args: argparse.Namespace) -> int:
 
     from flowtts.checkpoints.loader import load
-    from flowtts.train.reward import RewardConfig, evaluate, finetune, format_rows, heldout_prompts, resolve_reward
+    from flowtts.train.reward import (
+        REWARD_LOOP,
+        RewardConfig,
+        evaluate,
+        finetune,
+        format_rows,
+        heldout_prompts,
+        resolve_reward,
+    )
     from flowtts.utils.files import atomic_output
 
     start_run(args)
@@ -247,11 +256,13 @@ def _reward(args: argparse.Namespace) -> int:
         recognizer=args.recognizer,
         pair_gap=args.pair_gap,
         pair_rms=args.pair_rms,
-        **_run_settings(args),
+        batch_size=args.batch_size,
+        loop=_loop(args, REWARD_LOOP),
+        seed=args.seed,
     )
     model = load(args.model, preset=args.preset, vocab=args.vocab)
     reward = resolve_reward(config.reward, model, config.recognizer)
-    sampling = config.sampling(model)
+    sample_kwargs = config.recipe(model).sample_kwargs()
     dataset = _prompt_data(args.data)
     held = _prompt_data(args.heldout) if args.heldout else dataset
     max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
@@ -265,7 +276,7 @@ def _reward(args: argparse.Namespace) -> int:
     prompts = heldout_prompts(held, args.report_prompts, config, model.num_channels)
     before = load(args.model, preset=args.preset, vocab=args.vocab)
     after = load(os.path.join(args.out, "model.safetensors"))
-    models = {"before": (before, sampling), "after (EMA)": (after, sampling)}
+    models = {"before": (before, sample_kwargs), "after (EMA)": (after, sample_kwargs)}
     text = format_rows(evaluate(models, prompts, reward, reference="before"), "before")
     with atomic_output(os.path.join(args.out, "report.txt")) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -318,9 +329,9 @@ def add_train(sub) -> None:
         help="add the dataset's units that the --init checkpoint's vocabulary lacks (new embedding rows; F5-TTS's "
         "extend vocab)",
     )
-    tr.add_argument("--steps", type=int, default=10_000)
-    tr.add_argument("--lr", "--learning_rate", type=float, default=7.5e-5)
-    tr.add_argument("--warmup", "--num_warmup_updates", type=int, default=1_000)
+    tr.add_argument("--steps", type=int, help=f"optimiser steps ({TRAIN_DEFAULT})")
+    tr.add_argument("--lr", "--learning_rate", type=float, help=f"peak learning rate ({TRAIN_DEFAULT})")
+    tr.add_argument("--warmup", "--num_warmup_updates", type=int, help=f"warm-up steps ({TRAIN_DEFAULT})")
     tr.add_argument("--batch-frames", type=int, default=8_000, help="frames per batch, padding included")
     tr.add_argument("--max-samples", "--max_samples", type=int, default=32, help="utterances per batch at most")
     tr.add_argument(
@@ -330,10 +341,10 @@ def add_train(sub) -> None:
         default=1,
         help="frame batches per optimiser step (their mean losses averaged, as F5-TTS's grad_accumulation_steps)",
     )
-    tr.add_argument("--grad-clip", "--max_grad_norm", type=float, default=1.0)
-    tr.add_argument("--ema-decay", type=float, default=0.999)
+    tr.add_argument("--grad-clip", "--max_grad_norm", type=float, help=f"largest gradient norm ({TRAIN_DEFAULT})")
+    tr.add_argument("--ema-decay", type=float, help=f"decay of the EMA weights ({TRAIN_DEFAULT})")
     tr.add_argument(
-        "--save-every", "--last_per_updates", type=int, default=500, help="steps between resume checkpoints"
+        "--save-every", "--last_per_updates", type=int, help=f"steps between resume checkpoints ({TRAIN_DEFAULT})"
     )
     tr.add_argument(
         "--snapshot-every",
@@ -372,7 +383,7 @@ def add_train(sub) -> None:
         "inference asks for when a reference clip is continued with another sentence (0: off)",
     )
     _add_pair_layout_options(tr)
-    tr.add_argument("--log-every", type=int, default=10)
+    tr.add_argument("--log-every", type=int, help=f"steps between log rows ({TRAIN_DEFAULT})")
     tr.add_argument("--seed", type=seed, default=0)
     tr.add_argument(
         "--dtype", choices=DTYPE_CHOICES, help="autocast dtype of the network (default: bfloat16 on CUDA, else float32)"
@@ -384,16 +395,18 @@ def add_train(sub) -> None:
     tr.set_defaults(func=_train)
 
 
-def _add_run_options(parser: argparse.ArgumentParser, *, steps: int, lr: float, log_every: int) -> None:
-    """The optimisation, checkpoint and report options of ``distill`` and ``reward``, with their defaults."""
-    parser.add_argument("--steps", type=int, default=steps)
+def _add_run_options(parser: argparse.ArgumentParser, defaults: str) -> None:
+    """The optimisation, checkpoint and report options of ``distill`` and ``reward``; the loop settings'
+    defaults are the library's ``defaults`` (named in the help), read when the run starts (:func:`_loop`)."""
+    library = f"default: {defaults}"
+    parser.add_argument("--steps", type=int, help=f"optimiser steps ({library})")
     parser.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=lr)
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--ema-decay", type=float, default=0.99)
-    parser.add_argument("--save-every", type=int, default=50)
-    parser.add_argument("--log-every", type=int, default=log_every)
+    parser.add_argument("--lr", type=float, help=f"peak learning rate ({library})")
+    parser.add_argument("--warmup", type=int, help=f"warm-up steps ({library})")
+    parser.add_argument("--ema-decay", type=float, help=f"decay of the EMA weights ({library})")
+    parser.add_argument("--save-every", type=int, help=f"steps between resume checkpoints ({library})")
+    parser.add_argument("--log-every", type=int, help=f"steps between log rows ({library})")
     parser.add_argument("--report-prompts", type=int, default=8, help="held-out prompts in the final report (0: none)")
 
 
@@ -471,7 +484,7 @@ def add_distill(sub) -> None:
         help="precision of the teacher's and student's networks while distilling (autocast; default float32; "
         "float16 needs a GPU); ODE states, losses and the report stay float32",
     )
-    _add_run_options(ds, steps=500, lr=5e-5, log_every=5)
+    _add_run_options(ds, "flowtts.train.distill_config.DISTILL_LOOP")
     ds.add_argument(
         "--eval-every",
         type=int,
@@ -523,7 +536,7 @@ def add_reward(sub) -> None:
         "--anchor-weight", type=float, default=1.0, help="weight of the distance to the starting model's samples"
     )
     rw.add_argument("--dropout", action="store_true", help="keep dropout active while sampling")
-    _add_run_options(rw, steps=200, lr=1e-5, log_every=1)
+    _add_run_options(rw, "flowtts.train.reward.REWARD_LOOP")
     rw.add_argument("--seed", type=seed, default=0)
     rw.add_argument("--threads", type=int)
     rw.add_argument("-q", "--quiet", action="store_true")

@@ -309,6 +309,8 @@ def load_recognizer(path: str = "builtin", device: torch.device | str = "cpu") -
         path = str(files("flowtts").joinpath("assets", BUILTIN_RECOGNIZER))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"recogniser file not found: {path}")
+    if not os.fspath(path).endswith(".safetensors"):
+        raise ValueError(f"{path} is not a recogniser file: those are .safetensors (flowtts asr train writes one)")
     try:
         with safe_open(path, "pt") as f:
             metadata = f.metadata() or {}

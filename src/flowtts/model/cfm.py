@@ -168,6 +168,7 @@ class CFM(nn.Module):
         dtype: torch.dtype | str | None = None,
         t_grid: Sequence[float] | torch.Tensor | None = None,
         progress: bool = False,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate mels (or waves with ``vocoder``) that continue the prompt ``cond`` with ``text``.
 
@@ -210,6 +211,8 @@ class CFM(nn.Module):
                 ``use_epss`` are not used. Cannot be combined with ``sway_sampling_coef``. With
                 ``cache=False`` a tensor that requires grad gets gradients too (learned schedules).
             progress: Show a progress bar over solver steps.
+            on_step: Called as ``on_step(i, steps)`` before solver step ``i`` (0-based); an exception it
+                raises stops sampling and propagates (a caller's time limit or cancel). Not in F5-TTS.
 
         Returns:
             ``(out, trajectory)``: the generated mel ``b n d`` with the prompt frames copied in (or
@@ -246,7 +249,7 @@ class CFM(nn.Module):
             cond = cond.to(device=device, dtype=net_dtype)
             text_ids = self._text_ids(text, batch)
             lens = checks.check_lens(lens, batch, cond_len, device)
-            duration = checks.check_duration(duration, batch, device)
+            requested, duration = duration, checks.check_duration(duration, batch, device)
             min_duration = torch.maximum((text_ids != -1).sum(dim=-1), lens) + 1
             if int(min_duration.max()) > max_duration:
                 raise ValueError(
@@ -255,6 +258,7 @@ class CFM(nn.Module):
                 )
             duration = torch.maximum(min_duration, duration).clamp(max=max_duration)
             total = int(duration.max())
+            checks.check_frames(total, checks.frame_limit(self.mel_spec), requested)
             seeds = checks.check_seed(seed, batch)
 
             cond_mask = lens_to_mask(lens, length=cond_len)
@@ -309,6 +313,7 @@ class CFM(nn.Module):
                 backprop_steps=backprop_steps,
                 return_trajectory=True,
                 progress=progress,
+                on_step=on_step,
             )
             out = torch.where(cond_mask, cond.to(state_dtype), solution.x)
             if vocoder is not None:

@@ -15,12 +15,15 @@ librosa is needed at run time:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from flowtts.config import MelConfig
 
 MEL_SPEC_TYPES = ("vocos", "bigvgan")
 
@@ -182,3 +185,9 @@ class MelSpec(nn.Module):
             spec = torch.sqrt(torch.view_as_real(spec).pow(2).sum(-1) + 1e-9)
         mel = torch.matmul(filterbank, spec)
         return mel.clamp(min=1e-5).log()
+
+
+def mel_config_of(model) -> MelConfig:
+    """The :class:`flowtts.config.MelConfig` of ``model``'s mel front end (its ``mel_spec``)."""
+    spec = model.mel_spec
+    return MelConfig(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(MelConfig)})

@@ -18,6 +18,15 @@ from flowtts.sampling.solvers import STEP_RULES, check_grad_options
 ODEINT_KEYS_IGNORED = ("atol", "rtol")  # accepted as in F5-TTS; meaningless on a fixed grid
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
 ID_DTYPES = (torch.int64, torch.int32, torch.int16)  # hold -1 padding and every id of a vocabulary
+# Longest call, in seconds of frames (prompt included): F5-TTS trains on utterances of at most 30 s, so more
+# is no speech it learned, and attention grows with the square of the length (10**7 frames would run for
+# days). Synthesis chunks longer texts; a call asking for more is refused (MAX_SECONDS of README).
+MAX_SECONDS = 60.0
+# Largest guidance strength. F5-TTS samples with 2; on the built-in teacher (8 steps) the mel leaves the
+# range of speech as the strength grows: peak sample 0.47 at 2, 1.37 (clipping) at 10, 6.2 at 20, 3e3 at 50,
+# NaN at 1e3. Up to 10 stays for experiments; beyond it the output is noise.
+MAX_CFG_STRENGTH = 10.0
+DEFAULT_FRAME_RATE = (24_000, 256)  # F5-TTS's sample rate and hop, for a custom front end that does not say
 
 
 def is_int(value) -> bool:
@@ -80,8 +89,7 @@ def check_settings(
             + (f"; unsupported keys {sorted(unknown)}" if unknown else "")
             + ")"
         )
-    if isinstance(cfg_strength, bool) or not isinstance(cfg_strength, numbers.Real) or not math.isfinite(cfg_strength):
-        raise ValueError(f"cfg_strength must be a finite number, got {cfg_strength!r}")
+    check_cfg_strength(cfg_strength)
     if sway_sampling_coef is not None:
         check_sway(sway_sampling_coef)
     if not is_int(max_duration) or max_duration < 2:
@@ -89,6 +97,39 @@ def check_settings(
     if vocoder is not None and not callable(vocoder):
         raise TypeError("vocoder must be callable (mel b d n -> wave)")
     return grid, int(steps), method
+
+
+def check_cfg_strength(value, name: str = "cfg_strength") -> None:
+    """``value`` is a guidance strength from 0 to :data:`MAX_CFG_STRENGTH` (``name`` says what it is called)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or not 0 <= value <= MAX_CFG_STRENGTH
+    ):
+        raise ValueError(
+            f"{name} must be a finite number from 0 to {MAX_CFG_STRENGTH:g} (F5-TTS uses 2; more gives noise), "
+            f"got {value!r}"
+        )
+
+
+def frame_limit(mel_spec) -> int:
+    """Frames of :data:`MAX_SECONDS` at the sample rate and hop of ``mel_spec`` (F5-TTS's when it does not say)."""
+    rate = getattr(mel_spec, "target_sample_rate", None) or DEFAULT_FRAME_RATE[0]
+    hop = getattr(mel_spec, "hop_length", None) or DEFAULT_FRAME_RATE[1]
+    return int(MAX_SECONDS * rate / hop)
+
+
+def check_frames(total: int, limit: int, requested) -> None:
+    """A call's ``total`` frames (the longest sample, prompt included) are at most ``limit``
+    (:func:`frame_limit`); ``requested`` is the ``duration`` argument, for the message."""
+    if total > limit:
+        asked = requested.tolist() if torch.is_tensor(requested) else requested
+        raise ValueError(
+            f"duration asks for {total} frames (duration={asked!r}, after max_duration and the text/prompt "
+            f"minimum); one sample() call takes at most {MAX_SECONDS:g} s, {limit} frames: split the text "
+            "(flowtts.synthesize does)"
+        )
 
 
 def check_cond(cond, num_channels: int, min_samples: int | None) -> None:

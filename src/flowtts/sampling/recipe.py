@@ -21,6 +21,7 @@ from flowtts.sampling.grids import check_sway, make_grid
 
 METADATA_KEY = "sampling_recipe"
 METHODS = ("euler", "midpoint")
+GRIDS = ("uniform", "epss", "sway", "custom")  # the grids SamplingRecipe.on_grid builds by name
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,16 @@ class SamplingRecipe:
         per_step = 2 if self.method == "midpoint" else 1
         return self.steps * per_step * (2 if self.cfg_strength >= 1e-5 else 1)
 
+    @property
+    def grid(self) -> str:
+        """The time grid's name: ``"custom"`` (explicit times), ``"uniform"``, ``"epss"``, ``"sway"`` (uniform
+        with sway) or ``"epss+sway"``."""
+        if self.t_grid is not None:
+            return "custom"
+        if self.sway_sampling_coef is None:
+            return "epss" if self.use_epss else "uniform"
+        return "epss+sway" if self.use_epss else "sway"
+
     def with_overrides(self, **overrides) -> SamplingRecipe:
         """This recipe with the non-``None`` ``overrides``; a new step count or sway drops an explicit grid."""
         overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -130,14 +141,37 @@ class SamplingRecipe:
         return cls.from_distill_config(json.loads(raw)) if raw else None
 
     @classmethod
+    def on_grid(cls, grid: str, steps: int, cfg_strength: float, *, sway: float = -1.0, times=None) -> SamplingRecipe:
+        """The recipe of a grid named as :attr:`grid` names them (``"epss+sway"`` aside).
+
+        Args:
+            grid: ``"uniform"``, ``"epss"``, ``"sway"`` or ``"custom"``.
+            steps: Solver steps.
+            cfg_strength: Guidance weight.
+            sway: The ``"sway"`` grid's coefficient.
+            times: The ``"custom"`` grid's times (``steps + 1`` of them); ignored by the other grids.
+
+        Raises:
+            ValueError: An unknown grid, a custom grid without times, or a field out of range.
+        """
+        if grid not in GRIDS:
+            raise ValueError(f"the grid must be one of {GRIDS}, got {grid!r}")
+        if grid == "custom":
+            if times is None:
+                raise ValueError("the custom grid needs its times")
+            return cls(steps=steps, cfg_strength=cfg_strength, t_grid=tuple(times))
+        sway_coef = sway if grid == "sway" else None
+        return cls(steps=steps, cfg_strength=cfg_strength, sway_sampling_coef=sway_coef, use_epss=grid == "epss")
+
+    @classmethod
     def from_distill_config(cls, config: Mapping) -> SamplingRecipe:
-        """The student's recipe in a distillation config's fields (a dict, as stored in JSON)."""
+        """The student's recipe in the loose fields of a distillation config written before the recipe
+        existed (a dict, as stored in JSON)."""
         steps, grid = int(config.get("student_steps", 4)), config.get("student_grid", "uniform")
         cfg = float(config.get("student_cfg", 0.0))
-        if config.get("student_times") is not None:
-            return cls(steps=steps, cfg_strength=cfg, t_grid=tuple(config["student_times"]))
-        sway = float(config.get("student_sway", -1.0)) if grid == "sway" else None
-        return cls(steps=steps, cfg_strength=cfg, sway_sampling_coef=sway, use_epss=grid == "epss")
+        times = config.get("student_times")
+        grid = "custom" if times is not None else grid  # the times decide, whatever the grid's name
+        return cls.on_grid(grid, steps, cfg, sway=float(config.get("student_sway", -1.0)), times=times)
 
     @classmethod
     def for_model(cls, model, **overrides) -> SamplingRecipe:

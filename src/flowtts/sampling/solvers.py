@@ -120,6 +120,7 @@ def integrate(
     backprop_steps: int | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> ODESolution:
     """Integrate ``dx/dt = velocity(t, x)`` over the times in ``grid`` with a fixed-step rule.
 
@@ -134,6 +135,8 @@ def integrate(
         backprop_steps: Build a graph for the last this many steps only (``None``: all steps).
         return_trajectory: Also return the states at every grid time.
         progress: Show a tqdm progress bar over steps.
+        on_step: Called as ``on_step(i, steps)`` before step ``i`` (0-based); an exception it raises
+            stops the integration and propagates (e.g. a request's time limit, or a cancel).
 
     Returns:
         An :class:`ODESolution`.
@@ -162,6 +165,8 @@ def integrate(
     x = x0
     with torch.set_grad_enabled(grad != "none"):
         for i in indices:
+            if on_step is not None:
+                on_step(i, steps)
             t0, t1 = grid[i], grid[i + 1]
             if i < first_graph_step:
                 with torch.no_grad():

@@ -20,8 +20,26 @@ from dataclasses import dataclass
 
 import torch
 
+from flowtts.model.sample_checks import MAX_SECONDS
 from flowtts.synthesis.options import InferenceOptions
 from flowtts.text.units import text_units
+
+# Longest edit, recording and new speech together: the whole of it is sampled in one call, whose attention
+# grows with the square of its length (a 10-minute recording does not get past the first step on a CPU).
+MAX_EDIT_SECONDS = MAX_SECONDS
+
+
+def check_edit_seconds(seconds: float, what: str = "the recording to edit") -> None:
+    """Refuse an edit longer than :data:`MAX_EDIT_SECONDS` (``flowtts edit`` and the web app alike).
+
+    Raises:
+        ValueError: Naming the length and the cap.
+    """
+    if seconds > MAX_EDIT_SECONDS:
+        raise ValueError(
+            f"{what} is {seconds:.1f} s long; an edit takes at most {MAX_EDIT_SECONDS:g} s (MAX_EDIT_SECONDS: "
+            "the whole recording is sampled in one call); cut the recording to the part around the edit"
+        )
 
 
 @dataclass(frozen=True)
@@ -78,7 +96,8 @@ def plan_edit(
     Raises:
         ValueError: No parts, a part that is not a pair of finite seconds, runs backwards, starts before
             the previous part ends, or ends after the recording; a durations list of another length; a
-            duration that is not positive; a part whose new length is under one frame.
+            duration that is not positive or over :data:`MAX_EDIT_SECONDS`; a part whose new length is under
+            one frame; an edited recording longer than :data:`MAX_EDIT_SECONDS` (refused before it is laid out).
     """
     if not torch.is_tensor(mel) or mel.ndim != 3 or mel.shape[0] != 1:
         raise ValueError(f"mel must be a (1, frames, channels) tensor, got {getattr(mel, 'shape', type(mel))}")
@@ -105,8 +124,11 @@ def plan_edit(
             raise ValueError(f"parts[{i}] ends at {end:g} s, after the recording ({seconds:.2f} s)")
         new = None if durations is None else durations[i]
         new_seconds = end - start if new is None else _number(new, f"durations[{i}]")
-        if new is not None and new_seconds <= 0:
-            raise ValueError(f"durations[{i}] must be positive, got {new!r}")
+        if new is not None and not 0 < new_seconds <= MAX_EDIT_SECONDS:
+            raise ValueError(
+                f"durations[{i}] must be positive seconds, at most {MAX_EDIT_SECONDS:g} (an edit is sampled in one "
+                f"call), got {new!r}"
+            )
         new_frames = round(new_seconds * frame_rate)
         if new_frames < 1:
             raise ValueError(
@@ -115,6 +137,7 @@ def plan_edit(
             )
         start_frame, end_frame = round(start * frame_rate), round(end * frame_rate)
         kept = mel[:, offset:start_frame]
+        check_edit_seconds((length + kept.shape[1] + new_frames) / frame_rate, "the edited recording")
         pieces += [kept, mel.new_zeros(1, new_frames, channels)]
         keep += [torch.ones(kept.shape[1], dtype=torch.bool), torch.zeros(new_frames, dtype=torch.bool)]
         length += kept.shape[1]
@@ -158,8 +181,9 @@ def edit_speech(
         frame past the conditioning, which is dropped here.
 
     Raises:
-        ValueError: An empty or silent recording, an empty text, a text with more units than the edited
-            recording has frames, ``target_rms`` not positive, or bad ``parts``/``durations``.
+        ValueError: An empty or silent recording, a recording or edit longer than :data:`MAX_EDIT_SECONDS`,
+            an empty text, a text with more units than the edited recording has frames, ``target_rms``
+            not positive, or bad ``parts``/``durations``.
     """
     options = options or InferenceOptions()
     if not torch.is_tensor(wave) or wave.ndim != 1 or wave.numel() == 0:
@@ -174,9 +198,11 @@ def edit_speech(
     if rms < options.target_rms:
         wave = wave * (options.target_rms / rms)
     rate, hop = model.mel_spec.target_sample_rate, model.mel_spec.hop_length
+    check_edit_seconds(wave.numel() / rate)
     with torch.no_grad():
         mel = model.mel_spec(wave[None].to(model.device)).transpose(1, 2)
     plan = plan_edit(mel, parts, durations, frame_rate=rate / hop)
+    check_edit_seconds(plan.cond.shape[1] * hop / rate, "the edited recording")
     units = text_units(model, text.strip())
     frames = plan.cond.shape[1]
     n_units = int((model.tokenize([units]) != -1).sum())

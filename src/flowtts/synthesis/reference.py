@@ -19,9 +19,19 @@ class Reference:
     """A prepared reference clip."""
 
     mel: torch.Tensor  # (1, n, d)
-    text: str
+    text: str  # what the model reads before the new text
     rms: float
     seconds: float
+    pipeline: str = "flowtts"  # the rules it was prepared by (flowtts.synthesis.pipeline)
+    # Reference frames the duration rule counts and the output is cut after; None: all of mel's. F5-TTS's
+    # pipeline counts samples // hop, one frame fewer than the centred mel, and so keeps its last frame.
+    frames: int | None = None
+    transcript: str | None = None  # the transcript chunk sizes are computed from (None: text)
+
+    @property
+    def cut(self) -> int:
+        """Frames of the reference before the generated ones (see ``frames``)."""
+        return self.mel.shape[1] if self.frames is None else self.frames
 
 
 def prepare_reference(model, wave: torch.Tensor, text: str, options: InferenceOptions) -> Reference:
@@ -33,14 +43,26 @@ def prepare_reference(model, wave: torch.Tensor, text: str, options: InferenceOp
     file can ask for more, see :func:`flowtts.synthesis.options.model_defaults`), and a clip quieter
     than ``target_rms`` is raised to it.
 
+    With ``options.pipeline == "f5tts"`` the clip is prepared by F5-TTS's rules instead
+    (:func:`flowtts.synthesis.pipeline.prepare_reference`), on its 16-bit samples at the model's rate
+    (:func:`load_reference` reads a file at its own rate and width, as F5-TTS does).
+
     Raises:
-        ValueError: A silent clip, one shorter than ``min_ref_seconds`` after trimming, an empty
-            transcript, or a negative ``ref_silence``.
+        ValueError: A silent clip, one with NaN or infinite samples, one shorter than ``min_ref_seconds``
+            after trimming, an empty transcript, or a ``ref_silence`` out of range.
     """
     from flowtts.audio.silence import clip_at_pause, silent_windows, trim_edges
     from flowtts.synthesis.options import check_ref_silence
 
     check_ref_silence(options.ref_silence)
+    if not bool(torch.isfinite(wave).all()):
+        raise ValueError("reference audio contains NaN or infinite samples: it is damaged")
+    if getattr(options, "pipeline", "flowtts") == "f5tts":
+        from flowtts.audio.pcm import PcmClip
+        from flowtts.synthesis import pipeline
+
+        clip = PcmClip.from_float(wave.detach().cpu().numpy(), model.mel_spec.target_sample_rate)
+        return pipeline.prepare_reference(model, clip, text, options)
 
     rate = model.mel_spec.target_sample_rate
     if wave.numel() == 0 or bool(silent_windows(wave, round(0.01 * rate), -50.0).all()):  # trim_edges' test
@@ -107,6 +129,8 @@ def load_reference(
 
         ref_file, ref_text = builtin_reference(ref_text or None)
     rate = model.mel_spec.target_sample_rate
+    if getattr(options, "pipeline", "flowtts") == "f5tts":
+        return _load_reference_f5tts(model, ref_file, ref_text, options, on_transcript, transcribe)
     wave, _ = read_audio(ref_file, rate)
     if not (ref_text or "").strip():
         if transcribe is None:
@@ -115,3 +139,22 @@ def load_reference(
         if on_transcript is not None:
             on_transcript(ref_text)
     return prepare_reference(model, wave, ref_text, options)
+
+
+def _load_reference_f5tts(model, ref_file, ref_text, options, on_transcript, transcribe) -> Reference:
+    """F5-TTS's ``preprocess_ref_audio_text``: the file's own samples (rate, channels, width) are clipped,
+    and a missing transcript is made from the clipped clip (utils_infer.py:316-363)."""
+    from flowtts.audio.pcm import PcmClip
+    from flowtts.synthesis import pipeline
+    from flowtts.synthesis.options import check_ref_silence
+
+    check_ref_silence(options.ref_silence)
+    clip, seconds = pipeline.prepared_wave(PcmClip.read(ref_file), options)
+    if not (ref_text or "").strip():
+        if transcribe is None:
+            raise ValueError("the reference clip has no transcript: give its text (or a transcriber)")
+        rate = model.mel_spec.target_sample_rate
+        ref_text = transcribe(pipeline.level_and_resample(clip, rate, 0.0)[0], rate)
+        if on_transcript is not None:
+            on_transcript(ref_text)
+    return pipeline.prepare_reference(model, clip, ref_text, options, seconds=seconds)

@@ -9,6 +9,10 @@ length, reference included, and keeps it in one piece); ``remove_silence`` then 
 Several utterances (or chunks) share one ``sample()`` call, each computed exactly as it would be
 alone (``isolate_batch``).
 
+That is the ``"flowtts"`` pipeline. With ``options.pipeline == "f5tts"`` (the default for F5-TTS
+checkpoints) the chunks, durations, the text the model reads, the reference cut and ``remove_silence``
+follow F5-TTS 1.1.22's own rules instead (:mod:`flowtts.synthesis.pipeline`), so that the output is
+upstream's for the same seed (one noise draw per chunk: chunk ``j`` from ``seed + j`` in both).
 """
 
 from __future__ import annotations
@@ -22,14 +26,13 @@ from dataclasses import dataclass
 import torch
 
 from flowtts.audio.crossfade import cross_fade, fade_join
+from flowtts.model.sample_checks import MAX_SECONDS  # longest reference + chunk one sample() call is asked for
 from flowtts.synthesis.options import InferenceOptions, check_options
 from flowtts.synthesis.reference import Reference
 from flowtts.text.chunking import chunk_text
 from flowtts.text.units import text_units
 
 log = logging.getLogger("flowtts")
-
-MAX_SECONDS = 60.0  # longest reference + chunk one sample() call is asked for (F5-TTS trains on <= 30 s)
 
 
 @dataclass
@@ -85,8 +88,63 @@ def _check_lengths(model, reference: Reference, pieces: Sequence[_Piece], option
     raise ValueError(f"{what} gives text chunk {piece.chunk_index + 1} {seconds:.2f} s of speech, {problem}{advice}")
 
 
+def _units(model, text: str, options):
+    """What the model reads for ``text`` under ``options.pipeline`` (F5-TTS's converts every text)."""
+    if options.pipeline == "f5tts":
+        from flowtts.synthesis.pipeline import units
+
+        return units(model, text)
+    return text_units(model, text)
+
+
+def _token_count(model, units) -> int:
+    """How many tokens ``sample()`` makes of ``units`` (UTF-8 bytes of a string without a vocabulary)."""
+    if model.vocab_char_map is None and isinstance(units, str):
+        return len(units.encode("utf-8"))
+    return len(units)
+
+
+def _plan_f5tts(model, reference: Reference, texts: Sequence[str], seeds: Sequence[int], options) -> list[_Piece]:
+    """F5-TTS's chunks and durations (:mod:`flowtts.synthesis.pipeline`): chunks sized from the clip's bytes
+    per second, durations from its ``samples // hop`` frames per byte of what the model reads, a fixed
+    length shared between chunks by bytes, and each duration raised to what ``sample()`` raises it to
+    (text or prompt length + 1 frame, cfm.py in F5-TTS), so that the cut takes everything generated."""
+    from flowtts.synthesis import pipeline
+    from flowtts.text.chunking import chunk_text_f5tts
+
+    hop, rate = model.mel_spec.hop_length, model.mel_spec.target_sample_rate
+    cut, prompt = reference.cut, reference.mel.shape[1]
+    if options.fix_duration is not None and int(options.fix_duration * rate / hop) <= cut:
+        raise ValueError(
+            f"fix_duration ({options.fix_duration} s) must be longer than the reference clip "
+            f"({cut * hop / rate:.2f} s): it is the length of reference + generated speech"
+        )
+    transcript = reference.transcript if reference.transcript is not None else reference.text
+    size = pipeline.max_chars(transcript, reference.seconds, options.speed)
+    ref_bytes = len(reference.text.encode("utf-8"))
+    pieces = []
+    for i, text in enumerate(texts):
+        chunks = chunk_text_f5tts(text, size)
+        fixed = pipeline.fix_durations(options.fix_duration, chunks, cut, hop, rate, options.cross_fade_seconds)
+        for j, (chunk, seconds) in enumerate(zip(chunks, fixed)):
+            duration = pipeline.chunk_frames(chunk, seconds, cut, ref_bytes, options.speed, hop, rate)
+            if options.continue_reference:
+                least = max(_token_count(model, _units(model, reference.text + chunk, options)), prompt) + 1
+            else:  # alone after one frame of no audio: at least its own tokens + 1 after that frame
+                least = cut + max(_token_count(model, _units(model, chunk, options)), 1)
+            pieces.append(_Piece(i, j, chunk, max(duration, least), seeds[i] + j))
+    return pieces
+
+
 def _plan(model, reference: Reference, texts: Sequence[str], seeds: Sequence[int], options) -> list[_Piece]:
     """Chunk each text and estimate each chunk's duration, as F5-TTS does."""
+    if reference.pipeline != options.pipeline:
+        raise ValueError(
+            f"the reference was prepared by the {reference.pipeline!r} pipeline but the options ask for "
+            f"{options.pipeline!r}: prepare it with the same options"
+        )
+    if options.pipeline == "f5tts":
+        return _plan_f5tts(model, reference, texts, seeds, options)
     hop = model.mel_spec.hop_length
     rate = model.mel_spec.target_sample_rate
     ref_frames = reference.mel.shape[1]
@@ -112,12 +170,12 @@ def _plan(model, reference: Reference, texts: Sequence[str], seeds: Sequence[int
     return pieces
 
 
-def _warn_unknown(model, reference: Reference, pieces: Sequence[_Piece]) -> None:
+def _warn_unknown(model, reference: Reference, pieces: Sequence[_Piece], options) -> None:
     vocab = model.vocab_char_map
     if vocab is not None:
         from flowtts.text import unknown_characters
 
-        missing = unknown_characters([text_units(model, reference.text + p.chunk) for p in pieces], vocab)
+        missing = unknown_characters([_units(model, reference.text + p.chunk, options) for p in pieces], vocab)
         if missing:
             log.warning("characters not in the vocabulary (read as id 0): %s", " ".join(repr(c) for c in missing))
 
@@ -130,7 +188,7 @@ def _render(model, reference: Reference, batch: Sequence[_Piece], vocoder, optio
     after one frame with no audio condition -- the layout of a training example whose whole utterance is
     the target -- with the chunk's text only; the clip has set the duration and sets the level.
     """
-    ref_frames = reference.mel.shape[1]
+    ref_frames = reference.cut  # F5-TTS's pipeline keeps the reference's last mel frame (Reference.frames)
     if options.continue_reference:
         cond, start = reference.mel.expand(len(batch), -1, -1), ref_frames
         texts = [reference.text + p.chunk for p in batch]
@@ -140,7 +198,7 @@ def _render(model, reference: Reference, batch: Sequence[_Piece], vocoder, optio
     ends = [p.duration - ref_frames + start for p in batch]
     out, _ = model.sample(
         cond,
-        [text_units(model, text) for text in texts],
+        [_units(model, text, options) for text in texts],
         torch.tensor(ends),
         **options.solver_kwargs(),
         seed=[p.seed for p in batch],
@@ -153,7 +211,10 @@ def _render(model, reference: Reference, batch: Sequence[_Piece], vocoder, optio
         mel = out[k, start:end].t().float().cpu()
         wave = vocoder(mel[None])[0].float().cpu()
         if reference.rms < options.target_rms:
-            wave = wave * (reference.rms / options.target_rms)
+            if options.pipeline == "f5tts":  # utils_infer.py:526-527, in its order
+                wave = wave * reference.rms / options.target_rms
+            else:
+                wave = wave * (reference.rms / options.target_rms)
         results.append((wave, mel))
     return results
 
@@ -200,7 +261,7 @@ def synthesize(
     check_options(options)
     rate = model.mel_spec.target_sample_rate
     items = _plan(model, reference, texts, seeds, options)
-    _warn_unknown(model, reference, items)
+    _warn_unknown(model, reference, items, options)
 
     batches = [items[k : k + options.batch_size] for k in range(0, len(items), options.batch_size)]
     iterator = batches
@@ -218,7 +279,11 @@ def synthesize(
     for i, text in enumerate(texts):
         parts = sorted(pieces[i], key=lambda p: p[0])
         wave = cross_fade([p[1] for p in parts], fade)
-        if options.remove_silence:
+        if options.remove_silence and options.pipeline == "f5tts":
+            from flowtts.synthesis.pipeline import remove_silence as remove_silence_f5tts
+
+            wave = remove_silence_f5tts(wave, rate)
+        elif options.remove_silence:
             from flowtts.audio.silence import remove_silence
 
             wave = remove_silence(wave, rate)
@@ -267,7 +332,7 @@ def stream(
     check_options(options)
     seed = random.randrange(2**31) if seed is None else seed
     items = _plan(model, reference, [text], [seed], options)
-    _warn_unknown(model, reference, items)
+    _warn_unknown(model, reference, items, options)
     fade = int(options.cross_fade_seconds * model.mel_spec.target_sample_rate)
     tail = None  # the output's last samples (at most the fade), not final until the next chunk fades in
     for piece in items:

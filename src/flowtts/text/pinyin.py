@@ -67,3 +67,33 @@ def vocab_units(text: str) -> str | list[str]:
     """What a character-vocabulary model reads for ``text``, as F5-TTS's inference and data preparation
     both make it: the pinyin units of a text with Chinese characters, any other text unchanged."""
     return to_pinyin([text])[0] if needs_pinyin(text) else text
+
+
+_warned_no_jieba = False
+
+
+def f5tts_units(text: str) -> list[str] | str:
+    """What F5-TTS's inference feeds a vocabulary model for ``text``: :func:`to_pinyin` of every text, with
+    or without Chinese (``infer/utils_infer.py:496`` in F5-TTS 1.1.22 converts whatever it reads).
+
+    Without the ``zh`` extra, a text without Chinese gets only the punctuation mapping (jieba's extra spaces
+    between word pieces, e.g. after a hyphen, are then missing, and a warning says so once).
+
+    Raises:
+        ImportError: Chinese text without the ``zh`` extra.
+    """
+    global _warned_no_jieba
+    try:
+        return to_pinyin([text])[0]
+    except ImportError:
+        if needs_pinyin(text):
+            raise
+    if not _warned_no_jieba:
+        import logging
+
+        logging.getLogger("flowtts").warning(
+            "the F5-TTS pipeline segments text with jieba as F5-TTS does: pip install 'flowtts[zh]' "
+            "(without it, spaces F5-TTS adds between word pieces are missing)"
+        )
+        _warned_no_jieba = True
+    return text.translate(_PUNCTUATION)

@@ -24,24 +24,22 @@ from flowtts.train.data import BatchCursor, MelDataset, collate, frame_batches
 from flowtts.train.distributed import DistEnv
 from flowtts.train.loop import LoopSettings, TrainingLoop
 
+LOG_CSV = "asr_log.csv"
 LOG_COLUMNS = ["step", "epoch", "loss", "lr", "grad_norm", "heldout_loss", "cer", "wer", "elapsed_s"]
+ASR_LOOP = LoopSettings(
+    steps=3000, lr=1e-3, warmup=200, weight_decay=0.01, grad_clip=5.0, ema_decay=0.995, save_every=200, log_every=1
+)
 
 
 @dataclass
 class ASRConfig:
-    """Optimisation, augmentation and bookkeeping of :func:`train_recognizer`."""
+    """Batches and augmentation of :func:`train_recognizer`, and its loop (optimisation, bookkeeping; every
+    step is logged)."""
 
-    steps: int = 4000
-    lr: float = 1e-3
-    warmup: int = 200
-    weight_decay: float = 0.01
+    loop: LoopSettings = ASR_LOOP
     batch_frames: int = 12_000
     max_samples: int = 48
-    grad_clip: float = 5.0
-    ema_decay: float = 0.995
-    save_every: int = 200
     eval_every: int = 200
-    log_every: int = 1
     seed: int = 0
     stretch: tuple[float, float] = (0.75, 1.3)  # range of the time-stretch factor (1, 1: off)
     level: float = 0.5  # largest log-mel level shift
@@ -51,14 +49,12 @@ class ASRConfig:
     time_width: float = 0.06  # of the utterance's frames, per mask
 
     def __post_init__(self):
-        for name in ("steps", "batch_frames", "max_samples", "save_every", "eval_every"):
+        for name in ("batch_frames", "max_samples", "eval_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not self.loop.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.loop.lr}")
         lo, hi = self.stretch
         if not 0 < lo <= hi:
             raise ValueError(f"stretch must satisfy 0 < lo <= hi, got {self.stretch}")
@@ -142,6 +138,84 @@ def evaluate_recognizer(recognizer: CTCRecognizer, dataset: MelDataset, batch: i
     }
 
 
+def _new_recognizer(
+    dataset: MelDataset, config: ASRConfig, recognizer_config: RecognizerConfig | None, held_out: MelDataset | None
+) -> CTCRecognizer:
+    """A recogniser with seeded initial weights and the data's channel statistics, once the data fit it."""
+    from flowtts.config import MelConfig
+
+    if recognizer_config is None:
+        recognizer_config = RecognizerConfig(mel=MelConfig(**dataset.info.get("mel", {})))
+    torch.manual_seed(config.seed)  # initial weights
+    recognizer = CTCRecognizer(recognizer_config)
+    check_dataset(dataset, recognizer, "the training data")
+    if held_out is not None:
+        check_dataset(held_out, recognizer, "the held-out data")
+    if max(dataset.frames) * config.stretch[1] > config.batch_frames:
+        raise ValueError(
+            f"the longest utterance stretched by {config.stretch[1]} does not fit batch_frames={config.batch_frames}"
+        )
+    mean, std = channel_statistics(dataset)
+    recognizer.mel_mean.copy_(mean)
+    recognizer.mel_std.copy_(std)
+    return recognizer.train()
+
+
+class _HeldOut:
+    """The held-out figures of the latest evaluation (empty before the first, or without held-out data)."""
+
+    def __init__(self, dataset: MelDataset | None, every: int):
+        self.dataset, self.every, self.figures = dataset, every, {}
+
+    def due(self, loop: TrainingLoop) -> bool:
+        return self.dataset is not None and (loop.step % self.every == 0 or loop.step == loop.stop)
+
+    def evaluate(self, ema: CTCRecognizer) -> dict:
+        """Evaluate ``ema``; the log columns of its figures."""
+        self.figures = evaluate_recognizer(ema, self.dataset)
+        return {
+            "heldout_loss": f"{self.figures['loss']:.4f}",
+            "cer": f"{self.figures['cer']:.4f}",
+            "wer": f"{self.figures['wer']:.4f}",
+        }
+
+
+def _training_loop(recognizer, out_dir: str, dataset, config: ASRConfig, cursor, held: _HeldOut, **options):
+    """The recogniser's loop (resumable only with the same architecture); its file records the run."""
+
+    def write_files() -> None:
+        extra = {"step": loop.step, "asr_config": asdict(config), "data": os.path.abspath(dataset.directory)}
+        if held.figures:
+            extra["heldout"] = {k: held.figures[k] for k in ("loss", "cer", "wer")}
+        save_recognizer(loop.ema, os.path.join(out_dir, "recognizer.safetensors"), extra=extra)
+
+    architecture = json.dumps(recognizer.config.to_dict())
+    loop = TrainingLoop(
+        recognizer,
+        out_dir,
+        config.loop,
+        log_file=LOG_CSV,
+        log_columns=LOG_COLUMNS,
+        write_files=write_files,
+        identity={"recognizer_config": (architecture, "recogniser architecture")},
+        state=lambda: {**cursor.state(), "asr_config": json.dumps(asdict(config))},
+        desc="training recogniser",
+        env=DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")),
+        **options,
+    )
+    return loop
+
+
+def _step_loss(recognizer, dataset: MelDataset, texts: list[str], indices, config: ASRConfig, step: int):
+    """The mean CTC loss per character of a batch's augmented mels (every scored row counts)."""
+    mels, lens, _ = collate([dataset[i] for i in indices])
+    g = torch.Generator().manual_seed(config.seed * 7_919 + step)
+    mels, lens = augment(mels, lens, config, g)
+    torch.manual_seed(config.seed * 104_729 + step)  # dropout
+    loss_rows, scored = recognizer.ctc_loss(mels, lens, [texts[i] for i in indices])
+    return loss_rows[scored].mean() if bool(scored.any()) else loss_rows.sum()
+
+
 def train_recognizer(
     dataset: MelDataset,
     out_dir: str,
@@ -172,84 +246,34 @@ def train_recognizer(
     Returns:
         ``step``, last ``loss``, the last held-out figures (``cer``, ``wer``), ``seconds``, ``finished``.
     """
-    from flowtts.config import MelConfig
-
-    if recognizer_config is None:
-        recognizer_config = RecognizerConfig(mel=MelConfig(**dataset.info.get("mel", {})))
-    torch.manual_seed(config.seed)  # initial weights
-    recognizer = CTCRecognizer(recognizer_config)
-    check_dataset(dataset, recognizer, "the training data")
-    if held_out is not None:
-        check_dataset(held_out, recognizer, "the held-out data")
-    if max(dataset.frames) * config.stretch[1] > config.batch_frames:
-        raise ValueError(
-            f"the longest utterance stretched by {config.stretch[1]} does not fit batch_frames={config.batch_frames}"
-        )
+    recognizer = _new_recognizer(dataset, config, recognizer_config, held_out)
     texts = _texts(dataset)
-    mean, std = channel_statistics(dataset)
-    recognizer.mel_mean.copy_(mean)
-    recognizer.mel_std.copy_(std)
-    recognizer.train()
 
     def batches_of(epoch: int) -> list[list[int]]:
         budget = int(config.batch_frames / config.stretch[1])
         return frame_batches(dataset.frames, budget, config.max_samples, config.seed, epoch)
 
-    cursor = BatchCursor(batches_of)
-    figures = {}
-
-    def write_files() -> None:
-        extra = {"step": loop.step, "asr_config": asdict(config), "data": os.path.abspath(dataset.directory)}
-        if figures:
-            extra["heldout"] = {k: figures[k] for k in ("loss", "cer", "wer")}
-        save_recognizer(loop.ema, os.path.join(out_dir, "recognizer.safetensors"), extra=extra)
-
-    loop = TrainingLoop(
-        recognizer,
-        out_dir,
-        LoopSettings.of(config),
-        log_file="asr_log.csv",
-        log_columns=LOG_COLUMNS,
-        write_files=write_files,
-        identity={"recognizer_config": (json.dumps(recognizer_config.to_dict()), "recogniser architecture")},
-        state=lambda: {**cursor.state(), "asr_config": json.dumps(asdict(config))},
-        desc="training recogniser",
-        progress=progress,
-        stop_at=stop_at,
-        max_seconds=max_seconds,
-        on_step=on_step,
-        env=DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")),
-    )
+    cursor, held = BatchCursor(batches_of), _HeldOut(held_out, config.eval_every)
+    options = dict(progress=progress, stop_at=stop_at, max_seconds=max_seconds, on_step=on_step)
+    loop = _training_loop(recognizer, out_dir, dataset, config, cursor, held, **options)
     if loop.resumed:
         cursor.restore(loop.resumed)
     last_loss = float("nan")
     with loop:
         while loop.running():
-            indices = cursor.next()
-            mels, lens, _ = collate([dataset[i] for i in indices])
-            g = torch.Generator().manual_seed(config.seed * 7_919 + loop.step)
-            mels, lens = augment(mels, lens, config, g)
-            torch.manual_seed(config.seed * 104_729 + loop.step)  # dropout
-            loss_rows, scored = recognizer.ctc_loss(mels, lens, [texts[i] for i in indices])
-            loss = loss_rows[scored].mean() if bool(scored.any()) else loss_rows.sum()
+            loss = _step_loss(recognizer, dataset, texts, cursor.next(), config, loop.step)
             grad_norm = loop.update(loss)
             last_loss = float(loss.detach())
-            row = {
-                "step": loop.step,
-                "epoch": cursor.epoch,
-                "loss": f"{last_loss:.4f}",
-                "lr": f"{loop.lr:.3e}",
-                "grad_norm": f"{grad_norm:.3f}",
-            }
-            if held_out is not None and (loop.step % config.eval_every == 0 or loop.step == loop.stop):
-                figures = evaluate_recognizer(loop.ema, held_out)
-                row.update(
-                    heldout_loss=f"{figures['loss']:.4f}", cer=f"{figures['cer']:.4f}", wer=f"{figures['wer']:.4f}"
-                )
+            row = {"step": loop.step, "epoch": cursor.epoch, "loss": f"{last_loss:.4f}"}
+            row.update(lr=f"{loop.lr:.3e}", grad_norm=f"{grad_norm:.3f}")
+            if held.due(loop):
+                row.update(held.evaluate(loop.ema))
             row["elapsed_s"] = f"{loop.seconds:.1f}"
             loop.log(row)
-            loop.end_step(last_loss, loss=f"{last_loss:.3f}", **({"cer": f"{figures['cer']:.3f}"} if figures else {}))
+            cer = {"cer": f"{held.figures['cer']:.3f}"} if held.figures else {}
+            loop.end_step(last_loss, loss=f"{last_loss:.3f}", **cer)
             loop.checkpoint_if_due()
+    figures = held.figures
     return {
         "step": loop.step,
         "loss": last_loss,

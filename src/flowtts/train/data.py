@@ -93,6 +93,65 @@ def build_vocab(texts: Sequence[str | Sequence[str]]) -> dict[str, int]:
     return {c: i for i, c in enumerate([" ", *chars])}
 
 
+def _read_row(audio: str, text: str | None, audio_dir: str, mel_spec, max_frames: int, min_frames: int):
+    """``(item, mel (n, d) float16)`` of one metadata row (its ``offset`` still to set), or why it is skipped."""
+    from flowtts.audio.io import read_audio
+    from flowtts.audio.silence import speech_bounds
+    from flowtts.text.pinyin import vocab_units
+
+    if text is None:
+        return "no '|' between the audio file and its text"
+    if not text:
+        return "empty transcript"
+    path = audio if os.path.isabs(audio) else os.path.join(audio_dir, audio)
+    try:
+        wave, _ = read_audio(path, mel_spec.target_sample_rate)
+    except FileNotFoundError:
+        return "audio file missing"
+    except ValueError as exc:
+        return f"unreadable audio ({exc})"
+    with torch.no_grad():
+        mel = mel_spec(wave[None])[0].t().numpy()
+    frames = mel.shape[0]
+    if frames > max_frames:
+        return f"too long ({frames} frames > max_frames={max_frames})"
+    if frames < min_frames:
+        return f"too short ({frames} frames < {min_frames})"
+    units = vocab_units(text)
+    if len(units) >= frames:
+        return f"text longer than the audio ({len(units)} units, {frames} frames)"
+    start, end = speech_bounds(wave, mel_spec.target_sample_rate)
+    rms = float(wave[start:end].double().pow(2).mean().sqrt())
+    item = {"frames": frames, "text": text, "audio": audio, "speech": [start, end], "rms": rms}
+    if not isinstance(units, str):
+        item["units"] = units
+    return item, mel.astype(np.float16)
+
+
+def _write_prepared(out_dir: str, kept: list[dict], mels: list, skipped: list, vocab: dict, mel_spec) -> None:
+    """The prepared dataset's four files (see the module docstring), each written atomically."""
+    from flowtts.text import save_vocab
+    from flowtts.utils.files import atomic_output
+
+    with atomic_output(os.path.join(out_dir, "mels.npy")) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.concatenate(mels, axis=0))
+    with atomic_output(os.path.join(out_dir, "index.jsonl")) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(k, ensure_ascii=False) + "\n" for k in kept)
+    save_vocab(vocab, os.path.join(out_dir, "vocab.txt"))
+    names = ("target_sample_rate", "n_mel_channels", "hop_length", "win_length", "n_fft", "mel_spec_type")
+    info = {
+        "mel": {name: getattr(mel_spec, name) for name in names},
+        "utterances": len(kept),
+        "frames": sum(k["frames"] for k in kept),
+        "skipped": [{"line": n, "audio": a, "reason": r} for n, a, r in skipped],
+    }
+    with atomic_output(os.path.join(out_dir, "dataset.json")) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=1)
+
+
 def prepare_dataset(
     metadata: str,
     audio_dir: str | None,
@@ -118,12 +177,7 @@ def prepare_dataset(
         progress: Show a progress bar.
         layout: Layout of ``metadata`` (see :func:`read_metadata`).
     """
-    from flowtts.audio.io import read_audio
-    from flowtts.audio.silence import speech_bounds
     from flowtts.model.mel import MelSpec
-    from flowtts.text import save_vocab
-    from flowtts.text.pinyin import vocab_units
-    from flowtts.utils.files import atomic_output
 
     mel_spec = mel_spec or MelSpec()
     audio_dir = audio_dir or os.path.dirname(os.path.abspath(metadata))
@@ -131,77 +185,26 @@ def prepare_dataset(
     if not rows:
         raise ValueError(f"{metadata} has no rows")
     os.makedirs(out_dir, exist_ok=True)
-    iterator = rows
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(rows, desc="preparing", unit="utt")
+        rows = tqdm(rows, desc="preparing", unit="utt")
     kept, mels, skipped = [], [], []
     offset = 0
-    for n, audio, text in iterator:
-        if text is None:
-            skipped.append((n, audio, "no '|' between the audio file and its text"))
+    for n, audio, text in rows:
+        read = _read_row(audio, text, audio_dir, mel_spec, max_frames, min_frames)
+        if isinstance(read, str):
+            skipped.append((n, audio, read))
             continue
-        if not text:
-            skipped.append((n, audio, "empty transcript"))
-            continue
-        path = audio if os.path.isabs(audio) else os.path.join(audio_dir, audio)
-        try:
-            wave, _ = read_audio(path, mel_spec.target_sample_rate)
-        except FileNotFoundError:
-            skipped.append((n, audio, "audio file missing"))
-            continue
-        except ValueError as exc:
-            skipped.append((n, audio, f"unreadable audio ({exc})"))
-            continue
-        with torch.no_grad():
-            mel = mel_spec(wave[None])[0].t().numpy()
-        frames = mel.shape[0]
-        if frames > max_frames:
-            skipped.append((n, audio, f"too long ({frames} frames > max_frames={max_frames})"))
-            continue
-        if frames < min_frames:
-            skipped.append((n, audio, f"too short ({frames} frames < {min_frames})"))
-            continue
-        units = vocab_units(text)
-        if len(units) >= frames:
-            skipped.append((n, audio, f"text longer than the audio ({len(units)} units, {frames} frames)"))
-            continue
-        start, end = speech_bounds(wave, mel_spec.target_sample_rate)
-        rms = float(wave[start:end].double().pow(2).mean().sqrt())
-        item = {"offset": offset, "frames": frames, "text": text, "audio": audio, "speech": [start, end], "rms": rms}
-        if not isinstance(units, str):
-            item["units"] = units
-        kept.append(item)
-        mels.append(mel.astype(np.float16))
-        offset += frames
+        item, mel = read
+        kept.append({"offset": offset, **item})
+        mels.append(mel)
+        offset += item["frames"]
     if not kept:
         raise ValueError(f"{metadata}: no usable rows ({len(skipped)} skipped)")
     if vocab is None:
         vocab = build_vocab([k.get("units", k["text"]) for k in kept])
-    with atomic_output(os.path.join(out_dir, "mels.npy")) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, np.concatenate(mels, axis=0))
-    with atomic_output(os.path.join(out_dir, "index.jsonl")) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(k, ensure_ascii=False) + "\n" for k in kept)
-    save_vocab(vocab, os.path.join(out_dir, "vocab.txt"))
-    info = {
-        "mel": {
-            "target_sample_rate": mel_spec.target_sample_rate,
-            "n_mel_channels": mel_spec.n_mel_channels,
-            "hop_length": mel_spec.hop_length,
-            "win_length": mel_spec.win_length,
-            "n_fft": mel_spec.n_fft,
-            "mel_spec_type": mel_spec.mel_spec_type,
-        },
-        "utterances": len(kept),
-        "frames": offset,
-        "skipped": [{"line": n, "audio": a, "reason": r} for n, a, r in skipped],
-    }
-    with atomic_output(os.path.join(out_dir, "dataset.json")) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=1)
+    _write_prepared(out_dir, kept, mels, skipped, vocab, mel_spec)
     return PrepareReport(kept=len(kept), skipped=skipped, frames=offset)
 
 

@@ -1,86 +1,142 @@
-"""What a distillation run is: its config, the student's time grid (fixed or learned), the teacher-student
-compatibility check, and network-call counting. Imported by inference-side code that reads a student's
-recorded recipe, so it imports nothing of the training loop."""
+"""What a distillation run is: its config (the teacher's and the student's sampling recipes, the
+objective, the loop), the student's named grids, learned solver times, and the teacher-student check."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
+from flowtts.sampling.recipe import SamplingRecipe
+from flowtts.train.loop import LoopSettings
 from flowtts.train.prompts import check_prompt_kind
 from flowtts.utils.dtypes import DTYPE_NAMES
 
-GRIDS = ("uniform", "epss", "sway", "custom")
+STUDENT_GRIDS = ("uniform", "epss", "sway", "custom")
 SEGMENT_STARTS = ("teacher", "student", "both")
+DISTILL_LOOP = LoopSettings(
+    steps=500, lr=5e-5, warmup=20, weight_decay=0.0, grad_clip=1.0, ema_decay=0.99, save_every=50, log_every=5
+)
+DEFAULT_STUDENT = SamplingRecipe(steps=4, cfg_strength=0.0, sway_sampling_coef=None, use_epss=False)
+
+
+def student_recipe(
+    steps: int = 4, grid: str = "uniform", cfg_strength: float = 0.0, *, times=None, sway: float = -1.0
+) -> SamplingRecipe:
+    """A student's recipe on a named grid, as ``flowtts distill`` names it (``--student-grid``).
+
+    Args:
+        steps: The student's solver steps.
+        grid: One of :data:`STUDENT_GRIDS`.
+        cfg_strength: The student's guidance (0: distilled away, one network call per step).
+        times: The ``"custom"`` grid's ``steps + 1`` times, rising strictly from 0 to 1 (that grid only).
+        sway: The ``"sway"`` grid's coefficient.
+
+    Raises:
+        ValueError: An unknown grid, times without the custom grid (or it without them), or times that do
+            not fit ``steps``.
+    """
+    if grid not in STUDENT_GRIDS:
+        raise ValueError(f"student_grid must be one of {STUDENT_GRIDS}, got {grid!r}")
+    if (grid == "custom") != (times is not None):
+        raise ValueError("student_times goes with student_grid='custom' (and that grid needs it)")
+    if times is not None:
+        times = tuple(float(t) for t in times)
+        if len(times) != steps + 1:
+            raise ValueError(f"student_times must hold student_steps + 1 = {steps + 1} times, got {len(times)}")
+        if times[0] != 0.0 or times[-1] != 1.0 or any(b <= a for a, b in zip(times, times[1:])):
+            raise ValueError(f"student_times must rise strictly from 0 to 1, got {list(times)}")
+    return SamplingRecipe.on_grid(grid, steps, cfg_strength, sway=sway, times=times)
 
 
 @dataclass
 class DistillConfig:
-    """What to distil and how."""
+    """What to distil and how.
 
-    student_steps: int = 4
-    teacher_steps: int = 32
-    teacher_cfg: float = 2.0
-    teacher_sway: float | None = -1.0
-    student_cfg: float = 0.0  # 0 distils guidance away: one network call per student step
-    student_grid: str = "uniform"
-    student_sway: float = -1.0  # used by the "sway" grid
-    student_times: tuple[float, ...] | None = None  # the "custom" grid: student_steps + 1 times in [0, 1]
-    velocity_steps: int = 0  # warm-up steps matching the teacher's guided velocity (see module docstring)
-    segment_steps: int = 0  # then steps matching each student step to the teacher's trajectory (see distill())
-    segment_start: str = "teacher"  # segment steps start from the teacher's states, the student's own, or "both"
-    teacher_pool: int = 0  # > 0: draw every step from this many teacher trajectories sampled once
-    student_dropout: bool = True  # the student's dropout stays active while it learns
-    learn_times: bool = False  # learn the student's interior solver times with its weights (sampler-through steps)
-    times_lr: float = 1e-3  # learning rate of the learned times' parameters (log gaps)
+    Attributes:
+        teacher: How the teacher is sampled for the targets (default: F5-TTS's 32 guided steps).
+        student: How the student samples, the recipe it learns and records (default: 4 uniform steps,
+            guidance distilled away).
+        velocity_steps: Warm-up steps matching the teacher's guided velocity (see :mod:`flowtts.train.distill`).
+        segment_steps: Then steps matching each student step to the teacher's trajectory.
+        segment_start: Segment steps start from the ``"teacher"``'s states, the ``"student"``'s own, or ``"both"``.
+        teacher_pool: > 0: draw every step from this many teacher trajectories sampled once.
+        student_dropout: The student's dropout stays active while it learns.
+        learn_times: Learn the student's interior solver times with its weights (sampler-through steps).
+        times_lr: Learning rate of the learned times' parameters (log gaps).
+        grad_checkpoint: Recompute each student solver step in backward.
+        backprop_steps: Gradients through the last this many student steps (``None``: all).
+        dtype: The networks' autocast precision while distilling (``None``: float32).
+        batch_size: Prompts per step (the global batch under torchrun).
+        loop: Optimisation and bookkeeping.
+        prompt_fraction: The range of a prefix prompt's share of its utterance.
+        prompts: ``"prefix"``: a leading part of an utterance and its own text (as the teacher was trained);
+            ``"pair"``: one utterance as the reference and another's text after it (as inference uses a
+            model); ``"unprompted"``: an utterance said with no audio prompt (as the built-in files ask).
+        ctc_weight: Weight of a recogniser's CTC loss of the text on the student's samples (DMOSpeech).
+        recognizer: The recogniser file of ``ctc_weight``.
+        seed: Seed every random draw derives from.
+
+    Raises:
+        ValueError: Settings that do not fit together (see the messages).
+    """
+
+    teacher: SamplingRecipe = SamplingRecipe()
+    student: SamplingRecipe = DEFAULT_STUDENT
+    velocity_steps: int = 0
+    segment_steps: int = 0
+    segment_start: str = "teacher"
+    teacher_pool: int = 0
+    student_dropout: bool = True
+    learn_times: bool = False
+    times_lr: float = 1e-3
     grad_checkpoint: bool = False
     backprop_steps: int | None = None
-    dtype: str | None = None  # the networks' autocast precision while distilling (None: float32)
-    steps: int = 1000
+    dtype: str | None = None
     batch_size: int = 4
-    lr: float = 5e-5
-    warmup: int = 50
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.99
-    save_every: int = 100
-    log_every: int = 10
+    loop: LoopSettings = DISTILL_LOOP
     prompt_fraction: tuple[float, float] = (0.2, 0.5)
-    prompts: str = "prefix"  # "prefix": a leading part of an utterance and its own text (as the teacher was
-    # trained); "pair": one utterance as the reference and another's text after it (as inference uses a model);
-    # "unprompted": an utterance said with no audio prompt (as the built-in files ask inference to)
-    ctc_weight: float = 0.0  # weight of a recogniser's CTC loss of the text on the student's samples (DMOSpeech)
-    recognizer: str = "builtin"  # the recogniser file of ctc_weight
+    prompts: str = "prefix"
+    ctc_weight: float = 0.0
+    recognizer: str = "builtin"
     seed: int = 0
 
     def __post_init__(self):
         check_prompt_kind(self.prompts)
-        if not self.ctc_weight >= 0:
-            raise ValueError(f"ctc_weight must be >= 0, got {self.ctc_weight}")
-        if self.ctc_weight > 0 and (self.velocity_steps or self.segment_steps):
-            raise ValueError("ctc_weight scores the student's whole samples: it goes with sampler-through steps only")
-        if self.student_steps < 1:
-            raise ValueError(f"student_steps must be >= 1, got {self.student_steps}")
-        if self.student_steps >= self.teacher_steps:
+        self._check_recipes()
+        self._check_phases()
+        self._check_objective()
+
+    def _check_recipes(self) -> None:
+        if self.student.steps >= self.teacher.steps:
             raise ValueError(
-                f"student_steps ({self.student_steps}) must be smaller than teacher_steps ({self.teacher_steps})"
+                f"student_steps ({self.student.steps}) must be smaller than teacher_steps ({self.teacher.steps})"
             )
-        if self.student_grid not in GRIDS:
-            raise ValueError(f"student_grid must be one of {GRIDS}, got {self.student_grid!r}")
-        if self.batch_size < 1 or self.steps < 1:
-            raise ValueError("batch_size and steps must be >= 1")
-        if not 0 <= self.velocity_steps <= self.steps:
-            raise ValueError(f"velocity_steps must be in [0, steps={self.steps}], got {self.velocity_steps}")
-        if self.segment_steps < 0 or self.velocity_steps + self.segment_steps > self.steps:
+        times = self.student.t_grid
+        if times is not None and (times[0] != 0.0 or times[-1] != 1.0):
+            raise ValueError(f"student_times must rise strictly from 0 to 1, got {list(times)}")
+
+    def _check_phases(self) -> None:
+        steps = self.loop.steps
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.velocity_steps <= steps:
+            raise ValueError(f"velocity_steps must be in [0, steps={steps}], got {self.velocity_steps}")
+        if self.segment_steps < 0 or self.velocity_steps + self.segment_steps > steps:
             raise ValueError(
-                f"segment_steps must be >= 0 and velocity_steps + segment_steps <= steps={self.steps}, "
+                f"segment_steps must be >= 0 and velocity_steps + segment_steps <= steps={steps}, "
                 f"got {self.velocity_steps} + {self.segment_steps}"
             )
         if self.segment_start not in SEGMENT_STARTS:
             raise ValueError(f"segment_start must be one of {SEGMENT_STARTS}, got {self.segment_start!r}")
+
+    def _check_objective(self) -> None:
+        if not self.ctc_weight >= 0:
+            raise ValueError(f"ctc_weight must be >= 0, got {self.ctc_weight}")
+        if self.ctc_weight > 0 and (self.velocity_steps or self.segment_steps):
+            raise ValueError("ctc_weight scores the student's whole samples: it goes with sampler-through steps only")
         if self.dtype is not None and self.dtype not in DTYPE_NAMES:
             raise ValueError(f"dtype must be one of {DTYPE_NAMES} (or None for float32), got {self.dtype!r}")
         if self.teacher_pool < 0:
@@ -95,59 +151,34 @@ class DistillConfig:
             )
         if not self.times_lr >= 0:
             raise ValueError(f"times_lr must be >= 0, got {self.times_lr}")
-        if (self.student_grid == "custom") != (self.student_times is not None):
-            raise ValueError("student_times goes with student_grid='custom' (and that grid needs it)")
-        if self.student_times is not None:
-            times = tuple(float(t) for t in self.student_times)
-            if len(times) != self.student_steps + 1:
-                raise ValueError(
-                    f"student_times must hold student_steps + 1 = {self.student_steps + 1} times, got {len(times)}"
-                )
-            if times[0] != 0.0 or times[-1] != 1.0 or any(b <= a for a, b in zip(times, times[1:])):
-                raise ValueError(f"student_times must rise strictly from 0 to 1, got {list(times)}")
-            self.student_times = times
         if self.learn_times:  # refused here, before a run directory exists, rather than inside distill()
-            gaps = torch.diff(self.student_grid_times().double())
+            gaps = torch.diff(self.student.times().double())
             if not bool((gaps > LearnedTimes.MIN_GAP).all()):
                 raise ValueError(f"learn_times needs grid gaps larger than {LearnedTimes.MIN_GAP}, got {gaps.tolist()}")
 
+    def to_json(self) -> str:
+        """The config as JSON (what a run's ``last.pt`` records)."""
+        return json.dumps(dataclasses.asdict(self))
+
     @classmethod
     def from_json(cls, raw: str) -> DistillConfig:
-        """The config a student recorded in its metadata (unknown keys from other versions are ignored)."""
-        known = {f for f in cls.__dataclass_fields__}
+        """The config :meth:`to_json` wrote (unknown keys from other versions are ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in json.loads(raw).items() if k in known}
-        for key in ("student_times", "prompt_fraction"):
-            if values.get(key) is not None:
-                values[key] = tuple(values[key])
+        for key in ("teacher", "student"):
+            if key in values:
+                values[key] = SamplingRecipe.from_json(json.dumps(values[key]))
+        if "loop" in values:
+            values["loop"] = LoopSettings(**values["loop"])
+        if values.get("prompt_fraction") is not None:
+            values["prompt_fraction"] = tuple(values["prompt_fraction"])
         return cls(**values)
-
-    def student_grid_times(self) -> torch.Tensor:
-        """The student's ``student_steps + 1`` solver times."""
-        from flowtts.sampling.grids import make_grid
-
-        if self.student_times is not None:
-            return torch.tensor(self.student_times, dtype=torch.float32)
-        return make_grid(
-            self.student_steps,
-            use_epss=self.student_grid == "epss",
-            sway_coef=self.student_sway if self.student_grid == "sway" else None,
-        )
-
-    def student_recipe(self):
-        """The student's :class:`flowtts.sampling.recipe.SamplingRecipe` (what it records and samples with)."""
-        from flowtts.sampling.recipe import SamplingRecipe
-
-        return SamplingRecipe.from_distill_config(asdict(self))
-
-    def student_sampling(self) -> dict:
-        """``sample()`` keyword arguments of the student."""
-        return self.student_recipe().sample_kwargs()
 
     def precision(self) -> dict:
         """``sample()`` keyword arguments for the networks' precision while distilling (teacher and student).
 
-        Only the distillation's own solves use it; the student's recorded sampling settings and the
-        evaluations stay in float32.
+        Only the distillation's own solves use it; the student's recorded recipe and the evaluations stay
+        in float32.
         """
         return {} if self.dtype in (None, "float32") else {"dtype": self.dtype}
 
@@ -158,17 +189,6 @@ class DistillConfig:
         if step < self.velocity_steps + self.segment_steps:
             return "segment"
         return "sampler"
-
-    def teacher_sampling(self) -> dict:
-        return dict(steps=self.teacher_steps, cfg_strength=self.teacher_cfg, sway_sampling_coef=self.teacher_sway)
-
-
-def recorded_sampling(model) -> dict | None:
-    """The ``sample()`` settings a distilled student records in its metadata (``None`` for other models)."""
-    from flowtts.sampling.recipe import SamplingRecipe
-
-    recipe = SamplingRecipe.from_metadata(getattr(model, "metadata", None))
-    return recipe.sample_kwargs() if recipe is not None else None
 
 
 def check_compatible(teacher, student) -> None:
@@ -209,12 +229,6 @@ class LearnedTimes(torch.nn.Module):
         inner = torch.cumsum(gaps[:-1], dim=0)
         return torch.cat((inner.new_zeros(1), inner, inner.new_ones(1)))
 
-    def recorded(self, config: DistillConfig) -> DistillConfig:
-        """``config`` with today's times as its custom grid: what the student records and samples with."""
-        return dataclasses.replace(config, student_grid="custom", student_times=tuple(self().detach().tolist()))
-
-
-def nfe(steps: int, cfg_strength: float, method: str = "euler") -> int:
-    """Network calls per utterance: guidance doubles the batch (counted as two calls), midpoint doubles steps."""
-    per_step = 2 if method == "midpoint" else 1
-    return steps * per_step * (2 if cfg_strength >= 1e-5 else 1)
+    def recorded(self, recipe: SamplingRecipe) -> SamplingRecipe:
+        """``recipe`` with today's times as its grid: what the student records and samples with."""
+        return dataclasses.replace(recipe, t_grid=tuple(self().detach().tolist()))

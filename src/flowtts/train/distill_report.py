@@ -4,13 +4,13 @@ side-by-side table of a student against the teacher's samplers (:func:`evaluate`
 from __future__ import annotations
 
 import csv
+import dataclasses
 import inspect
-import json
 import os
 import time
-from dataclasses import asdict
 
-from flowtts.train.distill_config import DistillConfig, nfe
+from flowtts.sampling.recipe import SamplingRecipe
+from flowtts.train.distill_config import DistillConfig
 from flowtts.train.loop import append_log, start_log
 from flowtts.train.prompts import Prompts, generated_distance, sample_with
 from flowtts.utils.plotting import pyplot, save_figure
@@ -19,12 +19,13 @@ EVAL_COLUMNS = ["step", "distance", "best_distance", "best_step"]
 
 
 class HeldOutEval:
-    """The EMA student's distance to teacher@``teacher_steps`` on fixed held-out prompts, during a run.
+    """The EMA student's distance to the teacher (sampled as ``config.teacher``) on fixed held-out prompts,
+    during a run.
 
-    The teacher's reference is sampled once; each call samples the student (its own grid, ``cache=True``),
-    appends ``(step, distance, best so far)`` to ``distill_eval.csv`` and writes the student to
-    ``best.safetensors`` when it is the closest yet (kept across resumes: the best distance is read back
-    from that file's metadata).
+    The teacher's reference is sampled once; each call samples the student (``cache=True``), appends
+    ``(step, distance, best so far)`` to ``distill_eval.csv`` and writes the student to ``best.safetensors``
+    when it is the closest yet (kept across resumes: the best distance is read back from that file's
+    metadata).
     """
 
     def __init__(self, teacher, prompts: Prompts, config: DistillConfig, out_dir: str):
@@ -35,7 +36,7 @@ class HeldOutEval:
         self.config = config
         self.csv = os.path.join(out_dir, "distill_eval.csv")
         self.best_path = os.path.join(out_dir, "best.safetensors")
-        self.reference = sample_with(teacher, prompts, cache=True, **config.teacher_sampling())
+        self.reference = sample_with(teacher, prompts, cache=True, **config.teacher.sample_kwargs())
         self.carried = carried_metadata(teacher)
         self.best, self.best_step = float("inf"), -1
         meta = read_metadata(self.best_path) if os.path.exists(self.best_path) else None
@@ -47,41 +48,61 @@ class HeldOutEval:
                 self.history = [(int(r["step"]), float(r["distance"])) for r in csv.DictReader(f)]
         start_log(self.csv, EVAL_COLUMNS, 0)
 
-    def distance(self, student, config: DistillConfig | None = None) -> float:
-        out = sample_with(student, self.prompts, cache=True, **(config or self.config).student_sampling())
+    def distance(self, student, recipe: SamplingRecipe | None = None) -> float:
+        """The mean squared distance of ``student``'s samples (as ``recipe`` says, default the run's student
+        recipe) to the teacher's, on the generated frames."""
+        recipe = recipe or self.config.student
+        out = sample_with(student, self.prompts, cache=True, **recipe.sample_kwargs())
         return generated_distance(out, self.reference, self.prompts)
 
-    def __call__(self, student, step: int, config: DistillConfig | None = None) -> float:
-        """Score ``student`` sampling as ``config`` says (default: the run's; a learned grid passes its own)."""
+    def __call__(self, student, step: int, recipe: SamplingRecipe | None = None) -> float:
+        """Score ``student`` sampling as ``recipe`` says (default: the run's; a learned grid passes its own)."""
         from flowtts.checkpoints.loader import save as save_model
 
-        config = config or self.config
-        distance = self.distance(student, config)
+        recipe = recipe or self.config.student
+        distance = self.distance(student, recipe)
         if distance < self.best:
             self.best, self.best_step = distance, step
-            extra = {
-                **self.carried,
-                "step": step,
-                "distill_config": json.dumps(asdict(config)),
-                "eval_distance": repr(distance),
-                **config.student_recipe().to_metadata(),
-            }
+            extra = {**self.carried, "step": step, "eval_distance": repr(distance), **recipe.to_metadata()}
             save_model(student, self.best_path, extra=extra)
         append_log(self.csv, [step, f"{distance:.8g}", f"{self.best:.8g}", self.best_step])
         self.history.append((step, distance))
         return distance
 
 
+def _nfe(sample_kwargs: dict, method: str, sample) -> int:
+    """Network calls of one solve with ``sample_kwargs`` (``sample``'s defaults for what they leave out)."""
+    defaults = inspect.signature(sample).parameters
+    steps = sample_kwargs.get("steps", defaults["steps"].default)
+    cfg_strength = sample_kwargs.get("cfg_strength", defaults["cfg_strength"].default)
+    return SamplingRecipe(steps=steps, cfg_strength=cfg_strength, sway_sampling_coef=None, method=method).nfe()
+
+
+def _standard_systems(teacher, student, config: DistillConfig) -> list[tuple[str, object, SamplingRecipe]]:
+    """``(row name, model, recipe)`` of the student and the teacher's two few-step baselines: the teacher
+    on a uniform grid of the student's steps, and on F5-TTS's 7-step EPSS grid (each with its guidance)."""
+    mine, theirs = config.student, config.teacher
+    cfg = theirs.cfg_strength
+    naive = SamplingRecipe(steps=mine.steps, cfg_strength=cfg, sway_sampling_coef=None, use_epss=False)
+    epss7 = SamplingRecipe(steps=7, cfg_strength=cfg, sway_sampling_coef=theirs.sway_sampling_coef, use_epss=True)
+    return [
+        (f"student@{mine.steps} ({mine.grid}, cfg {mine.cfg_strength:g})", student, mine),
+        (f"teacher@{mine.steps} (uniform, cfg {cfg:g})", teacher, naive),
+        (f"teacher@7 (EPSS, cfg {cfg:g})", teacher, epss7),
+    ]
+
+
 def evaluate(
     teacher, student, prompts: Prompts, config: DistillConfig, extra: dict | None = None
 ) -> tuple[list[dict], dict]:
-    """Mean squared distance to teacher@``teacher_steps`` of the student and two teacher baselines.
+    """Mean squared distance to the teacher (sampled as ``config.teacher``) of the student and two teacher
+    baselines (:func:`_standard_systems`).
 
     Args:
         teacher: The reference model.
-        student: The distilled model, sampled with ``config.student_sampling()``.
+        student: The distilled model, sampled as ``config.student``.
         prompts: Held-out prompts with fixed noises.
-        config: Step counts, guidance and grids.
+        config: The teacher's and the student's recipes.
         extra: More systems to compare, ``name -> (model, sample() keyword arguments)``; their rows
             follow the three standard ones.
 
@@ -92,53 +113,26 @@ def evaluate(
     method = teacher.odeint_kwargs.get("method", "euler")
     b = len(prompts.texts)
 
-    def run(model, **kwargs):
+    def run(model, sample_kwargs):
         start = time.perf_counter()
-        out = sample_with(model, prompts, cache=True, **kwargs)
+        out = sample_with(model, prompts, cache=True, **sample_kwargs)
         return out, (time.perf_counter() - start) / b
 
-    reference, ref_seconds = run(teacher, **config.teacher_sampling())
+    reference, ref_seconds = run(teacher, config.teacher.sample_kwargs())
     systems = [
-        (
-            f"student@{config.student_steps} ({config.student_grid}, cfg {config.student_cfg:g})",
-            student,
-            config.student_sampling(),
-        ),
-        (
-            f"teacher@{config.student_steps} (uniform, cfg {config.teacher_cfg:g})",
-            teacher,
-            dict(steps=config.student_steps, cfg_strength=config.teacher_cfg, use_epss=False, sway_sampling_coef=None),
-        ),
-        (
-            f"teacher@7 (EPSS, cfg {config.teacher_cfg:g})",
-            teacher,
-            dict(steps=7, cfg_strength=config.teacher_cfg, use_epss=True, sway_sampling_coef=config.teacher_sway),
-        ),
+        (name, model, recipe.sample_kwargs()) for name, model, recipe in _standard_systems(teacher, student, config)
     ]
-    systems += [(name, model, kwargs) for name, (model, kwargs) in (extra or {}).items()]
-    rows = [
-        {
-            "system": f"teacher@{config.teacher_steps} (reference)",
-            "NFE": nfe(config.teacher_steps, config.teacher_cfg, method),
-            "distance": 0.0,
-            "s/utt": ref_seconds,
-        }
-    ]
+    systems += [(name, model, sample_kwargs) for name, (model, sample_kwargs) in (extra or {}).items()]
+    reference_nfe = dataclasses.replace(config.teacher, method=method).nfe()
+    name = f"teacher@{config.teacher.steps} (reference)"
+    rows = [{"system": name, "NFE": reference_nfe, "distance": 0.0, "s/utt": ref_seconds}]
     first = int(prompts.lens[0]), int(prompts.durations[0])
     mels = {rows[0]["system"]: reference[0, first[0] : first[1]].t()}
-    signature = inspect.signature(type(teacher).sample).parameters
-    defaults = {"steps": signature["steps"].default, "cfg": signature["cfg_strength"].default}
-    for name, model, kwargs in systems:
-        out, seconds = run(model, **kwargs)
+    for name, model, sample_kwargs in systems:
+        out, seconds = run(model, sample_kwargs)
         distance = generated_distance(out, reference, prompts)
-        rows.append(
-            {
-                "system": name,
-                "NFE": nfe(kwargs.get("steps", defaults["steps"]), kwargs.get("cfg_strength", defaults["cfg"]), method),
-                "distance": distance,
-                "s/utt": seconds,
-            }
-        )
+        nfe = _nfe(sample_kwargs, method, type(teacher).sample)
+        rows.append({"system": name, "NFE": nfe, "distance": distance, "s/utt": seconds})
         mels[name] = out[0, first[0] : first[1]].t()
     return rows, mels
 

@@ -24,6 +24,7 @@ decides under torchrun), and the barrier at the end.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -38,9 +39,26 @@ CHECKPOINT = "last.pt"
 STOP_FILE = "STOP"  # created in a run directory, it stops the run after its current step, with a checkpoint
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoopSettings:
-    """Optimisation and bookkeeping every loop has (each run's config maps onto it)."""
+    """Optimisation and bookkeeping every loop has; each run config holds one (its ``loop``).
+
+    Each kind of run declares its defaults once, as its config's default ``loop`` (``TRAIN_LOOP``,
+    ``DISTILL_LOOP``, ``REWARD_LOOP``, ``ASR_LOOP``); the command line starts from the same ones.
+
+    Attributes:
+        steps: Optimiser steps of the whole schedule.
+        lr: Peak learning rate (AdamW).
+        warmup: Steps of linear warm-up, then linear decay to 0 at ``steps``.
+        weight_decay: AdamW's weight decay.
+        grad_clip: Largest gradient norm (clipped above it).
+        ema_decay: Decay of the EMA copy of the weights, in [0, 1).
+        save_every: Steps between checkpoints (the last step and a stop always write one).
+        log_every: Steps between log rows (the last step is always logged).
+
+    Raises:
+        ValueError: A count below its minimum, a negative learning rate, or an EMA decay outside [0, 1).
+    """
 
     steps: int
     lr: float
@@ -51,10 +69,19 @@ class LoopSettings:
     save_every: int
     log_every: int
 
-    @classmethod
-    def of(cls, config) -> LoopSettings:
-        """The settings of a run config that has these fields (``TrainConfig``, ``DistillConfig``...)."""
-        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
+    def __post_init__(self):
+        for name, least in (("steps", 1), ("save_every", 1), ("log_every", 1), ("warmup", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        if not self.lr >= 0:
+            raise ValueError(f"lr must be >= 0, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def with_overrides(self, **overrides) -> LoopSettings:
+        """These settings with the non-``None`` ``overrides`` (a command line's given options)."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -97,11 +124,36 @@ def load_checkpoint(path: str) -> dict:
     )
 
 
-def start_log(path: str, columns: list[str], rank: int) -> None:
-    """Write the CSV header unless the log exists (a resumed run appends)."""
-    if rank == 0 and not os.path.exists(path):
+def start_log(path: str, columns: list[str], rank: int, step: int | None = None) -> None:
+    """Write the CSV header unless the log exists: a resumed run appends to it, after dropping the rows of
+    the steps past ``step`` (logged after the checkpoint it resumes from, they run again)."""
+    if rank != 0:
+        return
+    if not os.path.exists(path):
         with open(path, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerow(columns)
+    elif step is not None:
+        drop_rows_after(path, step)
+
+
+def drop_rows_after(path: str, step: int) -> None:
+    """Remove the rows of a CSV log whose ``step`` column is past ``step`` (a log without one is left alone)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    if not rows or "step" not in rows[0]:
+        return
+    at = rows[0].index("step")
+
+    def past(row) -> bool:
+        try:
+            return int(row[at]) > step
+        except (IndexError, ValueError):
+            return False
+
+    kept = [rows[0]] + [row for row in rows[1:] if not past(row)]
+    if len(kept) < len(rows):
+        with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(kept)
 
 
 def progress_bar(enabled: bool, total: int, initial: int, desc: str):
@@ -195,7 +247,7 @@ class TrainingLoop:
             self.step, self.resumed = saved["step"], saved
         self.log_path = os.path.join(out_dir, log_file)
         self.log_columns = log_columns
-        start_log(self.log_path, log_columns, self.rank)
+        start_log(self.log_path, log_columns, self.rank, step=self.step)
         self.bar = progress_bar(progress and self.rank == 0, settings.steps, self.step, desc)
         self.stop = min(settings.steps, stop_at) if stop_at is not None else settings.steps
         self.max_seconds = max_seconds

@@ -195,7 +195,7 @@ def fixed_prompts(
     return draw_prompts(dataset, rows, num_channels, config, g)
 
 
-def solve(model, prompts: Prompts, *, cache: bool, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+def solve(model, prompts: Prompts, *, cache: bool, **sample_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """``model.sample()`` on ``prompts`` (their noises, each sample computed as if alone): ``(out, trajectory)``."""
     return model.sample(
         prompts.cond.to(model.device),
@@ -205,10 +205,10 @@ def solve(model, prompts: Prompts, *, cache: bool, **kwargs) -> tuple[torch.Tens
         noise=prompts.noise.to(model.device),
         isolate_batch=True,
         cache=cache,
-        **kwargs,
+        **sample_kwargs,
     )
 
 
-def sample_with(model, prompts: Prompts, *, cache: bool, **kwargs) -> torch.Tensor:
+def sample_with(model, prompts: Prompts, *, cache: bool, **sample_kwargs) -> torch.Tensor:
     """The output of :func:`solve`."""
-    return solve(model, prompts, cache=cache, **kwargs)[0]
+    return solve(model, prompts, cache=cache, **sample_kwargs)[0]

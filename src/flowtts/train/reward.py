@@ -32,11 +32,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from flowtts.model.mel import mel_config_of
+from flowtts.sampling.recipe import SamplingRecipe
 from flowtts.train import distributed as dist_utils
 from flowtts.train.data import MelDataset, PairLayout
 from flowtts.train.loop import LoopSettings, TrainingLoop
 from flowtts.train.prompts import (
-    PROMPT_KINDS,  # noqa: F401 -- re-exported
     Prompts,
     check_prompt_kind,
     draw_kind,
@@ -47,7 +48,11 @@ from flowtts.train.prompts import (
 from flowtts.utils.plotting import plot_reward_curve
 
 Reward = Callable[[torch.Tensor, Prompts], torch.Tensor]
+LOG_CSV = "reward_log.csv"
 LOG_COLUMNS = ["step", "loss", "reward", "anchor", "lr", "grad_norm", "seconds_per_step", "elapsed_s"]
+REWARD_LOOP = LoopSettings(
+    steps=200, lr=1e-5, warmup=20, weight_decay=0.0, grad_clip=1.0, ema_decay=0.99, save_every=50, log_every=1
+)
 
 
 def _frame_stats(mel: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,15 +90,6 @@ def _speaker_reward(model, recognizer: str) -> Reward:
     from flowtts.eval.speaker import SpeakerSimilarity
 
     return SpeakerSimilarity(model.mel_spec).to(model.device)
-
-
-def mel_config_of(model):
-    """The :class:`flowtts.config.MelConfig` of ``model``'s mel front end."""
-    from flowtts.config import MelConfig
-
-    spec = model.mel_spec
-    names = ("target_sample_rate", "n_mel_channels", "hop_length", "win_length", "n_fft", "mel_spec_type")
-    return MelConfig(**{name: getattr(spec, name) for name in names})
 
 
 class CTCReward:
@@ -159,6 +155,10 @@ def resolve_reward(spec: str | Reward, model=None, recognizer: str = "builtin") 
         spec: The name, path or callable.
         model: The model the reward is for (built-in rewards such as ``"speaker"`` need its mel front end).
         recognizer: The recogniser file of the ``"ctc"`` reward (``"builtin"``: the built-in voice's).
+
+    Raises:
+        ValueError: An unknown name, a module that cannot be imported, or a function that cannot be called
+            as ``fn(mel, prompts)``.
     """
     if callable(spec):
         return spec
@@ -178,12 +178,28 @@ def resolve_reward(spec: str | Reward, model=None, recognizer: str = "builtin") 
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ValueError(f"reward {spec!r}: {module_name} has no callable {attr!r}")
+    _check_takes_mel_and_prompts(fn, spec)
     return fn
+
+
+def _check_takes_mel_and_prompts(fn: Callable, spec: str) -> None:
+    """Refuse a function that cannot be called as ``fn(mel, prompts)`` (``os:system`` would fail mid-run)."""
+    import inspect
+
+    try:
+        inspect.signature(fn).bind(None, None)
+    except TypeError as error:
+        raise ValueError(
+            f"reward {spec!r} must take (mel, prompts) and return one reward per row; it takes "
+            f"{inspect.signature(fn)} ({error})"
+        ) from None
+    except ValueError:
+        pass  # no signature to read (some built-in functions): its first call tells
 
 
 @dataclass
 class RewardConfig:
-    """What to reward and how hard to hold the model to where it started."""
+    """What to reward, how to sample, and how hard to hold the model to where it started."""
 
     reward: str = "speaker"  # a name in REWARDS or "module:function" (the Python API also takes a callable)
     sample_steps: int | None = None  # None: the model's recommended steps (and a student's own grid)
@@ -192,15 +208,8 @@ class RewardConfig:
     grad_checkpoint: bool = False
     anchor_weight: float = 1.0  # weight of the distance to the starting model's sample (0: no anchor)
     dropout: bool = False  # keep the model's dropout active while it samples
-    steps: int = 200
     batch_size: int = 4
-    lr: float = 1e-5
-    warmup: int = 20
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.99
-    save_every: int = 50
-    log_every: int = 1
+    loop: LoopSettings = REWARD_LOOP  # optimisation and bookkeeping
     prompt_fraction: tuple[float, float] = (0.2, 0.5)
     prompts: str | None = None  # "prefix" (a leading part of an utterance), "pair" (one utterance, then another's
     # text), "unprompted" (an utterance with no audio prompt); None: "pair" for the ctc reward, which must know what
@@ -218,16 +227,14 @@ class RewardConfig:
         self.pair_layout()  # its checks
         if self.prompts == "unprompted" and self.reward in ("speaker", "timbre"):
             raise ValueError(f"the {self.reward} reward compares with the prompt's audio; unprompted prompts have none")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.sample_steps is not None and self.sample_steps < 1:
             raise ValueError(f"sample_steps must be >= 1 or None, got {self.sample_steps}")
         if self.backprop_steps is not None and self.backprop_steps < 1:
             raise ValueError(f"backprop_steps must be >= 1 or None, got {self.backprop_steps}")
         if not self.anchor_weight >= 0:
             raise ValueError(f"anchor_weight must be >= 0, got {self.anchor_weight}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         lo, hi = self.prompt_fraction
         if not 0 < lo <= hi < 1:
             raise ValueError(f"prompt_fraction must satisfy 0 < lo <= hi < 1, got {self.prompt_fraction}")
@@ -237,24 +244,26 @@ class RewardConfig:
         """How pair prompts lay out their reference clip (:class:`flowtts.train.data.PairLayout`)."""
         return PairLayout.of(self.pair_gap, self.pair_rms, self.seed)
 
-    def sampling(self, model) -> dict:
-        """``sample()`` keyword arguments for ``model``: its recipe with this config's overrides."""
-        from flowtts.sampling.recipe import SamplingRecipe
+    def recipe(self, model) -> SamplingRecipe:
+        """How ``model`` is sampled here: its own recipe with this config's overrides.
 
+        Raises:
+            ValueError: ``backprop_steps`` more than the recipe's steps.
+        """
         recipe = SamplingRecipe.for_model(model, steps=self.sample_steps, cfg_strength=self.cfg_strength)
         if self.backprop_steps is not None and self.backprop_steps > recipe.steps:
             raise ValueError(f"backprop_steps ({self.backprop_steps}) exceeds the {recipe.steps} solver steps sampled")
-        return recipe.sample_kwargs()
+        return recipe
 
 
 class _RewardLoss(torch.nn.Module):
     """Wraps the model so DistributedDataParallel sees one forward per step."""
 
-    def __init__(self, model, reward: Reward, sampling: dict, config: RewardConfig):
+    def __init__(self, model, reward: Reward, sample_kwargs: dict, config: RewardConfig):
         super().__init__()
         self.model = model
         self.reward = reward
-        self.sampling = sampling
+        self.sample_kwargs = sample_kwargs
         self.config = config
 
     def forward(self, prompts: Prompts, anchor: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,7 +275,7 @@ class _RewardLoss(torch.nn.Module):
             cache=False,
             grad_checkpoint=c.grad_checkpoint,
             backprop_steps=c.backprop_steps,
-            **self.sampling,
+            **self.sample_kwargs,
         )
         rewards = check_rewards(self.reward(out, prompts), len(prompts.texts))
         squared = out.new_zeros(())
@@ -299,6 +308,79 @@ def check_rewards(rewards, batch: int) -> torch.Tensor:
     return rewards
 
 
+@dataclass
+class _StepValues:
+    """What one step computed on this rank (``weight`` 0: a rank without a row of its own)."""
+
+    loss: torch.Tensor
+    reward_sum: torch.Tensor
+    squared: torch.Tensor
+    weight: float
+    elements: float
+
+    def means(self, env, batch_size: int) -> tuple[float, float, float]:
+        """The loss, mean reward and anchor distance of the step's global batch."""
+        weight, world = self.weight, env.world_size
+        loss = dist_utils.mean_over_ranks(self.loss.detach(), env)
+        reward = dist_utils.mean_over_ranks(self.reward_sum.detach() * weight * world / batch_size, env)
+        anchor = dist_utils.mean_over_ranks(self.squared.detach() * weight * world / self.elements, env)
+        return loss, reward, anchor
+
+
+class _RewardObjective:
+    """One step's loss on this rank: the step's global batch drawn from ``(seed, step)``, this rank's rows of
+    it, their rewards and (with an anchor) their distance to the starting model's samples."""
+
+    def __init__(self, model, dataset: MelDataset, config: RewardConfig, env, loss, reference, sample_kwargs: dict):
+        self.num_channels, self.dataset, self.config, self.env = model.num_channels, dataset, config, env
+        self.loss, self.reference, self.sample_kwargs = loss, reference, sample_kwargs
+
+    def __call__(self, step: int) -> _StepValues:
+        c, rank, world, num_channels = self.config, self.env.rank, self.env.world_size, self.num_channels
+        g = torch.Generator().manual_seed(c.seed * 7_919 + step)
+        prompts = draw_training_prompts(self.dataset, c, num_channels, g)
+        rows = list(range(rank, c.batch_size, world)) or [0]
+        weight = 1.0 if rank < c.batch_size else 0.0
+        local = prompts.rows(rows)
+        elements = float(prompts.generated_mask().sum()) * num_channels
+        anchor = None
+        if self.reference is not None:
+            anchor = sample_with(self.reference, local, cache=True, **self.sample_kwargs)
+        torch.manual_seed(c.seed * 104_729 + step * world + rank)  # dropout, when active
+        reward_sum, squared = self.loss(local, anchor)
+        loss = (-reward_sum / c.batch_size + c.anchor_weight * squared / elements) * weight * world
+        return _StepValues(loss, reward_sum, squared, weight, elements)
+
+
+def _training_loop(model, out_dir: str, config: RewardConfig, reference, env, **options) -> TrainingLoop:
+    """The loop of ``model`` (and the frozen reference of the anchor, kept in ``last.pt``)."""
+    from flowtts.checkpoints.loader import save as save_model
+
+    metadata = dict(getattr(model, "metadata", None) or {})
+    recorded = json.dumps(asdict(config))
+
+    def write_files():  # the original's metadata (a student's recipe, its data's speed...) and this run's
+        extra = {k: v for k, v in metadata.items() if k not in ("format", "format_version")}
+        extra.update(reward_step=loop.step, reward_config=recorded)
+        save_model(loop.ema, os.path.join(out_dir, "model.safetensors"), extra=extra)
+        plot_reward_curve(os.path.join(out_dir, LOG_CSV), os.path.join(out_dir, "reward.png"))
+
+    loop = TrainingLoop(
+        model,
+        out_dir,
+        config.loop,
+        log_file=LOG_CSV,
+        log_columns=LOG_COLUMNS,
+        write_files=write_files,
+        parts={"reference": reference} if reference is not None else {},
+        state=lambda: {"reward_config": recorded},
+        desc="reward fine-tuning",
+        env=env,
+        **options,
+    )
+    return loop
+
+
 def finetune(
     model,
     dataset: MelDataset,
@@ -329,72 +411,32 @@ def finetune(
     Returns:
         ``step``, last ``loss``, last mean ``reward``, ``seconds``, and ``finished``.
     """
-    from flowtts.checkpoints.loader import save as save_model
-
     if len(dataset) == 0:
         raise ValueError("the dataset has no usable rows")
     env = dist_utils.setup()
-    device, rank, world = env.device, env.rank, env.world_size
-    model.to(device)
+    model.to(env.device)
     reward_fn = resolve_reward(reward if reward is not None else config.reward, model, config.recognizer)
-    sampling = config.sampling(model)
+    sample_kwargs = config.recipe(model).sample_kwargs()
     if config.prompts == "pair":
         config.pair_layout().check(dataset)
     model.train(config.dropout)
-    parts = {}
     reference = None
     if config.anchor_weight > 0:
-        reference = parts["reference"] = copy.deepcopy(model).eval().requires_grad_(False)
-    csv_path = os.path.join(out_dir, "reward_log.csv")
-    metadata = dict(getattr(model, "metadata", None) or {})
-    recorded = json.dumps(asdict(config))
-
-    def write_files():
-        extra = {k: v for k, v in metadata.items() if k not in ("format", "format_version")}
-        extra.update(reward_step=loop.step, reward_config=recorded)
-        save_model(loop.ema, os.path.join(out_dir, "model.safetensors"), extra=extra)
-        plot_reward_curve(csv_path, os.path.join(out_dir, "reward.png"))
-
-    loop = TrainingLoop(
-        model,
-        out_dir,
-        LoopSettings.of(config),
-        log_file="reward_log.csv",
-        log_columns=LOG_COLUMNS,
-        write_files=write_files,
-        parts=parts,
-        state=lambda: {"reward_config": recorded},
-        desc="reward fine-tuning",
-        progress=progress,
-        max_seconds=max_seconds,
-        on_step=on_step,
-        env=env,
-    )
-    loss_module = dist_utils.wrap(_RewardLoss(model, reward_fn, sampling, config), env)
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+    options = dict(progress=progress, max_seconds=max_seconds, on_step=on_step)
+    loop = _training_loop(model, out_dir, config, reference, env, **options)
+    loss_module = dist_utils.wrap(_RewardLoss(model, reward_fn, sample_kwargs, config), env)
+    objective = _RewardObjective(model, dataset, config, env, loss_module, reference, sample_kwargs)
     last, last_reward = float("nan"), float("nan")
     with loop:
         while loop.running():
-            step = loop.step
-            g = torch.Generator().manual_seed(config.seed * 7_919 + step)
-            prompts = draw_training_prompts(dataset, config, model.num_channels, g)
-            rows = list(range(rank, config.batch_size, world)) or [0]
-            weight = 1.0 if rank < config.batch_size else 0.0
-            local = prompts.rows(rows)
-            elements = float(prompts.generated_mask().sum()) * model.num_channels
-            anchor = None
-            if reference is not None:
-                anchor = sample_with(reference, local, cache=True, **sampling)
-            torch.manual_seed(config.seed * 104_729 + step * world + rank)  # dropout, when active
-            reward_sum, squared = loss_module(local, anchor)
-            loss = (-reward_sum / config.batch_size + config.anchor_weight * squared / elements) * weight * world
-            grad_norm = loop.update(loss)
-            last = dist_utils.mean_over_ranks(loss.detach(), env)
-            last_reward = dist_utils.mean_over_ranks(reward_sum.detach() * weight * world / config.batch_size, env)
-            anchor_value = dist_utils.mean_over_ranks(squared.detach() * weight * world / elements, env)
+            values = objective(loop.step)
+            grad_norm = loop.update(values.loss)
+            last, last_reward, anchor = values.means(env, config.batch_size)
             if loop.due_log():
-                values = [f"{v:.6f}" for v in (last, last_reward, anchor_value)]
                 timing = [f"{time.perf_counter() - loop.step_start:.2f}", f"{loop.seconds:.1f}"]
-                loop.log([loop.step, *values, f"{loop.lr:.3e}", f"{grad_norm:.4f}", *timing])
+                figures = [f"{v:.6f}" for v in (last, last_reward, anchor)]
+                loop.log([loop.step, *figures, f"{loop.lr:.3e}", f"{grad_norm:.4f}", *timing])
             loop.end_step(last, reward=f"{last_reward:.4f}")
             loop.checkpoint_if_due()
     return {
@@ -422,9 +464,9 @@ def evaluate(models: dict, prompts: Prompts, reward: Reward, reference: str) -> 
     if reference not in models:
         raise ValueError(f"reference {reference!r} is not one of the models {list(models)}")
     outs, rows = {}, []
-    for name, (model, kwargs) in models.items():
+    for name, (model, sample_kwargs) in models.items():
         begin = time.perf_counter()
-        outs[name] = sample_with(model, prompts, cache=True, **kwargs)
+        outs[name] = sample_with(model, prompts, cache=True, **sample_kwargs)
         seconds = (time.perf_counter() - begin) / len(prompts.texts)
         with torch.no_grad():
             rewards = check_rewards(reward(outs[name], prompts), len(prompts.texts))

@@ -79,7 +79,7 @@ def log_sample(model, mel: torch.Tensor, text, out_dir: str, step: int, *, seed:
     """
     from flowtts.audio.io import write_audio
     from flowtts.audio.vocoders import GriffinLim
-    from flowtts.train.trainer import pyplot
+    from flowtts.utils.plotting import pyplot
 
     folder = os.path.join(out_dir, SAMPLES_DIR)
     os.makedirs(folder, exist_ok=True)

@@ -32,15 +32,13 @@ def teacher_grid(config) -> tuple[torch.Tensor, list[int]]:
     """The teacher's solver times with the student's merged in, and where the student's times sit in it.
 
     Args:
-        config: A :class:`~flowtts.train.distill.DistillConfig`.
+        config: A :class:`~flowtts.train.distill_config.DistillConfig`.
 
     Returns:
         ``(grid, positions)``: float32 times from 0 to 1, and for each student time its index in ``grid``.
     """
-    from flowtts.sampling.grids import make_grid
-
-    student = config.student_grid_times().double()
-    teacher = make_grid(config.teacher_steps, use_epss=True, sway_coef=config.teacher_sway).double()
+    student = config.student.times().double()
+    teacher = config.teacher.times().double()
     keep = (teacher[:, None] - student[None, :]).abs().min(dim=1).values > SNAP
     grid = torch.sort(torch.cat([teacher[keep], student])).values
     positions = [int(torch.argmin((grid - t).abs())) for t in student]
@@ -53,8 +51,8 @@ def teacher_states(teacher, prompts: Prompts, config) -> torch.Tensor:
     The first entry is the noise, the last the teacher's output (prompt frames not copied in).
     """
     grid, positions = teacher_grid(config)
-    kwargs = dict(cfg_strength=config.teacher_cfg, t_grid=grid, **config.precision())
-    _, trajectory = solve(teacher, prompts, cache=True, **kwargs)
+    sample_kwargs = dict(cfg_strength=config.teacher.cfg_strength, t_grid=grid, **config.precision())
+    _, trajectory = solve(teacher, prompts, cache=True, **sample_kwargs)
     return trajectory[positions].float().cpu()
 
 
@@ -68,10 +66,10 @@ def _fingerprint(teacher, dataset: MelDataset, config, size: int) -> str:
             "size": size,
             "seed": config.seed,
             "chunk": config.batch_size,
-            "teacher_steps": config.teacher_steps,
-            "teacher_cfg": config.teacher_cfg,
-            "teacher_sway": config.teacher_sway,
-            "student_times": [round(float(t), 7) for t in config.student_grid_times()],
+            "teacher_steps": config.teacher.steps,
+            "teacher_cfg": config.teacher.cfg_strength,
+            "teacher_sway": config.teacher.sway_sampling_coef,
+            "student_times": [round(float(t), 7) for t in config.student.times()],
             "prompt_fraction": list(config.prompt_fraction),
             "dataset_rows": len(dataset),
             "teacher_weights": f"{weights:.6e}",

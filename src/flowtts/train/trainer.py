@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from flowtts.model.mel import mel_config_of
 from flowtts.train import distributed as dist_utils
 from flowtts.train.data import (
     BatchCursor,
@@ -32,9 +33,9 @@ from flowtts.train.data import (
     join_item,
     silence_frame,
 )
-from flowtts.train.loop import LoopSettings, TrainingLoop, load_checkpoint  # noqa: F401 -- load_checkpoint: its old home
+from flowtts.train.loop import LoopSettings, TrainingLoop
 from flowtts.utils.dtypes import DTYPE_NAMES, resolve_dtype
-from flowtts.utils.plotting import plot_loss_curve, pyplot, save_figure  # noqa: F401 -- their home before
+from flowtts.utils.plotting import plot_loss_curve
 
 log = logging.getLogger("flowtts")
 
@@ -51,22 +52,25 @@ LOG_COLUMNS = [
     "wrong_text_loss",
     "ctc_loss",
 ]
+TRAIN_LOOP = LoopSettings(
+    steps=10_000,
+    lr=7.5e-5,
+    warmup=1_000,
+    weight_decay=0.01,
+    grad_clip=1.0,
+    ema_decay=0.999,
+    save_every=500,
+    log_every=10,
+)
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation and bookkeeping of :func:`train`."""
+    """What :func:`train` does besides the loop's optimisation and bookkeeping (``loop``)."""
 
-    steps: int = 10_000
-    lr: float = 7.5e-5
-    warmup: int = 1_000
-    weight_decay: float = 0.01
+    loop: LoopSettings = TRAIN_LOOP
     batch_frames: int = 8_000
     max_samples: int = 32
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    save_every: int = 500
-    log_every: int = 10
     eval_every: int = 250
     seed: int = 0
     dtype: str | None = None  # autocast dtype of the network (DTYPE_NAMES); None: bfloat16 on CUDA, float32 on CPU
@@ -85,17 +89,15 @@ class TrainConfig:
     pair_rms: float = 0.0
 
     def __post_init__(self):
-        for name in ("steps", "batch_frames", "max_samples", "save_every", "log_every", "grad_accum"):
+        for name in ("batch_frames", "max_samples", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.snapshot_every < 0:
             raise ValueError(f"snapshot_every must be >= 0 (0: no snapshots), got {self.snapshot_every}")
         if self.keep_snapshots == 0 or self.keep_snapshots < -1:
             raise ValueError(f"keep_snapshots must be -1 (all) or >= 1, got {self.keep_snapshots}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.loop.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.loop.lr}")
         if not self.ctc_weight >= 0:
             raise ValueError(f"ctc_weight must be >= 0, got {self.ctc_weight}")
         if self.dtype is not None and self.dtype not in DTYPE_NAMES:
@@ -147,6 +149,182 @@ def ctc_term(recognizer, mels, lens, texts, draws, pred, min_time: float) -> tup
     return loss[scored].sum(), int(scored.sum())
 
 
+def _check_data(dataset: MelDataset, config: TrainConfig) -> None:
+    if len(dataset) == 0:
+        raise ValueError(f"the training data {dataset.directory} has no usable rows")
+    longest = max(dataset.frames)
+    if longest > config.batch_frames:
+        raise ValueError(
+            f"the longest utterance has {longest} frames, over batch_frames={config.batch_frames}: "
+            "raise --batch-frames or prepare the data with a lower max_frames"
+        )
+
+
+def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
+    """The network's autocast dtype: the config's, else bfloat16 on CUDA and float32 elsewhere."""
+    dtype = resolve_dtype(config.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    if dtype == torch.float16 and device.type != "cuda":
+        raise ValueError("dtype float16 needs a GPU; use bfloat16 on CPU")
+    return dtype
+
+
+def _frozen_recognizer(config: TrainConfig, model, device):
+    """The recogniser of the CTC term (frozen, checked against the model's mel), ``None`` without the term."""
+    if config.ctc_weight <= 0:
+        return None
+    from flowtts.eval.recognizer import load_recognizer
+
+    recognizer = load_recognizer(config.recognizer, device).requires_grad_(False)
+    recognizer.check_fits(mel_config_of(model), "the model")
+    return recognizer
+
+
+class _FlowObjective:
+    """Forward and backward of one optimiser step's frame batches, this rank's rows of each.
+
+    Every random choice of a micro-batch derives from ``(seed, step * grad_accum + micro)``: one stream per
+    micro-batch, the step's stream without accumulation.
+    """
+
+    def __init__(self, model, dataset: MelDataset, config: TrainConfig, env, dtype: torch.dtype, recognizer=None):
+        self.model, self.net = model, dist_utils.wrap(model, env)
+        self.dataset, self.config, self.env, self.dtype = dataset, config, env, dtype
+        self.layout = config.pair_layout()
+        self.silence = silence_frame(dataset.info["mel"]) if self.layout.gap is not None else None
+        self.recognizer = recognizer
+
+    def step(self, cursor: BatchCursor, step: int) -> tuple[list[torch.Tensor], list[float], int]:
+        """Backward of every micro-batch of ``step``: their global mean losses, CTC values and frames."""
+        accum = self.config.grad_accum
+        loss_sums, ctc_values, frames = [], [], 0
+        for micro in range(accum):
+            indices = cursor.next()
+            # Only the last micro-batch's backward all-reduces under DDP (the sum is the same).
+            sync = micro == accum - 1 or not hasattr(self.net, "no_sync")
+            loss_sum, ctc_value, lens = self.micro_batch(indices, step * accum + micro, sync)
+            loss_sums.append(loss_sum)
+            if ctc_value is not None:
+                ctc_values.append(ctc_value)
+            frames += int(lens.sum())
+        return loss_sums, ctc_values, frames
+
+    def micro_batch(self, indices, draw_index: int, sync: bool):
+        """Backward of one frame batch; ``(its global mean loss, its CTC value or None, its lengths)``."""
+        c, model, device = self.config, self.model, self.env.device
+        rank, world = self.env.rank, self.env.world_size
+        items = [join_item(self.dataset, item, self.layout, self.silence) for item in indices]
+        mels, lens, texts = collate(items)
+        mels, lens = mels.to(device), lens.to(device)
+        draws = model.draw(lens, mels.shape[1], _step_generator(c.seed, draw_index, device))
+        total_span = int(draws.span.sum()) * model.num_channels  # loss elements of the global batch
+        rows, weight = list(range(rank, len(indices), world)), 1.0
+        if not rows:  # fewer rows than ranks: run one row with weight 0 to join the all-reduce
+            rows, weight = [0], 0.0
+        torch.manual_seed(c.seed * 104_729 + draw_index * world + rank)  # dropout
+        local_frames = int(lens[rows].max())
+        ctc_value = None
+        with contextlib.nullcontext() if sync else self.net.no_sync():
+            local_draws = draws.select(rows, local_frames)
+            with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+                loss_sum, _, pred = self.net(
+                    mels[rows, :local_frames],
+                    [texts[r] for r in rows],
+                    lens=lens[rows],
+                    draws=local_draws,
+                    reduction="sum",
+                    isolate_batch=c.isolate_batch,
+                )
+            loss_sum = loss_sum * weight
+            # DDP averages gradients over ranks; scaling by world size makes the result the gradient of the
+            # global mean; micro-batches count equally, as in F5-TTS's accumulation.
+            loss = loss_sum * world / max(total_span, 1) / c.grad_accum
+            if self.recognizer is not None:
+                plain = [item_text(self.dataset, indices[r], plain=True) for r in rows]
+                ctc_sum, ctc_rows = ctc_term(
+                    self.recognizer, mels[rows], lens[rows], plain, local_draws, pred, c.ctc_min_time
+                )
+                loss = loss + c.ctc_weight * ctc_sum * weight * world / len(indices) / c.grad_accum
+                ctc_value = float(ctc_sum.detach()) / max(ctc_rows, 1)
+            loss.backward()
+        return loss_sum.detach() / max(total_span, 1) * world, ctc_value, lens
+
+
+class _Throughput:
+    """Frames per second since the last reading."""
+
+    def __init__(self):
+        self.frames, self.start = 0, time.perf_counter()
+
+    def add(self, frames: int) -> None:
+        self.frames += frames
+
+    def read(self) -> float:
+        elapsed = time.perf_counter() - self.start
+        fps = self.frames / max(elapsed, 1e-9)
+        self.frames, self.start = 0, time.perf_counter()
+        return fps
+
+
+def _log_row(loop: TrainingLoop, epoch: int, loss: float, grad_norm: float, fps: float, ctc_values) -> dict:
+    return {
+        "step": loop.step,
+        "epoch": epoch,
+        "loss": f"{loss:.5f}",
+        "lr": f"{loop.lr:.3e}",
+        "grad_norm": f"{grad_norm:.4f}",
+        "frames_per_s": f"{fps:.0f}",
+        "elapsed_s": f"{loop.seconds:.1f}",
+        "ctc_loss": f"{sum(ctc_values) / len(ctc_values):.4f}" if ctc_values else "",
+    }
+
+
+def _write_files(loop: TrainingLoop, out_dir: str, config: TrainConfig, sample_data: MelDataset) -> None:
+    """``model.safetensors`` (the EMA weights), ``loss.png``, and with ``log_samples`` the step's sample."""
+    from flowtts.checkpoints.loader import save as save_model
+    from flowtts.train.snapshots import log_sample
+
+    save_model(loop.ema, os.path.join(out_dir, "model.safetensors"), extra={"step": loop.step})
+    plot_loss_curve(os.path.join(out_dir, LOG_CSV), os.path.join(out_dir, "loss.png"))
+    if config.log_samples:
+        mel, text = sample_data[0]
+        log_sample(loop.ema, mel, text, out_dir, loop.step, seed=config.seed)
+
+
+def _training_loop(model, dataset, out_dir, config: TrainConfig, cursor, held_out, env, **options) -> TrainingLoop:
+    """The loop of ``model``: resumable only with the same architecture, its position in the epochs kept."""
+    sample_data = held_out if held_out is not None and len(held_out) else dataset
+    loop = TrainingLoop(
+        model,
+        out_dir,
+        config.loop,
+        log_file=LOG_CSV,
+        log_columns=LOG_COLUMNS,
+        write_files=lambda: _write_files(loop, out_dir, config, sample_data),
+        identity={"model_config": (json.dumps(model.config.to_dict()), "architecture")},
+        state=lambda: {**cursor.state(), "train_config": json.dumps(asdict(config))},
+        desc="training",
+        env=env,
+        **options,
+    )
+    return loop
+
+
+def _batch_cursor(dataset: MelDataset, config: TrainConfig) -> BatchCursor:
+    """Where the run is in its epochs of frame batches (items of one utterance or a pair, see ``pair_fraction``)."""
+    layout = config.pair_layout()
+    if config.pair_fraction > 0:
+        layout.check(dataset)
+
+    def length(item: tuple[int, ...]) -> int:
+        return item_frames(dataset, item, layout)
+
+    def batches_of(epoch: int) -> list[list[tuple[int, ...]]]:
+        c = config
+        return epoch_batches(dataset.frames, c.batch_frames, c.max_samples, c.seed, epoch, c.pair_fraction, length)
+
+    return BatchCursor(batches_of)
+
+
 def train(
     model,
     dataset: MelDataset,
@@ -180,160 +358,43 @@ def train(
     Returns:
         Summary: final step, last loss, frames per second, elapsed seconds.
     """
-    from flowtts.checkpoints.loader import save as save_model
-    from flowtts.train.snapshots import keep_snapshot, log_sample
+    from flowtts.train.snapshots import keep_snapshot
 
-    if len(dataset) == 0:
-        raise ValueError(f"the training data {dataset.directory} has no usable rows")
-    frames = dataset.frames
-    if max(frames) > config.batch_frames:
-        raise ValueError(
-            f"the longest utterance has {max(frames)} frames, over batch_frames={config.batch_frames}: "
-            "raise --batch-frames or prepare the data with a lower max_frames"
-        )
+    _check_data(dataset, config)
     env = dist_utils.setup()
-    device, rank, world = env.device, env.rank, env.world_size
-    dtype = resolve_dtype(config.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
-    if dtype == torch.float16 and device.type != "cuda":
-        raise ValueError("dtype float16 needs a GPU; use bfloat16 on CPU")
-    model.to(device).train()
-
-    layout = config.pair_layout()
-    silence = silence_frame(dataset.info["mel"]) if layout.gap is not None else None
-    if config.pair_fraction > 0:
-        layout.check(dataset)
-
-    def batches_of(epoch: int) -> list[list[tuple[int, ...]]]:
-        return epoch_batches(
-            frames,
-            config.batch_frames,
-            config.max_samples,
-            config.seed,
-            epoch,
-            config.pair_fraction,
-            lambda item: item_frames(dataset, item, layout),
-        )
-
-    cursor = BatchCursor(batches_of)
-    csv_path = os.path.join(out_dir, LOG_CSV)
-
-    def write_files():
-        save_model(loop.ema, os.path.join(out_dir, "model.safetensors"), extra={"step": loop.step})
-        plot_loss_curve(csv_path, os.path.join(out_dir, "loss.png"))
-        if config.log_samples:
-            mel, text = (held_out if held_out is not None and len(held_out) else dataset)[0]
-            log_sample(loop.ema, mel, text, out_dir, loop.step, seed=config.seed)
-
-    loop = TrainingLoop(
-        model,
-        out_dir,
-        LoopSettings.of(config),
-        log_file=LOG_CSV,
-        log_columns=LOG_COLUMNS,
-        write_files=write_files,
-        identity={"model_config": (json.dumps(model.config.to_dict()), "architecture")},
-        state=lambda: {**cursor.state(), "train_config": json.dumps(asdict(config))},
-        desc="training",
-        progress=progress,
-        stop_at=stop_at,
-        on_step=on_step,
-        env=env,
-    )
+    dtype = _autocast_dtype(config, env.device)
+    model.to(env.device).train()
+    cursor = _batch_cursor(dataset, config)
+    options = dict(progress=progress, stop_at=stop_at, on_step=on_step)
+    loop = _training_loop(model, dataset, out_dir, config, cursor, held_out, env, **options)
     if loop.resumed:
         cursor.restore(loop.resumed)
-        if rank == 0:
+        if env.rank == 0:
             log.info("resumed from %s at step %d", loop.path, loop.step)
-    net = dist_utils.wrap(model, env)
-    recognizer = None
-    if config.ctc_weight > 0:
-        from flowtts.eval.recognizer import load_recognizer
-        from flowtts.train.reward import mel_config_of
-
-        recognizer = load_recognizer(config.recognizer, device).requires_grad_(False)
-        recognizer.check_fits(mel_config_of(model), "the model")
+    objective = _FlowObjective(model, dataset, config, env, dtype, _frozen_recognizer(config, model, env.device))
     eval_batch = None
     if held_out is not None and len(held_out) >= 2:
         eval_batch = collate([held_out[i] for i in range(min(8, len(held_out)))])
-
-    accum = config.grad_accum
-    window_frames, window_start = 0, time.perf_counter()
-    last_loss = float("nan")
+    throughput, last_loss = _Throughput(), float("nan")
     with loop:
         while loop.running():
             loop.optimizer.zero_grad(set_to_none=True)
-            loss_sums, ctc_sums = [], []
-            for micro in range(accum):
-                indices = cursor.next()
-                mels, lens, texts = collate([join_item(dataset, item, layout, silence) for item in indices])
-                mels, lens = mels.to(device), lens.to(device)
-                # one random stream per micro-batch (= the step without accumulation)
-                draw_index = loop.step * accum + micro
-                generator = _step_generator(config.seed, draw_index, device)
-                draws = model.draw(lens, mels.shape[1], generator)
-                total_span = int(draws.span.sum()) * model.num_channels  # loss elements of the global batch
-                rows = list(range(rank, len(indices), world))
-                weight = 1.0
-                if not rows:  # fewer rows than ranks: run one row with weight 0 to join the all-reduce
-                    rows, weight = [0], 0.0
-                torch.manual_seed(config.seed * 104_729 + draw_index * world + rank)  # dropout
-                local_frames = int(lens[rows].max())
-                # Only the last micro-batch's backward all-reduces under DDP (the sum is the same).
-                sync = micro == accum - 1 or not hasattr(net, "no_sync")
-                with contextlib.nullcontext() if sync else net.no_sync():
-                    local_draws = draws.select(rows, local_frames)
-                    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                        loss_sum, _, pred = net(
-                            mels[rows, :local_frames],
-                            [texts[r] for r in rows],
-                            lens=lens[rows],
-                            draws=local_draws,
-                            reduction="sum",
-                            isolate_batch=config.isolate_batch,
-                        )
-                    loss_sum = loss_sum * weight
-                    # DDP averages gradients over ranks; scaling by world size makes the result the
-                    # gradient of the global mean; micro-batches count equally, as in F5-TTS's accumulation.
-                    loss = loss_sum * world / max(total_span, 1) / accum
-                    if recognizer is not None:
-                        ctc_sum, ctc_rows = ctc_term(
-                            recognizer,
-                            mels[rows],
-                            lens[rows],
-                            [item_text(dataset, indices[r], plain=True) for r in rows],
-                            local_draws,
-                            pred,
-                            config.ctc_min_time,
-                        )
-                        loss = loss + config.ctc_weight * ctc_sum * weight * world / len(indices) / accum
-                        ctc_sums.append(float(ctc_sum.detach()) / max(ctc_rows, 1))
-                    loss.backward()
-                loss_sums.append(loss_sum.detach() / max(total_span, 1) * world)
-                window_frames += int(lens.sum())
+            loss_sums, ctc_values, frames = objective.step(cursor, loop.step)
+            throughput.add(frames)
             grad_norm = loop.update()
             last_loss = dist_utils.mean_over_ranks(torch.stack(loss_sums).mean(), env)
             fps = None
             if loop.due_log():
-                elapsed = time.perf_counter() - window_start
-                fps = window_frames / max(elapsed, 1e-9)
-                window_frames, window_start = 0, time.perf_counter()
-                row = {
-                    "step": loop.step,
-                    "epoch": cursor.epoch,
-                    "loss": f"{last_loss:.5f}",
-                    "lr": f"{loop.lr:.3e}",
-                    "grad_norm": f"{grad_norm:.4f}",
-                    "frames_per_s": f"{fps:.0f}",
-                    "elapsed_s": f"{loop.seconds:.1f}",
-                    "ctc_loss": f"{sum(ctc_sums) / len(ctc_sums):.4f}" if ctc_sums else "",
-                }
+                fps = throughput.read()
+                row = _log_row(loop, cursor.epoch, last_loss, grad_norm, fps, ctc_values)
                 if eval_batch is not None and (loop.step % config.eval_every == 0 or loop.step == loop.stop):
-                    right, wrong = _text_gap(loop.ema, eval_batch, config.seed, device, config.isolate_batch)
+                    right, wrong = _text_gap(loop.ema, eval_batch, config.seed, env.device, config.isolate_batch)
                     row["val_loss"], row["wrong_text_loss"] = f"{right:.5f}", f"{wrong:.5f}"
                 loop.log(row)
             postfix = {"loss": f"{last_loss:.4f}", **({"fps": f"{fps:.0f}"} if fps is not None else {})}
             loop.end_step(last_loss, **postfix)
             loop.checkpoint_if_due()
-            if config.snapshot_every and loop.step % config.snapshot_every == 0 and rank == 0:
+            if config.snapshot_every and loop.step % config.snapshot_every == 0 and env.rank == 0:
                 keep_snapshot(loop.ema, out_dir, loop.step, config.keep_snapshots)
     return {"step": loop.step, "loss": last_loss, "seconds": loop.seconds, "finished": loop.finished}
 

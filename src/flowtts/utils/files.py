@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 
@@ -51,4 +52,6 @@ def check_writable_directory(directory: str, create: bool = False) -> None:
         with tempfile.NamedTemporaryFile(dir=probe, prefix=".flowtts-write-test-"):
             pass
     except OSError as error:
-        raise ValueError(f"cannot write to {probe}: {error.strerror or error}") from None
+        # /proc and /sys exist but refuse new files with "No such file or directory", which misleads
+        reason = "it does not take new files" if error.errno == errno.ENOENT else error.strerror or str(error)
+        raise ValueError(f"cannot write to {probe}: {reason}; choose another folder") from None
