@@ -164,7 +164,7 @@ def test_compare_says_one_text_with_one_seed_through_each_sampler_at_its_setting
     assert len({os.path.basename(s.wav) for _, s in results}) == 3
 
     # Each column is that model with those settings: the EPSS column is `flowtts infer` with 7 steps and
-    # guidance 2 (EPSS, no sway), the student's column the student alone at its own settings.
+    # guidance 2 (at 7 steps the model's EPSS grid), the student's column the student alone at its own settings.
     teacher7 = tmp_path / "t7.wav"
     assert main(["infer", "--model", "builtin", "-t", text, "--steps", "7", "--cfg", "2", "--seed", "3",
                  "-o", str(teacher7), "-q"]) == 0  # fmt: skip

@@ -74,3 +74,19 @@ def test_the_shipped_student_samples_with_the_grid_its_file_records():
     assert torch.equal(via_recipe, direct)
     teacher = SamplingRecipe.for_model(flowtts.load("builtin"))
     assert teacher == SamplingRecipe() and teacher.with_overrides(steps=7).sample_kwargs()["steps"] == 7
+
+
+def test_named_grids_build_the_recipes_that_name_them():
+    plain = SamplingRecipe.on_grid("uniform", 4, 0.0)
+    assert plain == SamplingRecipe(steps=4, cfg_strength=0.0, sway_sampling_coef=None, use_epss=False)
+    swayed = SamplingRecipe.on_grid("sway", 4, 0.0, sway=-0.5)
+    assert (swayed.sway_sampling_coef, swayed.use_epss) == (-0.5, False)
+    custom = SamplingRecipe.on_grid("custom", 2, 1.0, times=[0, 0.3, 1])
+    assert custom.t_grid == (0.0, 0.3, 1.0) and custom.steps == 2
+    for grid in ("uniform", "epss", "sway", "custom"):
+        assert SamplingRecipe.on_grid(grid, 2, 0.0, times=(0, 0.3, 1)).grid == grid
+    assert SamplingRecipe().grid == "epss+sway"  # F5-TTS's defaults
+    with pytest.raises(ValueError, match="the grid must be one of"):
+        SamplingRecipe.on_grid("cosine", 4, 0.0)
+    with pytest.raises(ValueError, match="custom grid needs its times"):
+        SamplingRecipe.on_grid("custom", 4, 0.0)

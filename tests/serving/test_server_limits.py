@@ -73,21 +73,24 @@ def _rest(conn) -> bytes:
     raise AssertionError("the server kept the connection open")
 
 
-def test_idle_connections_give_their_places_to_a_new_client(voice):
-    server = SpeechServer(*voice, port=0, seed=1, max_clients=4, idle_timeout=30)
+def test_four_idle_clients_and_one_that_does_not_read_lock_no_one_out(voice):
+    server = _SmallBuffers(*voice, port=0, seed=1, max_clients=4, idle_timeout=30, send_timeout=1.5)
     thread = _serving(server)
     idle = [_connect(server.address) for _ in range(4)]  # every place taken, by clients that say nothing
+    time.sleep(EVICT_AFTER + 0.2)
+    stuck = _connect(server.address, receive_buffer=4096)  # takes the longest-idle place
     try:
-        time.sleep(EVICT_AFTER + 0.2)
-        seconds, answer = _ask(server.address)
+        stuck.sendall(b"A long text that nobody reads. " * 6)
+        time.sleep(0.5)
+        seconds, answer = _ask(server.address)  # and this one the next: served while the others hold on
         assert seconds < 5 and answer.size > 0  # before: not even accepted until --idle-timeout (60 s)
-        assert _rest(idle[0]) == b""  # the longest idle gave its place up
-        idle[1].sendall(b"Still connected.")  # the others keep theirs
-        assert read_answer(idle[1]).size > 0
+        assert _rest(idle[0]) == b"" and _rest(idle[1]) == b""  # the two longest idle gave their places up
+        idle[2].sendall(b"Still connected.")  # the others keep theirs
+        assert read_answer(idle[2]).size > 0
     finally:
         server.shutdown()
         thread.join(timeout=30)
-        for conn in idle:
+        for conn in (*idle, stuck):
             conn.close()
     assert not thread.is_alive()
 
@@ -141,7 +144,7 @@ def test_a_trickled_text_is_cut_off_at_its_deadline_and_meanwhile_a_newcomer_hea
         assert time.monotonic() - begun < 2  # at once; before: silence until a place freed
         with pytest.raises(ServerError, match="did not arrive within 2 s of its first byte"):
             read_answer(trickler)
-        assert 1.5 < time.monotonic() - start < 4 and _rest(trickler) == b""
+        assert 1.5 < time.monotonic() - start < 5 and _rest(trickler) == b""
         sender.join(timeout=10)
         seconds, answer = _ask(server.address)  # its place is free again
         assert answer.size > 0

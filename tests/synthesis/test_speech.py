@@ -286,4 +286,3 @@ def test_generated_frames_follow_f5_tts_duration_rule_exactly(ref_text, text, sp
     options = InferenceOptions(steps=1, speed=speed)
     (utterance,) = synthesize(model, reference, [text], vocoder=vocoder, options=options, seeds=[0], progress=False)
     assert utterance.mel.shape[1] == pinned and utterance.wave.numel() == pinned * 256
-

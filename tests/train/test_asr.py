@@ -21,7 +21,7 @@ def _levenshtein(a, b) -> int:
     """Edit distance by the textbook recursion (memoised): insertions, deletions, substitutions cost 1."""
     import functools
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def d(i, j):
         if i == 0 or j == 0:
             return i + j

@@ -86,3 +86,16 @@ def test_a_stop_file_stops_the_run_with_a_checkpoint_and_is_then_removed(tmp_pat
     assert not (tmp_path / "STOP").exists()
     _, loop, _ = _run(tmp_path)  # resumes normally
     assert loop.step == 8 and loop.finished
+
+
+def test_loop_settings_are_checked_and_take_only_the_overrides_given():
+    assert SETTINGS.with_overrides(steps=4, lr=None) == LoopSettings(**{**SETTINGS.__dict__, "steps": 4})
+    for bad, match in (
+        (dict(steps=0), "steps must be an integer >= 1"),
+        (dict(save_every=2.5), "save_every must be an integer >= 1"),
+        (dict(warmup=-1), "warmup must be an integer >= 0"),
+        (dict(lr=-1e-3), "lr must be >= 0"),
+        (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\)"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            SETTINGS.with_overrides(**bad)

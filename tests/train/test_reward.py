@@ -217,7 +217,9 @@ def test_bad_settings_are_refused_before_anything_is_written(corpus, tmp_path):
         resolve_reward("no_such_module_xyz:f")
     with pytest.raises(ValueError, match="no callable"):
         resolve_reward("os.path:not_there")
-    assert resolve_reward("os.path:basename") is os.path.basename
+    with pytest.raises(ValueError, match=r"must take \(mel, prompts\) .*it takes \(p\)"):
+        resolve_reward("os.path:basename")  # callable, but no reward: refused before the run, not at its first step
+    assert resolve_reward("flowtts.train.reward:timbre_reward") is timbre_reward
     model.train()
     with pytest.raises(ValueError, match="exceeds the 2 solver steps"):
         finetune(model, ds, str(tmp_path / "x"), _config(backprop_steps=3), progress=False)

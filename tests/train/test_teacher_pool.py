@@ -98,7 +98,7 @@ def test_a_saved_pool_is_reused_only_for_the_same_teacher_and_settings(counted, 
     assert len(calls) == 2 and os.path.exists(path)
     load_or_build(path, teacher, ds, config, 4)
     assert len(calls) == 2  # reused
-    load_or_build(path, teacher, ds, _config(batch_size=2, teacher_cfg=1.0), 4)
+    load_or_build(path, teacher, ds, _config(batch_size=2, teacher=SamplingRecipe(steps=8, cfg_strength=1.0)), 4)
     assert len(calls) == 4  # other guidance: rebuilt
     other = copy.deepcopy(teacher)
     with torch.no_grad():
@@ -132,7 +132,7 @@ def test_segment_loss_sums_one_student_step_per_segment(corpus):  # noqa: F811
     moving one state changes it by exactly that segment's error."""
     ds = MelDataset(corpus)
     student = _teacher(corpus).double()
-    config = _config(student_grid="custom", student_steps=2, student_times=(0.0, 0.4, 1.0))
+    config = _config(student=student_recipe(2, "custom", times=(0.0, 0.4, 1.0)))
     prompts = draw_prompts(ds, [1, 2], student.num_channels, config, torch.Generator().manual_seed(8))
     prompts.cond, prompts.noise = prompts.cond.double(), prompts.noise.double()
     _, trajectory = student.sample(
@@ -164,7 +164,7 @@ def test_on_policy_segments_start_from_the_students_own_states(corpus):  # noqa:
     count = float(prompts.generated_mask().sum() * student.num_channels)
     losses = {}
     for start in ("teacher", "student", "both"):
-        config = _config(student_grid="custom", student_steps=2, student_times=times, segment_start=start)
+        config = _config(student=student_recipe(2, "custom", times=times), segment_start=start)
         loss = _StudentLoss(student, config)
         assert float(loss(prompts, own, None, list(times))[0].detach()) < 1e-18
         moved = own.clone()

@@ -185,7 +185,9 @@ class CFM(nn.Module):
             seed: Seed, or one seed per sample, of the initial noise; each sample's noise equals
                 F5-TTS's for that seed and does not depend on the rest of the batch. Drawn from a
                 local generator: the global RNG is untouched. ``None`` draws from the global RNG.
-            max_duration: Upper bound on ``duration``.
+            max_duration: Upper bound on ``duration``. A call longer than
+                :data:`~flowtts.model.sample_checks.MAX_SECONDS` (60 s of frames at the mel front end's
+                rate, prompt included) is refused with a ``ValueError``.
             vocoder: Maps the mel ``b d n`` to a wave; applied to the output when given.
             use_epss: Use the EPSS grid for 5/6/7/10/12/16 steps.
             no_ref_audio: Condition on silence instead of the prompt.

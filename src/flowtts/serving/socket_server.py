@@ -207,8 +207,9 @@ class SpeechServer:
             return True
 
     def _waiting(self, conn: socket.socket) -> None:
+        """Mark ``conn`` idle from now, after an answer (a new connection is idle since it was admitted)."""
         with self._lock:
-            if conn in self._places:
+            if conn in self._places and self._places[conn] is None:
                 self._places[conn] = time.monotonic()
 
     def _busy(self, conn: socket.socket) -> bool:
