@@ -21,8 +21,8 @@ import tempfile
 import torch
 
 import flowtts
-from flowtts.infer import recommended_options
 from flowtts.sampling.recipe import SamplingRecipe
+from flowtts.synthesis import recommended_options
 from flowtts.train.data import MelDataset
 from flowtts.train.distill_config import DEFAULT_STUDENT, DistillConfig, student_recipe
 from flowtts.train.distill_report import evaluate, report

@@ -80,6 +80,41 @@ def run_cell(config: str, mode: str, steps: int, frames: int, repeats: int, thre
     return {"saved_bytes": saved, "peak_rss_bytes": peak_kib * 1024, "times": times}
 
 
+def measure(args: argparse.Namespace, mode: str, steps: int) -> tuple[dict, list[int]]:
+    """One cell measured in ``--processes`` fresh processes: the medians, and each process's peak RSS."""
+    cmd = [sys.executable, __file__, "--config", args.config, "--frames", str(args.frames)]
+    cmd += ["--repeats", str(args.repeats), "--threads", str(args.threads), "--cell", mode, str(steps)]
+    if args.retain_memory:
+        cmd.append("--retain-memory")
+    runs = []
+    for _ in range(args.processes):
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    rss = [r["peak_rss_bytes"] for r in runs]
+    cell = {
+        "saved_bytes": runs[0]["saved_bytes"],  # deterministic: the same in every process
+        "peak_rss_bytes": statistics.median(rss),
+        "seconds": statistics.median([t for r in runs for t in r["times"]]),
+    }
+    return cell, rss
+
+
+def print_ratios(results: dict[tuple[str, int], dict], top: int) -> None:
+    def ratio(a, b, key):
+        if a in results and b in results:
+            return results[a][key] / results[b][key]
+        return float("nan")
+
+    print(
+        f"checkpoint@{top} saved / plain@1 saved = {ratio(('checkpoint', top), ('plain', 1), 'saved_bytes'):.3f}\n"
+        f"plain@{top} saved / plain@1 saved = {ratio(('plain', top), ('plain', 1), 'saved_bytes'):.1f}\n"
+        f"checkpoint@{top} peak RSS / plain@1 peak RSS = "
+        f"{ratio(('checkpoint', top), ('plain', 1), 'peak_rss_bytes'):.3f}\n"
+        f"checkpoint@{top} time / plain@{top} time = {ratio(('checkpoint', top), ('plain', top), 'seconds'):.3f}\n"
+        f"last-1@{top} time / plain@{top} time = {ratio(('last-1', top), ('plain', top), 'seconds'):.3f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="small", choices=sorted(CONFIGS))
@@ -107,31 +142,7 @@ def main() -> None:
         for mode in args.modes:
             if mode == "last-1" and steps == 1:
                 continue  # identical to plain
-            cmd = [
-                sys.executable,
-                __file__,
-                "--config",
-                args.config,
-                "--frames",
-                str(args.frames),
-                "--repeats",
-                str(args.repeats),
-                "--threads",
-                str(args.threads),
-                "--cell",
-                mode,
-                str(steps),
-            ]
-            runs = []
-            for _ in range(args.processes):
-                proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-                runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            rss = [r["peak_rss_bytes"] for r in runs]
-            cell = {
-                "saved_bytes": runs[0]["saved_bytes"],  # deterministic: the same in every process
-                "peak_rss_bytes": statistics.median(rss),
-                "seconds": statistics.median([t for r in runs for t in r["times"]]),
-            }
+            cell, rss = measure(args, mode, steps)
             results[(mode, steps)] = cell
             row = {
                 "mode": mode,
@@ -150,21 +161,7 @@ def main() -> None:
         f"{args.processes} fresh processes per cell x {args.repeats} timed runs (medians), {allocator}"
     )
     print(table(rows, list(rows[0])))
-
-    def ratio(a, b, key):
-        if a in results and b in results:
-            return results[a][key] / results[b][key]
-        return float("nan")
-
-    top = max(args.steps)
-    print(
-        f"checkpoint@{top} saved / plain@1 saved = {ratio(('checkpoint', top), ('plain', 1), 'saved_bytes'):.3f}\n"
-        f"plain@{top} saved / plain@1 saved = {ratio(('plain', top), ('plain', 1), 'saved_bytes'):.1f}\n"
-        f"checkpoint@{top} peak RSS / plain@1 peak RSS = "
-        f"{ratio(('checkpoint', top), ('plain', 1), 'peak_rss_bytes'):.3f}\n"
-        f"checkpoint@{top} time / plain@{top} time = {ratio(('checkpoint', top), ('plain', top), 'seconds'):.3f}\n"
-        f"last-1@{top} time / plain@{top} time = {ratio(('last-1', top), ('plain', top), 'seconds'):.3f}"
-    )
+    print_ratios(results, max(args.steps))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ import torch
 from _common import randomise_, table
 from flowtts.audio.io import read_audio
 from flowtts.audio.vocoders import GriffinLim
-from flowtts.infer import InferenceOptions, prepare_reference, synthesize
 from flowtts.model.build import build_model
+from flowtts.synthesis import InferenceOptions, prepare_reference, synthesize
 
 ASSET = os.path.join(os.path.dirname(__file__), "..", "tests", "assets", "birch_canoe_espeak_22k.wav")
 REF_TEXT = "The birch canoe slid on the smooth planks."

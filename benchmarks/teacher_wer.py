@@ -22,10 +22,10 @@ import torch
 import flowtts
 from _common import table
 from flowtts.audio.io import read_audio
+from flowtts.audio.transcribe import PocketSphinx
 from flowtts.audio.vocoders import GriffinLim
-from flowtts.eval.asr import PocketSphinx
 from flowtts.eval.report import score_model, score_recordings
-from flowtts.infer import prepare_reference, recommended_options
+from flowtts.synthesis import prepare_reference, recommended_options
 from flowtts.train.data import read_metadata
 
 

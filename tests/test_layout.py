@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "flowtts"
-COMPATIBILITY = {"infer", "edit", "serve"}  # old import paths the README names, kept as re-exports
+ENTRY_POINTS = {"cli", "app", "api", "serving"}  # argparse, the web app, F5-TTS's Python API, the socket server
 
 
 def _module_name(path: Path) -> str:
@@ -89,11 +89,19 @@ def test_only_entry_points_import_the_entry_points():
     for source, targets in edges.items():
         if source != "cli":
             assert "cli" not in targets, source
-        if source not in {"cli", "api"} | COMPATIBILITY:
-            assert not targets & ({"api", "demo"} | COMPATIBILITY), (source, targets)
+        if source not in {"cli", "api"}:
+            assert not targets & {"api", "demo"}, (source, targets)
     assert not edges.get("synthesis", set()) & {"train", "eval", "cli"}
     assert not edges.get("model", set()) & {"train", "eval", "synthesis", "checkpoints", "cli"}
     assert not edges.get("sampling", set()) - {"utils"}
+
+
+def test_evaluation_sits_above_synthesis():
+    """``eval`` scores what synthesis makes, so only entry points and training import it; reference
+    transcription, which synthesis' callers need, lives below (``flowtts.audio.transcribe``)."""
+    edges = _graph()
+    assert {source for source, targets in edges.items() if "eval" in targets} <= ENTRY_POINTS | {"train"}
+    assert not {"flowtts.infer", "flowtts.edit", "flowtts.serve"} & set(_scan())  # the old re-export paths are gone
 
 
 def _run(code: str) -> str:
@@ -108,7 +116,7 @@ def test_synthesis_loads_no_training_module():
         "import sys, torch\n"
         "import flowtts\n"
         "from flowtts.audio.vocoders import GriffinLim\n"
-        "from flowtts.infer import load_reference, recommended_options, synthesize\n"
+        "from flowtts.synthesis import load_reference, recommended_options, synthesize\n"
         "model = flowtts.load('builtin:student')\n"
         "options = recommended_options(model)\n"
         "reference = load_reference(model, None, None, options)\n"
@@ -171,3 +179,19 @@ def test_the_folder_scan_resolves_submodules_and_finds_a_planted_pair():
 
 def test_no_two_modules_of_one_folder_import_each_other():
     assert _mutual_pairs(_scan()) == []
+
+
+def test_nothing_imports_the_command_line_or_the_web_app_but_themselves():
+    """``flowtts.cli`` and ``flowtts.app`` only wire: the library, the API and the benchmarks never import them
+    (what both need, e.g. multi-voice joining or edit parts, lives in ``synthesis``)."""
+    wiring = {"cli", "app"}
+    for source, targets in _graph().items():
+        if source not in wiring:
+            assert not targets & wiring, (source, targets & wiring)
+    benchmarks = PACKAGE.parents[1] / "benchmarks"
+    for path in benchmarks.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            assert not [n for n in names if n.split(".")[:2] in (["flowtts", "cli"], ["flowtts", "app"])], path

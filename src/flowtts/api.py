@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
 
 import numpy as np
 import torch
 
-from flowtts.eval.asr import transcribe_reference
+from flowtts.audio.transcribe import transcribe_reference
 from flowtts.synthesis import load_reference, recommended_options, synthesize
+from flowtts.synthesis.seeds import choose_seed
 from flowtts.utils.plotting import save_mel_png
 
 
@@ -114,7 +114,6 @@ class F5TTS:
             ImportError: pocketsphinx is not installed (``pip install 'flowtts[eval]'``).
         """
         from flowtts.audio.io import read_audio
-        from flowtts.eval.asr import transcribe_reference
 
         if language is not None and language.lower() not in ("en", "english"):
             raise ValueError(f"language must be English ('en') for the offline recogniser, got {language!r}")
@@ -179,28 +178,12 @@ class F5TTS:
             ValueError: Empty ``gen_text``, an option out of range, unreadable or too short audio.
             ImportError: No ``ref_text`` and no pocketsphinx.
         """
-        from flowtts.model.sample_checks import SEED_RANGE, is_int
         from flowtts.synthesis import check_options
         from flowtts.synthesis.clip_note import warn_clip_note
 
-        if not isinstance(gen_text, str):
-            raise TypeError(f"gen_text must be a string, got {type(gen_text).__name__}")
-        if not gen_text.strip():
-            raise ValueError("gen_text is empty")
-        if not isinstance(ref_text, str):
-            raise TypeError(f"ref_text must be a string (empty: transcribed), got {type(ref_text).__name__}")
-        if nfe_step is not None and (not is_int(nfe_step) or nfe_step < 1):
-            raise ValueError(f"nfe_step must be an integer >= 1, got {nfe_step!r}")
-        if seed is not None and (not is_int(seed) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]):
-            raise ValueError(f"seed must be None, -1 (random) or a non-negative integer, got {seed!r}")
-        if file_wave is not None:
-            from flowtts.audio.io import check_audio_output
-
-            check_audio_output(file_wave)
-        if file_spec is not None:
-            from flowtts.utils.plotting import check_picture_output
-
-            check_picture_output(os.fspath(file_spec))
+        _check_texts(gen_text, ref_text)
+        _check_numbers(nfe_step, seed)
+        _check_outputs(file_wave, file_spec)
         options = recommended_options(
             self.ema_model,
             steps=nfe_step,
@@ -229,7 +212,7 @@ class F5TTS:
             on_transcript=lambda text: show_info(f"reference transcribed (pocketsphinx): {text!r}"),
             transcribe=transcribe_reference,
         )
-        self.seed = seed if seed is not None and seed >= 0 else random.randrange(2**31)
+        self.seed = choose_seed(seed)
         (result,) = synthesize(
             self.ema_model,
             reference,
@@ -268,3 +251,33 @@ class F5TTS:
     def export_spectrogram(self, spec, file_spec: str | os.PathLike) -> None:
         """Write a log-mel ``(d, n)`` as a PNG (needs matplotlib)."""
         save_mel_png(torch.as_tensor(np.asarray(spec)), os.fspath(file_spec))
+
+
+def _check_texts(gen_text, ref_text) -> None:
+    if not isinstance(gen_text, str):
+        raise TypeError(f"gen_text must be a string, got {type(gen_text).__name__}")
+    if not gen_text.strip():
+        raise ValueError("gen_text is empty")
+    if not isinstance(ref_text, str):
+        raise TypeError(f"ref_text must be a string (empty: transcribed), got {type(ref_text).__name__}")
+
+
+def _check_numbers(nfe_step, seed) -> None:
+    from flowtts.model.sample_checks import SEED_RANGE, is_int
+
+    if nfe_step is not None and (not is_int(nfe_step) or nfe_step < 1):
+        raise ValueError(f"nfe_step must be an integer >= 1, got {nfe_step!r}")
+    if seed is not None and (not is_int(seed) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]):
+        raise ValueError(f"seed must be None, -1 (random) or a non-negative integer, got {seed!r}")
+
+
+def _check_outputs(file_wave, file_spec) -> None:
+    """Raise before any work when a file to write cannot be written."""
+    if file_wave is not None:
+        from flowtts.audio.io import check_audio_output
+
+        check_audio_output(file_wave)
+    if file_spec is not None:
+        from flowtts.utils.plotting import check_picture_output
+
+        check_picture_output(os.fspath(file_spec))

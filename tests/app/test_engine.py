@@ -6,6 +6,7 @@ import soundfile as sf
 import torch
 
 from flowtts.app import engine
+from flowtts.app.runs import Run
 from train.helpers import prepared_corpus
 
 
@@ -71,7 +72,7 @@ def test_a_run_started_from_the_page_stops_with_a_resumable_checkpoint(tmp_path)
         "--save-every",
         "100000",
     ]
-    run = engine.Run("train", args, out)
+    run = Run("train", args, out)
     log = os.path.join(out, "train_log.csv")
 
     def logged_rows():
@@ -87,7 +88,7 @@ def test_a_run_started_from_the_page_stops_with_a_resumable_checkpoint(tmp_path)
     status = run.status()
     assert "exited with code 0" in status["state"] and status["curve"] is not None
     with pytest.raises(ValueError, match="'train' or 'distill'"):
-        engine.Run("serve", [], out)
+        Run("serve", [], out)
 
 
 def test_flowtts_app_refuses_share_and_bad_ports_in_one_line(capsys):

@@ -241,7 +241,7 @@ def test_characters_outside_the_vocabulary_are_named(student):
 
 
 def test_a_page_error_keeps_its_quotes():
-    from flowtts.app.ui import _message
+    from flowtts.app.tabs.common import message
 
-    assert _message(ValueError("a run is already going in 'run0'")) == "a run is already going in 'run0'"
-    assert _message(KeyError("no voice 'x'")) == "no voice 'x'"
+    assert message(ValueError("a run is already going in 'run0'")) == "a run is already going in 'run0'"
+    assert message(KeyError("no voice 'x'")) == "no voice 'x'"

@@ -166,7 +166,7 @@ FACTS = {"speed": "0.9", "ref_silence": "0.5", "target_rms": "0.05"}
 
 
 def test_saving_keeps_what_the_file_says_about_its_data_and_extra_wins(source, tmp_path):
-    from flowtts.infer import recommended_options
+    from flowtts.synthesis import recommended_options
 
     model = copy.deepcopy(source)
     model.metadata = {**FACTS, "step": "7", "trained_with": "something else"}
@@ -219,7 +219,7 @@ def test_builtin_student_and_prompt_set_fit_the_teacher_when_shipped():
     assets = files("flowtts").joinpath("assets")
     if not assets.joinpath("student.safetensors").is_file():
         pytest.skip("no built-in student in this checkout")
-    from flowtts.infer import recommended_options
+    from flowtts.synthesis import recommended_options
     from flowtts.train.data import MelDataset
     from flowtts.train.distill_config import check_compatible
 

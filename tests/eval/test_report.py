@@ -9,8 +9,8 @@ from flowtts.audio.vocoders import GriffinLim
 from flowtts.cli import main
 from flowtts.eval.report import SystemScore, format_scores, score_model, score_recordings
 from flowtts.eval.wer import word_error_rate
-from flowtts.infer import InferenceOptions, prepare_reference, synthesize
 from flowtts.model.build import build_model
+from flowtts.synthesis import InferenceOptions, prepare_reference, synthesize
 from train.helpers import write_corpus
 
 TEXTS = ["a cat sat", "the dog ran far", "blue sky"]

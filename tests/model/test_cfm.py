@@ -139,6 +139,94 @@ def test_text_conditioning_reuse_gives_the_gradients_of_recomputing_it_every_ste
     assert grads[0]["transformer.text_embed.text_embed.weight"].abs().sum() > 0
 
 
+# ----------------------------------------------------------------- velocity field
+
+
+def _field_inputs(dtype=torch.float32):
+    return _prompt(2, dtype=dtype), tiny_text(2), torch.tensor([24, 20])
+
+
+@pytest.mark.parametrize("dtype", [None, "bfloat16"])
+def test_velocity_field_is_the_samplers_per_step_velocity(dtype):
+    from flowtts.sampling.grids import make_grid
+
+    model = make_tiny().eval()
+    cond, text, duration = _field_inputs()
+    guidance = dict(cfg_strength=2.0, dtype=dtype)
+    out, trajectory = model.sample(cond, text, duration, steps=4, sway_sampling_coef=-1.0, seed=7, **guidance)
+    grid = make_grid(4, use_epss=True, sway_coef=-1.0).to(torch.float32)
+    with torch.no_grad():
+        field = model.velocity_field(cond, text, duration, **guidance)
+        for i in range(4):  # each Euler step of sample() is one call of the field, to the bit
+            x = trajectory[i]
+            assert torch.equal(x + (grid[i + 1] - grid[i]) * field(grid[i], x).float(), trajectory[i + 1])
+    assert torch.equal(field.with_prompt(trajectory[-1]), out)
+    assert field.cond.shape == (2, 24, D) and field.state_dtype == torch.float32
+
+
+def test_velocity_field_is_upstreams_guided_velocity():
+    from flowtts.model.cfm import lens_to_mask
+
+    model = make_tiny(torch.float64).eval()
+    cond, text, duration = _field_inputs(torch.float64)
+    x, t = torch.randn(2, 24, D, dtype=torch.float64), torch.tensor(0.3, dtype=torch.float64)
+    with torch.no_grad():
+        field = model.velocity_field(cond, text, duration, cfg_strength=2.0)
+        # F5-TTS's step: both branches through forward(), then v_c + cfg (v_c - v_u)
+        step_cond = torch.nn.functional.pad(cond, (0, 0, 0, 14))
+        both = model.transformer(x=x, cond=step_cond, text=text, time=t, mask=lens_to_mask(duration), cfg_infer=True)
+        pred, null_pred = both.chunk(2)
+        assert torch.allclose(field(t, x), pred + (pred - null_pred) * 2.0, rtol=1e-10, atol=1e-12)
+    assert field.cond_mask[:, :10].all() and not field.cond_mask[:, 10:].any()
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint"])
+@pytest.mark.parametrize("cfg", [0.0, 2.0])
+def test_a_segment_through_the_field_equals_sample_on_its_grid(method, cfg):
+    """Distillation's one-step segments: the field's step equals ``sample(t_grid=(t0, t1))`` to the bit."""
+    model = make_tiny(dropout=0.2).train()  # a student: dropout active, the branches run one at a time
+    model.odeint_kwargs = {"method": method}
+    cond, text, duration = _field_inputs()
+    state = torch.randn(2, 24, D, generator=torch.Generator().manual_seed(3))
+    segment, kwargs = (0.25, 0.5), dict(lens=torch.tensor([10, 8]), cfg_strength=cfg, isolate_batch=True)
+    results = []
+    for through_field in (False, True):
+        torch.manual_seed(5)  # dropout draws
+        model.zero_grad(set_to_none=True)
+        if through_field:
+            field = model.velocity_field(cond, text, duration, **kwargs)
+            last = field.solve(state, segment).x
+            out = field.with_prompt(last)
+        else:
+            out, trajectory = model.sample(cond, text, duration, noise=state, t_grid=segment, cache=False, **kwargs)
+            last = trajectory[-1]
+        out.pow(2).sum().backward()
+        results.append((out, last, [p.grad for p in model.parameters()]))
+    (out_a, last_a, grads_a), (out_b, last_b, grads_b) = results
+    assert torch.equal(out_a, out_b) and torch.equal(last_a, last_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+    with torch.no_grad():  # a rollout (the student's own states): same numbers, no graph
+        torch.manual_seed(5)
+        rolled = model.velocity_field(cond, text, duration, **kwargs).solve(state, segment).x
+    assert torch.equal(rolled, last_b.detach()) and rolled.grad_fn is None
+
+
+def test_velocity_field_checks_its_arguments(tiny):
+    cond, text, duration = _field_inputs()
+    with pytest.raises(ValueError, match="cfg_strength"):
+        tiny.velocity_field(cond, text, duration, cfg_strength=-1.0)
+    with pytest.raises(ValueError, match="max_duration"):
+        tiny.velocity_field(cond, text, duration, max_duration=1)
+    with pytest.raises(ValueError, match="lens"):
+        tiny.velocity_field(cond, text, duration, lens=torch.tensor([11, 3]))
+
+
+def test_attributes_set_from_outside_are_declared(tiny):
+    names = ("config", "metadata", "preset", "quantized", "checkpoint_format")
+    assert set(names) <= set(type(tiny).__annotations__)
+    assert all(getattr(tiny, name) is None for name in names)  # built from the constructor: none set
+
+
 def _loss(model, cond, noise, weights):
     out, _ = model.sample(
         cond, tiny_text(1), 20, steps=3, cfg_strength=2.0, sway_sampling_coef=-1.0, noise=noise, cache=False

@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from flowtts.infer import InferenceOptions, chunk_text, cross_fade, prepare_reference
+from flowtts.audio.crossfade import cross_fade
 from flowtts.model.build import build_model
+from flowtts.synthesis import InferenceOptions, prepare_reference
+from flowtts.text.chunking import chunk_text
 
 
 def test_chunk_text_splits_at_sentence_ends_within_budget():
@@ -98,7 +100,7 @@ def _reference(model, seconds=1.0):
 
 
 def test_fix_duration_sets_each_texts_total_length_without_chunking():
-    from flowtts.infer import synthesize
+    from flowtts.synthesis import synthesize
 
     model = build_model("tiny")
     reference = _reference(model)
@@ -129,7 +131,7 @@ def test_fix_duration_sets_each_texts_total_length_without_chunking():
 def test_unprompted_synthesis_samples_the_new_text_alone_after_no_audio():
     """Unprompted, the clip sets the length (and level) but its sound and transcript do not enter the sample."""
     from conftest import randomise
-    from flowtts.infer import synthesize
+    from flowtts.synthesis import synthesize
     from flowtts.text.units import text_units
 
     model = randomise(build_model("tiny"), std=0.02)
@@ -162,7 +164,7 @@ def test_unprompted_synthesis_samples_the_new_text_alone_after_no_audio():
 
 
 def test_remove_silence_shortens_the_vocoded_output():
-    from flowtts.infer import synthesize
+    from flowtts.synthesis import synthesize
 
     model = build_model("tiny")
     reference = _reference(model)
@@ -181,7 +183,7 @@ def test_remove_silence_shortens_the_vocoded_output():
 
 def test_stream_yields_each_chunk_when_it_is_done_and_joins_to_synthesize():
     from conftest import randomise
-    from flowtts.infer import stream, synthesize
+    from flowtts.synthesis import stream, synthesize
 
     model = randomise(build_model("tiny"), std=0.02)
     reference = _reference(model)
@@ -226,7 +228,7 @@ def test_stream_joins_chunks_shorter_than_the_fade_as_cross_fade_does(monkeypatc
 
 
 def test_stream_refuses_what_it_cannot_stream():
-    from flowtts.infer import stream
+    from flowtts.synthesis import stream
 
     model = build_model("tiny")
     reference = _reference(model)
@@ -274,7 +276,7 @@ DURATION_CASES = [
 
 @pytest.mark.parametrize("ref_text, text, speed, pinned", DURATION_CASES)
 def test_generated_frames_follow_f5_tts_duration_rule_exactly(ref_text, text, speed, pinned):
-    from flowtts.infer import synthesize
+    from flowtts.synthesis import synthesize
 
     model = build_model("tiny")
     wave = torch.sin(torch.arange(24000) / 5) * 0.2

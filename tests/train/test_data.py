@@ -75,10 +75,10 @@ def test_a_line_that_is_not_utf8_is_named_with_its_file_and_line(tmp_path):
 def test_chinese_text_is_prepared_as_the_pinyin_units_inference_reads(tmp_path):
     pytest.importorskip("pypinyin")
     pytest.importorskip("rjieba")
-    from flowtts.infer import text_units
     from flowtts.model.build import build_model
     from flowtts.text import load_vocab
     from flowtts.text.pinyin import to_pinyin
+    from flowtts.text.units import text_units
 
     meta = write_chinese_corpus(tmp_path)
     prepare_dataset(meta, None, str(tmp_path / "prepared"), progress=False)

@@ -228,7 +228,7 @@ def test_evaluate_appends_extra_systems_after_the_standard_rows(corpus):
 
 def test_students_carry_their_sampling_settings(corpus, tmp_path):
     import flowtts
-    from flowtts.infer import recommended_options
+    from flowtts.synthesis import recommended_options
 
     config = _config(steps=1, student=student_recipe(3, "sway"))
     distill(
@@ -245,7 +245,7 @@ def test_students_carry_their_sampling_settings(corpus, tmp_path):
 
 def test_students_are_sampled_as_the_teachers_file_records_its_data(corpus, tmp_path):
     import flowtts
-    from flowtts.infer import recommended_options
+    from flowtts.synthesis import recommended_options
 
     ds = MelDataset(corpus)
     teacher = _teacher(corpus)
@@ -270,7 +270,7 @@ def test_students_are_sampled_as_the_teachers_file_records_its_data(corpus, tmp_
 
 def test_custom_student_grids_are_validated_and_travel_with_the_student(corpus, tmp_path):
     import flowtts
-    from flowtts.infer import recommended_options
+    from flowtts.synthesis import recommended_options
 
     with pytest.raises(ValueError, match="student_times goes with"):
         student_recipe(grid="custom")

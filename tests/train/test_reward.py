@@ -125,7 +125,7 @@ def test_a_callable_reward_and_truncated_checkpointed_backprop_train_the_model(c
 def test_fine_tuned_students_keep_their_sampling_settings(corpus, tmp_path):
     import flowtts
     from flowtts.checkpoints.loader import read_metadata
-    from flowtts.infer import recommended_options
+    from flowtts.synthesis import recommended_options
     from flowtts.train.distill_config import student_recipe
 
     student = _model(corpus)

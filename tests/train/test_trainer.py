@@ -66,7 +66,7 @@ def test_training_lowers_the_loss_and_writes_its_files(corpus, tmp_path, backbon
 
 def test_a_fine_tuning_records_what_its_start_says_about_the_data(corpus, tmp_path):
     import flowtts
-    from flowtts.infer import recommended_options
+    from flowtts.synthesis import recommended_options
 
     ds = MelDataset(corpus)
     model = tiny_model(load_vocab(ds.vocab_path()))

@@ -24,6 +24,8 @@ import torch
 from flowtts.app.limits import Job, Limits, Watched
 from flowtts.app.runs import Run  # noqa: F401 -- the page's runs, re-exported where they used to live
 from flowtts.app.workspace import Workspace
+from flowtts.synthesis.edit import parse_parts  # the Edit tab reads its parts as `flowtts edit` does
+from flowtts.synthesis.seeds import choose_seed
 
 BUILTIN_CHOICES = ("builtin", "builtin:student")
 CHECKPOINT_CHOICE = "checkpoint file"
@@ -90,7 +92,8 @@ class ModelStore:
 
         preset = None
         if model_cfg:
-            from flowtts.checkpoints.model_config import carries_architecture, read_model_config
+            from flowtts.checkpoints.loader import carries_architecture
+            from flowtts.checkpoints.model_config import read_model_config
 
             if not carries_architecture(path):
                 preset = read_model_config(str(model_cfg))
@@ -154,15 +157,6 @@ def read_text_file(path: str | None, limits: Limits = DEFAULT_LIMITS) -> str:
         raise ValueError(f"{name} is not UTF-8 text") from None
     limits.check_text(text, name)
     return text
-
-
-def choose_seed(seed) -> int:
-    """The seed to use: ``seed`` itself, or a random one for ``None``/``-1`` (shown in the page)."""
-    import random
-
-    if seed is None or int(seed) < 0:
-        return random.randrange(2**31)
-    return int(seed)
 
 
 # How the page's "reference clip" choice maps to InferenceOptions.continue_reference (None: the model file's).
@@ -286,8 +280,8 @@ def speak(
         FileNotFoundError: No such reference file.
         flowtts.app.limits.WorkStopped: ``job``'s time ran out or its client went away.
     """
+    from flowtts.audio.transcribe import transcribe_reference
     from flowtts.audio.vocoders import load_vocoder
-    from flowtts.eval.asr import transcribe_reference
     from flowtts.synthesis import load_reference, synthesize
 
     if not text or not text.strip():
@@ -362,14 +356,20 @@ def speak_voices(
     job: Job | None = None,
     **options,
 ) -> Speech:
-    """Say a text with ``[name]`` tags, each piece in its voice (text before the first tag: the first voice).
+    """Say a text with ``[name]`` tags, each piece in its voice (text before the first tag: the first voice),
+    the pieces joined as ``flowtts infer --config`` joins them (:func:`flowtts.synthesis.voices.speak_pieces`).
+
+    Piece ``k`` uses ``seed + k``, or its voice's own seed where the slot has one.
 
     Raises:
         ValueError: No voice, a duplicate or empty name, an unknown tag, empty text or one with tags only,
             a text over ``limits.max_text``, a reference clip over ``limits.max_recording_seconds``.
         flowtts.app.limits.WorkStopped: ``job``'s time ran out or its client went away.
     """
-    from flowtts.audio.crossfade import cross_fade
+    from flowtts.audio.transcribe import transcribe_reference
+    from flowtts.audio.vocoders import load_vocoder
+    from flowtts.synthesis import load_reference
+    from flowtts.synthesis.voices import piece_seeds, speak_pieces
     from flowtts.text.voices import split_voices
 
     named = [v for v in voices if v.name and v.name.strip()]
@@ -391,59 +391,37 @@ def speak_voices(
             "the text has voice tags but nothing to say: write the words after each tag, e.g. "
             f"[{names[0]}] Hello there."
         )
+    pieces = [(by_name.get(voice, named[0]).name.strip(), piece) for voice, piece in pieces]  # untagged: the first
     base = choose_seed(seed)
-    waves, rate, seconds = [], model.mel_spec.target_sample_rate, 0.0
-    calls = 0
-    notes: dict[str, None] = {}
-    for k, (voice, piece) in enumerate(pieces):
-        slot = by_name.get(voice, named[0])  # the text before the first tag: the first voice
-        own = dict(options)
-        if slot.speed:
-            own["speed"] = slot.speed
-        speech = speak(
-            model,
-            slot.ref_audio,
-            slot.ref_text,
-            piece,
-            out_dir=out_dir,
-            seed=slot.seed if slot.seed is not None and slot.seed >= 0 else base + k,
-            name=f"piece{k}",
-            model_name=model_name,
-            limits=limits,
-            job=job,
-            **own,
+    watched = _watched(model, job)
+    references, voice_options, notes = {}, {}, {}
+    for name in dict.fromkeys(voice for voice, _ in pieces):
+        slot = by_name[name]
+        own = {**options, **({"speed": slot.speed} if slot.speed else {})}
+        voice_options[name] = _options(model, limits=limits, **own)
+        notes.update(dict.fromkeys(clip_notes(model, model_name, has_clip=bool(slot.ref_audio), clip=own.get("clip"))))
+        ref_text = (slot.ref_text or "").strip() or None
+        references[name] = load_reference(
+            watched, slot.ref_audio or None, ref_text, voice_options[name], transcribe=transcribe_reference
         )
-        waves.append(speech.wave)
-        seconds += speech.seconds
-        calls = speech.network_calls
-        notes.update(dict.fromkeys(speech.notes))
-    wave = cross_fade(waves, int(0.15 * rate))
-    mel = model.mel_spec(wave[None].float())[0]
-    wav, png = _write_outputs(out_dir, "voices", wave, mel, rate)
-    return Speech(wav, png, base, "", seconds, wave.numel() / rate, calls, notes=tuple(notes))
-
-
-def parse_parts(parts: str) -> list[tuple[float, float]]:
-    """``"1.2-1.8, 3-3.5"`` -> ``[(1.2, 1.8), (3.0, 3.5)]``.
-
-    Raises:
-        ValueError: A part that is not ``start-end`` in seconds.
-    """
-    result = []
-    for item in (parts or "").replace(";", ",").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            start, end = (float(x) for x in item.split("-"))
-        except ValueError:
-            raise ValueError(
-                f"parts are start-end seconds separated by commas (e.g. 1.2-1.8, 3-3.5); got {item!r}"
-            ) from None
-        result.append((start, end))
-    if not result:
-        raise ValueError("mark at least one part to regenerate (start-end seconds, e.g. 1.2-1.8)")
-    return result
+    unknown = vocabulary_note(model, [*(r.text for r in references.values()), *(piece for _, piece in pieces)])
+    own_seeds = {k: s for k, (v, _) in enumerate(pieces) if (s := by_name[v].seed) is not None and s >= 0}
+    start = time.perf_counter()
+    utterance = speak_pieces(
+        watched,
+        pieces,
+        references,
+        voice_options,
+        vocoder=load_vocoder(model.mel_spec),
+        seeds=piece_seeds(base, len(pieces), own_seeds),
+        text=text,
+    )
+    seconds = time.perf_counter() - start
+    rate = utterance.sample_rate
+    wav, png = _write_outputs(out_dir, "voices", utterance.wave, utterance.mel, rate)
+    calls = voice_options[pieces[-1][0]].recipe().nfe()
+    notes = (*notes, *([unknown] if unknown else []))
+    return Speech(wav, png, base, "", seconds, utterance.wave.numel() / rate, calls, utterance.wave, notes)
 
 
 def edit(

@@ -1,1 +1,1 @@
-"""Audio I/O, resampling and vocoders (mel -> waveform)."""
+"""Audio I/O, resampling, silence, cross-fade, vocoders (mel -> waveform) and offline transcription."""

@@ -39,11 +39,11 @@ def average(models: Sequence, weights: Sequence[float] | None = None):
         raise ValueError(f"weights must be positive, got {weights}")
     first = models[0]
     for i, other in enumerate(models[1:], start=2):
-        if getattr(other, "config", None) != getattr(first, "config", None):
+        if other.config != first.config:
             raise ValueError(f"model {i} has another configuration than model 1")
         if other.vocab_char_map != first.vocab_char_map:
             raise ValueError(f"model {i} has another vocabulary than model 1")
-        recipes = [SamplingRecipe.from_metadata(getattr(m, "metadata", None)) for m in (other, first)]
+        recipes = [SamplingRecipe.from_metadata(m.metadata) for m in (other, first)]
         if recipes[0] != recipes[1]:
             raise ValueError(f"model {i} is a student sampled otherwise than model 1 (steps, guidance or grid)")
     total = sum(weights)

@@ -66,7 +66,7 @@ def export_upstream(model, out_dir: str, *, name: str = "model", dtype=None, ove
     from flowtts.sampling.recipe import SamplingRecipe
     from flowtts.text import save_vocab
 
-    if getattr(model, "config", None) is None:
+    if model.config is None:
         raise ValueError("model has no flowtts config (build it with build_model or load it with flowtts.load)")
     if model.vocab_char_map is None:
         raise ValueError(
@@ -84,7 +84,7 @@ def export_upstream(model, out_dir: str, *, name: str = "model", dtype=None, ove
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} exist(s); overwrite=True (flowtts export --force) replaces them")
     notes = []
-    recipe = SamplingRecipe.from_metadata(getattr(model, "metadata", None))
+    recipe = SamplingRecipe.from_metadata(model.metadata)
     if recipe is not None:
         notes.append(
             "a distilled student: upstream samples it with its own defaults (32 steps, cfg 2, sway -1) unless told "

@@ -30,11 +30,11 @@ def model_facts(model, path: str | os.PathLike | None = None) -> dict:
     else:
         kind = "characters"
     recipe = SamplingRecipe.for_model(model)
-    metadata = dict(getattr(model, "metadata", None) or {})
+    metadata = dict(model.metadata or {})
     facts = {
         "file": os.fspath(path) if path is not None else None,
         "format": "flowtts" if metadata.get("format") == "flowtts" else "F5-TTS checkpoint",
-        "preset": getattr(model, "preset", None),
+        "preset": model.preset,
         "backbone": config.backbone,
         "architecture": {k: v for k, v in config.backbone_kwargs().items() if k not in ("mel_dim",)},
         "parameters": sum(p.numel() for p in model.parameters()),

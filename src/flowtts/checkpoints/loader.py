@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import torch
 
+from flowtts.checkpoints.model_config import check_model_config
 from flowtts.checkpoints.official import (
     CheckpointError,
     describe,
@@ -63,12 +64,12 @@ def save(model, path: str | os.PathLike, *, dtype: str | torch.dtype | None = No
     """
     from safetensors.torch import save_file
 
-    if getattr(model, "quantized", None) is not None:
+    if model.quantized is not None:
         raise ValueError(
             f"a quantised ({model.quantized}) model is not saved: save the float32 model and quantise it when "
             "loading (flowtts.load(path, quantize='int8'))"
         )
-    config = getattr(model, "config", None)
+    config = model.config
     if not isinstance(config, ModelConfig):
         raise ValueError("model has no flowtts ModelConfig (build it with build_model or load it with flowtts.load)")
     dtype = resolve_dtype(dtype)
@@ -158,8 +159,6 @@ def _json_field(path: str, metadata: Mapping[str, str], key: str):
 
 def _recorded_config(path: str, metadata: Mapping[str, str]) -> ModelConfig:
     """The architecture a flowtts file records in its ``config`` field, checked before anything is built."""
-    from flowtts.checkpoints.model_config import check_model_config
-
     data = _json_field(path, metadata, "config")
     if not isinstance(data, dict):
         raise CheckpointError(
@@ -212,6 +211,15 @@ def read_metadata(path: str) -> dict[str, str] | None:
     return metadata if metadata.get("format") == FORMAT else None
 
 
+def carries_architecture(path: str | os.PathLike) -> bool:
+    """Whether ``path`` describes its own architecture (``builtin*`` or a flowtts ``.safetensors``), so that a
+    model config file given with it does not apply."""
+    path = os.fspath(path)
+    if path.startswith("builtin"):
+        return True
+    return path.endswith(".safetensors") and os.path.isfile(path) and bool(read_metadata(path))
+
+
 def _load_vocab(vocab) -> dict[str, int] | None:
     if vocab is None or isinstance(vocab, Mapping):
         return dict(vocab) if vocab is not None else None
@@ -257,87 +265,109 @@ def load(
             not fit the architecture (one message listing missing/unexpected keys and shape mismatches,
             naming the preset tried).
     """
-    from flowtts.model.build import build_model
-
     path = os.fspath(path)
     if path.startswith("builtin"):
         path = builtin_path(path)
     check_model_path(path)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype)
-    if quantize is not None:
-        from flowtts.model.quantize import MODES
-
-        if quantize not in MODES:
-            raise ValueError(f"quantize must be one of {MODES} or None, got {quantize!r}")
-        if device.type != "cpu" or dtype not in (None, torch.float32):
-            raise ValueError(f"quantize={quantize!r} runs on CPU in float32; got device={device}, dtype={dtype}")
-
+    _check_quantize(quantize, device, dtype)
     metadata = read_metadata(path)
     if metadata is not None:
         if preset is not None:
             raise ValueError(f"{path} is a flowtts file that carries its own architecture; do not pass a preset")
-        config = _recorded_config(path, metadata)
-        stored_vocab = _recorded_vocab(path, metadata)
-        _check_recorded(path, metadata)
-        vocab_map = (
-            _load_vocab(vocab)
-            if vocab is not None
-            else ({t: i for i, t in enumerate(stored_vocab)} if stored_vocab is not None else None)
-        )
-        state = read_file(path)
-        embedded = vocab_size_of(state)
-        if vocab_map is not None and len(vocab_map) != embedded:
-            raise CheckpointError(
-                f"the vocabulary has {len(vocab_map)} units but {path} embeds {embedded} text tokens: "
-                "it is not the vocabulary this model was trained with"
-            )
-        try:
-            problems = mismatches(state, config.with_vocab_size(embedded))
-        except (RuntimeError, TypeError, ValueError) as error:  # the backbone's own checks of its arguments
-            raise CheckpointError(
-                f"{path}: metadata field 'config' describes no model flowtts can build ({error})"
-            ) from None
-        if any(problems):
-            raise CheckpointError(f"{path} does not fit the architecture it records: {describe(*problems)}")
-        model = build_model(config, vocab_map)
-        model.metadata = {k: v for k, v in metadata.items() if k not in ("config", "vocab")}
-        name = None
+        model, state = _build_own(path, metadata, vocab)
     else:
-        state = model_state_dict(read_file(path), use_ema=use_ema, source=path)
-        n_vocab = vocab_size_of(state)
-        vocab_map = _load_vocab(vocab)
-        if vocab_map is None and n_vocab != 256:
-            raise ValueError(f"{path} embeds {n_vocab} text tokens: pass the vocab.txt it was trained with (vocab=...)")
-        if vocab_map is not None and len(vocab_map) != n_vocab:
-            raise CheckpointError(
-                f"vocabulary has {len(vocab_map)} tokens but {path} embeds {n_vocab}: wrong vocab.txt for this model"
-            )
-        if preset is None:
-            name = match_preset(state)
-            log.info("%s: using preset %s (matched by parameter shapes)", path, name)
-            config = get_preset(name)
-        elif isinstance(preset, ModelConfig):
-            name, config = None, preset
-        else:
-            name, config = preset, get_preset(preset)
-        config = config.with_vocab_size(n_vocab)
-        problems = mismatches(state, config)
-        if any(problems):
-            what = f"preset {name}" if name else "the given model config"
-            raise CheckpointError(f"{path} does not fit {what}: {describe(*problems)}")
-        model = build_model(config, vocab_map)
-    target_dtype = dtype or torch.float32
+        model, state = _build_official(path, preset, vocab, use_ema)
     result = model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()}, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(f"{path}: {describe(result.missing_keys, result.unexpected_keys, [])}")
-    model.preset = name
-    model = model.to(device=device, dtype=target_dtype).eval()
+    model = model.to(device=device, dtype=dtype or torch.float32).eval()
     if quantize is not None:
         from flowtts.model.quantize import quantize as quantize_model
 
         model = quantize_model(model, quantize, inplace=True)
     return model
+
+
+def _check_quantize(quantize: str | None, device: torch.device, dtype: torch.dtype | None) -> None:
+    if quantize is None:
+        return
+    from flowtts.model.quantize import MODES
+
+    if quantize not in MODES:
+        raise ValueError(f"quantize must be one of {MODES} or None, got {quantize!r}")
+    if device.type != "cpu" or dtype not in (None, torch.float32):
+        raise ValueError(f"quantize={quantize!r} runs on CPU in float32; got device={device}, dtype={dtype}")
+
+
+def _check_vocab(path: str, vocab_map: Mapping[str, int] | None, embedded: int) -> None:
+    """Raise unless the vocabulary (if any) has as many units as the file's text embedding has rows."""
+    if vocab_map is not None and len(vocab_map) != embedded:
+        raise CheckpointError(
+            f"the vocabulary has {len(vocab_map)} units but {path} embeds {embedded} text tokens: "
+            "wrong vocab.txt for this model (not the vocabulary it was trained with)"
+        )
+
+
+def _build_own(path: str, metadata: Mapping[str, str], vocab):
+    """``(model, state)`` of a flowtts file: the architecture and vocabulary it records, checked against its
+    weights; ``vocab`` replaces the recorded vocabulary."""
+    from flowtts.model.build import build_model
+
+    config = _recorded_config(path, metadata)
+    stored_vocab = _recorded_vocab(path, metadata)
+    _check_recorded(path, metadata)
+    if vocab is not None:
+        vocab_map = _load_vocab(vocab)
+    else:
+        vocab_map = {t: i for i, t in enumerate(stored_vocab)} if stored_vocab is not None else None
+    state = read_file(path)
+    embedded = vocab_size_of(state)
+    _check_vocab(path, vocab_map, embedded)
+    try:
+        problems = mismatches(state, config.with_vocab_size(embedded))
+    except (RuntimeError, TypeError, ValueError) as error:  # the backbone's own checks of its arguments
+        raise CheckpointError(
+            f"{path}: metadata field 'config' describes no model flowtts can build ({error})"
+        ) from None
+    if any(problems):
+        raise CheckpointError(f"{path} does not fit the architecture it records: {describe(*problems)}")
+    model = build_model(config, vocab_map)
+    model.metadata = {k: v for k, v in metadata.items() if k not in ("config", "vocab")}
+    model.preset = None
+    model.checkpoint_format = "flowtts"
+    return model, state
+
+
+def _build_official(path: str, preset: str | ModelConfig | None, vocab, use_ema: bool):
+    """``(model, state)`` of an official F5-TTS checkpoint: the architecture of ``preset``, or of the preset
+    whose shapes match; the vocabulary ``vocab`` (needed unless the file embeds 256 UTF-8 bytes)."""
+    from flowtts.model.build import build_model
+
+    state = model_state_dict(read_file(path), use_ema=use_ema, source=path)
+    embedded = vocab_size_of(state)
+    vocab_map = _load_vocab(vocab)
+    if vocab_map is None and embedded != 256:
+        raise ValueError(f"{path} embeds {embedded} text tokens: pass the vocab.txt it was trained with (vocab=...)")
+    _check_vocab(path, vocab_map, embedded)
+    if preset is None:
+        name = match_preset(state)
+        log.info("%s: using preset %s (matched by parameter shapes)", path, name)
+        config = get_preset(name)
+    elif isinstance(preset, ModelConfig):
+        name, config = None, preset
+    else:
+        name, config = preset, get_preset(preset)
+    config = config.with_vocab_size(embedded)
+    problems = mismatches(state, config)
+    if any(problems):
+        what = f"preset {name}" if name else "the given model config"
+        raise CheckpointError(f"{path} does not fit {what}: {describe(*problems)}")
+    model = build_model(config, vocab_map)
+    model.preset = name
+    model.checkpoint_format = "f5tts"
+    return model, state
 
 
 def builtin_reference(text: str | None = None) -> tuple[str, str]:

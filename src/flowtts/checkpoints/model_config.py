@@ -156,14 +156,3 @@ def check_model_config(config: ModelConfig) -> None:
         raise ValueError(f"mel.win_length ({config.mel.win_length}) must not exceed mel.n_fft ({config.mel.n_fft})")
     if not isinstance(config.mel.mel_spec_type, str):
         raise ValueError(f"mel.mel_spec_type must be a name (a string), got {config.mel.mel_spec_type!r}")
-
-
-def carries_architecture(path: str | os.PathLike) -> bool:
-    """Whether ``path`` describes its own architecture (``builtin*`` or a flowtts ``.safetensors``), so that a
-    model config file given with it does not apply."""
-    from flowtts.checkpoints.loader import read_metadata
-
-    path = os.fspath(path)
-    if path.startswith("builtin"):
-        return True
-    return path.endswith(".safetensors") and os.path.isfile(path) and bool(read_metadata(path))

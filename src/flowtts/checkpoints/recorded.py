@@ -31,7 +31,7 @@ def recorded_number(model, key: str, *, zero_ok: bool) -> float | None:
         ValueError: A value that is not a finite number > 0 (>= 0 with ``zero_ok``) within its
             :data:`RECORDED_RANGES`, naming the key.
     """
-    raw = (getattr(model, "metadata", None) or {}).get(key)
+    raw = (model.metadata or {}).get(key)
     if raw is None:
         return None
     try:
@@ -58,7 +58,7 @@ def recorded_flag(model, key: str) -> bool | None:
     Raises:
         ValueError: Another value, naming the key.
     """
-    raw = (getattr(model, "metadata", None) or {}).get(key)
+    raw = (model.metadata or {}).get(key)
     if raw is None:
         return None
     if str(raw).lower() not in ("true", "false"):
@@ -72,7 +72,7 @@ def recorded_voices(model) -> int | None:
     Raises:
         ValueError: A value that is not an integer >= 1, naming the key.
     """
-    raw = (getattr(model, "metadata", None) or {}).get(VOICES_KEY)
+    raw = (model.metadata or {}).get(VOICES_KEY)
     if raw is None:
         return None
     try:
@@ -97,5 +97,5 @@ def carried_metadata(model) -> dict[str, str]:
     """
     for key in CARRIED_KEYS:  # refuse a bad value here rather than in a file written from it
         recorded_number(model, key, zero_ok=key == "ref_silence")
-    metadata = getattr(model, "metadata", None) or {}
+    metadata = model.metadata or {}
     return {key: str(metadata[key]) for key in CARRIED_KEYS if key in metadata}

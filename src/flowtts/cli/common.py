@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
 from flowtts.utils.dtypes import DTYPE_NAMES
 
@@ -48,11 +49,85 @@ def inference_seed(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{error} (or -1 for a random seed)") from None
 
 
-def chosen_seed(value: int | None) -> int:
-    """The seed a synthesis uses: ``value``, or a random one for ``None`` and -1."""
-    import random
+# The shared flags, declared here once and with no argparse default: a value not given comes from the
+# next source in the order flag > config file (infer's --config) > model file > F5-TTS's defaults
+# (flowtts.synthesis.options.InferenceOptions), filled by recommended_options() once the model is loaded.
+SHARED_FLAGS = {
+    "steps": (("--steps", "--nfe_step"), dict(type=int, help="solver steps (default: the model file's, else 32)")),
+    "cfg": (
+        ("--cfg", "--cfg_strength"),
+        dict(type=float, help="classifier-free guidance strength (default: the model file's, else 2)"),
+    ),
+    "sway": (
+        ("--sway", "--sway_sampling_coef"),
+        dict(type=float, help="sway sampling coefficient (default: the model file's, else -1)"),
+    ),
+    "speed": (
+        ("--speed",),
+        dict(
+            type=float,
+            help="speaking rate, default 1 (estimated durations are divided by it; times the rate factor a model "
+            "file records, as the built-in models do)",
+        ),
+    ),
+    "ref_silence": (
+        ("--ref-silence",),
+        dict(
+            type=float,
+            help="seconds of silence after the trimmed reference clip (default: the model file's, else 0.05 as F5-TTS)",
+        ),
+    ),
+    "target_rms": (
+        ("--target-rms", "--target_rms"),
+        dict(
+            type=float,
+            help="quieter references are raised to this RMS and the output lowered back (default: the model file's, "
+            "else 0.1 as F5-TTS)",
+        ),
+    ),
+    "cross_fade": (
+        ("--cross-fade", "--cross_fade_duration"),
+        dict(type=float, help="seconds of cross-fade between the chunks of a long text, default 0.15"),
+    ),
+    "fix_duration": (
+        ("--fix-duration", "--fix_duration"),
+        dict(type=float, help="seconds of reference + generated speech for each text (replaces the estimate)"),
+    ),
+    "seed": (("--seed",), dict(type=inference_seed, help="noise seed (default or -1: a random one, printed)")),
+    "run_seed": (("--seed",), dict(type=seed, dest="seed", help="seed of the run (default 0)")),
+    "device": (("--device",), dict(help="cpu (default), cuda, cuda:N or mps")),
+    "dtype": (("--dtype",), dict(choices=DTYPE_CHOICES, help="network precision (autocast; default float32)")),
+    "vocoder_path": (
+        ("--vocoder-path",),
+        dict(help="local Vocos directory (config.yaml + weights); default Griffin-Lim"),
+    ),
+    "threads": (("--threads",), dict(type=int, help="CPU threads (default: torch's)")),
+}
 
-    return random.randrange(2**31) if value is None or value == -1 else value
+
+def add_sampling_flags(parser: argparse.ArgumentParser, which: Sequence[str], **helps: str) -> None:
+    """Declare the :data:`SHARED_FLAGS` named in ``which`` (no defaults; see the precedence above them).
+
+    ``helps`` replaces a flag's help where a command uses it its own way (e.g. how a seed walks over texts).
+    """
+    for name in which:
+        spellings, kwargs = SHARED_FLAGS[name]
+        parser.add_argument(*spellings, **{**kwargs, **({"help": helps[name]} if name in helps else {})})
+
+
+def fill_defaults(args: argparse.Namespace, defaults: dict) -> None:
+    """Give the options ``args`` was not given (``None``) the command's own ``defaults``."""
+    for name, value in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """``--threads``, where given."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def read_lines(path: str) -> list[str]:
@@ -100,7 +175,8 @@ def load_model(args: argparse.Namespace):
 
     preset = args.preset
     if getattr(args, "model_cfg", None):  # upstream: the model config file wins over the architecture's name
-        from flowtts.checkpoints.model_config import carries_architecture, read_model_config
+        from flowtts.checkpoints.loader import carries_architecture
+        from flowtts.checkpoints.model_config import read_model_config
 
         config = read_model_config(args.model_cfg)
         if carries_architecture(args.model):
@@ -115,7 +191,7 @@ def load_model(args: argparse.Namespace):
         device=getattr(args, "device", None) or "cpu",
         quantize=getattr(args, "quantize", None),
     )
-    if getattr(model, "preset", None) and args.preset is None and not getattr(args, "quiet", False):
+    if model.preset and args.preset is None and not getattr(args, "quiet", False):
         print(f"using preset {model.preset} (matched by parameter shapes)", file=sys.stderr)
     return model
 
@@ -248,13 +324,12 @@ def add_quantize_option(parser: argparse.ArgumentParser) -> None:
 
 
 def start_run(args: argparse.Namespace) -> None:
-    """What distill and reward do first: check --report-prompts, keep freed memory, set the thread count."""
-    import torch
-
+    """What distill and reward do first: their seed's default (0), check --report-prompts, keep freed memory,
+    set the thread count."""
     from flowtts.utils.memory import retain_freed_memory
 
+    fill_defaults(args, {"seed": 0})
     if args.report_prompts < 0:
         raise UserError(f"--report-prompts must be >= 0 (0: no report), got {args.report_prompts}")
     retain_freed_memory()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args)

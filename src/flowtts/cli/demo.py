@@ -103,9 +103,9 @@ def intelligibility(models: dict, texts: list[str], seed: int = 0) -> dict:
     settings on ``texts`` with the built-in reference clip (which the built-in files ask to use for rate and level
     only: they speak unprompted); ``{label: "WER ..."}``."""
     from flowtts.audio.io import read_audio
+    from flowtts.audio.transcribe import PocketSphinx
     from flowtts.audio.vocoders import load_vocoder
     from flowtts.checkpoints.loader import builtin_reference
-    from flowtts.eval.asr import PocketSphinx
     from flowtts.eval.report import score_model
     from flowtts.synthesis import prepare_reference, recommended_options
 

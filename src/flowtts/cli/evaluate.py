@@ -7,28 +7,56 @@ import os
 import sys
 
 from flowtts.cli.common import (
-    DTYPE_CHOICES,
     UserError,
     add_continue_option,
     add_quantize_option,
+    add_sampling_flags,
     check_sampling_flags,
+    fill_defaults,
     sampling_options,
     say_clip_note,
-    seed,
+    set_threads,
 )
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import csv
+    """``flowtts eval``: score each model (and the recordings) on the held-out rows, print and write the table."""
+    from flowtts.audio.transcribe import PocketSphinx
+    from flowtts.eval.report import format_scores
 
-    import torch
+    fill_defaults(args, {"seed": 0})
+    texts, audio, prompts = _heldout(args)
+    set_threads(args)
+    asr = PocketSphinx()
+    recognizer = _judge(args.recognizer)
+    scores, first = [], None
+    for spec in args.model:
+        score, used = _score_model(spec, args, texts, prompts, asr, recognizer, len(scores))
+        scores.append(score)
+        first = first or used
+    if not args.no_recordings:
+        scores.append(_score_recordings(audio, texts, first, asr, recognizer))
+    table = format_scores(scores)
+    if first[2] is None and not args.quiet:
+        print(
+            "SIM left out: the speaker encoder needs resemblyzer (pip install --no-deps resemblyzer)", file=sys.stderr
+        )
+    print(table)
+    if args.show:
+        for i, text in enumerate(texts):
+            print(f"REF  {text}")
+            for score in scores:
+                print(f"     {score.transcripts[i]!r}  <- {score.label}")
+                if score.ctc_transcripts:
+                    print(f"     {score.ctc_transcripts[i]!r}  <- {score.label}, CTC recogniser")
+    if args.out:
+        _write_csv(args.out, scores, texts)
+    return 0
 
-    from flowtts.audio.io import read_audio
-    from flowtts.audio.vocoders import load_vocoder
-    from flowtts.checkpoints.loader import builtin_reference, load
-    from flowtts.eval.asr import PocketSphinx
-    from flowtts.eval.report import format_scores, score_model, score_recordings, speaker_similarity_or_none
-    from flowtts.synthesis import prepare_reference
+
+def _heldout(args: argparse.Namespace) -> tuple[list[str], list[str], list[tuple]]:
+    """The held-out texts, their recordings and each one's prompt ``(clip, transcript)``, checked."""
+    from flowtts.checkpoints.loader import builtin_reference
     from flowtts.train.data import read_metadata
 
     if args.n < 1:
@@ -51,99 +79,101 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         clip = (args.ref_audio, args.ref_text) if args.ref_audio else builtin_reference()
         prompts = [clip] * len(rows)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    asr = PocketSphinx()
-    recognizer = _judge(args.recognizer)
-    scores, first = [], None
-    for spec in args.model:
-        model = load(spec, preset=args.preset, vocab=args.vocab, device=args.device or "cpu", quantize=args.quantize)
-        say_clip_note(model, args, has_clip=bool(args.ref_audio or args.cross_sentence), name=spec)
-        rate = model.mel_spec.target_sample_rate
-        options = sampling_options(model, args)
-        cache = {}
-        for clip in dict.fromkeys(prompts):
-            cache[clip] = prepare_reference(model, read_audio(clip[0], rate)[0], clip[1], options)
-        references = [cache[clip] for clip in prompts]
-        similarity = speaker_similarity_or_none(model.mel_spec)
-        if recognizer is not None:
-            from flowtts.model.mel import mel_config_of
+    return texts, audio, prompts
 
-            recognizer.check_fits(mel_config_of(model), spec)
-        speed = f", speed {options.speed:g}" if options.speed != 1 else ""
-        unprompted = "" if options.continue_reference else ", unprompted"
-        label = f"{spec} ({options.steps} steps, cfg {options.cfg_strength:g}{speed}{unprompted})"
-        save = None
-        if args.out and args.save_audio:
-            from flowtts.audio.io import write_audio
 
-            folder = os.path.join(args.out, f"system{len(scores)}")
-            os.makedirs(folder, exist_ok=True)
+def _score_model(spec: str, args: argparse.Namespace, texts, prompts, asr, recognizer, index: int):
+    """One model's scores, and ``(model, references, similarity)`` for scoring the recordings."""
+    from flowtts.audio.io import read_audio
+    from flowtts.audio.vocoders import load_vocoder
+    from flowtts.checkpoints.loader import load
+    from flowtts.eval.report import score_model, speaker_similarity_or_none
+    from flowtts.synthesis import prepare_reference
 
-            def save(i, utterance, folder=folder):
-                write_audio(os.path.join(folder, f"{i:04d}.wav"), utterance.wave, utterance.sample_rate)
+    model = load(spec, preset=args.preset, vocab=args.vocab, device=args.device or "cpu", quantize=args.quantize)
+    say_clip_note(model, args, has_clip=bool(args.ref_audio or args.cross_sentence), name=spec)
+    rate = model.mel_spec.target_sample_rate
+    options = sampling_options(model, args)
+    cache = {}
+    for clip in dict.fromkeys(prompts):
+        cache[clip] = prepare_reference(model, read_audio(clip[0], rate)[0], clip[1], options)
+    references = [cache[clip] for clip in prompts]
+    similarity = speaker_similarity_or_none(model.mel_spec)
+    if recognizer is not None:
+        from flowtts.model.mel import mel_config_of
 
-        scores.append(
-            score_model(
-                model,
-                texts,
-                references,
-                asr=asr,
-                options=options,
-                vocoder=load_vocoder(model.mel_spec, args.vocoder_path),
-                similarity=similarity,
-                seeds=[args.seed + i for i in range(len(texts))],
-                label=label,
-                progress=not args.quiet,
-                on_utterance=save,
-                recognizer=recognizer,
-            )
-        )
-        first = first or (model, references, similarity)
-    if not args.no_recordings:
-        model, references, similarity = first
-        rate = model.mel_spec.target_sample_rate
-        waves = [read_audio(path, rate)[0] for path in audio]
-        scores.append(
-            score_recordings(
-                waves,
-                texts,
-                references,
-                sample_rate=rate,
-                mel_spec=model.mel_spec,
-                asr=asr,
-                similarity=similarity,
-                recognizer=recognizer,
-            )
-        )
-    table = format_scores(scores)
-    if first[2] is None and not args.quiet:
-        print(
-            "SIM left out: the speaker encoder needs resemblyzer (pip install --no-deps resemblyzer)", file=sys.stderr
-        )
-    print(table)
-    if args.show:
-        for i, text in enumerate(texts):
-            print(f"REF  {text}")
-            for score in scores:
-                print(f"     {score.transcripts[i]!r}  <- {score.label}")
-                if score.ctc_transcripts:
-                    print(f"     {score.ctc_transcripts[i]!r}  <- {score.label}, CTC recogniser")
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "eval.csv"), "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, list(scores[0].row()))
-            writer.writeheader()
-            writer.writerows(s.row() for s in scores)
-        with open(os.path.join(args.out, "transcripts.csv"), "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["system", "index", "text", "heard", "sim", "heard_ctc"])
-            for score in scores:
-                for i, text in enumerate(texts):
-                    sim = f"{score.sims[i]:.4f}" if score.sims else ""
-                    ctc = score.ctc_transcripts[i] if score.ctc_transcripts else ""
-                    writer.writerow([score.label, i, text, score.transcripts[i], sim, ctc])
-    return 0
+        recognizer.check_fits(mel_config_of(model), spec)
+    speed = f", speed {options.speed:g}" if options.speed != 1 else ""
+    unprompted = "" if options.continue_reference else ", unprompted"
+    label = f"{spec} ({options.steps} steps, cfg {options.cfg_strength:g}{speed}{unprompted})"
+    score = score_model(
+        model,
+        texts,
+        references,
+        asr=asr,
+        options=options,
+        vocoder=load_vocoder(model.mel_spec, args.vocoder_path),
+        similarity=similarity,
+        seeds=[args.seed + i for i in range(len(texts))],
+        label=label,
+        progress=not args.quiet,
+        on_utterance=_saver(args, index),
+        recognizer=recognizer,
+    )
+    return score, (model, references, similarity)
+
+
+def _saver(args: argparse.Namespace, index: int):
+    """With ``--out`` and ``--save-audio``: what keeps system ``index``'s utterances as wavs."""
+    if not (args.out and args.save_audio):
+        return None
+    from flowtts.audio.io import write_audio
+
+    folder = os.path.join(args.out, f"system{index}")
+    os.makedirs(folder, exist_ok=True)
+
+    def save(i, utterance):
+        write_audio(os.path.join(folder, f"{i:04d}.wav"), utterance.wave, utterance.sample_rate)
+
+    return save
+
+
+def _score_recordings(audio: list[str], texts, first, asr, recognizer):
+    """The held-out recordings' own scores, against the first model's references."""
+    from flowtts.audio.io import read_audio
+    from flowtts.eval.report import score_recordings
+
+    model, references, similarity = first
+    rate = model.mel_spec.target_sample_rate
+    return score_recordings(
+        [read_audio(path, rate)[0] for path in audio],
+        texts,
+        references,
+        sample_rate=rate,
+        mel_spec=model.mel_spec,
+        asr=asr,
+        similarity=similarity,
+        recognizer=recognizer,
+    )
+
+
+def _write_csv(out: str, scores, texts: list[str]) -> None:
+    """``eval.csv`` (a row per system) and ``transcripts.csv`` (a row per system and sentence) in ``out``."""
+    import csv
+
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "eval.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, list(scores[0].row()))
+        writer.writeheader()
+        writer.writerows(s.row() for s in scores)
+    with open(os.path.join(out, "transcripts.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["system", "index", "text", "heard", "sim", "heard_ctc"])
+        for score in scores:
+            for i, text in enumerate(texts):
+                sim = f"{score.sims[i]:.4f}" if score.sims else ""
+                ctc = score.ctc_transcripts[i] if score.ctc_transcripts else ""
+                writer.writerow([score.label, i, text, score.transcripts[i], sim, ctc])
 
 
 def _judge(spec: str):
@@ -174,25 +204,10 @@ def add_eval(sub) -> None:
     )
     ev.add_argument("--ref-audio", help="the reference clip (default: the built-in one)")
     ev.add_argument("--ref-text", help="its transcript")
-    ev.add_argument("--steps", "--nfe_step", type=int, help="default 32, or a distilled student's own")
-    ev.add_argument("--cfg", "--cfg_strength", type=float, help="default 2, or a distilled student's own")
-    ev.add_argument("--sway", "--sway_sampling_coef", type=float)
-    ev.add_argument("--speed", type=float, help="speaking rate, default 1 (estimated durations are divided by it)")
-    ev.add_argument(
-        "--ref-silence",
-        type=float,
-        help="seconds of silence after the trimmed reference clip (default 0.05, or what the model file records)",
-    )
-    ev.add_argument(
-        "--target-rms",
-        type=float,
-        help="loudness a quieter reference is raised to (default 0.1 as F5-TTS, or what the model file records)",
-    )
+    add_sampling_flags(ev, ("steps", "cfg", "sway", "speed", "ref_silence", "target_rms"))
     add_continue_option(ev)
-    ev.add_argument("--dtype", choices=DTYPE_CHOICES)
     add_quantize_option(ev)
-    ev.add_argument("--seed", type=seed, default=0, help="sentence i uses seed + i")
-    ev.add_argument("--vocoder-path", help="local Vocos directory (default: Griffin-Lim)")
+    add_sampling_flags(ev, ("run_seed", "dtype", "vocoder_path"), run_seed="sentence i uses seed + i (default 0)")
     ev.add_argument(
         "--recognizer",
         default="builtin",
@@ -203,7 +218,6 @@ def add_eval(sub) -> None:
     ev.add_argument("--out", help="write eval.csv and transcripts.csv here")
     ev.add_argument("--save-audio", action="store_true", help="with --out: keep every synthesis as a wav")
     ev.add_argument("--show", action="store_true", help="print what the recogniser heard")
-    ev.add_argument("--device")
-    ev.add_argument("--threads", type=int)
+    add_sampling_flags(ev, ("device", "threads"))
     ev.add_argument("-q", "--quiet", action="store_true")
     ev.set_defaults(func=_evaluate)

@@ -37,7 +37,7 @@ def _average(args: argparse.Namespace) -> int:
     weights = args.weights if args.weights is not None else [1.0] * len(models)
     model = average(models, weights)
     extra = {"averaged_from": json.dumps([[path, w] for path, w in zip(args.models, weights)])}
-    recorded = getattr(models[0], "metadata", None) or {}
+    recorded = models[0].metadata or {}
     for key in ("sampling_recipe", "distill_config"):  # a student's recipe: new files, and older ones
         if recorded.get(key):
             extra[key] = recorded[key]  # all inputs sample alike (checked), so the student's settings carry over

@@ -3,34 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-import re
 import sys
 
 from flowtts.cli.common import (
-    DTYPE_CHOICES,
     UserError,
     add_architecture_options,
     add_continue_option,
     add_quantize_option,
+    add_sampling_flags,
     check_sampling_flags,
-    chosen_seed,
-    inference_seed,
+    fill_defaults,
     load_model,
     numbers,
     read_lines,
     resolve_checkpoint,
     sampling_options,
     say_clip_note,
+    set_threads,
 )
 
-INFER_DEFAULTS = {
-    "output": "out.wav",
-    "speed": 1.0,
-    "cross_fade": 0.15,
-    "batch_size": 4,
-    "device": "cpu",
-}
 # infer option -> F5-TTS config key that fills it when the option is not given
 CONFIG_OPTIONS = {
     "vocab": "vocab_file",
@@ -80,18 +73,56 @@ def _apply_config(args: argparse.Namespace) -> dict:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    import torch
-
-    from flowtts.audio.io import check_audio_output, check_writable_directory, write_audio
+    """``flowtts infer``: settle the options, load the model and voices, speak, write."""
     from flowtts.audio.vocoders import load_vocoder
-    from flowtts.cli.voices import VOICE_TAG, Voice, split_voices
-    from flowtts.eval.asr import transcribe_reference
-    from flowtts.synthesis import load_reference, synthesize
-    from flowtts.synthesis.options import model_speed
-    from flowtts.utils.plotting import check_picture_output, save_mel_png
+    from flowtts.cli.voices import MAIN, Voice
+    from flowtts.synthesis.seeds import choose_seed
 
+    voices = _settle_inputs(args)
+    pieces, texts = _texts(args, voices)
+    check_sampling_flags(args)
+    set_threads(args)
+    streaming = _check_outputs(args, pieces)
+    model = load_model(args)
+    options = sampling_options(model, args)
+    if args.pipeline is not None:  # default: F5-TTS's for its checkpoints (flowtts.synthesis.pipeline)
+        options = dataclasses.replace(options, pipeline=args.pipeline)
+    voices = {MAIN: Voice(args.ref_audio, args.ref_text), **voices}
+    used = [name for name in voices if pieces is not None and name in {v for v, _ in pieces}] or [MAIN]
+    say_clip_note(model, args, has_clip=any(voices[name].ref_audio is not None for name in used))
+    references, voice_options = _load_voices(model, args, {name: voices[name] for name in used}, options)
+    vocoder = load_vocoder(model.mel_spec, args.vocoder_path)
+    if args.seed == -1:  # F5-TTS's "random"; the seeds used are printed with each output
+        args.seed = choose_seed(None)
+    if streaming:
+        return _stream(model, references[MAIN], vocoder, options, args)
+    if pieces is None:
+        from flowtts.synthesis import synthesize
+
+        seeds = [args.seed + i for i in range(len(texts))] if args.seed is not None else None
+        results = synthesize(
+            model, references[MAIN], texts, vocoder=vocoder, options=options, seeds=seeds, progress=not args.quiet
+        )
+    else:  # each piece in its voice, the waves joined end to end, as upstream (and the app's multi-voice tab)
+        from flowtts.synthesis.voices import piece_seeds, speak_pieces
+
+        def said(name, piece, utterance):
+            if not args.quiet:
+                print(f"[{name}] {piece[:60]!r}: seed {utterance.seed}", file=sys.stderr)
+
+        seeds = piece_seeds(args.seed, len(pieces))
+        results = [
+            speak_pieces(
+                model, pieces, references, voice_options, vocoder=vocoder, seeds=seeds, text=args.text, on_piece=said
+            )
+        ]
+    _write_results(args, model, texts, results, pieces)
+    return 0
+
+
+def _settle_inputs(args: argparse.Namespace) -> dict:
+    """Upstream's spellings of the text and output, then ``--config`` under the flags, then the checkpoint and
+    vocoder flags: ``args`` as the rest of ``infer`` reads it. Returns the config's extra voices."""
     if args.gen_file is not None:  # read whole, as upstream's --gen_file
         if not os.path.isfile(args.gen_file):
             raise UserError(f"--gen-file not found: {args.gen_file}")
@@ -118,46 +149,56 @@ def _infer(args: argparse.Namespace) -> int:
             "(--vocoder-path DIR or --load_vocoder_from_local for a Vocos on disk)",
             file=sys.stderr,
         )
-    for option, value in INFER_DEFAULTS.items():
-        if getattr(args, option) is None:
-            setattr(args, option, value)
+    fill_defaults(args, {"output": "out.wav"})
+    return voices
+
+
+def _texts(args: argparse.Namespace, voices: dict) -> tuple[list | None, list[str]]:
+    """The ``(voice, text)`` pieces of a text with ``[voice]`` tags (``None``: one voice) and the texts."""
+    from flowtts.cli.voices import VOICE_TAG, split_voices
+
     if args.text is None and args.text_file is None:
         raise UserError("give --text or --text-file (or gen_text / gen_file in --config)")
     if args.text is not None and not args.text.strip():
         raise UserError("--text is empty")
-    pieces = None  # (voice, text) pieces of a config's text with [voice] tags
+    pieces = None
     if args.config and (voices or (args.text is not None and VOICE_TAG.search(args.text))):
         if args.text is None:
             raise UserError("the voices of --config go with one text (--text, gen_text or gen_file), not --text-file")
         pieces = split_voices(args.text, voices)
         if not pieces:
             raise UserError("the text has nothing to say besides its voice tags")
-    texts = [args.text] if args.text is not None else read_lines(args.text_file)
-    check_sampling_flags(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return pieces, [args.text] if args.text is not None else read_lines(args.text_file)
+
+
+def _check_outputs(args: argparse.Namespace, pieces) -> bool:
+    """Where the results go, checked before any work; returns whether they stream to stdout (``-o -``)."""
+    from flowtts.audio.io import check_audio_output, check_writable_directory
+    from flowtts.utils.plotting import check_picture_output
+
     streaming = args.output == "-"
     if streaming:
         if args.text is None or pieces is not None:
             raise UserError("-o - streams one text in one voice (--text or --gen-file, no voice tags)")
         if args.remove_silence or args.save_mel:
             raise UserError("-o - cannot be combined with --remove-silence or --save-mel (they need the whole output)")
-    out_dir = os.path.dirname(os.path.abspath(args.output))
+        return True
     if args.text_file is not None and os.path.isfile(args.output):
         raise UserError(f"with --text-file, -o must be a directory, and {args.output} is a file")
-    if not streaming:  # where the results go is checked before any work
-        if args.text is not None:
-            check_audio_output(args.output, create_directory=getattr(args, "make_output_dir", False))
-        else:
-            check_writable_directory(args.output, create=True)
-        if args.save_mel:
-            check_picture_output(args.save_mel if args.text is not None else os.path.join(args.output, "001.png"))
+    if args.text is not None:
+        check_audio_output(args.output, create_directory=getattr(args, "make_output_dir", False))
+    else:
+        check_writable_directory(args.output, create=True)
+    if args.save_mel:
+        check_picture_output(args.save_mel if args.text is not None else os.path.join(args.output, "001.png"))
+    return False
 
-    model = load_model(args)
-    rate = model.mel_spec.target_sample_rate
-    options = sampling_options(model, args)
-    if args.pipeline is not None:  # default: F5-TTS's for its checkpoints (flowtts.synthesis.pipeline)
-        options = dataclasses.replace(options, pipeline=args.pipeline)
+
+def _load_voices(model, args: argparse.Namespace, voices: dict, options) -> tuple[dict, dict]:
+    """Each voice's prepared reference and options (its own speed, times the model's rate factor)."""
+    from flowtts.audio.transcribe import transcribe_reference
+    from flowtts.synthesis import load_reference
+    from flowtts.synthesis.options import model_speed
 
     def show(text):
         if not args.quiet:
@@ -166,65 +207,49 @@ def _infer(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    voices = {"main": Voice(args.ref_audio, args.ref_text), **voices}
-    used = [name for name in voices if pieces is not None and name in {v for v, _ in pieces}] or ["main"]
-    say_clip_note(model, args, has_clip=any(voices[name].ref_audio is not None for name in used))
     references, voice_options = {}, {}
-    for name in used:
-        voice = voices[name]
+    for name, voice in voices.items():
         own_speed = None if voice.speed is None else voice.speed * model_speed(model)  # as recommended_options
         voice_options[name] = options if own_speed is None else dataclasses.replace(options, speed=own_speed)
         try:
             references[name] = load_reference(
-                model,
-                voice.ref_audio,
-                voice.ref_text,
-                voice_options[name],
-                on_transcript=show,
+                model, voice.ref_audio, voice.ref_text, voice_options[name], on_transcript=show,
                 transcribe=transcribe_reference,
-            )
+            )  # fmt: skip
         except ImportError:
             raise UserError(
                 "--ref-text is required with --ref-audio (the transcript of the reference clip); "
                 "or pip install 'flowtts[eval]' to transcribe English references offline"
             ) from None
-    vocoder = load_vocoder(model.mel_spec, args.vocoder_path)
-    if args.seed == -1:  # F5-TTS's "random"; the seeds used are printed with each output
-        args.seed = chosen_seed(None)
-    if streaming:  # raw 16-bit PCM on stdout, each piece as soon as it is final
-        from flowtts.synthesis import stream
+    return references, voice_options
 
-        args.seed = chosen_seed(args.seed)
-        if not args.quiet:
-            print(f"streaming 16-bit mono PCM at {rate} Hz to stdout, seed {args.seed}", file=sys.stderr)
-        out = sys.stdout.buffer
-        for wave in stream(model, references["main"], args.text, vocoder=vocoder, options=options, seed=args.seed):
-            out.write((wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy().tobytes())
-            out.flush()
-        return 0
-    if pieces is None:
-        seeds = [args.seed + i for i in range(len(texts))] if args.seed is not None else None
-        results = synthesize(
-            model, references["main"], texts, vocoder=vocoder, options=options, seeds=seeds, progress=not args.quiet
-        )
-    else:  # each piece in its voice, then joined, as upstream
-        parts = []
-        for i, (name, piece) in enumerate(pieces):
-            seeds = [args.seed + i] if args.seed is not None else None
-            kwargs = dict(vocoder=vocoder, options=voice_options[name], seeds=seeds, progress=False)
-            parts += synthesize(model, references[name], [piece], **kwargs)
-            if not args.quiet:
-                print(f"[{name}] {piece[:60]!r}: seed {parts[-1].seed}", file=sys.stderr)
-        joined = dataclasses.replace(
-            parts[0],
-            text=args.text,
-            wave=torch.cat([p.wave for p in parts]),
-            mel=torch.cat([p.mel for p in parts], dim=-1),
-        )
-        results = [joined]
 
+def _stream(model, reference, vocoder, options, args: argparse.Namespace) -> int:
+    """Raw 16-bit PCM on stdout, each piece as soon as it is final."""
+    import torch
+
+    from flowtts.synthesis import stream
+    from flowtts.synthesis.seeds import choose_seed
+
+    args.seed = choose_seed(args.seed)
+    if not args.quiet:
+        rate = model.mel_spec.target_sample_rate
+        print(f"streaming 16-bit mono PCM at {rate} Hz to stdout, seed {args.seed}", file=sys.stderr)
+    out = sys.stdout.buffer
+    for wave in stream(model, reference, args.text, vocoder=vocoder, options=options, seed=args.seed):
+        out.write((wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy().tobytes())
+        out.flush()
+    return 0
+
+
+def _write_results(args: argparse.Namespace, model, texts: list[str], results, pieces) -> None:
+    """One wav per text (``-o``, or ``-o``'s directory with ``--text-file``), with ``--save-mel``'s pictures."""
+    from flowtts.audio.io import write_audio
+    from flowtts.utils.plotting import save_mel_png
+
+    rate = model.mel_spec.target_sample_rate
     if args.text is not None:
-        os.makedirs(out_dir, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         targets = [args.output]
     else:
         os.makedirs(args.output, exist_ok=True)
@@ -238,24 +263,19 @@ def _infer(args: argparse.Namespace) -> int:
             seconds = result.wave.numel() / rate
             what = f"seed {result.seed}" if pieces is None else f"{len(pieces)} pieces from seed {result.seed}"
             print(f"{target}: {seconds:.2f} s, {what}", file=sys.stderr)
-    return 0
 
 
-def _spans(value: str) -> tuple[tuple[float, float], ...]:
-    """argparse type of ``edit --parts``: comma-separated START-END seconds."""
-    number = r"\s*(\d+(?:\.\d*)?|\.\d+)\s*"
-    spans = []
-    for item in value.split(","):
-        match = re.fullmatch(f"{number}-{number}", item)
-        if match is None:
-            raise argparse.ArgumentTypeError(f"expected comma-separated START-END seconds (e.g. 1.4-2.4), got {item!r}")
-        spans.append((float(match[1]), float(match[2])))
-    return tuple(spans)
+def _parts(value: str) -> tuple[tuple[float, float], ...]:
+    """argparse type of ``edit --parts``: :func:`flowtts.synthesis.edit.parse_parts`."""
+    from flowtts.synthesis.edit import parse_parts
+
+    try:
+        return tuple(parse_parts(value))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated START-END seconds: {error}") from None
 
 
 def _edit(args: argparse.Namespace) -> int:
-    import torch
-
     from flowtts.audio.io import check_audio_output, read_audio, write_audio
     from flowtts.audio.vocoders import load_vocoder
     from flowtts.synthesis.edit import edit_speech
@@ -269,8 +289,7 @@ def _edit(args: argparse.Namespace) -> int:
     check_audio_output(args.output)
     if args.save_mel:
         check_picture_output(args.save_mel)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     model = load_model(args)
     say_clip_note(model, args, has_clip=True, editing=True)
     rate = model.mel_spec.target_sample_rate
@@ -299,10 +318,8 @@ def _edit(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import torch
-
+    from flowtts.audio.transcribe import transcribe_reference
     from flowtts.audio.vocoders import load_vocoder
-    from flowtts.eval.asr import transcribe_reference
     from flowtts.serving.socket_server import SpeechServer, check_settings
     from flowtts.synthesis import check_options, load_reference
 
@@ -322,8 +339,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UserError(str(error)) from None
     check_sampling_flags(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     model = load_model(args)
     options = sampling_options(model, args)
     check_options(options)
@@ -358,16 +374,52 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+INFER_FLAGS = ("steps", "cfg", "sway", "speed", "ref_silence", "fix_duration", "target_rms", "cross_fade", "seed")
+MACHINE_FLAGS = ("device", "dtype", "threads", "vocoder_path")
+
+
 def add_infer(sub) -> None:
     """Register ``infer`` (upstream F5-TTS's ``f5-tts_infer-cli`` spellings are accepted where they mean the same)."""
     infer = sub.add_parser("infer", help="synthesise speech from text and a reference clip")
-    # Upstream F5-TTS's spellings (f5-tts_infer-cli) are accepted where they mean the same thing.
     infer.add_argument(
         "-c",
         "--config",
         help="F5-TTS inference config (TOML: model, ckpt_file, ref_audio, ref_text, gen_text, gen_file, "
         "[voices.NAME] ...); options given here win over it",
     )
+    _add_infer_inputs(infer)
+    _add_infer_outputs(infer)
+    add_sampling_flags(infer, INFER_FLAGS, seed="seed of the first utterance (the n-th uses seed + n - 1; -1: random)")
+    add_continue_option(infer)
+    infer.add_argument(
+        "--remove-silence", "--remove_silence", action="store_true", help="shorten silences over 1 s in the output"
+    )
+    infer.add_argument(
+        "--pipeline",
+        choices=["f5tts", "flowtts"],
+        help="f5tts: F5-TTS 1.1.22's reference preparation, chunks, durations and cut (default for F5-TTS "
+        "checkpoints: their output is upstream's); flowtts: flowtts's own (default for flowtts's files)",
+    )
+    infer.add_argument("--batch-size", type=int, help="utterances per sample() call, default 4")
+    add_sampling_flags(infer, MACHINE_FLAGS)
+    infer.add_argument(
+        "--vocoder_name",
+        "--vocoder-name",
+        choices=["vocos", "bigvgan"],
+        help="upstream's option: noted, nothing downloads",
+    )
+    infer.add_argument(
+        "--load_vocoder_from_local",
+        "--load-vocoder-from-local",
+        action="store_true",
+        help=f"a Vocos in upstream's local directory ({UPSTREAM_VOCOS_DIR}) unless --vocoder-path",
+    )
+    infer.add_argument("-q", "--quiet", action="store_true")
+    infer.set_defaults(func=_infer)
+
+
+def _add_infer_inputs(infer: argparse.ArgumentParser) -> None:
+    """``infer``'s model, reference and text."""
     infer.add_argument(
         "-m",
         "--model",
@@ -391,6 +443,10 @@ def add_infer(sub) -> None:
     text.add_argument(
         "-f", "--gen-file", "--gen_file", help="a text file read whole as one text (upstream's --gen_file)"
     )
+
+
+def _add_infer_outputs(infer: argparse.ArgumentParser) -> None:
+    """Where ``infer`` writes."""
     infer.add_argument(
         "-o",
         "--output",
@@ -399,80 +455,7 @@ def add_infer(sub) -> None:
     )
     infer.add_argument("--output-dir", "--output_dir", help="upstream's spelling: -o is OUTPUT_DIR/OUTPUT_FILE")
     infer.add_argument("-w", "--output-file", "--output_file", help="upstream's spelling: -o is OUTPUT_DIR/OUTPUT_FILE")
-    infer.add_argument(
-        "--steps",
-        "--nfe_step",
-        type=int,
-        help="solver steps (default 32, or what a distilled student was trained for)",
-    )
-    infer.add_argument(
-        "--cfg", "--cfg_strength", type=float, help="classifier-free guidance strength (default 2, students: theirs)"
-    )
-    infer.add_argument(
-        "--sway", "--sway_sampling_coef", type=float, help="sway sampling coefficient (default -1, students: theirs)"
-    )
-    infer.add_argument(
-        "--speed",
-        type=float,
-        help="speaking rate, default 1 (estimated durations are divided by it; times the rate factor a model file "
-        "records, as the built-in models do)",
-    )
-    infer.add_argument(
-        "--ref-silence",
-        type=float,
-        help="seconds of silence after the trimmed reference clip (default 0.05 as F5-TTS, or what the model file "
-        "records, as the built-in models do)",
-    )
-    add_continue_option(infer)
-    infer.add_argument(
-        "--fix-duration",
-        "--fix_duration",
-        type=float,
-        help="seconds of reference + generated speech for each text (replaces the estimate; no chunking)",
-    )
-    infer.add_argument(
-        "--remove-silence", "--remove_silence", action="store_true", help="shorten silences over 1 s in the output"
-    )
-    infer.add_argument(
-        "--target-rms",
-        "--target_rms",
-        type=float,
-        help="quieter references are raised to this RMS (and the output lowered back); default 0.1, or what the "
-        "model file records, as the built-in models do",
-    )
-    infer.add_argument(
-        "--cross-fade",
-        "--cross_fade_duration",
-        type=float,
-        help="seconds of cross-fade between the chunks of a long text, default 0.15",
-    )
-    infer.add_argument("--seed", type=inference_seed, help="seed of the first utterance (the n-th uses seed + n - 1)")
-    infer.add_argument(
-        "--pipeline",
-        choices=["f5tts", "flowtts"],
-        help="f5tts: F5-TTS 1.1.22's reference preparation, chunks, durations and cut (default for F5-TTS "
-        "checkpoints: their output is upstream's); flowtts: flowtts's own (default for flowtts's files)",
-    )
-    infer.add_argument("--batch-size", type=int, help="utterances per sample() call, default 4")
-    infer.add_argument("--device", help="default cpu")
-    infer.add_argument("--dtype", choices=DTYPE_CHOICES, help="network precision (autocast)")
-    infer.add_argument("--threads", type=int)
-    infer.add_argument("--vocoder-path", help="local Vocos directory (config.yaml + weights); default Griffin-Lim")
-    infer.add_argument(
-        "--vocoder_name",
-        "--vocoder-name",
-        choices=["vocos", "bigvgan"],
-        help="upstream's option: noted, nothing downloads",
-    )
-    infer.add_argument(
-        "--load_vocoder_from_local",
-        "--load-vocoder-from-local",
-        action="store_true",
-        help=f"a Vocos in upstream's local directory ({UPSTREAM_VOCOS_DIR}) unless --vocoder-path",
-    )
     infer.add_argument("--save-mel", help="also write the spectrogram as a PNG (a directory's files with --text-file)")
-    infer.add_argument("-q", "--quiet", action="store_true")
-    infer.set_defaults(func=_infer)
 
 
 def add_edit(sub) -> None:
@@ -485,7 +468,7 @@ def add_edit(sub) -> None:
     ed.add_argument(
         "--parts",
         required=True,
-        type=_spans,
+        type=_parts,
         help="spans to replace, START-END seconds, comma-separated (1.4-2.4,4-4.9)",
     )
     ed.add_argument(
@@ -495,17 +478,7 @@ def add_edit(sub) -> None:
     ed.add_argument("--model", "--ckpt_file", default="builtin", help="flowtts or F5-TTS checkpoint, or 'builtin'")
     add_architecture_options(ed)
     add_quantize_option(ed)
-    ed.add_argument("--steps", "--nfe_step", type=int, help="solver steps (default 32, or a student's own)")
-    ed.add_argument("--cfg", "--cfg_strength", type=float, help="guidance strength (default 2, or a student's own)")
-    ed.add_argument("--sway", "--sway_sampling_coef", type=float, help="sway sampling coefficient (default -1)")
-    ed.add_argument(
-        "--target-rms", "--target_rms", type=float, default=0.1, help="quieter recordings are raised to this RMS"
-    )
-    ed.add_argument("--seed", type=inference_seed)
-    ed.add_argument("--device", default="cpu")
-    ed.add_argument("--dtype", choices=DTYPE_CHOICES, help="network precision (autocast)")
-    ed.add_argument("--threads", type=int)
-    ed.add_argument("--vocoder-path", help="local Vocos directory (config.yaml + weights); default Griffin-Lim")
+    add_sampling_flags(ed, ("steps", "cfg", "sway", "target_rms", "seed", *MACHINE_FLAGS))
     ed.add_argument("--save-mel", help="also write the edited spectrogram as a PNG")
     ed.add_argument("-q", "--quiet", action="store_true")
     ed.set_defaults(func=_edit)
@@ -522,17 +495,9 @@ def add_serve(sub) -> None:
     sv.add_argument("-s", "--ref-text", "--ref_text", help="its transcript")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     sv.add_argument("--port", type=int, default=9998, help="port (upstream's default; 0: any free one)")
-    sv.add_argument("--steps", "--nfe_step", type=int, help="solver steps (default 32, or a student's own)")
-    sv.add_argument("--cfg", "--cfg_strength", type=float, help="guidance strength (default 2, or a student's own)")
-    sv.add_argument("--sway", "--sway_sampling_coef", type=float)
-    sv.add_argument("--speed", type=float)
-    sv.add_argument("--ref-silence", type=float, help="seconds of silence after the reference (default: the model's)")
+    flags = ("steps", "cfg", "sway", "speed", "ref_silence", "target_rms", "cross_fade", "seed", *MACHINE_FLAGS)
+    add_sampling_flags(sv, flags, seed="seed of every text's first chunk (default: random per text)")
     add_continue_option(sv)
-    sv.add_argument("--target-rms", "--target_rms", type=float)
-    sv.add_argument("--cross-fade", "--cross_fade_duration", type=float, default=0.15)
-    sv.add_argument("--dtype", choices=DTYPE_CHOICES)
-    sv.add_argument("--seed", type=inference_seed, help="seed of every text's first chunk (default: random per text)")
-    sv.add_argument("--vocoder-path", help="local Vocos directory (default: Griffin-Lim)")
     sv.add_argument("--max-requests", type=int, help="stop after this many texts (default: serve until Ctrl-C)")
     sv.add_argument(
         "--max-clients",
@@ -557,6 +522,4 @@ def add_serve(sub) -> None:
         help="seconds each chunk of an answer may take to send; a client that does not read is then disconnected "
         "(default 30)",
     )
-    sv.add_argument("--device")
-    sv.add_argument("--threads", type=int)
     sv.set_defaults(func=_serve)

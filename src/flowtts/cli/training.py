@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from flowtts.cli.common import DTYPE_CHOICES, UserError, numbers, seed, start_run
+from flowtts.cli.common import DTYPE_CHOICES, UserError, add_sampling_flags, numbers, seed, start_run
 
 # The loop options' defaults are the library's (each run config's default ``loop``), filled in at run time.
 TRAIN_DEFAULT = "default: flowtts.train.trainer.TRAIN_LOOP"
@@ -420,6 +420,23 @@ def add_distill(sub) -> None:
     ds.add_argument("--data", required=True, help="prepared dataset the prompts come from")
     ds.add_argument("--heldout", help="prepared held-out set for the final report (default: --data)")
     ds.add_argument("--out", required=True)
+    _add_distill_student(ds)
+    _add_distill_objectives(ds)
+    ds.add_argument(
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        help="precision of the teacher's and student's networks while distilling (autocast; default float32; "
+        "float16 needs a GPU); ODE states, losses and the report stay float32",
+    )
+    _add_run_options(ds, "flowtts.train.distill_config.DISTILL_LOOP")
+    _add_distill_eval(ds)
+    add_sampling_flags(ds, ("run_seed", "threads"))
+    ds.add_argument("-q", "--quiet", action="store_true")
+    ds.set_defaults(func=_distill)
+
+
+def _add_distill_student(ds: argparse.ArgumentParser) -> None:
+    """The teacher's and the student's sampling: steps, guidance, grid."""
     ds.add_argument("--student-steps", type=int, default=4)
     ds.add_argument("--teacher-steps", type=int, default=32)
     ds.add_argument("--teacher-cfg", type=float, default=2.0)
@@ -453,6 +470,10 @@ def add_distill(sub) -> None:
         help="sample this many teacher trajectories once and draw every step from them (0: sample every step)",
     )
     ds.add_argument("--no-dropout", action="store_true", help="switch the student's dropout off while distilling")
+
+
+def _add_distill_objectives(ds: argparse.ArgumentParser) -> None:
+    """What the student learns and from which prompts; how gradients reach it."""
     ds.add_argument(
         "--learn-times",
         action="store_true",
@@ -478,13 +499,10 @@ def add_distill(sub) -> None:
     )
     ds.add_argument("--grad-checkpoint", action="store_true")
     ds.add_argument("--backprop-steps", type=int)
-    ds.add_argument(
-        "--dtype",
-        choices=DTYPE_CHOICES,
-        help="precision of the teacher's and student's networks while distilling (autocast; default float32; "
-        "float16 needs a GPU); ODE states, losses and the report stay float32",
-    )
-    _add_run_options(ds, "flowtts.train.distill_config.DISTILL_LOOP")
+
+
+def _add_distill_eval(ds: argparse.ArgumentParser) -> None:
+    """``--eval-every``'s held-out check during the run."""
     ds.add_argument(
         "--eval-every",
         type=int,
@@ -498,10 +516,6 @@ def add_distill(sub) -> None:
         type=int,
         help="first held-out row of --eval-every (default: after the report's --report-prompts rows)",
     )
-    ds.add_argument("--seed", type=seed, default=0)
-    ds.add_argument("--threads", type=int)
-    ds.add_argument("-q", "--quiet", action="store_true")
-    ds.set_defaults(func=_distill)
 
 
 def add_reward(sub) -> None:
@@ -529,7 +543,7 @@ def add_reward(sub) -> None:
     rw.add_argument("--recognizer", default="builtin", help="recogniser file of the ctc reward (default: built-in)")
     _add_pair_layout_options(rw)
     rw.add_argument("--sample-steps", type=int, help="solver steps (default: the model's own, e.g. a student's)")
-    rw.add_argument("--cfg", type=float, help="guidance strength (default: the model's own)")
+    add_sampling_flags(rw, ("cfg",), cfg="guidance strength (default: the model's own)")
     rw.add_argument("--backprop-steps", type=int, help="gradients through the last this many solver steps")
     rw.add_argument("--grad-checkpoint", action="store_true", help="recompute each solver step in backward")
     rw.add_argument(
@@ -537,7 +551,6 @@ def add_reward(sub) -> None:
     )
     rw.add_argument("--dropout", action="store_true", help="keep dropout active while sampling")
     _add_run_options(rw, "flowtts.train.reward.REWARD_LOOP")
-    rw.add_argument("--seed", type=seed, default=0)
-    rw.add_argument("--threads", type=int)
+    add_sampling_flags(rw, ("run_seed", "threads"))
     rw.add_argument("-q", "--quiet", action="store_true")
     rw.set_defaults(func=_reward)

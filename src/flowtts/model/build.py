@@ -64,7 +64,7 @@ def extend_vocab(model: CFM, tokens: Sequence[str], *, seed: int = 0) -> CFM:
             already, or a model without a character vocabulary or config.
     """
     vocab = model.vocab_char_map
-    config = getattr(model, "config", None)
+    config = model.config
     if vocab is None or config is None:
         raise ValueError(
             "extend_vocab needs a model with a character vocabulary and its config "

@@ -6,12 +6,16 @@ Shapes: ``b`` batch, ``n`` frames, ``nw`` wave samples, ``nt`` text tokens, ``d`
 ``sample(cache=False)`` is differentiable: gradients flow from the output through every solver step
 into the parameters, ``cond`` and the initial noise; the caller's train/eval mode is left alone.
 Grad modes themselves live in :mod:`flowtts.sampling.solvers`.
+
+``velocity_field()`` builds the ODE that one ``sample()`` call solves (a :class:`VelocityField`), for callers
+that step it themselves, such as distillation's one-step segments.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +24,11 @@ from torch import nn
 from flowtts.model import sample_checks as checks
 from flowtts.model.mel import MelSpec
 from flowtts.sampling.grids import make_grid
-from flowtts.sampling.solvers import SplitVelocity, integrate
+from flowtts.sampling.solvers import ODESolution, SplitVelocity, Velocity, integrate
 from flowtts.text.tokenizers import tokens_to_tensor
+
+if TYPE_CHECKING:
+    from flowtts.config import ModelConfig
 
 
 def lens_to_mask(lens: torch.Tensor, length: int | None = None) -> torch.Tensor:
@@ -60,6 +67,108 @@ class FlowDraws:
         )
 
 
+def _state_dtype(net_dtype: torch.dtype) -> torch.dtype:
+    """The ODE state's dtype: float64 for a float64 network, float32 otherwise (autocast or not)."""
+    return torch.float64 if net_dtype == torch.float64 else torch.float32
+
+
+class _SamplingInputs(NamedTuple):
+    """The checked tensors of one sampling call, before padding (see :meth:`CFM.velocity_field`)."""
+
+    cond: torch.Tensor  # (b, n_cond, d) prompt mel in the parameters' dtype
+    cond_mask: torch.Tensor  # (b, n_cond) prompt frames kept (lens and edit_mask)
+    text_ids: torch.Tensor  # (b, nt) padded with -1
+    duration: torch.Tensor  # (b,) total frames, raised to the text/prompt minimum and clamped
+
+
+@dataclass(frozen=True)
+class VelocityField:
+    """The ODE of one sampling call (:meth:`CFM.velocity_field`): ``field(t, x)`` is the guided velocity.
+
+    Built once per call; holds what every evaluation reuses. The state ``x`` is ``b n d`` in
+    :attr:`state_dtype` (``n = duration.max()``), ``t`` a 0-dim tensor.
+
+    Attributes:
+        velocity: The network's velocity under the call's autocast, guidance folded in; for a guided DiT a
+            :class:`~flowtts.sampling.solvers.SplitVelocity` whose two branches the checkpoint grad mode
+            recomputes one at a time.
+        cond: The prompt mel ``b n d`` zero-padded to ``n`` frames (all zeros with ``no_ref_audio``), in
+            the parameters' dtype.
+        cond_mask: ``b n 1`` prompt frames kept in the output (:meth:`with_prompt`).
+        duration: ``b`` total frames of each sample.
+        method: The model's step rule (``odeint_kwargs["method"]``), used by :meth:`solve`.
+    """
+
+    velocity: Velocity | SplitVelocity
+    cond: torch.Tensor
+    cond_mask: torch.Tensor
+    duration: torch.Tensor
+    method: str = "euler"
+
+    @property
+    def state_dtype(self) -> torch.dtype:
+        return _state_dtype(self.cond.dtype)
+
+    def __call__(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.velocity(t, x)
+
+    def solve(
+        self,
+        x0: torch.Tensor,
+        t_grid: Sequence[float] | torch.Tensor,
+        *,
+        grad: str | None = None,
+        backprop_steps: int | None = None,
+        return_trajectory: bool = False,
+        progress: bool = False,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> ODESolution:
+        """Integrate from ``x0`` at ``t_grid[0]`` over ``t_grid`` with :attr:`method` (the raw ODE state:
+        no prompt frames copied in; see :meth:`with_prompt`).
+
+        Args:
+            x0: Initial state ``b n d`` (noise, or a state at ``t_grid[0]``); moved to the state's dtype.
+            t_grid: Solver times (a sequence or tensor, increasing in [0, 1]; not checked here).
+            grad: A grad mode of :func:`~flowtts.sampling.solvers.integrate`; ``None``: ``"full"`` when
+                grad is enabled, else ``"none"``.
+            backprop_steps, return_trajectory, progress, on_step: As in :func:`~flowtts.sampling.integrate`.
+        """
+        if grad is None:
+            grad = "full" if torch.is_grad_enabled() else "none"
+        device, dtype = self.cond.device, self.state_dtype
+        return integrate(
+            self.velocity,
+            x0.to(device=device, dtype=dtype),
+            torch.as_tensor(t_grid).to(device=device, dtype=dtype),
+            method=self.method,
+            grad=grad,
+            backprop_steps=backprop_steps,
+            return_trajectory=return_trajectory,
+            progress=progress,
+            on_step=on_step,
+        )
+
+    def with_prompt(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with the kept prompt frames copied in (what :meth:`CFM.sample` returns)."""
+        return torch.where(self.cond_mask, self.cond.to(self.state_dtype), x)
+
+
+def _under_autocast(autocast, velocity: Velocity | SplitVelocity) -> Velocity | SplitVelocity:
+    """``velocity`` with every evaluation under ``autocast`` (each part of a split velocity too)."""
+
+    def wrap(fn):
+        def wrapped(t, x):
+            with autocast:
+                return fn(t, x)
+
+        return wrapped
+
+    if not isinstance(velocity, SplitVelocity):
+        return wrap(velocity)
+    joint = wrap(velocity.joint) if velocity.joint is not None else None
+    return SplitVelocity(parts=tuple(wrap(part) for part in velocity.parts), combine=velocity.combine, joint=joint)
+
+
 class CFM(nn.Module):
     """Flow-matching text-to-speech model around a velocity backbone (normally :class:`flowtts.DiT`).
 
@@ -76,7 +185,21 @@ class CFM(nn.Module):
         mel_spec_kwargs: Arguments of :class:`flowtts.model.mel.MelSpec`.
         frac_lengths_mask: Range of the fraction of frames to infill in training.
         vocab_char_map: Character -> id map; ``None`` tokenizes UTF-8 bytes.
+
+    Attributes set from outside (``None`` on a model built from its constructor):
+        config: The :class:`~flowtts.ModelConfig` it was built from (:func:`flowtts.model.build.build_model`).
+        metadata: What a flowtts model file records besides the config and vocabulary (its sampling
+            recipe among it); ``None`` for an F5-TTS checkpoint or a model built in memory.
+        preset: The preset name an F5-TTS checkpoint was loaded as (``None`` when given as a config).
+        quantized: ``"int8"`` after :func:`flowtts.model.quantize.quantize` (inference only).
+        checkpoint_format: ``"f5tts"`` or ``"flowtts"``: the kind of file :func:`flowtts.load` read it from.
     """
+
+    config: ModelConfig | None
+    metadata: dict[str, Any] | None
+    preset: str | None
+    quantized: str | None
+    checkpoint_format: str | None
 
     def __init__(
         self,
@@ -102,6 +225,11 @@ class CFM(nn.Module):
         self.sigma = sigma
         self.odeint_kwargs = dict(odeint_kwargs) if odeint_kwargs is not None else {"method": "euler"}
         self.vocab_char_map = vocab_char_map
+        self.config = None
+        self.metadata = None
+        self.preset = None
+        self.quantized = None
+        self.checkpoint_format = None
 
     @property
     def device(self) -> torch.device:
@@ -220,8 +348,7 @@ class CFM(nn.Module):
             ``(out, trajectory)``: the generated mel ``b n d`` with the prompt frames copied in (or
             the vocoder's output), and the solver states ``(steps + 1, b, n, d)``.
         """
-        # Validate everything that needs no computation before touching any state.
-        grid, steps, method = checks.check_settings(
+        grid, steps, _ = checks.check_settings(  # all that needs no computation, before any state changes
             cache=cache,
             grad_checkpoint=grad_checkpoint,
             backprop_steps=backprop_steps,
@@ -233,94 +360,118 @@ class CFM(nn.Module):
             max_duration=max_duration,
             vocoder=vocoder,
         )
-        if getattr(self, "quantized", None) is not None:
-            from flowtts.model.quantize import refuse_quantized
-
-            if not cache:
-                refuse_quantized(self, "sample(cache=False), the differentiable path")
-            if dtype not in (None, "float32", torch.float32):
-                raise ValueError(f"dtype={dtype!r}: a quantised model samples with float32 activations (dtype=None)")
+        self._check_quantized(dtype, None if cache else "sample(cache=False), the differentiable path")
         autocast = self._autocast(dtype)
-
         with torch.set_grad_enabled(not cache):
-            cond = self._cond_mel(cond)
-            batch, cond_len = cond.shape[:2]
-            device = self.device
-            net_dtype = self.dtype
-            state_dtype = torch.float64 if net_dtype == torch.float64 else torch.float32
-            cond = cond.to(device=device, dtype=net_dtype)
-            text_ids = self._text_ids(text, batch)
-            lens = checks.check_lens(lens, batch, cond_len, device)
-            requested, duration = duration, checks.check_duration(duration, batch, device)
-            min_duration = torch.maximum((text_ids != -1).sum(dim=-1), lens) + 1
-            if int(min_duration.max()) > max_duration:
-                raise ValueError(
-                    f"max_duration={max_duration} is shorter than the text/prompt length plus one frame "
-                    f"({int(min_duration.max())})"
-                )
-            duration = torch.maximum(min_duration, duration).clamp(max=max_duration)
-            total = int(duration.max())
-            checks.check_frames(total, checks.frame_limit(self.mel_spec), requested)
-            seeds = checks.check_seed(seed, batch)
-
-            cond_mask = lens_to_mask(lens, length=cond_len)
-            if edit_mask is not None:
-                checks.check_edit_mask(edit_mask, batch, cond_len)
-                cond_mask = cond_mask & edit_mask.to(device)
-            if noise is not None:
-                checks.check_noise(noise, (batch, total, self.num_channels))
-
+            inputs = self._sampling_inputs(cond, text, duration, lens, max_duration, edit_mask)
+            noise = self._initial_noise(noise, seed, inputs.duration)
             if cache:
                 self.eval()
-
-            cond = F.pad(cond, (0, 0, 0, total - cond_len))
-            if no_ref_audio:
-                cond = torch.zeros_like(cond)
-            cond_mask = F.pad(cond_mask, (0, total - cond_len), value=False)[..., None]
-            step_cond = torch.where(cond_mask, cond, torch.zeros_like(cond))
-            mask = lens_to_mask(duration) if batch > 1 else None
-
-            if noise is not None:
-                x0 = noise.to(device=device, dtype=state_dtype)
-            else:
-                x0 = self._draw_noise(duration, seeds, device, state_dtype)
-
-            with autocast:
-                network_velocity = self._velocity(step_cond, text_ids, mask, float(cfg_strength), isolate_batch)
-
-            def under_autocast(fn):
-                def wrapped(t, x):
-                    with autocast:
-                        return fn(t, x)
-
-                return wrapped
-
-            if isinstance(network_velocity, SplitVelocity):
-                velocity = SplitVelocity(
-                    parts=tuple(under_autocast(part) for part in network_velocity.parts),
-                    combine=network_velocity.combine,
-                    joint=under_autocast(network_velocity.joint) if network_velocity.joint is not None else None,
-                )
-            else:
-                velocity = under_autocast(network_velocity)
-
+            field = self._field(inputs, float(cfg_strength), no_ref_audio, isolate_batch, autocast)
             if t_grid is None:
-                grid = make_grid(steps, use_epss=use_epss, sway_coef=sway_sampling_coef, device=device)
-            solution = integrate(
-                velocity,
-                x0,
-                grid.to(device=device, dtype=state_dtype),
-                method=method,
+                grid = make_grid(steps, use_epss=use_epss, sway_coef=sway_sampling_coef, device=self.device)
+            solution = field.solve(
+                noise,
+                grid,
                 grad="none" if cache else ("checkpoint" if grad_checkpoint else "full"),
                 backprop_steps=backprop_steps,
                 return_trajectory=True,
                 progress=progress,
                 on_step=on_step,
             )
-            out = torch.where(cond_mask, cond.to(state_dtype), solution.x)
-            if vocoder is not None:
-                out = vocoder(out.transpose(1, 2))
-            return out, solution.trajectory
+            out = field.with_prompt(solution.x)
+            return (out if vocoder is None else vocoder(out.transpose(1, 2))), solution.trajectory
+
+    def velocity_field(
+        self,
+        cond: torch.Tensor,
+        text: torch.Tensor | list,
+        duration: int | torch.Tensor,
+        *,
+        lens: torch.Tensor | None = None,
+        cfg_strength: float = 1.0,
+        max_duration: int = 65536,
+        no_ref_audio: bool = False,
+        edit_mask: torch.Tensor | None = None,
+        isolate_batch: bool = False,
+        dtype: torch.dtype | str | None = None,
+    ) -> VelocityField:
+        """The ODE that :meth:`sample` solves for these inputs, built once: ``field(t, x) -> dx/dt``.
+
+        What does not depend on ``(t, x)`` (padding, prompt mask, text conditioning, guidance split,
+        autocast) is computed here; each call of the field is one guided network evaluation. A caller
+        that steps the ODE itself (distillation's one-step segments, few-step methods) uses it instead
+        of a full :meth:`sample` per step; ``field.solve(noise, t_grid)`` then equals the trajectory's
+        last state of ``sample(noise=noise, t_grid=t_grid, ...)`` bit for bit.
+
+        Unlike :meth:`sample`, it runs in the caller's grad mode and train/eval mode: under autograd the
+        conditioning is part of the graph (gradients reach its parameters and ``cond``); for a frozen
+        teacher call it under ``torch.no_grad()`` on a model in ``eval()`` mode (what ``cache=True`` does).
+
+        Args:
+            cond, text, duration, lens, cfg_strength, max_duration, no_ref_audio, edit_mask, isolate_batch,
+                dtype: As in :meth:`sample`.
+
+        Returns:
+            A :class:`VelocityField` over states ``b n d`` with ``n`` the final (clamped) maximum duration.
+        """
+        checks.check_cfg_strength(cfg_strength)
+        checks.check_max_duration(max_duration)
+        autograd = "velocity_field() under autograd (call it under torch.no_grad())"
+        self._check_quantized(dtype, autograd if torch.is_grad_enabled() else None)
+        autocast = self._autocast(dtype)
+        inputs = self._sampling_inputs(cond, text, duration, lens, max_duration, edit_mask)
+        return self._field(inputs, float(cfg_strength), no_ref_audio, isolate_batch, autocast)
+
+    def _check_quantized(self, dtype, differentiable: str | None) -> None:
+        """A quantised model samples without autograd (``differentiable`` names what asked for it) in float32."""
+        if self.quantized is None:
+            return
+        from flowtts.model.quantize import refuse_quantized
+
+        if differentiable is not None:
+            refuse_quantized(self, differentiable)
+        if dtype not in (None, "float32", torch.float32):
+            raise ValueError(f"dtype={dtype!r}: a quantised model samples with float32 activations (dtype=None)")
+
+    def _sampling_inputs(self, cond, text, duration, lens, max_duration: int, edit_mask) -> _SamplingInputs:
+        """The checked tensors of one call on the model's device (``duration`` raised and clamped as upstream)."""
+        cond = self._cond_mel(cond)
+        batch, cond_len = cond.shape[:2]
+        device = self.device
+        cond = cond.to(device=device, dtype=self.dtype)
+        text_ids = self._text_ids(text, batch)
+        lens = checks.check_lens(lens, batch, cond_len, device)
+        requested, duration = duration, checks.check_duration(duration, batch, device)
+        min_duration = torch.maximum((text_ids != -1).sum(dim=-1), lens) + 1
+        if int(min_duration.max()) > max_duration:
+            raise ValueError(
+                f"max_duration={max_duration} is shorter than the text/prompt length plus one frame "
+                f"({int(min_duration.max())})"
+            )
+        duration = torch.maximum(min_duration, duration).clamp(max=max_duration)
+        checks.check_frames(int(duration.max()), checks.frame_limit(self.mel_spec), requested)
+        cond_mask = lens_to_mask(lens, length=cond_len)
+        if edit_mask is not None:
+            checks.check_edit_mask(edit_mask, batch, cond_len)
+            cond_mask = cond_mask & edit_mask.to(device)
+        return _SamplingInputs(cond=cond, cond_mask=cond_mask, text_ids=text_ids, duration=duration)
+
+    def _field(self, inputs: _SamplingInputs, cfg_strength: float, no_ref_audio, isolate_batch, autocast):
+        """The :class:`VelocityField` of checked inputs: prompt padded to the longest duration, network built."""
+        cond, duration = inputs.cond, inputs.duration
+        batch, cond_len = cond.shape[:2]
+        total = int(duration.max())
+        cond = F.pad(cond, (0, 0, 0, total - cond_len))
+        if no_ref_audio:
+            cond = torch.zeros_like(cond)
+        cond_mask = F.pad(inputs.cond_mask, (0, total - cond_len), value=False)[..., None]
+        step_cond = torch.where(cond_mask, cond, torch.zeros_like(cond))
+        mask = lens_to_mask(duration) if batch > 1 else None
+        with autocast:
+            velocity = self._velocity(step_cond, inputs.text_ids, mask, cfg_strength, isolate_batch)
+        method = self.odeint_kwargs.get("method", "euler")
+        return VelocityField(_under_autocast(autocast, velocity), cond, cond_mask, duration, method)
 
     def _autocast(self, dtype):
         """Autocast context for ``dtype`` on this model's device (a no-op for float32/None)."""
@@ -381,6 +532,18 @@ class CFM(nn.Module):
         # everywhere so that every grad mode computes the same function.
         return SplitVelocity(parts=(part(0), part(1)), combine=combine, joint=None if stochastic else velocity)
 
+    def _initial_noise(self, noise, seed, duration: torch.Tensor) -> torch.Tensor:
+        """The checked ``noise``, or one drawn per sample from ``seed`` (F5-TTS's noise for that seed).
+
+        Drawn before the network is built: in train mode a dropout draw there must not come first.
+        """
+        batch, total = duration.shape[0], int(duration.max())
+        seeds = checks.check_seed(seed, batch)
+        if noise is not None:
+            checks.check_noise(noise, (batch, total, self.num_channels))
+            return noise
+        return self._draw_noise(duration, seeds, self.device, _state_dtype(self.dtype))
+
     def _draw_noise(self, duration, seeds, device, dtype) -> torch.Tensor:
         noises = []
         for i, frames in enumerate(duration.tolist()):
@@ -434,7 +597,7 @@ class CFM(nn.Module):
         Returns:
             ``(loss, cond, pred)``: the squared error on the span, the masked prompt, the prediction.
         """
-        if getattr(self, "quantized", None) is not None:
+        if self.quantized is not None:
             from flowtts.model.quantize import refuse_quantized
 
             refuse_quantized(self, "training (the flow-matching loss)")

@@ -33,7 +33,7 @@ _KEPT_LAYERS = ("input_embed.proj",)
 
 def quantized_mode(model) -> str | None:
     """``"int8"`` for a model made by :func:`quantize`, else ``None``."""
-    return getattr(model, "quantized", None)
+    return model.quantized
 
 
 def refuse_quantized(model, what: str) -> None:

@@ -92,8 +92,7 @@ def check_settings(
     check_cfg_strength(cfg_strength)
     if sway_sampling_coef is not None:
         check_sway(sway_sampling_coef)
-    if not is_int(max_duration) or max_duration < 2:
-        raise ValueError(f"max_duration must be an integer >= 2, got {max_duration!r}")
+    check_max_duration(max_duration)
     if vocoder is not None and not callable(vocoder):
         raise TypeError("vocoder must be callable (mel b d n -> wave)")
     return grid, int(steps), method
@@ -111,6 +110,12 @@ def check_cfg_strength(value, name: str = "cfg_strength") -> None:
             f"{name} must be a finite number from 0 to {MAX_CFG_STRENGTH:g} (F5-TTS uses 2; more gives noise), "
             f"got {value!r}"
         )
+
+
+def check_max_duration(value) -> None:
+    """``max_duration`` is an integer of at least 2 frames."""
+    if not is_int(value) or value < 2:
+        raise ValueError(f"max_duration must be an integer >= 2, got {value!r}")
 
 
 def frame_limit(mel_spec) -> int:

@@ -177,7 +177,7 @@ class SamplingRecipe:
     def for_model(cls, model, **overrides) -> SamplingRecipe:
         """How ``model`` is meant to be sampled: the recipe it records (a distilled student's), else
         F5-TTS's defaults (32 steps, guidance 2, sway -1, EPSS), with the non-``None`` ``overrides``."""
-        recorded = cls.from_metadata(getattr(model, "metadata", None))
+        recorded = cls.from_metadata(model.metadata)
         method = (getattr(model, "odeint_kwargs", None) or {}).get("method", "euler")
         recipe = recorded if recorded is not None else cls()
         recipe = dataclasses.replace(recipe, method=method) if method in METHODS else recipe

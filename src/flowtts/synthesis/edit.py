@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
-import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,11 +22,38 @@ import torch
 
 from flowtts.model.sample_checks import MAX_SECONDS
 from flowtts.synthesis.options import InferenceOptions
+from flowtts.synthesis.seeds import choose_seed
 from flowtts.text.units import text_units
 
 # Longest edit, recording and new speech together: the whole of it is sampled in one call, whose attention
 # grows with the square of its length (a 10-minute recording does not get past the first step on a CPU).
 MAX_EDIT_SECONDS = MAX_SECONDS
+
+
+_SECONDS = r"\s*(\d+(?:\.\d*)?|\.\d+)\s*"
+
+
+def parse_parts(parts: str) -> list[tuple[float, float]]:
+    """The spans to edit, written ``"1.2-1.8, 3-3.5"`` (commas or semicolons), as ``[(1.2, 1.8), (3.0, 3.5)]``.
+
+    ``flowtts edit --parts`` and the web app's Edit tab both read their parts here.
+
+    Raises:
+        ValueError: A part that is not ``START-END`` in seconds, or no part at all.
+    """
+    spans = []
+    for item in (parts or "").replace(";", ",").split(","):
+        if not item.strip():
+            continue
+        match = re.fullmatch(f"{_SECONDS}-{_SECONDS}", item)
+        if match is None:
+            raise ValueError(
+                f"parts are start-end seconds separated by commas (e.g. 1.2-1.8, 3-3.5); got {item.strip()!r}"
+            )
+        spans.append((float(match[1]), float(match[2])))
+    if not spans:
+        raise ValueError("mark at least one part to regenerate (start-end seconds, e.g. 1.2-1.8)")
+    return spans
 
 
 def check_edit_seconds(seconds: float, what: str = "the recording to edit") -> None:
@@ -211,8 +238,7 @@ def edit_speech(
             f"text has {n_units} units but the edited recording only {frames} frames: "
             "give the parts longer durations or a shorter text"
         )
-    if seed is None:
-        seed = random.randrange(2**31)
+    seed = choose_seed(seed)
     out, _ = model.sample(
         plan.cond,
         [units],

@@ -97,10 +97,9 @@ def model_defaults(model) -> dict[str, float | bool]:
 
     A file can also record ``continue_reference: false``: the model speaks the text unprompted (the clip
     still sets the rate and level) rather than continuing the clip. That pays for a one-voice model that
-    learnt mostly whole utterances: the built-in teacher misses 0.33 of the words of its selection split
-    that way against 0.39 continuing its clip. Unlike the data's facts it is a measurement of the weights,
-    and a model made from the file does not keep it
-    (:func:`flowtts.checkpoints.recorded.carried_metadata`).
+    learnt mostly whole utterances (the built-in teacher's word error rates both ways: docs/builtin_models.md).
+    Unlike the data's facts it is a measurement of the weights, and a model made from the file does not
+    keep it (:func:`flowtts.checkpoints.recorded.carried_metadata`).
 
     Raises:
         ValueError: A recorded ``ref_silence`` that is not a number >= 0, a ``target_rms`` that is not

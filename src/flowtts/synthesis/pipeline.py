@@ -62,12 +62,11 @@ RESAMPLE = dict(width_zeros=6, rolloff=0.99)  # utils_infer.py:467: torchaudio's
 def default_pipeline(model) -> str:
     """``"f5tts"`` for a model loaded from an F5-TTS checkpoint, ``"flowtts"`` otherwise.
 
-    An F5-TTS checkpoint records nothing of flowtts's (:func:`flowtts.load` gives the model a ``preset``
-    and no ``metadata``); flowtts's files, the built-in models among them, carry ``metadata``, and a model
-    built in memory has neither.
+    An F5-TTS checkpoint records nothing of flowtts's (:func:`flowtts.load` marks the model's
+    ``checkpoint_format`` and leaves its ``metadata`` ``None``); flowtts's files, the built-in models among
+    them, carry ``metadata``, and a model built in memory was read from no file.
     """
-    loaded = hasattr(model, "preset")
-    return "f5tts" if loaded and getattr(model, "metadata", None) is None else "flowtts"
+    return "f5tts" if model.checkpoint_format == "f5tts" and model.metadata is None else "flowtts"
 
 
 def check_pipeline(value) -> None:
@@ -172,37 +171,6 @@ def level_and_resample(clip: PcmClip, rate: int, target_rms: float) -> tuple[tor
     if clip.rate != rate:
         wave = resample(wave, clip.rate, rate, **RESAMPLE)
     return wave[0], rms
-
-
-def prepare_reference(model, clip: PcmClip, text: str, options, *, seconds: float | None = None):
-    """A :class:`flowtts.synthesis.reference.Reference` prepared as F5-TTS prepares it.
-
-    ``clip`` is the prepared clip of :func:`prepared_wave` when ``seconds`` (its speech) is given, else
-    the raw clip, prepared here.
-
-    Raises:
-        ValueError: As :func:`prepared_wave`, or an empty transcript.
-    """
-    from flowtts.synthesis.reference import Reference
-
-    if seconds is None:
-        clip, seconds = prepared_wave(clip, options)
-    if not text.strip():
-        raise ValueError("the reference transcript (--ref-text) is empty")
-    rate, hop = model.mel_spec.target_sample_rate, model.mel_spec.hop_length
-    wave, rms = level_and_resample(clip, rate, options.target_rms)
-    transcript = end_transcript(text)
-    with torch.no_grad():
-        mel = model.mel_spec(wave[None].to(model.device)).transpose(1, 2)
-    return Reference(
-        mel=mel,
-        text=model_transcript(transcript),
-        rms=float(rms),
-        seconds=clip.frames / clip.rate,  # utils_infer.py:404: the clip with its pause, at its own rate
-        pipeline="f5tts",
-        frames=wave.numel() // hop,  # utils_infer.py:498: samples // hop_length
-        transcript=transcript,
-    )
 
 
 # ------------------------------------------------------------------------------------------------- text

@@ -44,7 +44,7 @@ def prepare_reference(model, wave: torch.Tensor, text: str, options: InferenceOp
     than ``target_rms`` is raised to it.
 
     With ``options.pipeline == "f5tts"`` the clip is prepared by F5-TTS's rules instead
-    (:func:`flowtts.synthesis.pipeline.prepare_reference`), on its 16-bit samples at the model's rate
+    (:func:`flowtts.synthesis.pipeline.prepared_wave`), on its 16-bit samples at the model's rate
     (:func:`load_reference` reads a file at its own rate and width, as F5-TTS does).
 
     Raises:
@@ -62,7 +62,7 @@ def prepare_reference(model, wave: torch.Tensor, text: str, options: InferenceOp
         from flowtts.synthesis import pipeline
 
         clip = PcmClip.from_float(wave.detach().cpu().numpy(), model.mel_spec.target_sample_rate)
-        return pipeline.prepare_reference(model, clip, text, options)
+        return _prepare_reference_f5tts(model, pipeline.prepared_wave(clip, options)[0], text, options)
 
     rate = model.mel_spec.target_sample_rate
     if wave.numel() == 0 or bool(silent_windows(wave, round(0.01 * rate), -50.0).all()):  # trim_edges' test
@@ -115,7 +115,7 @@ def load_reference(
         options: :class:`InferenceOptions` (reference length limits, ``target_rms``).
         on_transcript: Called with a transcript that was recognised rather than given.
         transcribe: ``(wave, sample_rate) -> transcript`` for a clip without one (e.g.
-            :func:`flowtts.eval.asr.transcribe_reference`, offline English); ``None``: a transcript is needed.
+            :func:`flowtts.audio.transcribe.transcribe_reference`, offline English); ``None``: a transcript is needed.
 
     Raises:
         FileNotFoundError: No such file.
@@ -149,7 +149,7 @@ def _load_reference_f5tts(model, ref_file, ref_text, options, on_transcript, tra
     from flowtts.synthesis.options import check_ref_silence
 
     check_ref_silence(options.ref_silence)
-    clip, seconds = pipeline.prepared_wave(PcmClip.read(ref_file), options)
+    clip, _ = pipeline.prepared_wave(PcmClip.read(ref_file), options)
     if not (ref_text or "").strip():
         if transcribe is None:
             raise ValueError("the reference clip has no transcript: give its text (or a transcriber)")
@@ -157,4 +157,30 @@ def _load_reference_f5tts(model, ref_file, ref_text, options, on_transcript, tra
         ref_text = transcribe(pipeline.level_and_resample(clip, rate, 0.0)[0], rate)
         if on_transcript is not None:
             on_transcript(ref_text)
-    return pipeline.prepare_reference(model, clip, ref_text, options, seconds=seconds)
+    return _prepare_reference_f5tts(model, clip, ref_text, options)
+
+
+def _prepare_reference_f5tts(model, clip, text: str, options) -> Reference:
+    """A :class:`Reference` prepared as F5-TTS prepares it, from a clip :func:`pipeline.prepared_wave` made.
+
+    Raises:
+        ValueError: An empty transcript.
+    """
+    from flowtts.synthesis import pipeline
+
+    if not text.strip():
+        raise ValueError("the reference transcript (--ref-text) is empty")
+    rate, hop = model.mel_spec.target_sample_rate, model.mel_spec.hop_length
+    wave, rms = pipeline.level_and_resample(clip, rate, options.target_rms)
+    transcript = pipeline.end_transcript(text)
+    with torch.no_grad():
+        mel = model.mel_spec(wave[None].to(model.device)).transpose(1, 2)
+    return Reference(
+        mel=mel,
+        text=pipeline.model_transcript(transcript),
+        rms=float(rms),
+        seconds=clip.frames / clip.rate,  # utils_infer.py:404: the clip with its pause, at its own rate
+        pipeline="f5tts",
+        frames=wave.numel() // hop,  # utils_infer.py:498: samples // hop_length
+        transcript=transcript,
+    )

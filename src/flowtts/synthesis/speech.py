@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ from flowtts.audio.crossfade import cross_fade, fade_join
 from flowtts.model.sample_checks import MAX_SECONDS  # longest reference + chunk one sample() call is asked for
 from flowtts.synthesis.options import InferenceOptions, check_options
 from flowtts.synthesis.reference import Reference
+from flowtts.synthesis.seeds import choose_seed
 from flowtts.text.chunking import chunk_text
 from flowtts.text.units import text_units
 
@@ -255,7 +255,7 @@ def synthesize(
     options = options or InferenceOptions()
     _check_texts(texts)
     if seeds is None:
-        seeds = [random.randrange(2**31) for _ in texts]
+        seeds = [choose_seed() for _ in texts]
     if len(seeds) != len(texts):
         raise ValueError(f"got {len(seeds)} seeds for {len(texts)} texts")
     check_options(options)
@@ -330,7 +330,7 @@ def stream(
     if options.remove_silence:
         raise ValueError("remove_silence needs the whole output; it cannot be streamed")
     check_options(options)
-    seed = random.randrange(2**31) if seed is None else seed
+    seed = choose_seed(seed)
     items = _plan(model, reference, [text], [seed], options)
     _warn_unknown(model, reference, items, options)
     fade = int(options.cross_fade_seconds * model.mel_spec.target_sample_rate)

@@ -46,7 +46,6 @@ Randomness is derived from ``(seed, step)`` and drawn for the global batch, as i
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
@@ -59,7 +58,7 @@ from flowtts.train.data import MelDataset
 from flowtts.train.distill_config import DistillConfig, LearnedTimes, check_compatible
 from flowtts.train.distill_report import HeldOutEval
 from flowtts.train.loop import TrainingLoop
-from flowtts.train.prompts import Prompts, draw_kind, sample_with, solve
+from flowtts.train.prompts import Prompts, draw_kind, sample_with, velocity_field_of
 from flowtts.train.teacher_pool import TeacherPool, load_or_build, teacher_states
 from flowtts.utils.plotting import plot_loss_curve
 
@@ -122,11 +121,10 @@ class _StudentLoss(torch.nn.Module):
         mask = prompts.generated_mask()[..., None]
         steps = list(zip(segments, segments[1:]))
 
-        def step(state, i, raw=False):  # raw: the ODE state itself (prompt frames not copied in)
-            jump = dict(steps=1, cfg_strength=c.student.cfg_strength, sway_sampling_coef=None, t_grid=steps[i])
-            jump.update(c.precision())
-            out, trajectory = solve(self.student, dataclasses.replace(prompts, noise=state), cache=False, **jump)
-            return trajectory[-1] if raw else out
+        def step(state, i, raw=False):  # one student step; raw: the ODE state (prompt frames not copied in)
+            field = velocity_field_of(self.student, prompts, cfg_strength=c.student.cfg_strength, **c.precision())
+            x = field.solve(state, steps[i]).x
+            return x if raw else field.with_prompt(x)
 
         starts = [[target[i]] if c.segment_start != "student" else [] for i in range(len(steps))]
         if c.segment_start != "teacher":  # the student's own states along its solve (no graph)

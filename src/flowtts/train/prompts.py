@@ -212,3 +212,13 @@ def solve(model, prompts: Prompts, *, cache: bool, **sample_kwargs) -> tuple[tor
 def sample_with(model, prompts: Prompts, *, cache: bool, **sample_kwargs) -> torch.Tensor:
     """The output of :func:`solve`."""
     return solve(model, prompts, cache=cache, **sample_kwargs)[0]
+
+
+def velocity_field_of(model, prompts: Prompts, **field_kwargs):
+    """``model.velocity_field()`` of ``prompts`` as :func:`solve` conditions them (each sample as if alone);
+    ``field.solve(prompts.noise, t_grid).x`` is the last state of :func:`solve`'s trajectory with that grid.
+    Runs in the caller's grad mode (a frozen teacher: under ``torch.no_grad()``, in eval mode)."""
+    cond = prompts.cond.to(model.device)
+    return model.velocity_field(
+        cond, prompts.texts, prompts.durations, lens=prompts.lens, isolate_batch=True, **field_kwargs
+    )

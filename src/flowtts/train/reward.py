@@ -356,7 +356,7 @@ def _training_loop(model, out_dir: str, config: RewardConfig, reference, env, **
     """The loop of ``model`` (and the frozen reference of the anchor, kept in ``last.pt``)."""
     from flowtts.checkpoints.loader import save as save_model
 
-    metadata = dict(getattr(model, "metadata", None) or {})
+    metadata = dict(model.metadata or {})
     recorded = json.dumps(asdict(config))
 
     def write_files():  # the original's metadata (a student's recipe, its data's speed...) and this run's

@@ -1,4 +1,8 @@
-"""Offline English speech recognition with pocketsphinx (``pip install 'flowtts[eval]'``)."""
+"""Offline English speech recognition with pocketsphinx (``pip install 'flowtts[eval]'``).
+
+Below synthesis: references without a transcript are transcribed here, and evaluation (:mod:`flowtts.eval`)
+scores generated speech with the same recogniser.
+"""
 
 from __future__ import annotations
 
