@@ -15,21 +15,28 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """Every flowtts module ``path`` imports, at module level or inside functions."""
+def _import_statements(path: Path):
+    """``(module, names)`` of every import in ``path``, at module level or inside functions (relative
+    imports resolved; ``names`` empty for ``import a.b``)."""
     module = _module_name(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
+            yield from ((alias.name, ()) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([node.module] if node.module else []))
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
+            yield base, tuple(alias.name for alias in node.names)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every flowtts module ``path`` imports, at module level or inside functions."""
+    found = set()
+    for base, names in _import_statements(path):
+        found.add(base)
+        found.update(f"{base}.{name}" for name in names)
     return {name for name in found if name.startswith("flowtts.")}
 
 
@@ -136,18 +143,11 @@ def test_import_flowtts_stays_light():
 def _imported_modules(path: Path, modules: set[str]) -> set[str]:
     """The modules of ``modules`` that ``path`` imports, at module level or inside functions; ``from a.b import c``
     imports the module ``a.b.c`` when there is one (not the package ``a.b``), else ``a.b``."""
-    module = _module_name(path)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([node.module] if node.module else []))
-            found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names)
+    for base, names in _import_statements(path):
+        if not names:
+            found.add(base)
+        found.update(f"{base}.{name}" if f"{base}.{name}" in modules else base for name in names)
     return found & modules
 
 

@@ -245,3 +245,29 @@ def test_a_page_error_keeps_its_quotes():
 
     assert message(ValueError("a run is already going in 'run0'")) == "a run is already going in 'run0'"
     assert message(KeyError("no voice 'x'")) == "no voice 'x'"
+
+
+def test_result_folders_are_bounded_and_removed_with_the_app(tmp_path):
+    outputs = engine.OutputFolders(keep=3, root=str(tmp_path))
+    made = []
+    for _ in range(5):
+        made.append(outputs.new())
+        with open(os.path.join(made[-1], "x.wav"), "wb") as f:
+            f.write(b"0")
+    assert [os.path.isdir(folder) for folder in made] == [False, False, True, True, True]
+    assert sorted(os.listdir(outputs.root)) == sorted(os.path.basename(f) for f in made[2:])
+    outputs.close()
+    assert not os.path.exists(outputs.root) and os.listdir(tmp_path) == []
+
+
+def test_uploads_are_capped_by_gradio_at_the_limit(tmp_path, monkeypatch):
+    pytest.importorskip("gradio")
+    from flowtts.app.ui import build_app, launch
+
+    app = build_app("builtin:student", workspace=str(tmp_path / "ws"), limits=Limits(max_upload_mb=3))
+    seen = {}
+    monkeypatch.setattr(type(app), "launch", lambda self, **kw: seen.update(kw))
+    launch(app, "127.0.0.1", 7860)
+    assert seen["max_file_size"] == 3 * 1024 * 1024
+    with pytest.raises(ValueError, match="max_upload_mb"):
+        Limits(max_upload_mb=0)

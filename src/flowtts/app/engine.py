@@ -1,6 +1,6 @@
 """What the web app's pages do, without the page: models loaded once per choice, and one function per
 action (speak, multi-voice, edit, compare, dataset preparation, runs). No Gradio here, so every action is
-tested as plain Python; :mod:`flowtts.app.ui` lays them out and turns their exceptions into messages.
+tested as plain Python; :mod:`flowtts.app.tabs` lays them out and turns their exceptions into messages.
 
 Every action checks its inputs against the app's :class:`~flowtts.app.limits.Limits` before it does any
 work, and samples through its request's :class:`~flowtts.app.limits.Job` (stopped between solver steps
@@ -15,14 +15,13 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from flowtts.app.limits import Job, Limits, Watched
-from flowtts.app.runs import Run  # noqa: F401 -- the page's runs, re-exported where they used to live
 from flowtts.app.workspace import Workspace
 from flowtts.synthesis.edit import parse_parts  # the Edit tab reads its parts as `flowtts edit` does
 from flowtts.synthesis.seeds import choose_seed
@@ -615,9 +614,36 @@ def _check_rows(workspace: Workspace, metadata: str) -> None:
             workspace.resolve(os.path.join(folder, audio), f"the audio of metadata line {line}")
 
 
-def new_output_dir(root: str | None = None) -> str:
-    """A fresh folder for one request's files (under the app's temporary root)."""
-    return tempfile.mkdtemp(prefix="flowtts-app-", dir=root)
+class OutputFolders:
+    """The folders of the page's results (audio, pictures, copies it serves) under one temporary root: at
+    most ``keep`` of them, the oldest removed first, so a long-running app does not fill the disk
+    (thread-safe).
+
+    Args:
+        keep: Result folders kept (``Limits.keep_outputs``).
+        root: Where the root folder is made (default: the system's temporary folder, which Gradio serves).
+    """
+
+    def __init__(self, keep: int, root: str | None = None):
+        self.root = tempfile.mkdtemp(prefix="flowtts-app-", dir=root)
+        self.keep = keep
+        self._made: deque[str] = deque()
+        self._lock = threading.Lock()
+
+    def new(self) -> str:
+        """A fresh folder for one result; the oldest beyond :attr:`keep` are removed."""
+        with self._lock:
+            folder = tempfile.mkdtemp(dir=self.root)
+            self._made.append(folder)
+            while len(self._made) > self.keep:
+                shutil.rmtree(self._made.popleft(), ignore_errors=True)
+        return folder
+
+    def close(self) -> None:
+        """Remove every result folder (the app has stopped)."""
+        with self._lock:
+            self._made.clear()
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 ProgressCallback = Callable[[float, str], None]

@@ -49,6 +49,10 @@ class Limits:
             cut to 12 s anyway, but a longer one is read and transcribed whole first).
         max_models: Models kept loaded; the least recently used is dropped (``--max-models``).
         max_runs: Training processes at once (``--max-runs``).
+        max_upload_mb: Size of one uploaded file, refused by Gradio before it is stored
+            (``--max-upload-mb``; 2048 MB holds an official F5TTS_v1_Base ``.safetensors``).
+        keep_outputs: Result folders kept on disk; older ones are removed (the page's links to them
+            stop working).
     """
 
     max_text: int = 2000
@@ -57,9 +61,11 @@ class Limits:
     max_recording_seconds: float = MAX_EDIT_SECONDS
     max_models: int = 3
     max_runs: int = 1
+    max_upload_mb: int = 2048
+    keep_outputs: int = 64
 
     def __post_init__(self):
-        for name in ("max_text", "max_steps", "max_models", "max_runs"):
+        for name in ("max_text", "max_steps", "max_models", "max_runs", "max_upload_mb", "keep_outputs"):
             _positive_int(getattr(self, name), name)
         for name in ("max_seconds", "max_recording_seconds"):
             _positive_number(getattr(self, name), name)

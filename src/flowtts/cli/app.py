@@ -10,7 +10,9 @@ from flowtts.cli.common import UserError, add_quantize_option
 def _limits(args: argparse.Namespace):
     from flowtts.app.limits import Limits
 
-    given = {name: getattr(args, name) for name in ("max_text", "max_seconds", "max_models", "max_runs")}
+    given = {
+        name: getattr(args, name) for name in ("max_text", "max_seconds", "max_models", "max_runs", "max_upload_mb")
+    }
     return Limits(**{name: value for name, value in given.items() if value is not None})
 
 
@@ -63,6 +65,7 @@ def add_app(sub) -> None:
     ap.add_argument("--max-text", type=int, help="characters of text per request (default: 2000)")
     ap.add_argument("--max-seconds", type=float, help="seconds of work per request, then stopped (default: 300)")
     ap.add_argument("--max-models", type=int, help="models kept loaded, least recently used dropped (default: 3)")
+    ap.add_argument("--max-upload-mb", type=int, help="size of one uploaded file in MB (default: 2048)")
     ap.add_argument("--inbrowser", action="store_true", help="open the page in a browser")
     ap.add_argument("--root-path", help="URL prefix when served behind a proxy")
     ap.add_argument("--share", action="store_true", help="refused: it needs the internet")

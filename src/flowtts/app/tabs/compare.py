@@ -7,7 +7,7 @@ from flowtts.app.limits import JobBoard, Limits
 from flowtts.app.tabs.common import file_path, guarded, request_job
 
 
-def compare_tab(store: engine.ModelStore, limits: Limits, board: JobBoard) -> None:
+def compare_tab(store: engine.ModelStore, limits: Limits, board: JobBoard, outputs: engine.OutputFolders) -> None:
     """Lay out the Compare tab and wire it (``api_name="compare"``): a column per
     :data:`~flowtts.app.engine.COMPARE_SAMPLERS` row."""
     import gradio as gr
@@ -28,7 +28,7 @@ def compare_tab(store: engine.ModelStore, limits: Limits, board: JobBoard) -> No
 
         @guarded
         def on_compare(txt, sd, student_file, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 -- Gradio's way
-            folder = engine.new_output_dir()
+            folder = outputs.new()
             with request_job(board, "compare") as job:
                 results = engine.compare(
                     store, txt, out_dir=folder, seed=sd, student=file_path(student_file), limits=limits, job=job

@@ -10,7 +10,9 @@ from flowtts.app.tabs.common import file_path, guarded, served
 from flowtts.app.workspace import Workspace
 
 
-def train_tab(store: engine.ModelStore, limits: Limits, space: Workspace, runs: Runs) -> None:
+def train_tab(
+    store: engine.ModelStore, limits: Limits, space: Workspace, runs: Runs, outputs: engine.OutputFolders
+) -> None:
     """Lay out the Train tab and wire it (``api_name`` ``prepare``, ``start``, ``stop`` and ``refresh``)."""
     import gradio as gr
 
@@ -82,7 +84,7 @@ def _runs_section(runs: Runs, limits: Limits) -> None:
         if run is None:
             return "no run started here for this folder", "", None, None
         s = run.status()
-        return s["state"], s["log"], served(s["curve"]), served(s["sample"])
+        return s["state"], s["log"], served(s["curve"], outputs), served(s["sample"], outputs)
 
     @guarded
     def on_start(cmd, out, args):
