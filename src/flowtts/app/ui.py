@@ -52,25 +52,25 @@ def build_app(
     store = engine.ModelStore(default_model, quantize=quantize, max_models=limits.max_models)
     runs = Runs(space, limits.max_runs)
     board = JobBoard(limits)
-    outputs = engine.OutputFolders(limits.keep_outputs)
+    results = engine.OutputFolders(limits.keep_outputs)
     with gr.Blocks(title="flowtts") as app:
         gr.Markdown(
             "# flowtts\nF5-TTS-compatible flow-matching speech, offline. "
             f"Each request: at most {limits.max_text} characters, {limits.max_steps} steps, "
             f"{limits.max_recording_seconds:g} s recordings and {limits.max_seconds:g} s of work."
         )
-        speak_tab(store, limits, board, outputs, default_model)
-        voices_tab(store, limits, board, outputs)
-        edit_tab(store, limits, board, outputs)
-        compare_tab(store, limits, board, outputs)
-        train_tab(store, limits, space, runs, outputs)
+        speak_tab(store, limits, board, results, default_model)
+        voices_tab(store, limits, board, results)
+        edit_tab(store, limits, board, results)
+        compare_tab(store, limits, board, results)
+        train_tab(store, limits, space, runs, results)
         app.queue(default_concurrency_limit=concurrency, max_size=32)
     app.flowtts_store = store  # for tests and the CLI
     app.flowtts_runs = runs
     app.flowtts_jobs = board
     app.flowtts_workspace = space
     app.flowtts_limits = limits
-    app.flowtts_outputs = outputs
+    app.flowtts_outputs = results
     return app
 
 

@@ -94,11 +94,11 @@ def optional_int(value) -> int | None:
     return None if value is None else int(value)
 
 
-def served(path: str | None, outputs: engine.OutputFolders) -> str | None:
+def served(path: str | None, results: engine.OutputFolders) -> str | None:
     """A copy of a file in a fresh result folder, which Gradio serves (the workspace may lie anywhere,
     and is not served as a whole)."""
     if not path:
         return None
-    copy = os.path.join(outputs.new(), os.path.basename(path))
+    copy = os.path.join(results.new(), os.path.basename(path))
     shutil.copyfile(path, copy)
     return copy

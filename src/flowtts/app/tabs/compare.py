@@ -7,7 +7,7 @@ from flowtts.app.limits import JobBoard, Limits
 from flowtts.app.tabs.common import file_path, guarded, request_job
 
 
-def compare_tab(store: engine.ModelStore, limits: Limits, board: JobBoard, outputs: engine.OutputFolders) -> None:
+def compare_tab(store: engine.ModelStore, limits: Limits, board: JobBoard, results: engine.OutputFolders) -> None:
     """Lay out the Compare tab and wire it (``api_name="compare"``): a column per
     :data:`~flowtts.app.engine.COMPARE_SAMPLERS` row."""
     import gradio as gr
@@ -28,11 +28,11 @@ def compare_tab(store: engine.ModelStore, limits: Limits, board: JobBoard, outpu
 
         @guarded
         def on_compare(txt, sd, student_file, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 -- Gradio's way
-            folder = outputs.new()
+            folder = results.new()
             with request_job(board, "compare") as job:
-                results = engine.compare(
+                rows = engine.compare(
                     store, txt, out_dir=folder, seed=sd, student=file_path(student_file), limits=limits, job=job
                 )
-            return [value for _, speech in results for value in (speech.wav, speech.mel_png, speech.summary())]
+            return [value for _, speech in rows for value in (speech.wav, speech.mel_png, speech.summary())]
 
         go.click(on_compare, inputs=[text, seed, student], outputs=outputs, api_name="compare")

@@ -7,7 +7,7 @@ from flowtts.app.limits import JobBoard, Limits
 from flowtts.app.tabs.common import file_path, guarded, request_job
 
 
-def edit_tab(store: engine.ModelStore, limits: Limits, board: JobBoard, outputs: engine.OutputFolders) -> None:
+def edit_tab(store: engine.ModelStore, limits: Limits, board: JobBoard, results: engine.OutputFolders) -> None:
     """Lay out the Edit tab and wire it (``api_name="edit"``)."""
     import gradio as gr
 
@@ -31,7 +31,7 @@ def edit_tab(store: engine.ModelStore, limits: Limits, board: JobBoard, outputs:
         def on_edit(recording, txt, spans, choice, sd, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 -- Gradio's way
             with request_job(board, "edit") as job:
                 speech = engine.edit(
-                    store.get(choice), file_path(recording), txt, spans, out_dir=outputs.new(), seed=sd,
+                    store.get(choice), file_path(recording), txt, spans, out_dir=results.new(), seed=sd,
                     model_name=choice, limits=limits, job=job,
                 )  # fmt: skip
             return file_path(recording), speech.wav, speech.mel_png, speech.summary()

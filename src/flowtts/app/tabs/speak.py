@@ -15,7 +15,7 @@ REFERENCE_LABEL = (
 
 
 def speak_tab(
-    store: engine.ModelStore, limits: Limits, board: JobBoard, outputs: engine.OutputFolders, default_model: str
+    store: engine.ModelStore, limits: Limits, board: JobBoard, results: engine.OutputFolders, default_model: str
 ) -> None:
     """Lay out the Speak tab and wire it (``api_name="speak"``)."""
     import gradio as gr
@@ -38,7 +38,7 @@ def speak_tab(
                 words = txt if (txt or "").strip() else engine.read_text_file(file_path(tfile), limits)
                 name = os.path.basename(file_path(ckpt)) if choice == engine.CHECKPOINT_CHOICE else choice
                 speech = engine.speak(
-                    model, file_path(ref), rtext, words, out_dir=outputs.new(),
+                    model, file_path(ref), rtext, words, out_dir=results.new(),
                     steps=n, cfg=g, sway=sw, speed=sp, seed=sd, remove_silence=silence, cross_fade=fade,
                     dtype=dt, clip=use, model_name=name, limits=limits, job=job,
                 )  # fmt: skip

@@ -11,7 +11,7 @@ from flowtts.app.workspace import Workspace
 
 
 def train_tab(
-    store: engine.ModelStore, limits: Limits, space: Workspace, runs: Runs, outputs: engine.OutputFolders
+    store: engine.ModelStore, limits: Limits, space: Workspace, runs: Runs, results: engine.OutputFolders
 ) -> None:
     """Lay out the Train tab and wire it (``api_name`` ``prepare``, ``start``, ``stop`` and ``refresh``)."""
     import gradio as gr
@@ -22,7 +22,7 @@ def train_tab(
             "Bring data in by uploading it. The app writes only into folders it made."
         )
         _prepare_section(store, space)
-        _runs_section(runs, limits)
+        _runs_section(runs, limits, results)
 
 
 def _prepare_section(store: engine.ModelStore, space: Workspace) -> None:
@@ -56,7 +56,7 @@ def _prepare_section(store: engine.ModelStore, space: Workspace) -> None:
     go.click(on_prepare, inputs=[source, upload, prepared, against], outputs=report, api_name="prepare")
 
 
-def _runs_section(runs: Runs, limits: Limits) -> None:
+def _runs_section(runs: Runs, limits: Limits, results: engine.OutputFolders) -> None:
     """Runs in workspace folders: start, stop (a resumable checkpoint) and refresh their state, log, loss
     curve and latest sample."""
     import gradio as gr
@@ -84,7 +84,7 @@ def _runs_section(runs: Runs, limits: Limits) -> None:
         if run is None:
             return "no run started here for this folder", "", None, None
         s = run.status()
-        return s["state"], s["log"], served(s["curve"], outputs), served(s["sample"], outputs)
+        return s["state"], s["log"], served(s["curve"], results), served(s["sample"], results)
 
     @guarded
     def on_start(cmd, out, args):

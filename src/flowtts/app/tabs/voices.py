@@ -10,7 +10,7 @@ MAX_VOICES = 4
 FIELDS = 5  # per voice: name, reference audio, its text, speed, seed
 
 
-def voices_tab(store: engine.ModelStore, limits: Limits, board: JobBoard, outputs: engine.OutputFolders) -> None:
+def voices_tab(store: engine.ModelStore, limits: Limits, board: JobBoard, results: engine.OutputFolders) -> None:
     """Lay out the Multi-voice tab and wire it (``api_name="voices"``)."""
     import gradio as gr
 
@@ -33,7 +33,7 @@ def voices_tab(store: engine.ModelStore, limits: Limits, board: JobBoard, output
                 voices.append(engine.VoiceSlot(name or "", file_path(ref_audio), ref_text, speed, optional_int(seed)))
             with request_job(board, "multi-voice") as job:
                 speech = engine.speak_voices(
-                    store.get(choice), voices, txt, out_dir=outputs.new(), model_name=choice,
+                    store.get(choice), voices, txt, out_dir=results.new(), model_name=choice,
                     limits=limits, job=job,
                 )  # fmt: skip
             return speech.wav, speech.mel_png, speech.summary()
