@@ -269,5 +269,6 @@ def test_uploads_are_capped_by_gradio_at_the_limit(tmp_path, monkeypatch):
     monkeypatch.setattr(type(app), "launch", lambda self, **kw: seen.update(kw))
     launch(app, "127.0.0.1", 7860)
     assert seen["max_file_size"] == 3 * 1024 * 1024
+    assert app.delete_cache == (600, Limits().keep_seconds)  # Gradio's copies of uploads and results
     with pytest.raises(ValueError, match="max_upload_mb"):
         Limits(max_upload_mb=0)

@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+from test_socket_server import _cheap_vocoder  # the same stand-in vocoder as the protocol tests
 
 from conftest import randomise
 from flowtts.config import ModelConfig
@@ -17,10 +18,6 @@ from flowtts.model.build import build_model
 from flowtts.serving import socket_server
 from flowtts.serving.socket_server import END, EVICT_AFTER, ServerError, SpeechServer, check_settings, read_answer
 from flowtts.synthesis import InferenceOptions, prepare_reference
-
-
-def _cheap_vocoder(mel):
-    return mel.mean(dim=1).repeat_interleave(256, dim=-1) * 0.01
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,8 @@ class Limits:
             (``--max-upload-mb``; 2048 MB holds an official F5TTS_v1_Base ``.safetensors``).
         keep_outputs: Result folders kept on disk; older ones are removed (the page's links to them
             stop working).
+        keep_seconds: Age after which Gradio's copies of uploads and results are deleted (checked every
+            10 minutes).
     """
 
     max_text: int = 2000
@@ -63,9 +65,11 @@ class Limits:
     max_runs: int = 1
     max_upload_mb: int = 2048
     keep_outputs: int = 64
+    keep_seconds: int = 3600
 
     def __post_init__(self):
-        for name in ("max_text", "max_steps", "max_models", "max_runs", "max_upload_mb", "keep_outputs"):
+        counts = ("max_text", "max_steps", "max_models", "max_runs", "max_upload_mb", "keep_outputs", "keep_seconds")
+        for name in counts:
             _positive_int(getattr(self, name), name)
         for name in ("max_seconds", "max_recording_seconds"):
             _positive_number(getattr(self, name), name)

@@ -53,7 +53,8 @@ def build_app(
     runs = Runs(space, limits.max_runs)
     board = JobBoard(limits)
     results = engine.OutputFolders(limits.keep_outputs)
-    with gr.Blocks(title="flowtts") as app:
+    # Gradio keeps its own copy of every upload and result: drop those older than limits.keep_seconds
+    with gr.Blocks(title="flowtts", delete_cache=(600, limits.keep_seconds)) as app:
         gr.Markdown(
             "# flowtts\nF5-TTS-compatible flow-matching speech, offline. "
             f"Each request: at most {limits.max_text} characters, {limits.max_steps} steps, "
