@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from flowtts.cli import fewstep
 from flowtts.cli.common import DTYPE_CHOICES, UserError, add_sampling_flags, numbers, seed, start_run
 
 # The loop options' defaults are the library's (each run config's default ``loop``), filled in at run time.
@@ -148,6 +149,22 @@ def _prompt_data(path: str):
     return dataset
 
 
+def _distill_fewstep(args: argparse.Namespace) -> int:
+    """``distill --method progressive|consistency|adversarial|dmd`` (:mod:`flowtts.cli.fewstep`)."""
+    import copy
+
+    from flowtts.checkpoints.loader import load
+    from flowtts.train.fewstep.run import FEWSTEP_LOOP
+
+    loop = _loop(args, FEWSTEP_LOOP)
+    fewstep.method_config(args, loop)  # refused before anything loads
+    teacher = load(args.teacher, preset=args.preset, vocab=args.vocab)
+    student = load(args.student, preset=args.preset, vocab=args.vocab) if args.student else copy.deepcopy(teacher)
+    dataset = _prompt_data(args.data)
+    held = _prompt_data(args.heldout) if args.heldout else dataset
+    return fewstep.run(args, loop, teacher, student, dataset, held)
+
+
 def _distill(args: argparse.Namespace) -> int:
     import copy
     import dataclasses
@@ -164,6 +181,8 @@ def _distill(args: argparse.Namespace) -> int:
         raise UserError(
             f"--eval-every must be >= 0 and --eval-prompts >= 1, got {args.eval_every} and {args.eval_prompts}"
         )
+    if args.method != "trajectory":
+        return _distill_fewstep(args)
     student_cfg = args.teacher_cfg if args.keep_guidance else 0.0
     config = DistillConfig(
         teacher=SamplingRecipe(steps=args.teacher_steps, cfg_strength=args.teacher_cfg),
@@ -422,6 +441,7 @@ def add_distill(sub) -> None:
     ds.add_argument("--out", required=True)
     _add_distill_student(ds)
     _add_distill_objectives(ds)
+    fewstep.add_method_options(ds)
     ds.add_argument(
         "--dtype",
         choices=DTYPE_CHOICES,

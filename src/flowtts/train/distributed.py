@@ -60,3 +60,14 @@ def mean_over_ranks(value: torch.Tensor, env: DistEnv) -> float:
 def barrier(env: DistEnv) -> None:
     if env.distributed and dist.is_initialized():
         dist.barrier()
+
+
+def average_gradients(parameters, env: DistEnv) -> None:
+    """Average the gradients of ``parameters`` over ranks in place (nothing in one process): what
+    DistributedDataParallel does, for loops that run several models' updates in one step."""
+    if not env.distributed:
+        return
+    for p in parameters:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= env.world_size

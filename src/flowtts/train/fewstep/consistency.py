@@ -58,6 +58,8 @@ class ConsistencySettings:
         teacher_cfg: The teacher's guidance.
         target_decay: EMA decay of the target network.
         sample_steps: Steps the student samples with (1, 2 or 4).
+        sway_coef: Sway of the lattice and of the sampling grid (``None``: uniform ``n / N``; the TTS runner
+            then draws ``t`` from the swayed lattice, where F5-TTS's sampler spends its steps).
     """
 
     intervals: int = 32
@@ -66,6 +68,7 @@ class ConsistencySettings:
     teacher_cfg: float = 2.0
     target_decay: float = 0.95
     sample_steps: int = 2
+    sway_coef: float | None = None
 
     def __post_init__(self):
         if self.intervals < 1 or not 1 <= self.skip <= self.intervals:
@@ -79,9 +82,9 @@ class ConsistencySettings:
 
     def sample_grid(self) -> torch.Tensor:
         """The student's ``sample_steps + 1`` uniform times (the model is called at all but the last)."""
-        from flowtts.sampling.grids import uniform
+        from flowtts.sampling.grids import make_grid
 
-        return uniform(self.sample_steps)
+        return make_grid(self.sample_steps, use_epss=False, sway_coef=self.sway_coef)
 
 
 def consistency_fn(raw: Velocity, x: torch.Tensor, t: Time) -> torch.Tensor:
