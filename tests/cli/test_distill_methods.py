@@ -65,9 +65,35 @@ def test_trajectory_only_options_are_refused_with_one_line(corpus, tmp_path, tea
     assert not (tmp_path / "bad").exists()
 
 
-def test_adversarial_and_dmd_refuse_a_sway_grid(corpus, tmp_path, teacher_file, capsys):
+@pytest.mark.parametrize("method", ["dmd", "adversarial", "consistency", "progressive"])
+def test_few_step_methods_refuse_an_epss_grid(corpus, tmp_path, teacher_file, capsys, method):
     from flowtts.cli import main
 
-    code = main(_args(teacher_file, corpus, tmp_path / "bad", "--method", "dmd", "--student-grid", "sway"))
-    assert code == 2 and "--student-grid uniform" in capsys.readouterr().err
+    code = main(_args(teacher_file, corpus, tmp_path / "bad", "--method", method, "--student-grid", "epss"))
+    err = capsys.readouterr().err
+    assert code == 2 and "uniform or sway grid" in err and "epss" in err
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("method", ["progressive", "consistency", "adversarial", "dmd"])
+@pytest.mark.parametrize(("grid", "sway"), [("sway", -1.0), ("uniform", None)])
+def test_the_student_grid_reaches_every_methods_recipe(method, grid, sway):
+    """``--student-grid`` is what the student trains on and records, for every method (none ignores it)."""
+    from flowtts.cli import build_parser
+    from flowtts.cli.fewstep import method_config
+    from flowtts.train.fewstep.run import FEWSTEP_LOOP
+
+    args = build_parser().parse_args(
+        ["distill", "--data", "d", "--out", "o", "--method", method, "--student-steps", "2", "--student-grid", grid]
+    )
+    args.seed = 0
+    config = method_config(args, FEWSTEP_LOOP)
+    recipe = config.recipe()
+    assert (recipe.steps, recipe.sway_sampling_coef, recipe.cfg_strength) == (2, sway, 0.0)
+    trained = {
+        "progressive": lambda s: s.sway_coef,
+        "consistency": lambda s: s.sway_coef,
+        "adversarial": lambda s: s.student_recipe().sway_sampling_coef,
+        "dmd": lambda s: s.sway_coef,
+    }[method](config.settings)
+    assert trained == sway

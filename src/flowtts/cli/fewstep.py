@@ -78,9 +78,9 @@ def method_config(args: argparse.Namespace, loop):
     if given:
         raise UserError(f"{', '.join(given)} belong(s) to --method trajectory, not --method {args.method}")
     if args.student_grid not in ("uniform", "sway"):
-        raise UserError(f"--method {args.method} samples on a uniform or sway grid, got --student-grid {args.student_grid}")
-    if args.student_grid == "sway" and args.method in ("adversarial", "dmd"):
-        raise UserError(f"--method {args.method} trains its student on a uniform grid (--student-grid uniform)")
+        raise UserError(
+            f"--method {args.method} samples on a uniform or sway grid, got --student-grid {args.student_grid}"
+        )
     sway = -1.0 if args.student_grid == "sway" else None
     return FewStepConfig(
         method=args.method,
@@ -116,9 +116,12 @@ def _settings(args: argparse.Namespace, sway: float | None):
         return AdversarialSettings(
             loss=args.adv_loss, student_steps=steps, distill_weight=args.distill_weight, r1_weight=args.r1_weight,
             warmup_steps=args.adv_warmup, d_updates_per_g=args.d_updates, feature_layers=args.feature_layers,
-            read_mel=args.read_mel, teacher_cfg=cfg,
+            read_mel=args.read_mel, teacher_cfg=cfg, sway_coef=sway,
         )  # fmt: skip
-    return DMDSettings(student_steps=steps, sampler="ode", teacher_cfg=cfg, fake_updates_per_generator=args.fake_updates)
+    return DMDSettings(
+        student_steps=steps, sampler="ode", teacher_cfg=cfg, fake_updates_per_generator=args.fake_updates,
+        sway_coef=sway,
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace, loop, teacher, student, dataset, held) -> int:

@@ -67,6 +67,16 @@ def test_each_method_trains_and_records_its_students_recipe(corpus, tmp_path, me
     assert metadata["trained_with"] == f"flowtts distill --method {method}"
     if method == "progressive":
         assert {"student_2.safetensors", "student_1.safetensors"} <= files
+    assert metadata["continue_reference"] == "false"  # the default prompts: unprompted
+
+
+@pytest.mark.parametrize(("prompts", "expected"), [("unprompted", "false"), ("pair", "true"), ("prefix", None)])
+def test_students_record_the_layout_they_learnt(corpus, tmp_path, prompts, expected):
+    """A student trained without an audio prompt is sampled without one (and one trained on pairs continues
+    a clip); prefix prompts say nothing about it."""
+    _run(corpus, tmp_path, _config("progressive", steps=2, prompts=prompts))
+    metadata = read_metadata(str(tmp_path / "student.safetensors"))
+    assert metadata.get("continue_reference") == expected
 
 
 def check_resume_is_exact(corpus, tmp_path, config, kill: int):

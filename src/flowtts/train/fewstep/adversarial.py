@@ -52,6 +52,7 @@ class AdversarialSettings:
         feature_layers: Teacher blocks whose outputs the heads read (negative: from the last).
         read_mel: Also give the heads the re-noised mel itself.
         teacher_cfg: The teacher's guidance in the distillation target.
+        sway_coef: Sway of the student's grid (``None``: uniform).
     """
 
     loss: str = "hinge"
@@ -65,6 +66,7 @@ class AdversarialSettings:
     feature_layers: tuple[int, ...] = (-1,)
     read_mel: bool = False
     teacher_cfg: float = 2.0
+    sway_coef: float | None = None
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -80,10 +82,12 @@ class AdversarialSettings:
             raise ValueError("feature_layers must name at least one teacher block")
 
     def student_recipe(self):
-        """The student's :class:`~flowtts.sampling.recipe.SamplingRecipe`: ``student_steps`` uniform, cfg 0."""
+        """The student's :class:`~flowtts.sampling.recipe.SamplingRecipe`: ``student_steps`` on its grid, cfg 0."""
         from flowtts.sampling.recipe import SamplingRecipe
 
-        return SamplingRecipe(steps=self.student_steps, cfg_strength=0.0, sway_sampling_coef=None, use_epss=False)
+        return SamplingRecipe(
+            steps=self.student_steps, cfg_strength=0.0, sway_sampling_coef=self.sway_coef, use_epss=False
+        )
 
 
 @dataclass(frozen=True)

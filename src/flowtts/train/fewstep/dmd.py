@@ -56,6 +56,7 @@ class DMDSettings:
         time_range: Range of the re-noising time ``t`` of the DMD term.
         adversarial_weight: Weight of an adversarial term on the fake model's features (0: off).
         ctc_weight: Weight of a recogniser's CTC loss on the student's samples (0: off).
+        sway_coef: Sway of the student's grid (``None``: uniform).
     """
 
     student_steps: int = 4
@@ -66,6 +67,7 @@ class DMDSettings:
     time_range: tuple[float, float] = (0.02, 0.98)
     adversarial_weight: float = 0.0
     ctc_weight: float = 0.0
+    sway_coef: float | None = None
 
     def __post_init__(self):
         if self.student_steps < 1:
@@ -81,10 +83,10 @@ class DMDSettings:
             raise ValueError("adversarial_weight and ctc_weight must be >= 0")
 
     def student_grid(self) -> torch.Tensor:
-        """The student's ``student_steps + 1`` uniform times."""
-        from flowtts.sampling.grids import uniform
+        """The student's ``student_steps + 1`` times (uniform, or swayed)."""
+        from flowtts.sampling.grids import make_grid
 
-        return uniform(self.student_steps)
+        return make_grid(self.student_steps, use_epss=False, sway_coef=self.sway_coef)
 
 
 def generator_turn(step: int, fake_updates_per_generator: int) -> bool:

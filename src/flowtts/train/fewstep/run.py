@@ -104,7 +104,9 @@ class FewStepConfig:
         if self.method == "dmd" and (self.settings.sampler != "ode" or not self.settings.backward_simulation):
             raise ValueError("dmd on a TTS model trains by backward simulation with sampler='ode' (what sample() runs)")
         if self.method == "dmd" and (self.settings.adversarial_weight or self.settings.ctc_weight):
-            raise ValueError("dmd's adversarial and CTC terms are not wired into the TTS runner; set their weights to 0")
+            raise ValueError(
+                "dmd's adversarial and CTC terms are not wired into the TTS runner; set their weights to 0"
+            )
         if self.method == "progressive":
             steps = len(self.settings.rounds()) * self.settings.steps_per_round
             object.__setattr__(self, "loop", dataclasses.replace(self.loop, steps=steps))
@@ -130,7 +132,7 @@ class FewStepConfig:
             )
         if self.method == "adversarial":
             return s.student_recipe()
-        return SamplingRecipe(steps=s.student_steps, cfg_strength=0.0, sway_sampling_coef=None, use_epss=False)
+        return SamplingRecipe(steps=s.student_steps, cfg_strength=0.0, sway_sampling_coef=s.sway_coef, use_epss=False)
 
 
 class AuxOptimizer:
@@ -252,7 +254,9 @@ def distill_fewstep(
 
     def write(model, path, step):
         extra = {**carried, **config.recipe(step - 1).to_metadata(), "fewstep_config": config.to_json()}
-        save_model(model, path, extra={**extra, "step": str(step), "trained_with": f"flowtts distill --method {config.method}"})
+        save_model(
+            model, path, extra={**extra, "step": str(step), "trained_with": f"flowtts distill --method {config.method}"}
+        )
 
     loop = TrainingLoop(
         student,
@@ -260,7 +264,7 @@ def distill_fewstep(
         config.loop,
         log_file=LOG_CSV,
         log_columns=LOG_COLUMNS,
-        write_files=lambda: write(loop.ema, os.path.join(out_dir, "student.safetensors"), max(loop.step, 1)),
+        write_files=lambda: _write_files(loop, out_dir, write, config.method),
         name="student",
         parts=method.parts,
         identity={"fewstep_config": (config.to_json(), "few-step config")},
@@ -286,6 +290,14 @@ def distill_fewstep(
             loop.end_step(last, loss=f"{last:.4f}")
             loop.checkpoint_if_due()
     return {"step": loop.step, "loss": last, "seconds": loop.seconds, "finished": loop.finished}
+
+
+def _write_files(loop: TrainingLoop, out_dir: str, write, method: str) -> None:
+    """``student.safetensors`` (the EMA weights) and ``loss.png`` (the logged losses)."""
+    from flowtts.utils.plotting import plot_loss_curve
+
+    write(loop.ema, os.path.join(out_dir, "student.safetensors"), max(loop.step, 1))
+    plot_loss_curve(os.path.join(out_dir, LOG_CSV), os.path.join(out_dir, "loss.png"), ylabel=f"{method} loss")
 
 
 def layout_metadata(teacher, prompts: str) -> dict[str, str]:

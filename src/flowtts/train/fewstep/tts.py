@@ -48,7 +48,11 @@ class Batch:
         if prompts.data is None:
             raise ValueError("few-step methods need prompts that carry their data mels")
         return cls(
-            prompts, prompts.data.to(device), prompts.noise.to(device), prompts.generated_mask().to(device), precision or {}
+            prompts,
+            prompts.data.to(device),
+            prompts.noise.to(device),
+            prompts.generated_mask().to(device),
+            precision or {},
         )
 
     def randn(self, generator: torch.Generator) -> torch.Tensor:
