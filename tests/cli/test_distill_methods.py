@@ -97,3 +97,22 @@ def test_the_student_grid_reaches_every_methods_recipe(method, grid, sway):
         "dmd": lambda s: s.sway_coef,
     }[method](config.settings)
     assert trained == sway
+
+
+def test_the_ctc_weight_goes_to_dmd_and_is_refused_elsewhere():
+    from flowtts.cli import build_parser
+    from flowtts.cli.common import UserError
+    from flowtts.cli.fewstep import method_config
+    from flowtts.train.fewstep.run import FEWSTEP_LOOP
+
+    def config(method):
+        args = build_parser().parse_args(
+            ["distill", "--data", "d", "--out", "o", "--method", method, "--ctc-weight", "0.2", "--recognizer", "r"]
+        )
+        args.seed = 0
+        return method_config(args, FEWSTEP_LOOP)
+
+    dmd = config("dmd")
+    assert dmd.settings.ctc_weight == 0.2 and dmd.recognizer == "r"
+    with pytest.raises(UserError, match="--ctc-weight"):
+        config("progressive")

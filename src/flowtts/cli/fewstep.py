@@ -18,7 +18,6 @@ TRAJECTORY_ONLY = (
     ("segment_start", "teacher", "--segment-start"),
     ("teacher_pool", 0, "--teacher-pool"),
     ("learn_times", False, "--learn-times"),
-    ("ctc_weight", 0.0, "--ctc-weight"),
     ("keep_guidance", False, "--keep-guidance"),
     ("student_times", None, "--student-times"),
     ("grad_checkpoint", False, "--grad-checkpoint"),
@@ -75,8 +74,12 @@ def method_config(args: argparse.Namespace, loop):
     from flowtts.train.fewstep.run import FewStepConfig
 
     given = [flag for dest, unset, flag in TRAJECTORY_ONLY if getattr(args, dest, unset) != unset]
+    if args.ctc_weight and args.method != "dmd":
+        given.append("--ctc-weight")
     if given:
-        raise UserError(f"{', '.join(given)} belong(s) to --method trajectory, not --method {args.method}")
+        raise UserError(
+            f"{', '.join(given)} belong(s) to --method trajectory (--ctc-weight: also dmd), not --method {args.method}"
+        )
     if args.student_grid not in ("uniform", "sway"):
         raise UserError(
             f"--method {args.method} samples on a uniform or sway grid, got --student-grid {args.student_grid}"
@@ -91,6 +94,7 @@ def method_config(args: argparse.Namespace, loop):
         aux_lr=args.aux_lr,
         dtype=args.dtype,
         seed=args.seed,
+        recognizer=args.recognizer,
     )
 
 
@@ -120,7 +124,7 @@ def _settings(args: argparse.Namespace, sway: float | None):
         )  # fmt: skip
     return DMDSettings(
         student_steps=steps, sampler="ode", teacher_cfg=cfg, fake_updates_per_generator=args.fake_updates,
-        sway_coef=sway,
+        sway_coef=sway, ctc_weight=args.ctc_weight,
     )  # fmt: skip
 
 

@@ -173,8 +173,8 @@ def test_bad_configurations_are_refused():
         FewStepConfig("progressive", batch_size=0)
     with pytest.raises(ValueError, match="prompts"):
         FewStepConfig("progressive", prompts="whole")
-    with pytest.raises(ValueError, match="adversarial and CTC"):
-        FewStepConfig("dmd", DMDSettings(sampler="ode", ctc_weight=0.5))
+    with pytest.raises(ValueError, match="adversarial_weight"):
+        FewStepConfig("dmd", DMDSettings(sampler="ode", adversarial_weight=0.5))
     # a progressive run's length is its rounds
     assert FewStepConfig("progressive", SETTINGS["progressive"]).loop.steps == 4
 

@@ -217,3 +217,30 @@ def test_dmd_step_refuses_the_renoise_sampler(corpus):
     batch = _batch(corpus, teacher)
     with pytest.raises(ValueError, match="ODE sampler"):
         tts.dmd_step(teacher, teacher, teacher, batch, DMDSettings(), torch.Generator(), id)
+
+
+@pytest.mark.parametrize("kind", ["prefix", "unprompted"])
+def test_the_ctc_term_is_the_recognisers_loss_on_the_whole_utterance(corpus, kind):
+    """DMD's CTC term equals the recogniser's loss on the mel a listener would get (recorded prompt frames,
+    generated frames from the sample; an unprompted sample's empty first frame left out), and its gradient
+    reaches the sample only on the generated frames."""
+    from flowtts.eval.recognizer import load_recognizer
+
+    recognizer = load_recognizer("builtin").requires_grad_(False)
+    teacher = random_model(corpus)
+    batch = _batch(corpus, teacher, kind)
+    x = torch.randn(batch.data.shape, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    term = tts.ctc_term(recognizer, x, batch)
+    p = batch.prompts
+    expected = 0.0
+    for i in range(x.shape[0]):
+        n, lens = int(p.durations[i]), int(p.lens[i])
+        whole = torch.cat([batch.data[i, :lens], x[i, lens:n]]).detach()
+        start = 1 if kind == "unprompted" else 0
+        loss, scored = recognizer.ctc_loss(whole[None, start:], None, [p.texts[i]])
+        expected += float(loss[0]) * bool(scored[0])
+    assert term.item() == pytest.approx(expected / x.shape[0], rel=1e-5)
+    term.backward()
+    prompt = torch.arange(x.shape[1])[None, :] < p.lens[:, None]
+    assert float(x.grad[prompt].abs().sum()) == 0
+    assert float(x.grad[batch.mask].abs().sum()) > 0

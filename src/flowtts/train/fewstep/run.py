@@ -69,6 +69,7 @@ class FewStepConfig:
         aux_lr: Learning rate of the DMD fake model and of the discriminator heads.
         dtype: The networks' autocast precision (``None``: float32).
         seed: Seed every random draw derives from.
+        recognizer: The recogniser file of DMD's CTC term (``settings.ctc_weight > 0``).
 
     Raises:
         ValueError: An unknown method or prompt kind, settings of another method, a batch below 1.
@@ -83,6 +84,7 @@ class FewStepConfig:
     aux_lr: float = 1e-4
     dtype: str | None = None
     seed: int = 0
+    recognizer: str = "builtin"
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -103,10 +105,8 @@ class FewStepConfig:
             raise ValueError(f"dtype must be one of {DTYPE_NAMES} (or None for float32), got {self.dtype!r}")
         if self.method == "dmd" and (self.settings.sampler != "ode" or not self.settings.backward_simulation):
             raise ValueError("dmd on a TTS model trains by backward simulation with sampler='ode' (what sample() runs)")
-        if self.method == "dmd" and (self.settings.adversarial_weight or self.settings.ctc_weight):
-            raise ValueError(
-                "dmd's adversarial and CTC terms are not wired into the TTS runner; set their weights to 0"
-            )
+        if self.method == "dmd" and self.settings.adversarial_weight:
+            raise ValueError("dmd's adversarial term is not wired into the TTS runner; set adversarial_weight to 0")
         if self.method == "progressive":
             steps = len(self.settings.rounds()) * self.settings.steps_per_round
             object.__setattr__(self, "loop", dataclasses.replace(self.loop, steps=steps))
@@ -158,6 +158,16 @@ class AuxOptimizer:
         self.optimizer.load_state_dict(state)
 
 
+def _recognizer(config: FewStepConfig, student, env):
+    """The frozen recogniser of DMD's CTC term, checked against the student's mel front end."""
+    from flowtts.eval.recognizer import load_recognizer
+    from flowtts.model.mel import mel_config_of
+
+    recognizer = load_recognizer(config.recognizer, env.device).requires_grad_(False)
+    recognizer.check_fits(mel_config_of(student), "the student")
+    return recognizer
+
+
 class _Method:
     """What one method's run holds besides the student: frozen and trained companions, per-step loss."""
 
@@ -174,6 +184,7 @@ class _Method:
             self.fake = copy.deepcopy(teacher).train(False).requires_grad_(True)
             self.aux = AuxOptimizer(self.fake, config.aux_lr, config.loop.grad_clip, env)
             self.parts = {"fake": self.fake, "fake_optimizer": self.aux}
+            self.recognizer = _recognizer(config, student, env) if s.ctc_weight > 0 else None
         elif config.method == "adversarial":
             dims = tts.feature_dims(teacher, s)
             self.discriminator = FeatureDiscriminator(dims, hidden=128, kernel_size=3).to(env.device)
@@ -189,7 +200,7 @@ class _Method:
         if c.method == "consistency":
             return tts.consistency_step(self.student, self.target, self.teacher, batch, s, g)
         if c.method == "dmd":
-            return tts.dmd_step(self.student, self.fake, self.teacher, batch, s, g, self.aux)
+            return tts.dmd_step(self.student, self.fake, self.teacher, batch, s, g, self.aux, self.recognizer)
         return tts.adversarial_step(self.student, self.teacher, self.discriminator, batch, s, step, g, self.aux)
 
     def round_teacher(self, r: int):

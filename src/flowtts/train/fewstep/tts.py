@@ -164,10 +164,18 @@ def student_sample(student, batch: Batch, times: Sequence[float], k: int) -> tor
 
 
 def dmd_step(
-    student, fake, teacher, batch: Batch, settings: dmd.DMDSettings, g: torch.Generator, fake_update: Callable
+    student,
+    fake,
+    teacher,
+    batch: Batch,
+    settings: dmd.DMDSettings,
+    g: torch.Generator,
+    fake_update: Callable,
+    recognizer=None,
 ) -> torch.Tensor:
     """One DMD step: ``fake_updates_per_generator`` updates of the fake model (``fake_update(loss)`` runs its
-    optimiser) on the student's sample, then the generator's DMD loss (returned, with its graph)."""
+    optimiser) on the student's sample, then the generator's DMD loss (returned, with its graph), plus
+    ``settings.ctc_weight`` times :func:`ctc_term` of ``recognizer`` on the sample (DMOSpeech)."""
     if not settings.backward_simulation or settings.sampler != "ode":
         raise ValueError("on a TTS model DMD trains by backward simulation with the ODE sampler (what sample() runs)")
     times = settings.student_grid().tolist()
@@ -179,7 +187,7 @@ def dmd_step(
         fake_update(dmd.fake_score_loss(field(fake, batch), x, batch.randn(g), t, mask=batch.mask))
     real_field, fake_field = frozen_field(teacher, batch, settings.teacher_cfg), frozen_field(fake, batch)
     t = float(lo + (hi - lo) * torch.rand((), generator=g))
-    return dmd.dmd_generator_loss(
+    loss = dmd.dmd_generator_loss(
         x,
         lambda y, s: predict_data(real_field, y, s),
         lambda y, s: predict_data(fake_field, y, s),
@@ -187,6 +195,31 @@ def dmd_step(
         t,
         mask=batch.mask,
     )
+    if settings.ctc_weight > 0:
+        if recognizer is None:
+            raise ValueError("settings.ctc_weight > 0 needs a recognizer")
+        loss = loss + settings.ctc_weight * ctc_term(recognizer, x, batch)
+    return loss
+
+
+def ctc_term(recognizer, x: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """A recogniser's CTC loss per character of each prompt's whole text on the sample ``x`` (its prompt frames
+    replaced by the recorded ones, an unprompted sample's first frame left out), averaged over the batch;
+    utterances the recogniser cannot score count 0.
+
+    Raises:
+        ValueError: Transcripts that are not plain text (pinyin units).
+    """
+    prompts = batch.prompts
+    if not all(isinstance(t, str) for t in prompts.texts):
+        raise ValueError("the CTC term needs plain-text transcripts (this dataset stores pinyin units)")
+    frames = torch.arange(x.shape[1], device=x.device)[None, :, None]
+    lens = prompts.lens.to(x.device)[:, None, None]
+    whole = torch.where(frames < lens, batch.data.to(x.dtype), x)
+    start = 1 if prompts.kind == "unprompted" else 0
+    durations = prompts.durations.to(x.device) - start
+    loss, scored = recognizer.ctc_loss(whole[:, start:].float(), durations, prompts.texts)
+    return (loss * scored).sum() / x.shape[0]
 
 
 # --- adversarial -------------------------------------------------------------------------------------
