@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
+from flowtts.sampling.solvers import integrate
 from flowtts.train.fewstep import adversarial, consistency, dmd, progressive
-from flowtts.train.fewstep.velocity import Velocity, euler_map, masked_mean, predict_data, renoise
+from flowtts.train.fewstep.velocity import Velocity, euler_map, predict_data, renoise
 from flowtts.train.prompts import Prompts, velocity_field_of
 
 
@@ -84,11 +85,12 @@ def frozen_field(model, batch: Batch, cfg_strength: float = 0.0) -> Velocity:
 
 
 def solve(velocity: Velocity, x: torch.Tensor, times: Sequence[float]) -> torch.Tensor:
-    """Euler steps of ``velocity`` from ``x`` at ``times[0]`` through ``times`` (in the caller's grad mode)."""
-    step = euler_map(velocity)
-    for t0, t1 in zip(times, times[1:]):
-        x = step(x, float(t0), float(t1))
-    return x
+    """Euler steps of ``velocity`` from ``x`` at ``times[0]`` through ``times`` (:func:`flowtts.sampling.integrate`,
+    in the caller's grad mode); ``x`` itself for a single time."""
+    if len(times) < 2:
+        return x
+    grid = torch.as_tensor([float(t) for t in times], dtype=x.dtype, device=x.device)
+    return integrate(velocity, x, grid, method="euler", grad="full" if torch.is_grad_enabled() else "none").x
 
 
 # --- progressive -------------------------------------------------------------------------------------
@@ -280,8 +282,6 @@ def adversarial_step(
     times = settings.student_recipe().times().tolist()
     velocity = field(student, batch)
     grad = "checkpoint" if settings.grad_checkpoint else "full"
-    from flowtts.sampling.solvers import integrate
-
     x = integrate(velocity, batch.noise, torch.tensor(times, dtype=batch.noise.dtype), grad=grad).x
     lo, hi = settings.time_range
     d_loss, g_loss = adversarial.D_LOSSES[settings.loss], adversarial.G_LOSSES[settings.loss]
@@ -308,8 +308,3 @@ def adversarial_step(
         logits = discriminator(discriminator_inputs(teacher, batch, renoise(x, batch.randn(g), t), t, settings))
         loss = loss + g_loss(logits[mask])
     return loss
-
-
-def masked_distance(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
-    """Mean squared distance of two ``(b, n, d)`` mels on the frames of ``mask``."""
-    return float(masked_mean((a.float() - b.float()).pow(2), mask))
