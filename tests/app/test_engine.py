@@ -106,3 +106,14 @@ def test_the_reference_clip_choice_maps_to_continue_reference_and_is_checked():
     assert engine.clip_use(None) is None and engine.clip_use("") is None
     with pytest.raises(ValueError, match="reference clip use must be one of"):
         engine.clip_use("both")
+
+
+def test_a_few_step_runs_log_shows_on_the_page(tmp_path):
+    """``distill --method M`` logs to fewstep_log.csv: the run's status shows its header and latest rows."""
+    out = str(tmp_path / "run")
+    run = Run("distill", ["--data", str(tmp_path / "missing")], out)
+    run.stop(timeout=60)
+    with open(os.path.join(out, "fewstep_log.csv"), "w") as f:
+        f.write("step,loss,lr\n" + "".join(f"{s},0.{s:03d},1e-4\n" for s in range(1, 9)))
+    log = run.status()["log"]
+    assert log.startswith("step,loss,lr") and "8,0.008" in log and "2,0.002" not in log

@@ -89,7 +89,7 @@ class Run:
             with open(self.log_path, encoding="utf-8", errors="replace") as f:
                 tail = "".join(f.readlines()[-20:])
         csv_tail = ""
-        for name in ("train_log.csv", "distill_log.csv"):
+        for name in ("train_log.csv", "distill_log.csv", "fewstep_log.csv"):  # distill --method M writes the last
             path = os.path.join(self.out_dir, name)
             if os.path.exists(path):
                 with open(path, encoding="utf-8") as f:
