@@ -1,0 +1,1 @@
+"""Vocoder training (``flowtts vocoder train``): data, reconstruction losses, discriminators, the run."""
