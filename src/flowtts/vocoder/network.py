@@ -43,8 +43,8 @@ class VocoderConfig:
     """
 
     mel: MelConfig = field(default_factory=MelConfig)
-    dim: int = 192
-    blocks: int = 6
+    dim: int = 256
+    blocks: int = 8
     kernel: int = 7
     mult: float = 3.0
     magnitude_prior: bool = True
