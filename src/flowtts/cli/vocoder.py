@@ -57,9 +57,7 @@ def _vocoder_train(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
-    path = train_vocoder(
-        args.data, args.out, config, init=args.init, progress=not args.quiet, max_seconds=max_seconds
-    )
+    path = train_vocoder(args.data, args.out, config, init=args.init, progress=not args.quiet, max_seconds=max_seconds)
     print(f"vocoder in {path} (log: {os.path.join(args.out, 'vocoder_log.csv')})")
     return 0
 

@@ -109,7 +109,8 @@ def generator_loss(fake: list) -> torch.Tensor:
 def feature_matching_loss(real: list, fake: list) -> torch.Tensor:
     """Mean L1 between the discriminators' features of the real wave (fixed) and of the fake one."""
     terms = [
-        F.l1_loss(f_feat, r_feat.detach()) for (_, r_feats), (_, f_feats) in zip(real, fake)
+        F.l1_loss(f_feat, r_feat.detach())
+        for (_, r_feats), (_, f_feats) in zip(real, fake)
         for r_feat, f_feat in zip(r_feats, f_feats)
     ]
     return torch.stack(terms).mean()

@@ -17,7 +17,16 @@ import math
 import torch
 import torch.nn.functional as F
 
-RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # (n_fft, hop); window = n_fft
+
+def stft_resolutions(n_fft: int, hop: int) -> tuple[tuple[int, int], ...]:
+    """``(n_fft, hop)`` of the STFT losses around a front end's: half, same and double (window = n_fft).
+
+    For the F5-TTS front end (1024, 256): (512, 128), (1024, 256), (2048, 512).
+    """
+    return tuple((n_fft * k // 2, max(1, hop * k // 2)) for k in (1, 2, 4))
+
+
+RESOLUTIONS = stft_resolutions(1024, 256)
 
 
 def stft_magnitude(wave: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
@@ -27,9 +36,7 @@ def stft_magnitude(wave: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     return torch.sqrt(spec.real.square() + spec.imag.square() + 1e-9)
 
 
-def multi_resolution_stft_loss(
-    predicted: torch.Tensor, target: torch.Tensor, resolutions=RESOLUTIONS
-) -> torch.Tensor:
+def multi_resolution_stft_loss(predicted: torch.Tensor, target: torch.Tensor, resolutions=RESOLUTIONS) -> torch.Tensor:
     """Mean over ``resolutions`` of spectral convergence plus log-magnitude L1 (two waves ``(b, nw)``)."""
     total = predicted.new_zeros(())
     for n_fft, hop in resolutions:

@@ -86,8 +86,16 @@ class VocoderTrainConfig:
         for name in ("mel_weight", "stft_weight", "phase_weight", "feature_weight", "aux_lr"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.adversarial_from is not None and (not isinstance(self.adversarial_from, int) or self.adversarial_from < 0):
+        if self.adversarial_from is not None and (
+            not isinstance(self.adversarial_from, int) or self.adversarial_from < 0
+        ):
             raise ValueError(f"adversarial_from must be a step >= 0 or None, got {self.adversarial_from!r}")
+        mel = self.vocoder.mel
+        if self.segment_frames * mel.hop_length < 2 * mel.n_fft:
+            raise ValueError(
+                f"segment_frames must give at least 2 * n_fft = {2 * mel.n_fft} samples (the longest STFT loss), "
+                f"got {self.segment_frames} frames of {mel.hop_length}"
+            )
         low, high = self.gain_db
         if not low <= high:
             raise ValueError(f"gain_db must be (low, high) with low <= high, got {self.gain_db}")
@@ -103,7 +111,8 @@ class _Discriminate:
     """The discriminators and their optimiser (a part of ``last.pt``)."""
 
     def __init__(self, config: VocoderTrainConfig):
-        self.net = Discriminators()
+        mel = config.vocoder.mel
+        self.net = Discriminators(resolutions=losses.stft_resolutions(mel.n_fft, mel.hop_length))
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.aux_lr, betas=(0.8, 0.99))
 
     def state_dict(self) -> dict:
@@ -144,7 +153,12 @@ def generator_losses(vocoder: MelVocoder, mel_spec, wave: torch.Tensor, config: 
     real = wave[:, : fake.shape[-1]]
     window = torch.hann_window(mel.win_length, dtype=wave.dtype)
     target = torch.stft(
-        wave, mel.n_fft, hop_length=mel.hop_length, win_length=mel.win_length, window=window, center=True,
+        wave,
+        mel.n_fft,
+        hop_length=mel.hop_length,
+        win_length=mel.win_length,
+        window=window,
+        center=True,
         return_complex=True,
     )
     phase_terms = losses.phase_losses(phase, target.angle(), target.abs())
@@ -152,7 +166,7 @@ def generator_losses(vocoder: MelVocoder, mel_spec, wave: torch.Tensor, config: 
         "fake": fake,
         "real": real,
         "mel": losses.mel_loss(mel_spec, fake, real),
-        "stft": losses.multi_resolution_stft_loss(fake, real),
+        "stft": losses.multi_resolution_stft_loss(fake, real, losses.stft_resolutions(mel.n_fft, mel.hop_length)),
         "phase": sum(phase_terms.values()),
     }
 
@@ -166,6 +180,7 @@ def train_vocoder(
     progress: bool = True,
     max_seconds: float | None = None,
     stop_at: int | None = None,
+    on_step=None,
 ) -> str:
     """Train a vocoder on the waves of ``corpus``; returns the path of ``vocoder.safetensors``.
 
@@ -177,6 +192,7 @@ def train_vocoder(
         progress: Show a progress bar.
         max_seconds: Stop (with a checkpoint) after the first step past this wall time.
         stop_at: Stop after this step.
+        on_step: Called with ``(step, loss)`` after every step.
     """
     from flowtts.model.mel import MelSpec
     from flowtts.vocoder.files import load_vocoder_file, save_vocoder
@@ -184,14 +200,16 @@ def train_vocoder(
     mel = config.vocoder.mel
     files = corpus_audio_files(corpus)
     data = WaveCorpus(files, mel.target_sample_rate, min_samples=config.segment_frames * mel.hop_length)
-    vocoder = MelVocoder(config.vocoder)
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)  # the starting weights are the seed's, like every other draw
+        vocoder = MelVocoder(config.vocoder)
+        disc = _Discriminate(config)
     if init is not None:
         start = load_vocoder_file(init)
         if start.config != config.vocoder:
             raise ValueError(f"--init {init} is another architecture: {start.config} (this run: {config.vocoder})")
         vocoder.load_state_dict(start.state_dict())
     mel_spec = MelSpec(**dataclasses.asdict(mel))
-    disc = _Discriminate(config)
     facts = {
         "trained_on": os.path.abspath(corpus),
         "corpus_seconds": round(data.seconds, 1),
@@ -216,6 +234,7 @@ def train_vocoder(
         progress=progress,
         stop_at=stop_at,
         max_seconds=max_seconds,
+        on_step=on_step,
     )
     samples = config.segment_frames * mel.hop_length
     env = loop.env
@@ -245,10 +264,10 @@ def train_vocoder(
                 loop.log(
                     {
                         "step": loop.step,
-                        "loss": f"{float(loss):.4f}",
-                        "mel": f"{float(terms['mel']):.4f}",
-                        "stft": f"{float(terms['stft']):.4f}",
-                        "phase": f"{float(terms['phase']):.4f}",
+                        "loss": f"{float(loss.detach()):.4f}",
+                        "mel": f"{float(terms['mel'].detach()):.4f}",
+                        "stft": f"{float(terms['stft'].detach()):.4f}",
+                        "phase": f"{float(terms['phase'].detach()):.4f}",
                         "gen": f"{gen:.4f}",
                         "feat": f"{feat:.4f}",
                         "disc": f"{d_loss:.4f}",
@@ -257,6 +276,6 @@ def train_vocoder(
                         "seconds_per_step": f"{loop.seconds / max(1, loop.step):.3f}",
                     }
                 )
-            loop.end_step(float(loss.detach()), mel=f"{float(terms['mel']):.3f}")
+            loop.end_step(float(loss.detach()), mel=f"{float(terms['mel'].detach()):.3f}")
             loop.checkpoint_if_due()
     return os.path.join(out_dir, OUTPUT)
