@@ -101,13 +101,16 @@ def test_only_entry_points_import_the_entry_points():
     assert not edges.get("synthesis", set()) & {"train", "eval", "cli"}
     assert not edges.get("model", set()) & {"train", "eval", "synthesis", "checkpoints", "cli"}
     assert not edges.get("sampling", set()) - {"utils"}
+    assert not edges.get("vocoder", set()) & {"train", "eval", "synthesis", "cli"}  # inference's last stage
+    assert not edges.get("prefs", set()) & {"cli", "app"}
 
 
 def test_evaluation_sits_above_synthesis():
-    """``eval`` scores what synthesis makes, so only entry points and training import it; reference
-    transcription, which synthesis' callers need, lives below (``flowtts.audio.transcribe``)."""
+    """``eval`` scores what synthesis makes, so only entry points, training and the preference layer (its
+    machine judges and learned reward read the recogniser) import it; reference transcription, which
+    synthesis' callers need, lives below (``flowtts.audio.transcribe``)."""
     edges = _graph()
-    assert {source for source, targets in edges.items() if "eval" in targets} <= ENTRY_POINTS | {"train"}
+    assert {source for source, targets in edges.items() if "eval" in targets} <= ENTRY_POINTS | {"train", "prefs"}
     assert not {"flowtts.infer", "flowtts.edit", "flowtts.serve"} & set(_scan())  # the old re-export paths are gone
 
 
