@@ -7,8 +7,10 @@ Upstream code such as ::
     wav, sr, spec = tts.infer(ref_file="ref.wav", ref_text="...", gen_text="...", file_wave="out.wav", seed=0)
 
 runs with ``from flowtts.api import F5TTS``. Differences: nothing is downloaded (``model`` is
-``"builtin"`` by default, or names the architecture of ``ckpt_file``), the vocoder is Griffin-Lim unless
-``vocoder_local_path`` names a local Vocos directory, an empty ``ref_text`` is transcribed with offline
+``"builtin"`` by default, or names the architecture of ``ckpt_file``), the vocoder is the built-in neural
+one for the built-in models and Griffin-Lim for F5-TTS checkpoints unless ``vocoder_local_path`` names a
+local Vocos directory (``vocoder`` chooses another: :func:`flowtts.audio.vocoders.choose_vocoder`), an
+empty ``ref_text`` is transcribed with offline
 pocketsphinx (English only) instead of Whisper, and ``nfe_step``/``cfg_strength``/``sway_sampling_coef``
 default to what the model was made for (F5-TTS's 32/2/-1, or a distilled student's own settings).
 
@@ -45,15 +47,19 @@ class F5TTS:
         vocab_file: ``vocab.txt`` an official checkpoint was trained with.
         ode_method: ``"euler"`` or ``"midpoint"``.
         use_ema: Take the EMA weights of a ``.pt`` training checkpoint.
-        vocoder_local_path: Local Vocos directory (``config.yaml`` + weights); default Griffin-Lim.
+        vocoder_local_path: Local Vocos directory (``config.yaml`` + weights); default: ``vocoder``'s choice.
         device: Default: CUDA when available, else CPU.
         hf_cache_dir: Upstream's download cache; accepted so upstream calls run unchanged, and unused:
             flowtts downloads nothing (weights come from ``model``/``ckpt_file`` on disk).
         quantize: ``"int8"``: the network's matrix products in int8 (CPU only; see :func:`flowtts.quantize`).
+        vocoder: ``"auto"`` (the built-in neural vocoder for models whose file records the built-in voice,
+            else Griffin-Lim), ``"builtin"``, ``"griffin-lim"`` or a flowtts vocoder file (flowtts's addition;
+            :func:`flowtts.audio.vocoders.choose_vocoder`).
 
     Raises:
         ValueError: A preset name without ``ckpt_file`` (there is nothing to download it from), an
-            unknown ``ode_method``, or a ``device`` this machine does not have.
+            unknown ``ode_method``, a ``device`` this machine does not have, a bad ``vocoder`` or one for
+            another mel front end.
         FileNotFoundError, flowtts.checkpoints.CheckpointError: As :func:`flowtts.load`.
     """
 
@@ -68,8 +74,9 @@ class F5TTS:
         device: str | torch.device | None = None,
         hf_cache_dir: str | os.PathLike | None = None,
         quantize: str | None = None,
+        vocoder: str | os.PathLike = "auto",
     ):
-        from flowtts.audio.vocoders import load_vocoder
+        from flowtts.audio.vocoders import check_vocoder_choice, choose_vocoder
         from flowtts.checkpoints.loader import load, resolve_device
         from flowtts.checkpoints.model_config import read_model_config
         from flowtts.config import PRESETS, ModelConfig
@@ -78,6 +85,7 @@ class F5TTS:
 
         if ode_method not in STEP_RULES:
             raise ValueError(f"ode_method must be one of {tuple(STEP_RULES)}, got {ode_method!r}")
+        check_vocoder_choice(vocoder)
         if ckpt_file:
             path, preset = ckpt_file, (model if model in PRESETS else None)
             if isinstance(model, ModelConfig):
@@ -98,7 +106,7 @@ class F5TTS:
             path, preset=preset, vocab=vocab_file or None, use_ema=use_ema, device=self.device, quantize=quantize
         )
         self.ema_model.odeint_kwargs = {"method": ode_method}
-        self.vocoder = load_vocoder(self.ema_model.mel_spec, vocoder_local_path)  # runs on the CPU
+        self.vocoder = choose_vocoder(self.ema_model, vocoder, vocoder_local_path)  # runs on the CPU
         self.target_sample_rate = self.ema_model.mel_spec.target_sample_rate
         self.mel_spec_type = self.ema_model.mel_spec.mel_spec_type
         self.seed = -1

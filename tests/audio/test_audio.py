@@ -103,9 +103,12 @@ def test_filterbank_inversion_is_non_negative_and_consistent():
 def test_vocos_needs_a_local_directory_and_its_extra(tmp_path):
     import importlib.util
 
-    from flowtts.audio.vocoders import load_vocoder
+    from flowtts.audio.vocoders import choose_vocoder
 
-    assert isinstance(load_vocoder(MelSpec()), GriffinLim)
+    def load_vocoder(spec, path):
+        return choose_vocoder(spec, vocos_path=path)
+
+    assert isinstance(choose_vocoder(MelSpec()), GriffinLim)
     with pytest.raises(FileNotFoundError, match="Vocos directory not found"):
         load_vocoder(MelSpec(), tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="no config.yaml"):

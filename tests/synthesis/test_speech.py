@@ -209,15 +209,17 @@ def test_stream_yields_each_chunk_when_it_is_done_and_joins_to_synthesize():
     torch.testing.assert_close(joined, whole.wave, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("split", [10**9, 700, 1])  # a chunk's wave whole (Griffin-Lim) or in pieces (neural)
 @pytest.mark.parametrize("lengths", [[5000, 1000, 8000, 300, 4000], [100], [3000, 3600, 50, 50, 7000]])
-def test_stream_joins_chunks_shorter_than_the_fade_as_cross_fade_does(monkeypatch, lengths):
+def test_stream_joins_chunks_shorter_than_the_fade_as_cross_fade_does(monkeypatch, lengths, split):
     import flowtts.synthesis.speech as infer
 
     g = torch.Generator().manual_seed(len(lengths))
     waves = [torch.randn(n, generator=g) for n in lengths]
     pieces = [infer._Piece(0, j, "x", 10, j) for j in range(len(lengths))]
     monkeypatch.setattr(infer, "_plan", lambda *args: pieces)
-    monkeypatch.setattr(infer, "_render", lambda m, r, batch, v, o: [(waves[batch[0].chunk_index], None)])
+    monkeypatch.setattr(infer, "_render_mels", lambda m, r, batch, o: [batch[0].chunk_index])
+    monkeypatch.setattr(infer, "_wave_pieces", lambda v, j, r, o: iter(waves[j].split(split)))
     model = build_model("tiny")
     options = InferenceOptions(cross_fade_seconds=3600 / 24000)
     out = list(infer.stream(model, None, "text", vocoder=None, options=options, seed=0))

@@ -468,9 +468,9 @@ def test_the_cli_with_upstream_spellings_or_a_toml_config_gives_upstreams_output
     from flowtts.cli import main
 
     theirs, ours, clips, _ = sides
-    monkeypatch.setattr(vocoders, "load_vocoder", lambda *a, **k: theirs.vocoder)
+    monkeypatch.setattr(vocoders, "choose_vocoder", lambda *a, **k: theirs.vocoder)
     expected = run_upstream(sides, CASES["one chunk"], monkeypatch).wave
-    monkeypatch.setattr(vocoders, "load_vocoder", lambda *a, **k: theirs.vocoder)
+    monkeypatch.setattr(vocoders, "choose_vocoder", lambda *a, **k: theirs.vocoder)
     folder = os.path.dirname(ours.model_name)
     files = dict(p=ours.model_name, v=os.path.join(folder, "vocab.txt"), cfg=os.path.join(folder, "F5TTS_tiny.yaml"))
     flags = ["-p", files["p"], "-v", files["v"], "--model_cfg", files["cfg"], "-r", clips["base"], "-s", REF_TEXT]

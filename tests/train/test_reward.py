@@ -242,7 +242,7 @@ def test_reward_command_fine_tunes_and_reports(corpus, tmp_path, capsys):
     from flowtts.cli import main
 
     flowtts.save(_model(corpus), tmp_path / "model.safetensors")
-    base = ["reward", "--model", str(tmp_path / "model.safetensors"), "--data", corpus, "-q"]
+    base = ["reward", "--model", str(tmp_path / "model.safetensors"), "--data", corpus, "-q", "--no-judges"]
     run = ["--out", str(tmp_path / "run"), "--reward", "timbre", "--sample-steps", "2", "--cfg", "0"]
     code = main(base + run + ["--steps", "4", "--batch-size", "2", "--lr", "3e-3", "--report-prompts", "3"])
     assert code == 0

@@ -40,9 +40,17 @@ class ModelStore:
         default: The model the page starts with (``--model`` of ``flowtts app``: a built-in name or a file).
         quantize: ``"int8"`` to load every model quantised (CPU).
         max_models: Models kept loaded (``--max-models``).
+        vocoder: The vocoder choice of every page (``--vocoder``; see
+            :func:`flowtts.audio.vocoders.choose_vocoder`), read by the tabs as :attr:`vocoder`.
     """
 
-    def __init__(self, default: str = "builtin", quantize: str | None = None, max_models: int = 3):
+    def __init__(
+        self, default: str = "builtin", quantize: str | None = None, max_models: int = 3, vocoder: str = "auto"
+    ):
+        from flowtts.audio.vocoders import check_vocoder_choice
+
+        check_vocoder_choice(vocoder)
+        self.vocoder = vocoder
         if isinstance(max_models, bool) or not isinstance(max_models, int) or max_models < 1:
             raise ValueError(f"max_models must be an integer >= 1, got {max_models!r}")
         self.default = default
@@ -266,12 +274,14 @@ def speak(
     model_name: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
     job: Job | None = None,
+    vocoder: str = "auto",
 ) -> Speech:
     """Say ``text`` in the voice of ``ref_audio`` (the built-in clip when ``None``); writes a wav and a mel picture.
 
     ``clip`` is a key of :data:`CLIP_USES`: continue the clip, use it for rate and level only, or (``None``)
     as the model file says. The result's notes say what the model does with a clip of the user's when it
     does not clone it (``model_name`` is how the page names the model), and which characters it cannot read.
+    ``vocoder`` is the page's vocoder choice (:func:`flowtts.audio.vocoders.choose_vocoder`).
 
     Raises:
         ValueError: Empty text or one over ``limits.max_text``, a bad option (steps over
@@ -280,7 +290,7 @@ def speak(
         flowtts.app.limits.WorkStopped: ``job``'s time ran out or its client went away.
     """
     from flowtts.audio.transcribe import transcribe_reference
-    from flowtts.audio.vocoders import load_vocoder
+    from flowtts.audio.vocoders import choose_vocoder
     from flowtts.synthesis import load_reference, synthesize
 
     if not text or not text.strip():
@@ -315,7 +325,7 @@ def speak(
     unknown = vocabulary_note(model, [reference.text, text])
     start = time.perf_counter()
     utterance = synthesize(
-        watched, reference, [text], vocoder=load_vocoder(model.mel_spec), options=options, seeds=[seed], progress=True
+        watched, reference, [text], vocoder=choose_vocoder(model, vocoder), options=options, seeds=[seed], progress=True
     )[0]
     seconds = time.perf_counter() - start
     wav, png = _write_outputs(out_dir, name, utterance.wave, utterance.mel, utterance.sample_rate)
@@ -353,12 +363,14 @@ def speak_voices(
     model_name: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
     job: Job | None = None,
+    vocoder: str = "auto",
     **options,
 ) -> Speech:
     """Say a text with ``[name]`` tags, each piece in its voice (text before the first tag: the first voice),
     the pieces joined as ``flowtts infer --config`` joins them (:func:`flowtts.synthesis.voices.speak_pieces`).
 
-    Piece ``k`` uses ``seed + k``, or its voice's own seed where the slot has one.
+    Piece ``k`` uses ``seed + k``, or its voice's own seed where the slot has one; ``vocoder`` is the page's
+    vocoder choice (:func:`flowtts.audio.vocoders.choose_vocoder`).
 
     Raises:
         ValueError: No voice, a duplicate or empty name, an unknown tag, empty text or one with tags only,
@@ -366,7 +378,7 @@ def speak_voices(
         flowtts.app.limits.WorkStopped: ``job``'s time ran out or its client went away.
     """
     from flowtts.audio.transcribe import transcribe_reference
-    from flowtts.audio.vocoders import load_vocoder
+    from flowtts.audio.vocoders import choose_vocoder
     from flowtts.synthesis import load_reference
     from flowtts.synthesis.voices import piece_seeds, speak_pieces
     from flowtts.text.voices import split_voices
@@ -411,7 +423,7 @@ def speak_voices(
         pieces,
         references,
         voice_options,
-        vocoder=load_vocoder(model.mel_spec),
+        vocoder=choose_vocoder(model, vocoder),
         seeds=piece_seeds(base, len(pieces), own_seeds),
         text=text,
     )
@@ -436,8 +448,10 @@ def edit(
     model_name: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
     job: Job | None = None,
+    vocoder: str = "auto",
 ) -> Speech:
-    """Regenerate ``parts`` of a recording so that the whole says ``text`` (``flowtts edit``).
+    """Regenerate ``parts`` of a recording so that the whole says ``text`` (``flowtts edit``), vocoded by the
+    page's ``vocoder`` choice (:func:`flowtts.audio.vocoders.choose_vocoder`).
 
     Raises:
         ValueError: No recording, one over ``limits.max_recording_seconds``, empty text or one over
@@ -445,7 +459,7 @@ def edit(
         flowtts.app.limits.WorkStopped: ``job``'s time ran out or its client went away.
     """
     from flowtts.audio.io import read_audio
-    from flowtts.audio.vocoders import load_vocoder
+    from flowtts.audio.vocoders import choose_vocoder
     from flowtts.synthesis.edit import edit_speech
 
     if not audio:
@@ -465,7 +479,7 @@ def edit(
         wave,
         text.strip(),
         spans,
-        vocoder=load_vocoder(model.mel_spec),
+        vocoder=choose_vocoder(model, vocoder),
         options=options,
         seed=choose_seed(seed),
     )
@@ -515,7 +529,7 @@ def compare(
             model, name = store.get(choice), choice
         speech = speak(
             model, ref_audio, ref_text, text, out_dir=out_dir, seed=seed, name=f"compare{k}",
-            model_name=name, limits=limits, job=job, **settings,
+            model_name=name, limits=limits, job=job, vocoder=store.vocoder, **settings,
         )  # fmt: skip
         for note in speech.notes:  # the same note of another model is said once
             notes.setdefault(note.replace(name, "{model}"), note)
@@ -523,6 +537,138 @@ def compare(
         results.append((label, speech))
     results[0][1].notes = tuple(notes.values())
     return results
+
+
+# The Rate tab's answers: one preferences file in a folder of the workspace made by the app, capped in size;
+# a session (one open page) gives at most MAX_ANSWERS_PER_SESSION answers.
+PREFERENCES_FOLDER = "preferences"
+PREFERENCES_FILE = "preferences.jsonl"
+MAX_PREFERENCES_BYTES = 512 << 20  # ~1000 answers of 10 s pairs; export and start afresh past it
+MAX_ANSWERS_PER_SESSION = 500
+
+
+@dataclass
+class RatePair:
+    """Two samples of one text for the Rate tab, waiting for one answer."""
+
+    text: str
+    a: object = field(repr=False)  # flowtts.prefs.pairs.Sample
+    b: object = field(repr=False)
+    wav_a: str = ""
+    wav_b: str = ""
+    seed: int = 0
+    answered: bool = False  # set by the first answer: a second one (another button, a replay) is refused
+
+
+def rate_pair(
+    model,
+    text: str,
+    *,
+    out_dir: str,
+    seed=None,
+    steps=None,
+    model_name: str = "model",
+    limits: Limits = DEFAULT_LIMITS,
+    job: Job | None = None,
+) -> RatePair:
+    """Two samples of ``text`` by ``model`` with seeds ``seed`` and ``seed + 1`` (:mod:`flowtts.prefs.pairs`),
+    their wavs written to ``out_dir`` as ``a.wav`` and ``b.wav``.
+
+    Raises:
+        ValueError: Empty text or one over ``limits.max_text``, steps over ``limits.max_steps``, a text too
+            long for one pair (one chunk).
+        flowtts.app.limits.WorkStopped: ``job``'s time ran out or its client went away.
+    """
+    from flowtts.audio.io import write_audio
+    from flowtts.prefs.pairs import make_pair, make_sampler
+
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("the text to say is empty: type a sentence or pick one")
+    limits.check_text(text)
+    options = _options(model, limits=limits, steps=steps)
+    seed = choose_seed(seed)
+    sampler = make_sampler(_watched(model, job), model_name, options=options)
+    a, b = make_pair(sampler, None, text.strip(), seed)
+    wavs = [os.path.join(out_dir, f"{side}.wav") for side in ("a", "b")]
+    for path, sample in zip(wavs, (a, b)):
+        write_audio(path, sample.wave, sample.sample_rate)
+    return RatePair(text=text.strip(), a=a, b=b, wav_a=wavs[0], wav_b=wavs[1], seed=seed)
+
+
+def preferences_file(workspace: Workspace) -> str:
+    """The Rate tab's preferences file in the workspace (its folder made, and marked, when missing).
+
+    Raises:
+        ValueError: The folder exists and was not made by the app, or the file lies outside the workspace
+            (a link).
+    """
+    folder, exists = workspace.writable_folder(PREFERENCES_FOLDER, "the preferences folder")
+    if not exists:
+        workspace.make_folder(folder)
+    return workspace.resolve(os.path.join(PREFERENCES_FOLDER, PREFERENCES_FILE), "the preferences file")
+
+
+def count_preferences(workspace: Workspace) -> int:
+    """How many answers the Rate tab's preferences file holds."""
+    from flowtts.prefs.store import count_pairs
+
+    return count_pairs(preferences_file(workspace))
+
+
+def record_preference(
+    workspace: Workspace,
+    pending: RatePair | None,
+    choice: str,
+    *,
+    answers: int = 0,
+    max_answers: int = MAX_ANSWERS_PER_SESSION,
+    max_bytes: int = MAX_PREFERENCES_BYTES,
+) -> int:
+    """Append the answer ``choice`` (``"a"``, ``"b"`` or ``"same"``) about ``pending`` to the preferences file.
+
+    Args:
+        answers: Answers this session has given (refused past ``max_answers``).
+
+    Returns:
+        The number of answers the file holds.
+
+    Raises:
+        ValueError: No pair waiting (each pair takes one answer), a bad choice, the session's or the file's
+            cap reached.
+    """
+    from flowtts.prefs.pairs import preference
+    from flowtts.prefs.store import CHOICES, append_pair
+
+    if choice not in CHOICES:
+        raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
+    if pending is None or pending.answered:
+        raise ValueError("generate two samples first (each pair takes one answer)")
+    if answers >= max_answers:
+        raise ValueError(f"this page has given {answers} answers, the app's cap per session; reload it to go on")
+    path = preferences_file(workspace)
+    pending.answered = True
+    try:
+        append_pair(path, preference(pending.text, pending.a, pending.b, choice), max_bytes=max_bytes)
+    except BaseException:
+        pending.answered = False  # not stored: the pair may still be answered
+        raise
+    return count_preferences(workspace)
+
+
+def export_preferences(workspace: Workspace, out_dir: str) -> str:
+    """A copy of the valid answers of the preferences file in ``out_dir`` (for download).
+
+    Raises:
+        ValueError: No answers stored yet.
+    """
+    from flowtts.prefs.store import export_pairs
+
+    path = preferences_file(workspace)
+    if not os.path.isfile(path):
+        raise ValueError("no answers stored yet: rate a pair first")
+    out = os.path.join(out_dir, PREFERENCES_FILE)
+    export_pairs(path, out)
+    return out
 
 
 DATASET_FILES = ("index.jsonl", "mels.npy", "dataset.json", "vocab.txt")

@@ -1,4 +1,4 @@
-"""The web app's page (Gradio): the Speak, Multi-voice, Edit, Compare and Train tabs of
+"""The web app's page (Gradio): the Speak, Multi-voice, Edit, Compare, Rate and Train tabs of
 :mod:`flowtts.app.tabs` joined, over :mod:`flowtts.app.engine`.
 
 Every handler turns a bad input into a message shown in the page (``gradio.Error``) and never lets an
@@ -16,6 +16,7 @@ from flowtts.app.limits import JobBoard, Limits
 from flowtts.app.runs import Runs
 from flowtts.app.tabs.compare import compare_tab
 from flowtts.app.tabs.edit import edit_tab
+from flowtts.app.tabs.rate import rate_tab
 from flowtts.app.tabs.speak import speak_tab
 from flowtts.app.tabs.train import train_tab
 from flowtts.app.tabs.voices import voices_tab
@@ -64,6 +65,7 @@ def build_app(
         voices_tab(store, limits, board, results)
         edit_tab(store, limits, board, results)
         compare_tab(store, limits, board, results)
+        rate_tab(store, limits, board, results, space, default_model)
         train_tab(store, limits, space, runs, results)
         app.queue(default_concurrency_limit=concurrency, max_size=32)
     app.flowtts_store = store  # for tests and the CLI

@@ -1,9 +1,10 @@
 """What a model file records about sampling it that is not its weights, and what files made from it keep.
 
 ``speed`` (:data:`SPEED_KEY`), ``ref_silence`` and ``target_rms`` (:data:`RECORDED_DEFAULTS`) describe the
-data the model learned from; ``continue_reference`` (:data:`CONTINUE_KEY`) was measured on its weights.
-:mod:`flowtts.synthesis.options` reads them into inference options; :func:`flowtts.save` writes the
-first three again into every file made from a model (:func:`carried_metadata`).
+data the model learned from, and ``vocoder`` (:data:`VOCODER_KEY`) the voice it speaks; ``continue_reference``
+(:data:`CONTINUE_KEY`) was measured on its weights. :mod:`flowtts.synthesis.options` reads the numbers into
+inference options, :func:`flowtts.audio.vocoders.choose_vocoder` the vocoder; :func:`flowtts.save` writes
+the first four again into every file made from a model (:func:`carried_metadata`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ RECORDED_DEFAULTS = ("ref_silence", "target_rms")
 CONTINUE_KEY = "continue_reference"
 # model-file metadata: how many voices the model learnt (the built-in models: "1"; absent: not recorded)
 VOICES_KEY = "voices"
-CARRIED_KEYS = (SPEED_KEY, *RECORDED_DEFAULTS)  # what a model made from another keeps of its file
+# model-file metadata: "builtin" when the model speaks the built-in voice, which the built-in vocoder was
+# trained on (absent: a vocoder for any voice, Griffin-Lim, suits it better)
+VOCODER_KEY = "vocoder"
+VOCODER_VALUES = ("builtin",)
+CARRIED_KEYS = (SPEED_KEY, *RECORDED_DEFAULTS, VOCODER_KEY)  # what a model made from another keeps of its file
 # The range of each recorded number: wide of any model's (the built-in ones record 0.9, 0.5 s and 0.05), far
 # from what would exhaust memory (1e9 s of silence after the reference clip) or leave speech (a rate factor of
 # 1e9 or 1e-9). The options a user gives are held to the same ranges (flowtts.synthesis.options).
@@ -84,18 +89,37 @@ def recorded_voices(model) -> int | None:
     return value
 
 
+def recorded_vocoder(model) -> str | None:
+    """The vocoder ``model``'s file records under :data:`VOCODER_KEY` (``"builtin"``; ``None`` when absent).
+
+    Raises:
+        ValueError: Another value, naming the key and the values it may take.
+    """
+    raw = (model.metadata or {}).get(VOCODER_KEY)
+    if raw is None:
+        return None
+    if raw not in VOCODER_VALUES:
+        raise ValueError(
+            f"the model file's {VOCODER_KEY!r} metadata must be one of {', '.join(map(repr, VOCODER_VALUES))}, "
+            f"got {raw!r}"
+        )
+    return raw
+
+
 def carried_metadata(model) -> dict[str, str]:
     """The entries of ``model``'s file that a model trained, distilled or averaged from it records too.
 
     The speaking-rate factor and the reference preparation describe the data ``model`` learned from, not
     its weights: a fine-tuning, a distilled student or a soup of it speaks like that data, and sampled
     with F5-TTS's values instead it speaks too fast and garbles the words after the reference
-    (measured on the built-in teacher: docs/builtin_models.md).
+    (measured on the built-in teacher: docs/builtin_models.md). It speaks in that data's voice too, so
+    the vocoder trained on that voice (:data:`VOCODER_KEY`) suits it as well.
 
     Raises:
         ValueError: A recorded value out of range, naming its key.
     """
-    for key in CARRIED_KEYS:  # refuse a bad value here rather than in a file written from it
+    for key in (SPEED_KEY, *RECORDED_DEFAULTS):  # refuse a bad value here rather than in a file written from it
         recorded_number(model, key, zero_ok=key == "ref_silence")
+    recorded_vocoder(model)
     metadata = model.metadata or {}
     return {key: str(metadata[key]) for key in CARRIED_KEYS if key in metadata}

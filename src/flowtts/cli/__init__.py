@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from flowtts.cli import app, demo, evaluate, models, recognizer, speak, training, vocoder
+from flowtts.cli import app, demo, evaluate, models, prefs, recognizer, speak, training, vocoder
 from flowtts.cli.common import UserError, check_machine_flags
 
 __all__ = ["UserError", "build_parser", "main"]
@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         training.add_reward,
         recognizer.add_asr,
         vocoder.add_vocoder,
+        prefs.add_prefs,
+        prefs.add_rate,
     ):
         add(sub)
     return parser

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from flowtts.cli.common import UserError, add_quantize_option
+from flowtts.cli.common import UserError, add_quantize_option, add_sampling_flags
 
 
 def _limits(args: argparse.Namespace):
@@ -42,6 +42,7 @@ def _app(args: argparse.Namespace) -> int:
     app = build_app(
         args.model, quantize=args.quantize, concurrency=args.concurrency, workspace=args.workspace, limits=limits
     )
+    app.flowtts_store.vocoder = args.vocoder or "auto"  # checked with the machine flags (cli.common)
     app.flowtts_store.get(args.model)  # load the default model once, before the first request
     where = f"http://{args.host}:{args.port}{args.root_path or ''}"
     print(f"flowtts app on {where}, workspace {app.flowtts_workspace.root}")
@@ -71,5 +72,6 @@ def add_app(sub) -> None:
     ap.add_argument("--share", action="store_true", help="refused: it needs the internet")
     ap.add_argument("--concurrency", type=int, default=2, help="requests run at once (the rest are queued)")
     add_quantize_option(ap)
+    add_sampling_flags(ap, ("vocoder",))
     ap.add_argument("--threads", type=int)
     ap.set_defaults(func=_app)

@@ -97,9 +97,17 @@ SHARED_FLAGS = {
     "run_seed": (("--seed",), dict(type=seed, dest="seed", help="seed of the run (default 0)")),
     "device": (("--device",), dict(help="cpu (default), cuda, cuda:N or mps")),
     "dtype": (("--dtype",), dict(choices=DTYPE_CHOICES, help="network precision (autocast; default float32)")),
+    "vocoder": (
+        ("--vocoder",),
+        dict(
+            metavar="{auto,builtin,griffin-lim,FILE}",
+            help="the vocoder: auto (default: the built-in neural vocoder for models that record they speak the "
+            "built-in voice, else Griffin-Lim), builtin, griffin-lim, or a vocoder file (flowtts vocoder train)",
+        ),
+    ),
     "vocoder_path": (
         ("--vocoder-path",),
-        dict(help="local Vocos directory (config.yaml + weights); default Griffin-Lim"),
+        dict(help="local Vocos directory (config.yaml + weights), e.g. for F5-TTS checkpoints; instead of --vocoder"),
     ),
     "threads": (("--threads",), dict(type=int, help="CPU threads (default: torch's)")),
 }
@@ -196,6 +204,15 @@ def load_model(args: argparse.Namespace):
     return model
 
 
+def load_vocoder(model, args: argparse.Namespace):
+    """The vocoder ``--vocoder`` (default ``auto``) and ``--vocoder-path`` choose for ``model``
+    (:func:`flowtts.audio.vocoders.choose_vocoder`)."""
+    from flowtts.audio.vocoders import choose_vocoder
+
+    choice = getattr(args, "vocoder", None) or "auto"
+    return choose_vocoder(model, choice, getattr(args, "vocoder_path", None), name="--vocoder")
+
+
 def sampling_options(model, args: argparse.Namespace):
     """The model's recommended :class:`~flowtts.synthesis.InferenceOptions` with the command's sampling options
     (those the command has and was given) on top."""
@@ -277,7 +294,15 @@ def check_sampling_flags(args: argparse.Namespace) -> None:
 
 
 def check_machine_flags(args: argparse.Namespace) -> None:
-    """``--threads`` and ``--device``, for every command that has them: refused in one line before any work."""
+    """``--threads``, ``--device`` and ``--vocoder``, for every command that has them: refused in one line before
+    any work."""
+    vocoder = getattr(args, "vocoder", None)
+    if vocoder is not None:
+        from flowtts.audio.vocoders import check_vocoder_choice
+
+        check_vocoder_choice(vocoder, "--vocoder")  # ValueError, FileNotFoundError: one line, status 2
+        if getattr(args, "vocoder_path", None) is not None and vocoder != "auto":
+            raise UserError(f"--vocoder {vocoder} and --vocoder-path (a Vocos directory): give one vocoder")
     threads = getattr(args, "threads", None)
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be an integer >= 1 (CPU threads), got {threads}")

@@ -3,7 +3,8 @@
 1. The ``cache`` contract on a small random model: both paths agree, modes are restored, gradients flow.
 2. One sentence in the built-in voice from the teacher at 32 guided steps and from the shipped
    student at 4 unguided steps (wav files, timings), and their word error rate on four held-out sentences
-   (pocketsphinx on Griffin-Lim audio, as ``flowtts eval``).
+   (pocketsphinx on the audio of ``--vocoder``'s choice, by default the built-in neural vocoder, as
+   ``flowtts eval``).
 3. A fresh student distilled from the teacher for a few minutes on the built-in prompt set.
 4. The distillation report on held-out sentences said unprompted (as the built-in files ask): distance to
    teacher@32 of both students and of the teacher's own few-step baselines, with network calls and time
@@ -19,7 +20,7 @@ import time
 
 import torch
 
-from flowtts.cli.common import UserError, seed
+from flowtts.cli.common import UserError, add_sampling_flags, seed
 from flowtts.model.build import build_model
 
 SENTENCE = "The little dog found a red ball under the old bridge."
@@ -71,16 +72,17 @@ def _print_report(title: str, report: dict) -> None:
         print(f"  {key.ljust(width)}  {value}")
 
 
-def synthesize_both(teacher, student, out_dir: str, text: str = SENTENCE, seed: int = 0) -> dict:
-    """One sentence from teacher@32 (cfg 2) and the student (its own settings), as wav files."""
+def synthesize_both(teacher, student, out_dir: str, text: str = SENTENCE, seed: int = 0, vocoder: str = "auto") -> dict:
+    """One sentence from teacher@32 (cfg 2) and the student (its own settings), as wav files, each vocoded
+    by ``vocoder``'s choice for it (:func:`flowtts.audio.vocoders.choose_vocoder`)."""
     from flowtts.audio.io import read_audio, write_audio
-    from flowtts.audio.vocoders import GriffinLim
+    from flowtts.audio.vocoders import choose_vocoder, vocoder_name
     from flowtts.checkpoints.loader import builtin_reference
     from flowtts.synthesis import prepare_reference, recommended_options, synthesize
 
     ref_path, ref_text = builtin_reference()
     wave, _ = read_audio(ref_path, teacher.mel_spec.target_sample_rate)
-    vocoder = GriffinLim(teacher.mel_spec)
+    choice = vocoder
     report = {}
     systems = [("teacher@32", teacher, recommended_options(teacher, steps=32, cfg_strength=2.0))]
     if student is not None:
@@ -88,23 +90,25 @@ def synthesize_both(teacher, student, out_dir: str, text: str = SENTENCE, seed: 
         systems.append((f"student@{options.steps}", student, options))
     for name, model, options in systems:
         reference = prepare_reference(model, wave, ref_text, options)
+        vocoder = choose_vocoder(model, choice, name="--vocoder")
         start = time.perf_counter()
         (utt,) = synthesize(model, reference, [text], vocoder=vocoder, options=options, seeds=[seed], progress=False)
         seconds = time.perf_counter() - start
         path = os.path.join(out_dir, f"{name.replace('@', '_')}.wav")
         write_audio(path, utt.wave, utt.sample_rate)
         audio_seconds = utt.wave.numel() / utt.sample_rate
-        report[name] = f"{path} ({audio_seconds:.1f} s of audio in {seconds:.1f} s, incl. Griffin-Lim)"
+        used = vocoder_name(vocoder)
+        report[name] = f"{path} ({audio_seconds:.1f} s of audio in {seconds:.1f} s, incl. the {used} vocoder)"
     return report
 
 
-def intelligibility(models: dict, texts: list[str], seed: int = 0) -> dict:
-    """Word error rate (pocketsphinx on Griffin-Lim audio, as ``flowtts eval``) of each model at its recommended
-    settings on ``texts`` with the built-in reference clip (which the built-in files ask to use for rate and level
-    only: they speak unprompted); ``{label: "WER ..."}``."""
+def intelligibility(models: dict, texts: list[str], seed: int = 0, vocoder: str = "auto") -> dict:
+    """Word error rate (pocketsphinx on the audio of ``vocoder``'s choice, as ``flowtts eval``) of each model at
+    its recommended settings on ``texts`` with the built-in reference clip (which the built-in files ask to use
+    for rate and level only: they speak unprompted); ``{label: "WER ..."}``."""
     from flowtts.audio.io import read_audio
     from flowtts.audio.transcribe import PocketSphinx
-    from flowtts.audio.vocoders import load_vocoder
+    from flowtts.audio.vocoders import choose_vocoder
     from flowtts.checkpoints.loader import builtin_reference
     from flowtts.eval.report import score_model
     from flowtts.synthesis import prepare_reference, recommended_options
@@ -121,7 +125,7 @@ def intelligibility(models: dict, texts: list[str], seed: int = 0) -> dict:
             [reference] * len(texts),
             asr=asr,
             options=options,
-            vocoder=load_vocoder(model.mel_spec),
+            vocoder=choose_vocoder(model, vocoder, name="--vocoder"),
             seeds=[seed + i for i in range(len(texts))],
             label=label,
         )
@@ -137,9 +141,12 @@ def run_demo(
     distill_seconds: float = 150.0,
     threads: int | None = None,
     seed: int = 0,
+    vocoder: str = "auto",
 ) -> dict:
-    """Run the four parts above; files go to ``out_dir``. Returns the distillation report rows."""
+    """Run the four parts above; files go to ``out_dir``; ``vocoder`` chooses the vocoder of part 2
+    (:func:`flowtts.audio.vocoders.choose_vocoder`). Returns the distillation report rows."""
     import flowtts
+    from flowtts.audio.vocoders import choose_vocoder, vocoder_name
     from flowtts.train.data import MelDataset
     from flowtts.train.distill import distill
     from flowtts.train.distill_config import DISTILL_LOOP, DistillConfig, student_recipe
@@ -157,15 +164,16 @@ def run_demo(
     except FileNotFoundError:
         shipped = None
     print(f"\n2. one sentence from the built-in models: {SENTENCE!r}")
-    for name, line in synthesize_both(teacher, shipped, out_dir, seed=seed).items():
+    for name, line in synthesize_both(teacher, shipped, out_dir, seed=seed, vocoder=vocoder).items():
         print(f"  {name:<11} {line}")
 
     held = MelDataset(_assets("prompts", "heldout"))
     texts = [item["text"] for item in held.items[:4]]
-    print("\n   word error rate (pocketsphinx on Griffin-Lim audio; the recordings score about 0.19):")
+    used = vocoder_name(choose_vocoder(teacher, vocoder, name="--vocoder"))
+    print(f"\n   word error rate (pocketsphinx on {used} vocoder audio; the recordings score about 0.19):")
     try:
         models = {"teacher": teacher, **({"student": shipped} if shipped is not None else {})}
-        for name, line in intelligibility(models, texts, seed=seed).items():
+        for name, line in intelligibility(models, texts, seed=seed, vocoder=vocoder).items():
             print(f"  {name:<11} {line}")
     except ImportError as error:
         print(f"  skipped: {error}")
@@ -210,7 +218,13 @@ def run_demo(
 def _demo(args: argparse.Namespace) -> int:
     if args.distill_seconds < 0:
         raise UserError(f"--distill-seconds must be >= 0, got {args.distill_seconds}")
-    run_demo(out_dir=args.out, distill_seconds=args.distill_seconds, seed=args.seed, threads=args.threads)
+    run_demo(
+        out_dir=args.out,
+        distill_seconds=args.distill_seconds,
+        seed=args.seed,
+        threads=args.threads,
+        vocoder=args.vocoder or "auto",
+    )
     return 0
 
 
@@ -225,4 +239,5 @@ def add_demo(sub) -> None:
     )
     demo.add_argument("--seed", type=seed, default=0)
     demo.add_argument("--threads", type=int, default=None)
+    add_sampling_flags(demo, ("vocoder",))
     demo.set_defaults(func=_demo)

@@ -1,4 +1,4 @@
-"""``flowtts eval``: word error rate and speaker similarity on held-out sentences."""
+"""``flowtts eval``: word error rate, speaker similarity and DNSMOS on held-out sentences."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from flowtts.cli.common import (
     add_sampling_flags,
     check_sampling_flags,
     fill_defaults,
+    load_vocoder,
     sampling_options,
     say_clip_note,
     set_threads,
@@ -27,6 +28,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     fill_defaults(args, {"seed": 0})
     texts, audio, prompts = _heldout(args)
     set_threads(args)
+    _limit_dnsmos_threads()
     asr = PocketSphinx()
     recognizer = _judge(args.recognizer)
     scores, first = [], None
@@ -85,7 +87,6 @@ def _heldout(args: argparse.Namespace) -> tuple[list[str], list[str], list[tuple
 def _score_model(spec: str, args: argparse.Namespace, texts, prompts, asr, recognizer, index: int):
     """One model's scores, and ``(model, references, similarity)`` for scoring the recordings."""
     from flowtts.audio.io import read_audio
-    from flowtts.audio.vocoders import load_vocoder
     from flowtts.checkpoints.loader import load
     from flowtts.eval.report import score_model, speaker_similarity_or_none
     from flowtts.synthesis import prepare_reference
@@ -112,13 +113,14 @@ def _score_model(spec: str, args: argparse.Namespace, texts, prompts, asr, recog
         references,
         asr=asr,
         options=options,
-        vocoder=load_vocoder(model.mel_spec, args.vocoder_path),
+        vocoder=load_vocoder(model, args),
         similarity=similarity,
         seeds=[args.seed + i for i in range(len(texts))],
         label=label,
         progress=not args.quiet,
         on_utterance=_saver(args, index),
         recognizer=recognizer,
+        dnsmos=True,
     )
     return score, (model, references, similarity)
 
@@ -154,7 +156,18 @@ def _score_recordings(audio: list[str], texts, first, asr, recognizer):
         asr=asr,
         similarity=similarity,
         recognizer=recognizer,
+        dnsmos=True,
     )
+
+
+def _limit_dnsmos_threads() -> None:
+    """DNSMOS's ONNX models on torch's thread count (``--threads``) rather than onnxruntime's every core."""
+    import torch
+
+    from flowtts.eval.dnsmos import dnsmos_available, limit_threads
+
+    if dnsmos_available():
+        limit_threads(torch.get_num_threads())
 
 
 def _write_csv(out: str, scores, texts: list[str]) -> None:
@@ -168,12 +181,14 @@ def _write_csv(out: str, scores, texts: list[str]) -> None:
         writer.writerows(s.row() for s in scores)
     with open(os.path.join(out, "transcripts.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["system", "index", "text", "heard", "sim", "heard_ctc"])
+        writer.writerow(["system", "index", "text", "heard", "sim", "heard_ctc", "dnsmos"])
         for score in scores:
             for i, text in enumerate(texts):
                 sim = f"{score.sims[i]:.4f}" if score.sims else ""
                 ctc = score.ctc_transcripts[i] if score.ctc_transcripts else ""
-                writer.writerow([score.label, i, text, score.transcripts[i], sim, ctc])
+                mos = score.dnsmos_scores[i] if score.dnsmos_scores else None
+                mos = "" if mos is None else f"{mos:.3f}"
+                writer.writerow([score.label, i, text, score.transcripts[i], sim, ctc, mos])
 
 
 def _judge(spec: str):
@@ -188,7 +203,8 @@ def _judge(spec: str):
 def add_eval(sub) -> None:
     """Register ``eval``."""
     ev = sub.add_parser(
-        "eval", help="word error rate and speaker similarity of models on held-out sentences (F5-TTS's eval)"
+        "eval",
+        help="word error rate, speaker similarity and DNSMOS of models on held-out sentences (F5-TTS's eval)",
     )
     ev.add_argument("--model", nargs="+", default=["builtin"], help="one or more models (default: builtin)")
     ev.add_argument("--preset", help="architecture of official checkpoints")
@@ -207,7 +223,9 @@ def add_eval(sub) -> None:
     add_sampling_flags(ev, ("steps", "cfg", "sway", "speed", "ref_silence", "target_rms"))
     add_continue_option(ev)
     add_quantize_option(ev)
-    add_sampling_flags(ev, ("run_seed", "dtype", "vocoder_path"), run_seed="sentence i uses seed + i (default 0)")
+    add_sampling_flags(
+        ev, ("run_seed", "dtype", "vocoder", "vocoder_path"), run_seed="sentence i uses seed + i (default 0)"
+    )
     ev.add_argument(
         "--recognizer",
         default="builtin",

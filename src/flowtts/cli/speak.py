@@ -16,6 +16,7 @@ from flowtts.cli.common import (
     check_sampling_flags,
     fill_defaults,
     load_model,
+    load_vocoder,
     numbers,
     read_lines,
     resolve_checkpoint,
@@ -74,7 +75,6 @@ def _apply_config(args: argparse.Namespace) -> dict:
 
 def _infer(args: argparse.Namespace) -> int:
     """``flowtts infer``: settle the options, load the model and voices, speak, write."""
-    from flowtts.audio.vocoders import load_vocoder
     from flowtts.cli.voices import MAIN, Voice
     from flowtts.synthesis.seeds import choose_seed
 
@@ -91,7 +91,8 @@ def _infer(args: argparse.Namespace) -> int:
     used = [name for name in voices if pieces is not None and name in {v for v, _ in pieces}] or [MAIN]
     say_clip_note(model, args, has_clip=any(voices[name].ref_audio is not None for name in used))
     references, voice_options = _load_voices(model, args, {name: voices[name] for name in used}, options)
-    vocoder = load_vocoder(model.mel_spec, args.vocoder_path)
+    vocoder = load_vocoder(model, args)
+    _say_vocoder(args, vocoder)
     if args.seed == -1:  # F5-TTS's "random"; the seeds used are printed with each output
         args.seed = choose_seed(None)
     if streaming:
@@ -139,16 +140,11 @@ def _settle_inputs(args: argparse.Namespace) -> dict:
     resolve_checkpoint(args)
     if args.vocoder_name == "bigvgan" and args.load_vocoder_from_local:
         raise UserError(
-            "BigVGAN vocoders are not supported: use Griffin-Lim (default) or a local Vocos (--vocoder-path)"
+            "BigVGAN vocoders are not supported: use --vocoder (the built-in vocoder, Griffin-Lim or a vocoder file) "
+            "or a local Vocos (--vocoder-path)"
         )
-    if args.load_vocoder_from_local and args.vocoder_path is None:
+    if args.load_vocoder_from_local and args.vocoder_path is None and args.vocoder in (None, "auto"):
         args.vocoder_path = UPSTREAM_VOCOS_DIR
-    if args.vocoder_name is not None and args.vocoder_path is None and not args.quiet:
-        print(
-            f"--vocoder_name {args.vocoder_name}: flowtts downloads nothing, so the Griffin-Lim vocoder is used "
-            "(--vocoder-path DIR or --load_vocoder_from_local for a Vocos on disk)",
-            file=sys.stderr,
-        )
     fill_defaults(args, {"output": "out.wav"})
     return voices
 
@@ -224,6 +220,18 @@ def _load_voices(model, args: argparse.Namespace, voices: dict, options) -> tupl
     return references, voice_options
 
 
+def _say_vocoder(args: argparse.Namespace, vocoder) -> None:
+    """Upstream's ``--vocoder_name`` names a vocoder to download: say which one is used instead."""
+    from flowtts.audio.vocoders import vocoder_name
+
+    if args.vocoder_name is not None and args.vocoder_path is None and not args.quiet:
+        print(
+            f"--vocoder_name {args.vocoder_name}: flowtts downloads nothing, so the {vocoder_name(vocoder)} vocoder is "
+            "used (--vocoder chooses; --vocoder-path DIR or --load_vocoder_from_local for a Vocos on disk)",
+            file=sys.stderr,
+        )
+
+
 def _stream(model, reference, vocoder, options, args: argparse.Namespace) -> int:
     """Raw 16-bit PCM on stdout, each piece as soon as it is final."""
     import torch
@@ -277,7 +285,6 @@ def _parts(value: str) -> tuple[tuple[float, float], ...]:
 
 def _edit(args: argparse.Namespace) -> int:
     from flowtts.audio.io import check_audio_output, read_audio, write_audio
-    from flowtts.audio.vocoders import load_vocoder
     from flowtts.synthesis.edit import edit_speech
     from flowtts.utils.plotting import check_picture_output, save_mel_png
 
@@ -301,7 +308,7 @@ def _edit(args: argparse.Namespace) -> int:
         args.text,
         args.parts,
         durations=args.durations,
-        vocoder=load_vocoder(model.mel_spec, args.vocoder_path),
+        vocoder=load_vocoder(model, args),
         options=options,
         seed=None if args.seed == -1 else args.seed,
         progress=not args.quiet,
@@ -319,7 +326,6 @@ def _edit(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from flowtts.audio.transcribe import transcribe_reference
-    from flowtts.audio.vocoders import load_vocoder
     from flowtts.serving.socket_server import SpeechServer, check_settings
     from flowtts.synthesis import check_options, load_reference
 
@@ -352,7 +358,7 @@ def _serve(args: argparse.Namespace) -> int:
         server = SpeechServer(
             model,
             reference,
-            load_vocoder(model.mel_spec, args.vocoder_path),
+            load_vocoder(model, args),
             options,
             host=args.host,
             port=args.port,
@@ -375,7 +381,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 INFER_FLAGS = ("steps", "cfg", "sway", "speed", "ref_silence", "fix_duration", "target_rms", "cross_fade", "seed")
-MACHINE_FLAGS = ("device", "dtype", "threads", "vocoder_path")
+MACHINE_FLAGS = ("device", "dtype", "threads", "vocoder", "vocoder_path")
 
 
 def add_infer(sub) -> None:

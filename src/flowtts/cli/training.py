@@ -249,20 +249,14 @@ def _distill(args: argparse.Namespace) -> int:
 
 
 def _reward(args: argparse.Namespace) -> int:
-
-    from flowtts.checkpoints.loader import load
-    from flowtts.train.reward import (
-        REWARD_LOOP,
-        RewardConfig,
-        evaluate,
-        finetune,
-        format_rows,
-        heldout_prompts,
-        resolve_reward,
-    )
-    from flowtts.utils.files import atomic_output
-
+    """``reward``: raise a reward of the model's own samples, or (``--objective dpo``) Flow-DPO on preferences."""
     start_run(args)
+    _check_objective(args)
+    if args.objective == "dpo":
+        return _reward_dpo(args)
+    from flowtts.checkpoints.loader import load
+    from flowtts.train.reward import REWARD_LOOP, RewardConfig, finetune, resolve_reward
+
     config = RewardConfig(
         reward=args.reward,
         sample_steps=args.sample_steps,
@@ -273,6 +267,8 @@ def _reward(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         prompts=args.prompts,
         recognizer=args.recognizer,
+        on=args.on,
+        vocoder=args.vocoder,
         pair_gap=args.pair_gap,
         pair_rms=args.pair_rms,
         batch_size=args.batch_size,
@@ -280,27 +276,103 @@ def _reward(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     model = load(args.model, preset=args.preset, vocab=args.vocab)
-    reward = resolve_reward(config.reward, model, config.recognizer)
-    sample_kwargs = config.recipe(model).sample_kwargs()
+    reward = resolve_reward(config.reward, model, config.recognizer, on=config.on, vocoder=config.vocoder)
+    judges = _judges(args, model)
     dataset = _prompt_data(args.data)
     held = _prompt_data(args.heldout) if args.heldout else dataset
-    max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
-    summary = finetune(model, dataset, args.out, config, progress=not args.quiet, max_seconds=max_seconds)
+    summary = finetune(model, dataset, args.out, config, progress=not args.quiet, max_seconds=_max_seconds(args))
     print(
         f"fine-tuned {summary['step']} steps in {summary['seconds']:.0f} s, "
         f"last batch reward {summary['reward']:.5f}, loss {summary['loss']:.5f}"
     )
+    _reward_report(args, held, config, reward, judges, config.recipe(model).sample_kwargs())
+    return 0
+
+
+def _check_objective(args: argparse.Namespace) -> None:
+    """The options of one objective are not given to the other; ``--pairs`` and ``--beta`` are sound."""
+    if args.objective == "dpo":
+        if args.pairs is None:
+            raise UserError("--objective dpo needs --pairs FILE (a preference file of flowtts prefs)")
+        if not os.path.isfile(args.pairs):
+            raise UserError(f"--pairs: no such preference file {args.pairs!r}")
+        if args.beta is not None and not 0 < args.beta < float("inf"):
+            raise UserError(f"--beta must be a number > 0, got {args.beta}")
+        return
+    for flag, value in (("--pairs", args.pairs), ("--beta", args.beta)):
+        if value is not None:
+            raise UserError(f"{flag} belongs to --objective dpo (the reward objective raises --reward)")
+
+
+def _judges(args: argparse.Namespace, model):
+    """The report's fixed judges (WER, SIM, DNSMOS on ``--vocoder``'s waves), or ``None`` with ``--no-judges``
+    or no report."""
+    if args.no_judges or args.report_prompts == 0:
+        return None
+    from flowtts.train.rendering import Judges, load_vocoder
+
+    try:
+        vocoder = load_vocoder(args.vocoder, model)
+    except (ValueError, FileNotFoundError) as error:
+        raise UserError(f"--vocoder: {error}") from None
+    return Judges(model, vocoder)
+
+
+def _max_seconds(args: argparse.Namespace) -> float | None:
+    return args.max_minutes * 60 if args.max_minutes is not None else None
+
+
+def _reward_report(args: argparse.Namespace, held, config, reward, judges, sample_kwargs: dict) -> None:
+    """The final report (``report.txt``): the model before and after on held-out prompts, and the recordings."""
     if args.report_prompts == 0:
-        return 0
-    prompts = heldout_prompts(held, args.report_prompts, config, model.num_channels)
+        return
+    from flowtts.checkpoints.loader import load
+    from flowtts.train.reward import evaluate, format_rows, heldout_prompts
+    from flowtts.utils.files import atomic_output
+
     before = load(args.model, preset=args.preset, vocab=args.vocab)
     after = load(os.path.join(args.out, "model.safetensors"))
+    prompts = heldout_prompts(held, args.report_prompts, config, before.num_channels)
     models = {"before": (before, sample_kwargs), "after (EMA)": (after, sample_kwargs)}
-    text = format_rows(evaluate(models, prompts, reward, reference="before"), "before")
+    text = format_rows(evaluate(models, prompts, reward, reference="before", judges=judges), "before")
     with atomic_output(os.path.join(args.out, "report.txt")) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text + "\n")
     print(text)
+
+
+def _reward_dpo(args: argparse.Namespace) -> int:
+    """``reward --objective dpo``: Flow-DPO on ``--pairs`` against the starting model (:mod:`flowtts.train.dpo`)."""
+    from flowtts.checkpoints.loader import load
+    from flowtts.sampling.recipe import SamplingRecipe
+    from flowtts.train.dpo import DEFAULT_BETA, DPO_LOOP, DPOConfig, finetune_dpo, load_pairs, ranked
+    from flowtts.train.reward import RewardConfig
+
+    config = DPOConfig(
+        beta=DEFAULT_BETA if args.beta is None else args.beta,
+        batch_size=args.batch_size,
+        dropout=args.dropout,
+        loop=_loop(args, DPO_LOOP),
+        seed=args.seed,
+    )
+    # The report's prompts and sampling, as a reward run would draw them.
+    prompts = RewardConfig(reward="dpo", prompts=args.prompts, pair_gap=args.pair_gap, pair_rms=args.pair_rms)
+    model = load(args.model, preset=args.preset, vocab=args.vocab)
+    pairs = load_pairs(args.pairs)
+    try:
+        ranked(pairs, model.num_channels)
+    except ValueError as error:
+        raise UserError(f"--pairs {args.pairs}: {error}") from None
+    judges = _judges(args, model)
+    held = _prompt_data(args.heldout) if args.heldout else _prompt_data(args.data)
+    sample_kwargs = SamplingRecipe.for_model(model, steps=args.sample_steps, cfg_strength=args.cfg).sample_kwargs()
+    summary = finetune_dpo(model, pairs, args.out, config, progress=not args.quiet, max_seconds=_max_seconds(args))
+    print(
+        f"Flow-DPO {summary['step']} steps in {summary['seconds']:.0f} s on {summary['pairs']} pairs "
+        f"({summary['human']} chosen by people), "
+        f"last batch loss {summary['loss']:.5f}, margin {summary['margin']:.3e}, accuracy {summary['accuracy']:.2f}"
+    )
+    _reward_report(args, held, prompts, None, judges, sample_kwargs)
     return 0
 
 
@@ -548,10 +620,39 @@ def add_reward(sub) -> None:
     rw.add_argument("--heldout", help="prepared held-out set for the final report (default: --data)")
     rw.add_argument("--out", required=True, help="run directory (resumes from its last.pt)")
     rw.add_argument(
+        "--objective",
+        choices=["reward", "dpo"],
+        default="reward",
+        help="reward: raise --reward of the model's own samples, gradients through the sampler; dpo: Flow-DPO on "
+        "the preference pairs of --pairs against the starting model",
+    )
+    rw.add_argument(
         "--reward",
         default="speaker",
-        help="'speaker' (speaker similarity to the reference), 'ctc' (minus the recogniser's CTC loss of the "
-        "target text on the generated frames), 'timbre', or module:function returning (b,) rewards",
+        help="on mels: 'speaker' (speaker similarity to the reference), 'ctc' (minus the recogniser's CTC loss of "
+        "the target text on the generated frames), 'timbre', 'preference:FILE' (a learned preference model's "
+        "score); on waves (--on wave): 'speaker', 'wave-stft' (minus a multi-resolution STFT distance to the "
+        "recording), 'loudness' or 'loudness:DB' (RMS level near DB dBFS, default -20); or module:function "
+        "returning (b,) rewards",
+    )
+    rw.add_argument(
+        "--on",
+        choices=["mel", "wave"],
+        default="mel",
+        help="what the reward reads: the generated mel, or the wave --vocoder renders from it (differentiably)",
+    )
+    rw.add_argument(
+        "--vocoder",
+        default="builtin",
+        help="'builtin' (the package's neural vocoder), 'griffin-lim', or a vocoder file: renders the waves of "
+        "--on wave and of the report's judges (default: builtin)",
+    )
+    rw.add_argument("--pairs", help="--objective dpo: the preference file (flowtts prefs)")
+    rw.add_argument("--beta", type=float, help="--objective dpo: how hard the preferences pull (default: 1000)")
+    rw.add_argument(
+        "--no-judges",
+        action="store_true",
+        help="leave the fixed judges (pocketsphinx WER, speaker SIM, DNSMOS) out of the report",
     )
     rw.add_argument(
         "--prompts",

@@ -162,6 +162,13 @@ class CTCRecognizer(nn.Module):
 
     def forward(self, mel: torch.Tensor, lens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities ``(b, m, v)`` and encoder lengths ``(b,)`` for log-mels ``(b, n, d)``."""
+        y, out_lens = self.hidden_states(mel, lens)
+        logits = self.out(y)
+        return F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1), out_lens
+
+    def hidden_states(self, mel: torch.Tensor, lens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The GRU's outputs ``(b, m, 2 * hidden)`` (what the output layer reads; zero past each utterance's
+        encoder length) and encoder lengths ``(b,)`` for log-mels ``(b, n, d)``: features for other judges."""
         lens = self._check_mel(mel, lens)
         dtype = self.out.weight.dtype
         x = (mel.to(dtype) - self.mel_mean) / self.mel_std
@@ -179,8 +186,7 @@ class CTCRecognizer(nn.Module):
         packed = nn.utils.rnn.pack_padded_sequence(x, out_lens, batch_first=True, enforce_sorted=False)
         y, _ = self.gru(packed)
         y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
-        logits = self.out(y)
-        return F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1), out_lens
+        return y, out_lens
 
     # ------------------------------------------------------------------ text
 

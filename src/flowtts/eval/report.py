@@ -1,11 +1,13 @@
-"""Scoring models on held-out sentences: word error rate and speaker similarity.
+"""Scoring models on held-out sentences: word error rate, speaker similarity and predicted quality.
 
 What F5-TTS's evaluation scripts report for a test set (WER from a recogniser, SIM from a speaker
 encoder), with the offline tools available here: pocketsphinx's generic English model for WER (the
 ``eval`` extra) and resemblyzer's GE2E encoder for SIM (:mod:`flowtts.eval.speaker`; the column is
-left out when its weights are not installed). The corpus recordings of the same sentences are scored
-the same way, which puts the numbers in proportion: the recogniser and the encoder are far weaker
-than Whisper and WavLM, so a model is judged against what its own training audio gets.
+left out when its weights are not installed); and, asked for, DNSMOS's P.808 quality prediction
+(:mod:`flowtts.eval.dnsmos`; the column says how to install it when ``speechmos`` is missing). The
+corpus recordings of the same sentences are scored the same way, which puts the numbers in proportion:
+the recogniser and the encoder are far weaker than Whisper and WavLM, so a model is judged against what
+its own training audio gets.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+DNSMOS_MISSING = "n/a: pip install 'flowtts[eval]'"  # the DNSMOS column without speechmos and onnxruntime
 
 
 @dataclass
@@ -31,6 +35,9 @@ class SystemScore:
         sims: Per-sentence cosines (empty without the encoder).
         ctc_wer: Word error rate of the CTC recogniser reading the mels (``None`` without one).
         ctc_transcripts: What the CTC recogniser heard, one per sentence.
+        dnsmos: Mean DNSMOS P.808 MOS over the sentences, a note saying why there is none (e.g.
+            :data:`DNSMOS_MISSING`), or ``None`` when not asked for.
+        dnsmos_scores: Per-sentence P.808 MOS (``None`` for a silent wave; empty when not scored).
     """
 
     label: str
@@ -42,6 +49,8 @@ class SystemScore:
     sims: list[float] = field(default_factory=list)
     ctc_wer: float | None = None
     ctc_transcripts: list[str] = field(default_factory=list)
+    dnsmos: float | str | None = None
+    dnsmos_scores: list[float | None] = field(default_factory=list)
 
     def row(self) -> dict[str, str]:
         """The row as printed and written to CSV."""
@@ -51,10 +60,17 @@ class SystemScore:
             "WER": f"{self.wer:.3f}",
             "CTC WER": "" if self.ctc_wer is None else f"{self.ctc_wer:.3f}",
             "SIM": "" if self.sim is None else f"{self.sim:.3f}",
+            "DNSMOS": _dnsmos_cell(self.dnsmos),
             "audio s": f"{self.audio_seconds:.1f}",
             "synthesis s": "" if self.seconds is None else f"{self.seconds:.1f}",
             "RTF": "" if self.seconds is None else f"{self.seconds / max(self.audio_seconds, 1e-9):.3f}",
         }
+
+
+def _dnsmos_cell(value: float | str | None) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else f"{value:.2f}"
 
 
 def speaker_similarity_or_none(mel_spec):
@@ -87,6 +103,7 @@ def score_model(
     progress: bool = False,
     on_utterance: Callable | None = None,
     recognizer=None,
+    dnsmos: bool = False,
 ) -> SystemScore:
     """Synthesise each text in the voice of its reference and score the result.
 
@@ -105,6 +122,8 @@ def score_model(
         on_utterance: Called with ``(index, utterance)`` for each result (e.g. to save it).
         recognizer: A :class:`flowtts.eval.recognizer.CTCRecognizer` that also reads each generated mel
             (the ``CTC WER`` column), or ``None``.
+        dnsmos: Also predict each wave's quality (the ``DNSMOS`` column: P.808 MOS; :data:`DNSMOS_MISSING`
+            without ``speechmos`` and ``onnxruntime``).
     """
     from flowtts.synthesis import synthesize
 
@@ -129,7 +148,7 @@ def score_model(
         for i, utterance in zip(indices, out):
             results[i] = utterance
     seconds = time.perf_counter() - start
-    return _score(label, texts, results, references, asr, similarity, seconds, on_utterance, recognizer)
+    return _score(label, texts, results, references, asr, similarity, seconds, on_utterance, recognizer, dnsmos)
 
 
 def score_recordings(
@@ -143,6 +162,7 @@ def score_recordings(
     similarity=None,
     label: str = "corpus recordings",
     recognizer=None,
+    dnsmos: bool = False,
 ) -> SystemScore:
     """Score recordings of the texts (waves at ``sample_rate``, the model's rate) like a model's output."""
     from flowtts.synthesis import Utterance
@@ -152,10 +172,28 @@ def score_recordings(
         for wave, text in zip(waves, texts):
             mel = mel_spec(wave[None].float())[0]
             results.append(Utterance(text=text, wave=wave, mel=mel, seed=0, sample_rate=sample_rate))
-    return _score(label, texts, results, references, asr, similarity, None, None, recognizer)
+    return _score(label, texts, results, references, asr, similarity, None, None, recognizer, dnsmos)
 
 
-def _score(label, texts, results, references, asr, similarity, seconds, on_utterance, recognizer=None) -> SystemScore:
+def _predicted_quality(results) -> tuple[float | str, list[float | None]]:
+    """The mean DNSMOS P.808 MOS of ``results``' waves and each one's (``None``: silent), or a note."""
+    from flowtts.eval.dnsmos import dnsmos, dnsmos_available
+
+    if not dnsmos_available():
+        return DNSMOS_MISSING, []
+    scores = []
+    for utterance in results:
+        try:
+            scores.append(dnsmos(utterance.wave.float(), utterance.sample_rate).p808)
+        except ValueError:  # a silent or non-finite wave has no quality to predict
+            scores.append(None)
+    heard = [s for s in scores if s is not None]
+    return (sum(heard) / len(heard) if heard else "n/a: silent"), scores
+
+
+def _score(
+    label, texts, results, references, asr, similarity, seconds, on_utterance, recognizer=None, dnsmos=False
+) -> SystemScore:
     from flowtts.eval.wer import word_error_rate
 
     transcripts, sims, audio, heard = [], [], 0.0, []
@@ -168,6 +206,7 @@ def _score(label, texts, results, references, asr, similarity, seconds, on_utter
             sims.append(_cosine(similarity, ref.mel[0], utterance.mel.t()))
         if on_utterance is not None:
             on_utterance(i, utterance)
+    quality, quality_scores = _predicted_quality(results) if dnsmos else (None, [])
     return SystemScore(
         label=label,
         wer=word_error_rate(texts, transcripts),
@@ -178,6 +217,8 @@ def _score(label, texts, results, references, asr, similarity, seconds, on_utter
         sims=sims,
         ctc_wer=word_error_rate(texts, heard) if recognizer is not None else None,
         ctc_transcripts=heard,
+        dnsmos=quality,
+        dnsmos_scores=quality_scores,
     )
 
 

@@ -250,7 +250,8 @@ def edit_speech(
         progress=progress,
     )
     mel_out = out[0, :frames].t().float().cpu()
-    edited = vocoder(mel_out[None])[0].float().cpu()
+    with torch.no_grad():  # inference: a graph through the vocoder would keep every activation
+        edited = vocoder(mel_out[None])[0].float().cpu()
     if rms < options.target_rms:
         edited = edited * (rms / options.target_rms)
     return EditResult(wave=edited, mel=mel_out, spans=plan.spans, seed=seed, sample_rate=rate)

@@ -33,6 +33,7 @@ from flowtts.text.chunking import chunk_text
 from flowtts.text.units import text_units
 
 log = logging.getLogger("flowtts")
+STREAM_FRAMES = 96  # hops (about 1 s at 24 kHz) per piece the neural vocoder streams: the first leaves early
 
 
 @dataclass
@@ -180,8 +181,9 @@ def _warn_unknown(model, reference: Reference, pieces: Sequence[_Piece], options
             log.warning("characters not in the vocabulary (read as id 0): %s", " ".join(repr(c) for c in missing))
 
 
-def _render(model, reference: Reference, batch: Sequence[_Piece], vocoder, options) -> list[tuple[torch.Tensor, ...]]:
-    """``(wave, mel)`` of each piece of ``batch``, from one ``sample()`` call (each row as if alone).
+def _render_mels(model, reference: Reference, batch: Sequence[_Piece], options) -> list[torch.Tensor]:
+    """The generated log-mel ``(d, n)`` of each piece of ``batch``, from one ``sample()`` call (each row as
+    if alone).
 
     Continuing the reference (F5-TTS), the prompt is the clip's mel and the text its transcript + the
     chunk. Unprompted (``options.continue_reference`` off), the model generates the chunk's frames alone
@@ -206,17 +208,48 @@ def _render(model, reference: Reference, batch: Sequence[_Piece], vocoder, optio
         no_ref_audio=not options.continue_reference,
         dtype=options.dtype,
     )
+    return [out[k, start:end].t().float().cpu() for k, end in enumerate(ends)]
+
+
+def _render(model, reference: Reference, batch: Sequence[_Piece], vocoder, options) -> list[tuple[torch.Tensor, ...]]:
+    """``(wave, mel)`` of each piece of ``batch`` (see :func:`_render_mels`)."""
     results = []
-    for k, end in enumerate(ends):
-        mel = out[k, start:end].t().float().cpu()
-        wave = vocoder(mel[None])[0].float().cpu()
-        if reference.rms < options.target_rms:
-            if options.pipeline == "f5tts":  # utils_infer.py:526-527, in its order
-                wave = wave * reference.rms / options.target_rms
-            else:
-                wave = wave * (reference.rms / options.target_rms)
-        results.append((wave, mel))
+    for mel in _render_mels(model, reference, batch, options):
+        with torch.no_grad():  # inference: a graph through the vocoder would keep every activation
+            wave = vocoder(mel[None])[0].float().cpu()
+        results.append((_level(wave, reference, options), mel))
     return results
+
+
+def _level(wave: torch.Tensor, reference: Reference, options) -> torch.Tensor:
+    """``wave`` lowered back to a quiet reference's level (the reference was raised to ``target_rms``)."""
+    if reference.rms < options.target_rms:
+        if options.pipeline == "f5tts":  # utils_infer.py:526-527, in its order
+            return wave * reference.rms / options.target_rms
+        return wave * (reference.rms / options.target_rms)
+    return wave
+
+
+def _wave_pieces(vocoder, mel: torch.Tensor, reference: Reference, options) -> Iterator[torch.Tensor]:
+    """The wave of one chunk's mel ``(d, n)`` at the output's level, in pieces of :data:`STREAM_FRAMES` hops
+    with the neural vocoder (:func:`flowtts.vocoder.stream.vocode_in_chunks`: the first leaves before the
+    rest is vocoded, and they join into the whole mel's wave), in one piece with any other vocoder."""
+    from flowtts.vocoder.network import MelVocoder
+
+    if not isinstance(vocoder, MelVocoder) or mel.shape[1] < 2:
+        with torch.no_grad():
+            wave = vocoder(mel[None])[0].float().cpu()
+        yield _level(wave, reference, options)  # outside no_grad: grad mode must not leak to the consumer
+        return
+    from flowtts.vocoder.stream import vocode_in_chunks
+
+    pieces = vocode_in_chunks(vocoder, mel.to(vocoder.window.device), STREAM_FRAMES)
+    while True:
+        with torch.no_grad():  # around each step only, as above
+            piece = next(pieces, None)
+        if piece is None:
+            return
+        yield _level(piece.float().cpu(), reference, options)
 
 
 def _check_texts(texts: Sequence[str]) -> None:
@@ -305,8 +338,11 @@ def stream(
 
     For playback that starts before a long text is done (F5-TTS streams the same way, chunk by chunk):
     each sentence-level chunk is sampled alone, and its audio is yielded up to the cross-fade with the
-    next chunk, which is held back until that chunk exists. Joined, the pieces are the wave
-    :func:`synthesize` returns for the same text and seed (each chunk is computed as if alone in both).
+    next chunk, which is held back until that chunk exists. With the neural vocoder a chunk's audio
+    leaves in pieces of :data:`STREAM_FRAMES` hops, each vocoded with the context its samples depend on
+    (:func:`flowtts.vocoder.stream.vocode_in_chunks`), so the first leaves before the chunk is vocoded.
+    Joined, the pieces are the wave :func:`synthesize` returns for the same text and seed (each chunk is
+    computed as if alone in both; with the neural vocoder up to float rounding).
 
     Args:
         model: A :class:`flowtts.CFM`.
@@ -334,14 +370,25 @@ def stream(
     items = _plan(model, reference, [text], [seed], options)
     _warn_unknown(model, reference, items, options)
     fade = int(options.cross_fade_seconds * model.mel_spec.target_sample_rate)
-    tail = None  # the output's last samples (at most the fade), not final until the next chunk fades in
+    pending = None  # the output's last samples (at most the fade), not final until the next chunk fades in
     for piece in items:
-        ((wave, _mel),) = _render(model, reference, [piece], vocoder, options)
-        # cross_fade()'s join: the tail holds min(fade, output so far) samples, all the join can reach
-        joined = wave if tail is None else fade_join(tail, wave, fade)
-        keep = min(fade, joined.numel())
-        if joined.numel() > keep:
-            yield joined[: joined.numel() - keep]
-        tail = joined[joined.numel() - keep :]
-    if tail is not None and tail.numel():
-        yield tail
+        (mel,) = _render_mels(model, reference, [piece], options)
+        pieces = _wave_pieces(vocoder, mel, reference, options)
+        # cross_fade()'s join needs as much of the new chunk's start as the held-back tail is long
+        head = next(pieces)
+        while pending is not None and head.numel() < pending.numel():
+            more = next(pieces, None)
+            if more is None:
+                break
+            head = torch.cat((head, more))
+        pending = head if pending is None else fade_join(pending, head, fade)
+        while True:
+            if pending.numel() > fade:  # all but the tail a next chunk may fade into is final
+                yield pending[: pending.numel() - fade]
+                pending = pending[pending.numel() - fade :]
+            more = next(pieces, None)
+            if more is None:
+                break
+            pending = torch.cat((pending, more))
+    if pending is not None and pending.numel():
+        yield pending

@@ -11,6 +11,12 @@ minimises
 where the anchor compares the generated frames with what the model produced before fine-tuning from
 the same prompt and noise: the reward can only be bought with changes it pays for.
 
+The reward reads the generated mel (``timbre``, ``speaker``, ``ctc``, a learned preference model's score
+with ``preference:FILE``, or any ``module:function``) or, with ``on="wave"``, the wave a frozen
+differentiable vocoder renders from it (:mod:`flowtts.train.rendering`: ``wave-stft``, ``loudness``,
+``speaker``). The final report adds fixed judges no reward trains against (WER, SIM, DNSMOS), a guard
+against reward hacking. Preference pairs can also be learned from directly: :mod:`flowtts.train.dpo`.
+
 A model is sampled the way it is meant to be (:class:`flowtts.sampling.recipe.SamplingRecipe`: F5-TTS's 32
 guided steps for a teacher, a distilled student's own steps, grid and guidance) unless the config says
 otherwise, and the fine-tuned file keeps the original's metadata, so a fine-tuned student is still
@@ -140,36 +146,110 @@ def _ctc_reward(model, recognizer: str) -> Reward:
     return CTCReward(load_recognizer(recognizer), model)
 
 
-# Built-in rewards by name: each entry builds the reward for a model (and a recogniser file, for "ctc").
+class PreferenceReward:
+    """A learned preference model's score of the generated frames (``--reward preference:FILE``).
+
+    Only the generated frames are read (the prompt's are excluded, as :class:`CTCReward` does): each
+    utterance's frames between its prompt and its duration, padded, with their lengths.
+
+    Args:
+        judge: A preference model (:func:`flowtts.prefs.model.load_preference_model`; frozen here, in eval
+            mode): ``judge.score(mel (b, n, d), lens (b,)) -> (b,)``.
+        model: The model whose samples are scored; its mel front end must be the judge's.
+    """
+
+    def __init__(self, judge, model=None):
+        if model is not None:
+            judge.check_fits(mel_config_of(model), "the model")
+            judge = judge.to(model.device)
+        self.judge = judge.eval().requires_grad_(False)
+
+    def __call__(self, mel: torch.Tensor, prompts: Prompts) -> torch.Tensor:
+        starts, ends = prompts.lens.tolist(), prompts.durations.tolist()
+        frames = [mel[i, s:e] for i, (s, e) in enumerate(zip(starts, ends))]
+        lens = torch.tensor([f.shape[0] for f in frames], device=mel.device)
+        padded = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
+        return self.judge.score(padded, lens)
+
+
+def _preference_reward(model, spec: str) -> Reward:
+    path = spec.partition(":")[2]
+    if not path or not os.path.isfile(path):
+        raise ValueError(f"reward {spec!r}: no preference model file {path!r} (--reward preference:FILE)")
+    try:
+        from flowtts.prefs.model import load_preference_model
+    except ImportError as error:
+        raise ValueError(f"reward {spec!r}: preference models need flowtts.prefs.model ({error})") from None
+    return PreferenceReward(load_preference_model(path, device=str(model.device)), model)
+
+
+# Built-in rewards of mels by name: each entry builds the reward for a model (and a recogniser file, for "ctc").
 REWARDS: dict[str, Callable[[object, str], Reward]] = {
     "timbre": lambda model, recognizer: timbre_reward,
     "speaker": _speaker_reward,
     "ctc": _ctc_reward,
 }
+ON = ("mel", "wave")  # what a reward reads: the generated mel, or the wave a vocoder renders from it
 
 
-def resolve_reward(spec: str | Reward, model=None, recognizer: str = "builtin") -> Reward:
-    """A reward callable from a name in :data:`REWARDS`, a ``"package.module:function"`` path, or a callable.
+def resolve_reward(
+    spec: str | Reward, model=None, recognizer: str = "builtin", *, on: str = "mel", vocoder: str = "builtin"
+) -> Reward:
+    """A reward callable ``(mel, prompts) -> (b,)`` from a name, a path, or a callable.
 
     Args:
-        spec: The name, path or callable.
-        model: The model the reward is for (built-in rewards such as ``"speaker"`` need its mel front end).
+        spec: On mels: a name in :data:`REWARDS`, ``"preference:FILE"`` (a learned preference model), a
+            ``"package.module:function"`` path or a callable, all taking ``(mel, prompts)``. On waves: a
+            name in :data:`flowtts.train.rendering.WAVE_REWARDS` (``"loudness:DB"`` sets its target), or a
+            path or callable taking ``(rendered, prompts)`` (a :class:`flowtts.train.rendering.Rendered`).
+        model: The model the reward is for (built-in rewards need its mel front end).
         recognizer: The recogniser file of the ``"ctc"`` reward (``"builtin"``: the built-in voice's).
+        on: ``"mel"`` or ``"wave"`` (the reward reads the wave ``vocoder`` renders from each generated mel).
+        vocoder: On waves: ``"builtin"``, ``"griffin-lim"`` or a vocoder file
+            (:func:`flowtts.train.rendering.load_vocoder`).
 
     Raises:
-        ValueError: An unknown name, a module that cannot be imported, or a function that cannot be called
-            as ``fn(mel, prompts)``.
+        ValueError: An unknown name, a reward of mels asked for on waves or one of waves on mels, a
+            preference file or vocoder that does not exist or does not fit the model, a module that cannot
+            be imported, or a function that cannot be called as ``fn(mel, prompts)``.
     """
-    if callable(spec):
-        return spec
-    if not isinstance(spec, str) or not spec:
+    from flowtts.train import rendering
+
+    if on not in ON:
+        raise ValueError(f"on must be one of {ON}, got {on!r}")
+    if not callable(spec) and (not isinstance(spec, str) or not spec):
         raise ValueError(f"reward must be a callable, a name in {tuple(REWARDS)} or 'module:function', got {spec!r}")
-    if spec in REWARDS:
+    if on == "wave":
+        if model is None:
+            raise ValueError("a reward on waves is made for a model: pass model=")
+        if rendering.wave_reward_name(spec) is not None:
+            return rendering.wave_reward(spec, model, vocoder)
+        if isinstance(spec, str) and (spec in REWARDS or spec.startswith("preference:")):
+            raise ValueError(
+                f"reward {spec!r} reads mels; --on wave takes {tuple(rendering.WAVE_REWARDS)} or 'module:function'"
+            )
+        return rendering.WaveReward(rendering.load_vocoder(vocoder, model), _function(spec))
+    if isinstance(spec, str) and rendering.wave_reward_name(spec) not in (None, "speaker"):
+        raise ValueError(
+            f"reward must be one of {tuple(REWARDS)}, 'preference:FILE' or 'module:function' on mels; {spec!r} "
+            "scores waves: pass --on wave (on='wave')"
+        )
+    if isinstance(spec, str) and (spec in REWARDS or spec.startswith("preference:")):
         if model is None:
             raise ValueError(f"the built-in reward {spec!r} is made for a model: pass model=")
+        if spec.startswith("preference:"):
+            return _preference_reward(model, spec)
         return REWARDS[spec](model, recognizer)
+    return _function(spec)
+
+
+def _function(spec: str | Callable) -> Callable:
+    """A callable, or the function a ``"module:function"`` path names."""
+    if callable(spec):
+        return spec
     if ":" not in spec:
-        raise ValueError(f"reward must be one of {tuple(REWARDS)} or 'module:function', got {spec!r}")
+        choices = f"{tuple(REWARDS)}, 'preference:FILE' or 'module:function'"
+        raise ValueError(f"reward must be one of {choices}, got {spec!r}")
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -215,6 +295,8 @@ class RewardConfig:
     # text), "unprompted" (an utterance with no audio prompt); None: "pair" for the ctc reward, which must know what
     # the generated frames say, else "prefix"
     recognizer: str = "builtin"  # the ctc reward's recogniser file
+    on: str = "mel"  # what the reward reads: "mel", or "wave" (the vocoder's rendering of each generated mel)
+    vocoder: str = "builtin"  # on waves: "builtin", "griffin-lim" or a vocoder file
     seed: int = 0
     # pair prompts' reference: None, the recording whole; (lo, hi) s, as inference prepares it (PairLayout)
     pair_gap: tuple[float, float] | None = None
@@ -224,6 +306,8 @@ class RewardConfig:
         if self.prompts is None:
             self.prompts = "pair" if self.reward == "ctc" else "prefix"
         check_prompt_kind(self.prompts)
+        if self.on not in ON:
+            raise ValueError(f"on must be one of {ON}, got {self.on!r}")
         self.pair_layout()  # its checks
         if self.prompts == "unprompted" and self.reward in ("speaker", "timbre"):
             raise ValueError(f"the {self.reward} reward compares with the prompt's audio; unprompted prompts have none")
@@ -415,7 +499,9 @@ def finetune(
         raise ValueError("the dataset has no usable rows")
     env = dist_utils.setup()
     model.to(env.device)
-    reward_fn = resolve_reward(reward if reward is not None else config.reward, model, config.recognizer)
+    reward_fn = resolve_reward(
+        reward if reward is not None else config.reward, model, config.recognizer, on=config.on, vocoder=config.vocoder
+    )
     sample_kwargs = config.recipe(model).sample_kwargs()
     if config.prompts == "pair":
         config.pair_layout().check(dataset)
@@ -448,44 +534,60 @@ def finetune(
     }
 
 
-def evaluate(models: dict, prompts: Prompts, reward: Reward, reference: str) -> list[dict]:
-    """Mean reward of each model's samples and their distance to the samples of ``models[reference]``.
+def evaluate(
+    models: dict, prompts: Prompts, reward: Reward | None, reference: str, judges: Callable | None = None
+) -> list[dict]:
+    """Mean reward of each model's samples, their distance to the samples of ``models[reference]``, and the
+    fixed judges' scores.
 
     Args:
         models: ``name -> (model, sample() keyword arguments)``.
         prompts: Held-out prompts with fixed noises.
-        reward: The reward callable.
+        reward: The reward callable (``None``: no reward column, as after a DPO run).
         reference: The name whose samples the distances are measured to (e.g. the model before fine-tuning).
+        judges: ``(mel, prompts) -> {column: score or None}``, fixed judges no reward trains against
+            (:class:`flowtts.train.rendering.Judges`), or ``None``.
 
     Returns:
-        One row per model: ``system``, ``reward`` (mean), ``distance`` (mean squared, generated frames),
-        ``s/utt``; and a last row ``"recordings"`` for the prompts' own utterances when they carry them.
+        One row per model: ``system``, ``reward`` (mean; ``None`` without a reward), ``distance`` (mean
+        squared, generated frames), ``s/utt`` and the judges' columns; and a last row ``"recordings"`` for
+        the prompts' own utterances when they carry them.
     """
     if reference not in models:
         raise ValueError(f"reference {reference!r} is not one of the models {list(models)}")
     outs, rows = {}, []
+
+    def scores(name: str, mel: torch.Tensor, seconds: float) -> dict:
+        row = {"system": name, "reward": None, "s/utt": seconds}
+        with torch.no_grad():
+            if reward is not None:
+                row["reward"] = float(check_rewards(reward(mel, prompts), len(prompts.texts)).mean())
+        if judges is not None:
+            row.update(judges(mel, prompts))
+        return row
+
     for name, (model, sample_kwargs) in models.items():
         begin = time.perf_counter()
         outs[name] = sample_with(model, prompts, cache=True, **sample_kwargs)
-        seconds = (time.perf_counter() - begin) / len(prompts.texts)
-        with torch.no_grad():
-            rewards = check_rewards(reward(outs[name], prompts), len(prompts.texts))
-        rows.append({"system": name, "reward": float(rewards.mean()), "s/utt": seconds})
+        rows.append(scores(name, outs[name], (time.perf_counter() - begin) / len(prompts.texts)))
     if prompts.data is not None:  # what the recordings themselves score
-        data = prompts.data.to(outs[reference])
-        with torch.no_grad():
-            rewards = check_rewards(reward(data, prompts), len(prompts.texts))
-        outs["recordings"] = data
-        rows.append({"system": "recordings", "reward": float(rewards.mean()), "s/utt": float("nan")})
+        outs["recordings"] = prompts.data.to(outs[reference])
+        rows.append(scores("recordings", outs["recordings"], float("nan")))
     for row in rows:
         row["distance"] = generated_distance(outs[row["system"]], outs[reference], prompts)
     return rows
 
 
 def format_rows(rows: list[dict], reference: str) -> str:
-    """The rows of :func:`evaluate` as a table."""
+    """The rows of :func:`evaluate` as a table (a judge's score ``n/a`` where it could not be had)."""
+    from flowtts.train.rendering import format_score
+
+    judged = [c for c in rows[0] if c not in ("system", "reward", "s/utt", "distance")]
     header = f"{'system':<40} {'reward':>10} {'dist. to ' + reference:>22} {'s/utt':>7}"
+    header += "".join(f" {c:>8}" for c in judged)
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r['system']:<40} {r['reward']:>10.5f} {r['distance']:>22.5f} {r['s/utt']:>7.3f}")
+        value = "n/a" if r["reward"] is None else f"{r['reward']:.5f}"
+        line = f"{r['system']:<40} {value:>10} {r['distance']:>22.5f} {r['s/utt']:>7.3f}"
+        lines.append(line + "".join(f" {format_score(r[c]):>8}" for c in judged))
     return "\n".join(lines)

@@ -60,8 +60,10 @@ def sample_prompt(mel: torch.Tensor, text):
 def log_sample(model, mel: torch.Tensor, text, out_dir: str, step: int, *, seed: int = 0, steps: int = 32) -> dict:
     """Synthesise the fixed sample with ``model`` and write it under ``out_dir/samples``.
 
-    Writes ``step_{step}_gen.wav`` (the generated half, Griffin-Lim), ``step_{step}_gen.png`` (its
-    mel, when matplotlib is installed) and, once per run, ``ref.wav`` (the utterance itself). The
+    Writes ``step_{step}_gen.wav`` (the generated half, vocoded as
+    :func:`~flowtts.audio.vocoders.choose_vocoder` chooses by default: the built-in vocoder for a model of
+    the built-in voice, else Griffin-Lim), ``step_{step}_gen.png`` (its mel, when matplotlib is
+    installed) and, once per run, ``ref.wav`` (the utterance itself). The
     sampler draws its noise from ``seed`` with its own generator: the training run's random state is
     left as it was.
 
@@ -78,7 +80,7 @@ def log_sample(model, mel: torch.Tensor, text, out_dir: str, step: int, *, seed:
         ``{"gen": path, "ref": path, "png": path or None, "mel": generated mel (n, d)}``.
     """
     from flowtts.audio.io import write_audio
-    from flowtts.audio.vocoders import GriffinLim
+    from flowtts.audio.vocoders import choose_vocoder
     from flowtts.utils.plotting import pyplot
 
     folder = os.path.join(out_dir, SAMPLES_DIR)
@@ -87,12 +89,13 @@ def log_sample(model, mel: torch.Tensor, text, out_dir: str, step: int, *, seed:
     cond, texts, duration = sample_prompt(mel.to(device=device, dtype=torch.float32), text)
     out, _ = model.sample(cond, texts, duration, steps=steps, cfg_strength=2.0, sway_sampling_coef=-1.0, seed=seed)
     generated = out[0, mel.shape[0] :].float().cpu()
-    vocoder = GriffinLim(model.mel_spec)
+    vocoder = choose_vocoder(model)  # the built-in vocoder for a model of the built-in voice, else Griffin-Lim
     rate = model.mel_spec.target_sample_rate
     paths = {"gen": os.path.join(folder, f"step_{step}_gen.wav"), "ref": os.path.join(folder, "ref.wav"), "png": None}
-    write_audio(paths["gen"], vocoder(generated.t())[0], rate)
-    if not os.path.exists(paths["ref"]):
-        write_audio(paths["ref"], vocoder(mel.float().cpu().t())[0], rate)
+    with torch.no_grad():
+        write_audio(paths["gen"], vocoder(generated.t())[0], rate)
+        if not os.path.exists(paths["ref"]):
+            write_audio(paths["ref"], vocoder(mel.float().cpu().t())[0], rate)
     if pyplot() is not None:
         from flowtts.utils.plotting import save_mel_png
 

@@ -32,7 +32,7 @@ def edit_tab(store: engine.ModelStore, limits: Limits, board: JobBoard, results:
             with request_job(board, "edit") as job:
                 speech = engine.edit(
                     store.get(choice), file_path(recording), txt, spans, out_dir=results.new(), seed=sd,
-                    model_name=choice, limits=limits, job=job,
+                    model_name=choice, limits=limits, job=job, vocoder=store.vocoder,
                 )  # fmt: skip
             return file_path(recording), speech.wav, speech.mel_png, speech.summary()
 

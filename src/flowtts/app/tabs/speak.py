@@ -40,7 +40,7 @@ def speak_tab(
                 speech = engine.speak(
                     model, file_path(ref), rtext, words, out_dir=results.new(),
                     steps=n, cfg=g, sway=sw, speed=sp, seed=sd, remove_silence=silence, cross_fade=fade,
-                    dtype=dt, clip=use, model_name=name, limits=limits, job=job,
+                    dtype=dt, clip=use, model_name=name, limits=limits, job=job, vocoder=store.vocoder,
                 )  # fmt: skip
             return speech.wav, speech.mel_png, speech.summary(), speech.seed, speech.ref_text, _describe(model)
 

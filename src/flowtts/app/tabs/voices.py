@@ -34,7 +34,7 @@ def voices_tab(store: engine.ModelStore, limits: Limits, board: JobBoard, result
             with request_job(board, "multi-voice") as job:
                 speech = engine.speak_voices(
                     store.get(choice), voices, txt, out_dir=results.new(), model_name=choice,
-                    limits=limits, job=job,
+                    limits=limits, job=job, vocoder=store.vocoder,
                 )  # fmt: skip
             return speech.wav, speech.mel_png, speech.summary()
 
