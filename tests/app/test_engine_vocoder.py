@@ -48,6 +48,7 @@ def test_speak_and_edit_use_the_choice(voiced, tmp_path):
 
 def test_the_built_in_student_speaks_with_the_builtin_vocoder_by_default(tmp_path):
     model = flowtts.load("builtin:student")
+    (tmp_path / "gl").mkdir()
     speech = engine.speak(model, None, None, "Hi.", out_dir=str(tmp_path), seed=0)
     plain = engine.speak(model, None, None, "Hi.", out_dir=str(tmp_path / "gl"), seed=0, vocoder="griffin-lim")
     a, b = sf.read(speech.wav)[0], sf.read(plain.wav)[0]

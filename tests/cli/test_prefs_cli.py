@@ -91,6 +91,25 @@ def test_synth_with_the_recording_judge_prefers_each_recording_in_records_of_no_
     assert torch.equal(recording[last.prompt_frames :], MelDataset(prepared)[0][0].half().float())
 
 
+@pytest.mark.parametrize(("judge", "key"), [("pocketsphinx", "wer"), ("dnsmos", "dnsmos_p808")])
+def test_synth_with_a_measuring_judge_records_its_measure_of_two_seeds(tmp_path, judge, key):
+    if judge == "dnsmos":
+        from flowtts.eval.dnsmos import dnsmos_available
+
+        if not dnsmos_available():
+            pytest.skip("DNSMOS needs speechmos and onnxruntime")
+    metadata = write_corpus(str(tmp_path / "corpus"), n=2)
+    out = tmp_path / "synth.jsonl"
+    assert main(["prefs", "synth", "--out", str(out), "--judge", judge, "--data", metadata, "--n", "1", "-q"]) == 0
+    (r,) = read_pairs(out)
+    assert r.judge == judge and r.human is False and r.text == "a cat sat"
+    assert (r.settings_a["seed"], r.settings_b["seed"]) == (0, 1)
+    measure = {"a": r.settings_a[key], "b": r.settings_b[key]}
+    if r.choice != "same":
+        loser = "b" if r.choice == "a" else "a"
+        assert (measure[r.choice] < measure[loser]) if key == "wer" else (measure[r.choice] > measure[loser])
+
+
 def test_export_and_merge_copy_and_join_without_doubles(tmp_path, capsys):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     for i in (0, 1):
@@ -124,6 +143,7 @@ def test_export_and_merge_copy_and_join_without_doubles(tmp_path, capsys):
         (["prefs", "make", "--out", "{tmp}", "--texts", "{notes}"], "not an empty folder"),
         (["prefs", "make", "--out", "{tmp}/new", "--texts", "{tmp}/none.txt"], "not found"),
         (["prefs", "make", "--out", "{tmp}/new", "--texts", "{notes}", "--steps", "0"], "steps"),
+        (["prefs", "make", "--out", "{tmp}/new", "--texts", "{notes}", "--vocoder", "nope"], "--vocoder"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_status_2(tmp_path, capsys, argv, message):

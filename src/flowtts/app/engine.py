@@ -570,9 +570,11 @@ def rate_pair(
     model_name: str = "model",
     limits: Limits = DEFAULT_LIMITS,
     job: Job | None = None,
+    vocoder: str = "auto",
 ) -> RatePair:
     """Two samples of ``text`` by ``model`` with seeds ``seed`` and ``seed + 1`` (:mod:`flowtts.prefs.pairs`),
-    their wavs written to ``out_dir`` as ``a.wav`` and ``b.wav``.
+    their wavs written to ``out_dir`` as ``a.wav`` and ``b.wav``; ``vocoder`` is the page's vocoder choice
+    (:func:`flowtts.audio.vocoders.choose_vocoder`).
 
     Raises:
         ValueError: Empty text or one over ``limits.max_text``, steps over ``limits.max_steps``, a text too
@@ -580,6 +582,7 @@ def rate_pair(
         flowtts.app.limits.WorkStopped: ``job``'s time ran out or its client went away.
     """
     from flowtts.audio.io import write_audio
+    from flowtts.audio.vocoders import choose_vocoder
     from flowtts.prefs.pairs import make_pair, make_sampler
 
     if not isinstance(text, str) or not text.strip():
@@ -587,7 +590,7 @@ def rate_pair(
     limits.check_text(text)
     options = _options(model, limits=limits, steps=steps)
     seed = choose_seed(seed)
-    sampler = make_sampler(_watched(model, job), model_name, options=options)
+    sampler = make_sampler(_watched(model, job), model_name, options=options, vocoder=choose_vocoder(model, vocoder))
     a, b = make_pair(sampler, None, text.strip(), seed)
     wavs = [os.path.join(out_dir, f"{side}.wav") for side in ("a", "b")]
     for path, sample in zip(wavs, (a, b)):

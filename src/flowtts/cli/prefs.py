@@ -45,17 +45,18 @@ def _margin(value: str) -> float:
 def _sampler(spec: str, args: argparse.Namespace):
     """The :class:`~flowtts.prefs.pairs.Sampler` of model ``spec`` with the command's sampling flags."""
     from flowtts.checkpoints.loader import load
+    from flowtts.cli.common import load_vocoder
     from flowtts.prefs.pairs import make_sampler
 
     model = load(spec, device=args.device or "cpu")
-    return make_sampler(model, spec, options=sampling_options(model, args))
+    return make_sampler(model, spec, options=sampling_options(model, args), vocoder=load_vocoder(model, args))
 
 
 def _rows(data: str, n: int | None, model=None, recordings: bool = False):
     """The first ``n`` sentences of ``data`` as :class:`~flowtts.prefs.judge.Row` (with their recordings'
     mels under ``model``'s front end when ``recordings``): a prepared dataset folder (``index.jsonl``), a folder
     with ``metadata.csv``, or a metadata file."""
-    from flowtts.prefs.judge import Row
+    from flowtts.prefs.judge import Row, recording_mel
 
     if os.path.isdir(data) and os.path.isfile(os.path.join(data, "index.jsonl")):
         from flowtts.train.data import MelDataset
@@ -75,22 +76,9 @@ def _rows(data: str, n: int | None, model=None, recordings: bool = False):
     if not rows:
         raise UserError(f"{metadata} has no rows with a transcript (audio_file|text)")
     return [
-        Row(text, audio, (lambda audio=audio: _recording_mel(audio, model)) if recordings else None)
+        Row(text, audio, (lambda audio=audio: recording_mel(audio, model.mel_spec)) if recordings else None)
         for audio, text in rows
     ]
-
-
-def _recording_mel(path: str, model):
-    """The log-mel ``(n, d)`` of an audio file under ``model``'s front end."""
-    import torch
-
-    from flowtts.audio.io import read_audio
-
-    if not os.path.isfile(path):
-        raise ValueError(f"recording not found: {path}")
-    wave, _ = read_audio(path, model.mel_spec.target_sample_rate)
-    with torch.no_grad():
-        return model.mel_spec(wave[None].float())[0].t().float()
 
 
 def _check_front_end(settings: dict, model, data: str) -> None:
@@ -234,7 +222,7 @@ def _sampling(parser: argparse.ArgumentParser) -> None:
     add_sampling_flags(parser, ("steps", "cfg", "sway", "speed"))
     add_sampling_flags(parser, ("run_seed",), run_seed="pair i samples with seeds seed + 2i and seed + 2i + 1 (0)")
     parser.add_argument("--n", type=_positive, help="at most this many texts (default: all)")
-    add_sampling_flags(parser, ("device", "threads"))
+    add_sampling_flags(parser, ("vocoder", "vocoder_path", "device", "threads"))
     parser.add_argument("-q", "--quiet", action="store_true")
     parser.set_defaults(seed=0)
 

@@ -1,6 +1,6 @@
 """DNSMOS: Microsoft's no-reference speech-quality predictor (P.808 MOS and the overall OVRL score).
 
-It needs ``speechmos`` and ``onnxruntime`` (``pip install 'flowtts[eval]'``); the scores come from
+It needs ``speechmos`` and ``onnxruntime`` (``pip install speechmos onnxruntime``); the scores come from
 their ONNX models at 16 kHz. A wave at another rate is resampled with :func:`flowtts.audio.resample.resample`
 and scaled so that its peak is 0.9 (DNSMOS is not level-invariant; the scaling makes waves of different
 loudness comparable).
@@ -15,7 +15,7 @@ import torch
 
 DNSMOS_RATE = 16_000
 PEAK = 0.9
-INSTALL_HINT = "DNSMOS needs speechmos and onnxruntime: pip install 'flowtts[eval]'"
+INSTALL_HINT = "DNSMOS needs speechmos and onnxruntime: pip install speechmos onnxruntime"
 
 
 @dataclass(frozen=True)

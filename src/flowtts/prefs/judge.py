@@ -103,6 +103,23 @@ def _record(text: str, a: Sample, b: Sample, choice: str, judge: str, key: str, 
     return preference(text, a, b, choice, human=False, judge=judge)
 
 
+def recording_mel(path: str, mel_spec) -> torch.Tensor:
+    """The log-mel ``(n, d)`` of the audio file ``path`` under a model's front end ``mel_spec``.
+
+    Raises:
+        ValueError: No such file, or one that is not audio.
+    """
+    import os
+
+    from flowtts.audio.io import read_audio
+
+    if not os.path.isfile(path):
+        raise ValueError(f"recording not found: {path}")
+    wave, _ = read_audio(path, mel_spec.target_sample_rate)
+    with torch.no_grad():
+        return mel_spec(wave[None].float())[0].t().float()
+
+
 def recording_sample(recording_mel: torch.Tensor, generated: Sample, source: str) -> Sample:
     """The recording as a pair's side: its mel ``(n, d)`` after the generated sample's prompt frames (the
     layout ``sample()`` gives a generated one).

@@ -397,6 +397,7 @@ def append_pair(path: str | os.PathLike, pair: PreferencePair, *, max_bytes: int
     check_max_bytes(max_bytes)
     line = encode_pair(pair)
     path = os.fspath(path)
+    created = not os.path.exists(path)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         _lock(fd)
@@ -415,7 +416,22 @@ def append_pair(path: str | os.PathLike, pair: PreferencePair, *, max_bytes: int
         os.fsync(fd)
     finally:
         os.close(fd)  # closing releases the lock
+    if created:
+        _sync_folder(os.path.dirname(os.path.abspath(path)))  # the new file's name survives a crash too
     return pair.id
+
+
+def _sync_folder(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not possible everywhere (Windows): the data itself is on disk
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _lock(fd: int) -> None:

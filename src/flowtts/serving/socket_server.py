@@ -2,7 +2,8 @@
 
 The protocol is upstream's, so its ``socket_client.py`` works unchanged: the client sends a text (UTF-8),
 the server answers with the speech as raw 32-bit float samples (little-endian, mono, the model's sample
-rate) as each sentence-level chunk is done (:func:`flowtts.synthesis.stream`), then the three bytes ``END``;
+rate) as each sentence-level chunk is done (:func:`flowtts.synthesis.stream`; with the neural vocoder, as
+each second or so of it is vocoded), then the three bytes ``END``;
 the client may send the next text on the same connection. The model, vocoder and reference are loaded
 once.
 

@@ -72,7 +72,7 @@ def rate_tab(
             with request_job(board, "rate") as job:
                 pair = engine.rate_pair(
                     store.get(choice), txt, out_dir=results.new(), seed=sd, steps=n or None, model_name=choice,
-                    limits=limits, job=job,
+                    limits=limits, job=job, vocoder=store.vocoder,
                 )  # fmt: skip
             stored = engine.count_preferences(space)
             note = f"seeds {pair.seed} and {pair.seed + 1}: listen to both, then choose ({stored} answers stored)"
