@@ -54,9 +54,7 @@ class VocoderTrainConfig:
         loop: Optimisation and bookkeeping.
         batch_size: Segments per step.
         segment_frames: Mel frames per segment (``segment_frames * hop`` samples).
-        mel_weight, stft_weight, phase_weight, magnitude_weight: Weights of the reconstruction losses (the
-            last: mean squared error of the predicted log-magnitude to the segment's own, APNet's amplitude
-            loss, which reaches the magnitude without passing through the phase).
+        mel_weight, stft_weight, phase_weight: Weights of the reconstruction losses.
         adversarial_from: First step with discriminators (``None``: never).
         feature_weight: Weight of feature matching (adversarial steps).
         aux_lr: Learning rate of the discriminators.
@@ -74,7 +72,6 @@ class VocoderTrainConfig:
     mel_weight: float = 45.0
     stft_weight: float = 15.0
     phase_weight: float = 15.0
-    magnitude_weight: float = 0.0
     adversarial_from: int | None = None
     feature_weight: float = 2.0
     aux_lr: float = 2e-4
@@ -86,7 +83,7 @@ class VocoderTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "batch_size" else 8):
                 raise ValueError(f"{name} must be an integer >= {1 if name == 'batch_size' else 8}, got {value!r}")
-        for name in ("mel_weight", "stft_weight", "phase_weight", "magnitude_weight", "feature_weight", "aux_lr"):
+        for name in ("mel_weight", "stft_weight", "phase_weight", "feature_weight", "aux_lr"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.adversarial_from is not None and (
@@ -165,9 +162,7 @@ def generator_losses(vocoder: MelVocoder, mel_spec, wave: torch.Tensor, config: 
         return_complex=True,
     )
     phase_terms = losses.phase_losses(phase, target.angle(), target.abs())
-    target_log_mag = target.abs().clamp(min=1e-5).log()
     return {
-        "magnitude": (log_mag - target_log_mag).square().mean(),
         "fake": fake,
         "real": real,
         "mel": losses.mel_loss(mel_spec, fake, real),
@@ -249,7 +244,7 @@ def train_vocoder(
             wave = data.batch(config.batch_size, samples, config.seed, loop.step, config.gain_db)[share]
             terms = generator_losses(vocoder, mel_spec, wave, config)
             loss = config.mel_weight * terms["mel"] + config.stft_weight * terms["stft"]
-            loss = loss + config.phase_weight * terms["phase"] + config.magnitude_weight * terms["magnitude"]
+            loss = loss + config.phase_weight * terms["phase"]
             gen = feat = d_loss = float("nan")
             adversarial = config.adversarial_from is not None and loop.step >= config.adversarial_from
             if adversarial:
