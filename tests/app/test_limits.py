@@ -97,6 +97,8 @@ def test_steps_texts_and_recordings_over_the_caps_are_refused_before_any_work(st
         (dict(text="The red bird.", steps=100000), r"steps must be 1\.\.64 \(leave it empty for the model's own\)"),
         (dict(text="The red bird.", steps=0), r"steps must be 1\.\.64"),  # lesser: 0 meant "the model's"
         (dict(text="The red bird.", steps=2.5), "steps must be a whole number"),
+        (dict(text="The red bird.", steps=float("nan")), "steps must be a whole number"),
+        (dict(text="The red bird.", steps=float("inf")), "steps must be a whole number"),
         (dict(text="a" * 20000), r"the text to say has 20000 characters; the app takes at most 300 .*--max-text"),
         (dict(text="Hi.", ref_text="b" * 301), "the reference text has 301 characters"),
         (dict(text="Hi.", ref_audio=_wav(tmp_path / "long.wav", 600)), r"600\.0 s long; .* at most 60 s"),

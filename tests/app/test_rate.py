@@ -99,3 +99,39 @@ def test_the_preferences_file_stays_in_the_workspace(pair, tmp_path):
     with pytest.raises(ValueError, match="outside the workspace"):
         engine.record_preference(linked, engine.RatePair(text=TEXT, a=pair.a, b=pair.b), "a")
     assert not outside.exists()
+
+
+def test_two_answers_to_one_pair_at_once_store_one(pair, tmp_path, monkeypatch):
+    """Two buttons clicked together run at once (the queue's concurrency): one answer is kept, the other refused."""
+    import copy
+    import threading
+
+    space = Workspace(tmp_path / "ws")
+    fresh = engine.RatePair(text=pair.text, a=pair.a, b=pair.b)
+    slow_file = engine.preferences_file
+    both_inside = threading.Barrier(2, timeout=2)
+
+    def preferences_file(workspace):  # where both would stand together before the fix
+        try:
+            both_inside.wait()
+        except threading.BrokenBarrierError:
+            pass
+        return slow_file(workspace)
+
+    monkeypatch.setattr(engine, "preferences_file", preferences_file)
+    outcomes = []
+
+    def answer(choice):
+        try:
+            outcomes.append(engine.record_preference(space, fresh, choice))
+        except ValueError as error:
+            outcomes.append(str(error))
+
+    threads = [threading.Thread(target=answer, args=(c,)) for c in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(map(str, outcomes)) == ["1", "generate two samples first (each pair takes one answer)"]
+    assert engine.count_preferences(space) == 1 and fresh.answered
+    assert copy.deepcopy(fresh).answered  # the page's state stays copyable

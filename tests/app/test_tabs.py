@@ -206,3 +206,44 @@ def test_the_queue_runs_at_most_concurrency_requests_at_once_and_holds_32(tmp_pa
     assert len(results) == 7 and all(r[3] == 1 for r in results)
     assert most[0] == 3  # three at once, never more
     assert elapsed >= 1.5  # seven half-second requests, three at a time: three rounds
+
+
+# ----------------------------------------------------------------- the Speak tab's Advanced fields
+
+
+def test_opening_advanced_and_speaking_asks_for_the_models_own_steps_guidance_and_sway(tmp_path, monkeypatch):
+    """Gradio 6 sends 0 for an empty number field once it is shown (opening Advanced): 0 steps means the
+    model's own, and guidance and sway are text fields whose empty value is the model's own."""
+    pytest.importorskip("gradio")
+    import gradio as gr
+    from PIL import Image
+
+    from flowtts.app.ui import build_app
+
+    monkeypatch.chdir(tmp_path)
+    wav, png = str(tmp_path / "s.wav"), str(tmp_path / "s.png")
+    sf.write(wav, np.zeros(2400), 24_000)
+    Image.new("RGB", (4, 4)).save(png)
+    asked = []
+
+    def fake_speak(model, ref_audio, ref_text, text, **kwargs):  # what the tab asks of the engine, no work
+        asked.append({k: kwargs[k] for k in ("steps", "cfg", "sway")})
+        return engine.Speech(wav, png, 1, "", 0.5, 0.1, 4)
+
+    monkeypatch.setattr(engine, "speak", fake_speak)
+    app = build_app("builtin:student", workspace=tmp_path / "ws")
+    speak = {fn.api_name: fn for fn in app.fns.values() if fn.api_name}["speak"].fn
+
+    def call(steps, cfg, sway):
+        speak(None, "", "Hello.", None, "builtin:student", None, None, None, steps, cfg, sway, 1.0, 1, False, 0.15,
+              "float32", "as the model file says")  # fmt: skip
+        return asked[-1]
+
+    assert call(0, "", "") == {"steps": None, "cfg": None, "sway": None}  # Advanced opened, nothing typed
+    assert call(None, None, None) == {"steps": None, "cfg": None, "sway": None}  # an API call leaving them out
+    assert call(8, "0", " -1 ") == {"steps": 8, "cfg": 0.0, "sway": -1.0}  # 0 guidance is a real value
+    assert call(8, 2.5, 0) == {"steps": 8, "cfg": 2.5, "sway": 0.0}  # an API call sending numbers
+    for bad in ("loud", "nan", "inf"):
+        with pytest.raises(gr.Error, match="guidance strength must be a number"):
+            call(None, bad, "")
+    app.close()

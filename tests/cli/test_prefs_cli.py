@@ -144,6 +144,13 @@ def test_export_and_merge_copy_and_join_without_doubles(tmp_path, capsys):
         (["prefs", "make", "--out", "{tmp}/new", "--texts", "{tmp}/none.txt"], "not found"),
         (["prefs", "make", "--out", "{tmp}/new", "--texts", "{notes}", "--steps", "0"], "steps"),
         (["prefs", "make", "--out", "{tmp}/new", "--texts", "{notes}", "--vocoder", "nope"], "--vocoder"),
+        # an output that cannot be written is refused before any work (or any question to the listener)
+        (["rate", "{tmp}/missing", "--prefs", "{tmp}/none/p.jsonl"], "--prefs {tmp}/none/p.jsonl: output directory"),
+        (["rate", "{tmp}/missing", "--prefs", "{notes}/p.jsonl"], "is a file, not a directory"),
+        (["rate", "{tmp}/missing", "--prefs", "{tmp}"], "--prefs {tmp} is a folder"),
+        (["prefs", "merge", "{notes}", "--out", "{tmp}/none/x.jsonl"], "--out {tmp}/none/x.jsonl: output directory"),
+        (["prefs", "export", "{notes}", "--out", "{notes}/x.jsonl"], "is a file, not a directory"),
+        (["prefs", "synth", "--out", "{tmp}/none/s.jsonl", "--judge", "recording", "--data", "{tmp}"], "--out"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_status_2(tmp_path, capsys, argv, message):
@@ -152,7 +159,7 @@ def test_bad_input_is_one_line_on_stderr_and_exit_status_2(tmp_path, capsys, arg
     argv = [a.format(tmp=tmp_path, notes=notes) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1, err
+    assert message.format(tmp=tmp_path, notes=notes) in err and err.count("\n") == 1, err
     assert notes.read_text() == "not a preference\nat all"
 
 
@@ -169,3 +176,12 @@ def test_bad_flags_are_refused_by_the_parser(argv, capsys):
     with pytest.raises(SystemExit) as stop:
         main(argv)
     assert stop.value.code == 2
+
+
+def test_rate_asks_again_after_bytes_that_are_not_text(pairs, tmp_path, monkeypatch, capsys):
+    prefs = tmp_path / "prefs.jsonl"
+    stdin = io.TextIOWrapper(io.BytesIO(b"\xff\xfe garbage\na\nq\n"), encoding="utf-8", errors="strict")
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert main(["rate", str(pairs), "--prefs", str(prefs)]) == 0
+    assert "answer a, b, s, k or q" in capsys.readouterr().out
+    assert [a.choice for a in read_pairs(prefs)] == ["a"]

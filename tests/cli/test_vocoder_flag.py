@@ -1,4 +1,4 @@
-"""``--vocoder`` (one declaration for infer, edit, eval, serve, demo, app): choices, bad values, what is used."""
+"""``--vocoder`` (one declaration for infer, edit, eval, serve, demo, app, reward): choices, bad values, what is used."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ COMMANDS = {  # each command with --vocoder and the arguments it requires
     "eval": ["--heldout", "m.csv"],
     "demo": [],
     "app": [],
+    "reward": ["--data", "d", "--out", "o"],
 }
 
 

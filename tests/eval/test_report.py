@@ -172,3 +172,29 @@ def test_eval_command_errors(model_file, heldout, tmp_path, capsys, extra, messa
     assert _eval(model_file, heldout, "--out", str(tmp_path / "ev"), *extra) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "ev").exists()
+
+
+def test_a_missing_or_too_short_recording_is_refused_before_any_model_runs(model_file, heldout, tmp_path, capsys):
+    import os
+
+    import numpy as np
+    import soundfile as sf
+
+    import flowtts.cli.evaluate as evaluate
+
+    folder = os.path.dirname(heldout)
+    sf.write(os.path.join(folder, "blip.wav"), np.zeros(240, dtype="float32"), 24_000)  # 10 ms
+    cases = {"blip.wav": "lasts 0.010 s, under the 0.05 s", "none.wav": "cannot read the recording"}
+    for name, message in cases.items():
+        table = os.path.join(folder, f"{name}.csv")  # next to the corpus: the paths are relative to it
+        with open(table, "w", encoding="utf-8") as f:
+            f.write(f"audio_file|text\nwavs/000.wav|a cat sat\n{name}|a dog\n")
+        for extra in ([], ["--cross-sentence", "--no-recordings"]):  # scored, or a prompt
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(evaluate, "_score_model", lambda *a: pytest.fail("a model ran before the check"))
+                assert _eval(model_file, str(table), "--out", str(tmp_path / "ev"), *extra) == 2
+            err = capsys.readouterr().err
+            assert message in err and name in err and len(err.strip().splitlines()) == 1, err
+            assert not (tmp_path / "ev").exists()
+    table = os.path.join(folder, "none.wav.csv")
+    assert _eval(model_file, str(table), "--no-recordings", "--recognizer", "none", "--n", "2") == 0  # not read

@@ -10,6 +10,13 @@ from flowtts.synthesis.voices import piece_seeds, speak_pieces
 def test_a_seed_is_kept_and_none_or_a_negative_one_is_drawn():
     assert choose_seed(7) == 7 and choose_seed(0) == 0
     assert all(0 <= choose_seed(value) < SEED_RANGE for value in (None, -1, -5))
+    assert choose_seed(3.0) == 3 and choose_seed(2**40) == 2**40  # a page's number field sends floats
+
+
+@pytest.mark.parametrize("seed", [3.7, float("nan"), float("inf"), "x", True, 2**63, 2**70])
+def test_a_seed_that_is_not_a_whole_number_in_range_is_refused_not_truncated(seed):
+    with pytest.raises(ValueError, match="seed must"):
+        choose_seed(seed)
 
 
 def test_piece_k_uses_seed_plus_k_unless_it_has_its_own():

@@ -209,6 +209,9 @@ def test_reward_command_runs_dpo_and_refuses_bad_flags(corpus, tmp_path, capsys)
     ]
     open(pairs_file, "w").close()
     bad += [(["--objective", "dpo", "--pairs", pairs_file, "--beta", b], "--beta must be") for b in ("0", "-1")]
+    bad += [(["--objective", "dpo", "--pairs", pairs_file], "--pairs " + pairs_file + ": pairs: there are none")]
+    for flags in (["--reward", "ctc"], ["--on", "wave"], ["--backprop-steps", "2"], ["--anchor-weight", "0"]):
+        bad.append((["--objective", "dpo", "--pairs", pairs_file, *flags], f"{flags[0]} belongs to --objective reward"))
     for flags, message in bad:
         assert main(base + out + flags) == 2, flags
         err = capsys.readouterr().err

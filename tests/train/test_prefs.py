@@ -262,3 +262,35 @@ def test_cli_refuses_bad_files_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert message in err and err.startswith("flowtts prefs: error:"), err
+
+
+def test_a_file_given_twice_counts_each_answer_once(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    for pair in toy_pairs(10, seed=7):
+        append_pair(pairs, pair)
+    summary = train_preference_model([pairs, pairs], tmp_path / "r.safetensors", features="stats", steps=2)
+    assert summary["pairs"] == 10 and summary["heldout_pairs"] == 2  # no answer both trained on and held out
+    recorded = json.loads(load_preference_model(tmp_path / "r.safetensors").metadata["pairs"])
+    assert recorded["files"] == [{"file": "pairs.jsonl", "pairs": 10}, {"file": "pairs.jsonl", "pairs": 0}]
+
+
+def test_cli_refuses_an_out_it_cannot_write_before_any_work(tmp_path, capsys, monkeypatch):
+    import flowtts.train.prefs as prefs_training
+
+    pairs = tmp_path / "pairs.jsonl"
+    for pair in toy_pairs(10, seed=0):
+        append_pair(pairs, pair)
+    monkeypatch.setattr(prefs_training, "_read", lambda *_: pytest.fail("read the pairs before checking --out"))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    (tmp_path / "folder.safetensors").mkdir()
+    cases = {
+        tmp_path / "missing" / "r.safetensors": "does not exist",
+        a_file / "r.safetensors": "is a file, not a directory",
+        tmp_path / "folder.safetensors": "is a folder",
+    }
+    for out, message in cases.items():
+        code = main(["prefs", "train", "--pairs", str(pairs), "--out", str(out), "--steps", "2"])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "missing").exists()

@@ -250,9 +250,12 @@ def test_bad_wave_settings_are_refused_naming_what(corpus, tmp_path):
         resolve_reward("loudness", model)
     with pytest.raises(ValueError, match="loudness target must be a number"):
         resolve_reward("loudness:loud", model, on="wave")
+    for target in ("1e9", "3", "-101", "nan", "-inf"):  # no wave in [-1, 1] has that RMS level
+        with pytest.raises(ValueError, match=r"loudness target must be a number of dBFS in -100\.\.0"):
+            resolve_reward(f"loudness:{target}", model, on="wave")
     with pytest.raises(ValueError, match="on must be one of"):
         RewardConfig(on="spectrum")
-    with pytest.raises(FileNotFoundError, match="vocoder: no such file"):
+    with pytest.raises(FileNotFoundError, match="--vocoder: vocoder file not found"):
         resolve_reward("loudness", model, on="wave", vocoder=str(tmp_path / "none.safetensors"))
     path = str(tmp_path / "voc80.safetensors")
     save_vocoder(_small_vocoder(torch.float32, n_mel_channels=80), path)

@@ -82,3 +82,18 @@ def test_tensors_that_do_not_fit_the_config_are_refused(tmp_path):
     save_file(tensors, path, metadata=metadata)
     with pytest.raises(ValueError, match="do not fit its vocoder config"):
         load_vocoder_file(path)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [None, "{", "[1]", '{"dim": 16, "mel": {"n_mel_channels": -3}}', '{"mel": {"bogus": 1}}'],
+    ids=["missing", "torn", "not-an-object", "impossible-mel", "unknown-mel-key"],
+)
+def test_a_missing_or_invalid_config_is_refused_naming_the_file(tmp_path, config):
+    from safetensors.torch import save_file
+
+    path = str(tmp_path / "v.safetensors")
+    metadata = {"format": "flowtts-vocoder"} | ({} if config is None else {"config": config})
+    save_file({"x": torch.zeros(2)}, path, metadata=metadata)
+    with pytest.raises(ValueError, match="v.safetensors: its vocoder config is missing or invalid"):
+        load_vocoder_file(path)

@@ -558,6 +558,25 @@ class RatePair:
     wav_b: str = ""
     seed: int = 0
     answered: bool = False  # set by the first answer: a second one (another button, a replay) is refused
+    # The pair's one answer, taken by list.pop (atomic): two buttons clicked at once cannot both take it.
+    _unclaimed: list = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self):
+        self._unclaimed[:] = [] if self.answered else [True]
+
+    def claim(self) -> bool:
+        """Take the pair's one answer: ``False`` when it was taken already."""
+        try:
+            self._unclaimed.pop()
+        except IndexError:
+            return False
+        self.answered = True
+        return True
+
+    def release(self) -> None:
+        """Give the answer back (it was not stored)."""
+        self.answered = False
+        self._unclaimed[:] = [True]
 
 
 def rate_pair(
@@ -644,16 +663,15 @@ def record_preference(
 
     if choice not in CHOICES:
         raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
-    if pending is None or pending.answered:
-        raise ValueError("generate two samples first (each pair takes one answer)")
     if answers >= max_answers:
         raise ValueError(f"this page has given {answers} answers, the app's cap per session; reload it to go on")
-    path = preferences_file(workspace)
-    pending.answered = True
+    if pending is None or not pending.claim():
+        raise ValueError("generate two samples first (each pair takes one answer)")
     try:
+        path = preferences_file(workspace)
         append_pair(path, preference(pending.text, pending.a, pending.b, choice), max_bytes=max_bytes)
     except BaseException:
-        pending.answered = False  # not stored: the pair may still be answered
+        pending.release()  # not stored: the pair may still be answered
         raise
     return count_preferences(workspace)
 

@@ -94,7 +94,9 @@ class Limits:
         """
         if steps is None or steps == "":
             return None
-        if isinstance(steps, bool) or not isinstance(steps, (int, float)) or steps != int(steps):
+        if isinstance(steps, bool) or not isinstance(steps, (int, float)) or not math.isfinite(steps):
+            raise ValueError(f"steps must be a whole number, got {steps!r}")
+        if steps != int(steps):
             raise ValueError(f"steps must be a whole number, got {steps!r}")
         if not 1 <= steps <= self.max_steps:
             raise ValueError(

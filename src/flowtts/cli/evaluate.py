@@ -76,12 +76,33 @@ def _heldout(args: argparse.Namespace) -> tuple[list[str], list[str], list[tuple
     root = os.path.dirname(os.path.abspath(args.heldout))
     texts = [text for _, _, text in rows]
     audio = [os.path.join(root, path) for _, path, _ in rows]
+    if args.cross_sentence or not args.no_recordings:  # read once every model has run: checked before any
+        for path in audio:
+            _check_recording(path, args.heldout)
     if args.cross_sentence:  # sentence i is said in the voice of recording i+1, which prompts with its transcript
         prompts = [(audio[(i + 1) % len(rows)], texts[(i + 1) % len(rows)]) for i in range(len(rows))]
     else:
         clip = (args.ref_audio, args.ref_text) if args.ref_audio else builtin_reference()
         prompts = [clip] * len(rows)
     return texts, audio, prompts
+
+
+MIN_RECORDING_SECONDS = 0.05  # a mel front end's first frame needs n_fft / 2 samples on either side (~21 ms)
+
+
+def _check_recording(path: str, heldout: str) -> None:
+    """Refuse a held-out recording that is missing, unreadable or too short to score, naming it."""
+    import soundfile as sf
+
+    try:
+        seconds = sf.info(path).duration
+    except (OSError, RuntimeError) as error:  # soundfile.LibsndfileError is a RuntimeError
+        raise UserError(f"--heldout {heldout}: cannot read the recording {path} ({error})") from None
+    if seconds < MIN_RECORDING_SECONDS:
+        raise UserError(
+            f"--heldout {heldout}: the recording {path} lasts {seconds:.3f} s, under the "
+            f"{MIN_RECORDING_SECONDS} s a recording needs to be scored"
+        )
 
 
 def _score_model(spec: str, args: argparse.Namespace, texts, prompts, asr, recognizer, index: int):

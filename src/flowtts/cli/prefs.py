@@ -91,6 +91,18 @@ def _check_front_end(settings: dict, model, data: str) -> None:
         )
 
 
+def _check_output_file(path: str, flag: str) -> None:
+    """Refuse, before any work or question, an output file that is a folder or whose folder cannot take it."""
+    from flowtts.utils.files import check_writable_directory
+
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a folder; give a file")
+    try:
+        check_writable_directory(os.path.dirname(os.path.abspath(path)))
+    except ValueError as error:
+        raise UserError(f"{flag} {path}: {error}") from None
+
+
 def _skipped():
     def say(index: int, text: str, reason: str) -> None:
         print(f"skipped text {index + 1} ({text[:40]!r}): {reason}", file=sys.stderr)
@@ -128,6 +140,7 @@ def _rate(args: argparse.Namespace) -> int:
     from flowtts.prefs.pairs import answered_pairs, list_pairs
     from flowtts.prefs.store import append_pair, pair_ids
 
+    _check_output_file(args.prefs, "--prefs")
     pairs = list_pairs(args.folder)
     done = answered_pairs(pair_ids(args.prefs))
     todo = [pair for pair in pairs if pair.id not in done]
@@ -151,7 +164,7 @@ def _ask() -> str:
     """One answer from stdin: ``a``, ``b``, ``s`` (same), ``k`` (skip) or ``q`` (quit; also at end of input)."""
     while True:
         print("which is better? a / b / s(ame) / k(skip) / q(uit): ", end="", flush=True)
-        line = sys.stdin.readline()
+        line = _read_line()
         if not line:
             print()
             return "q"
@@ -163,6 +176,15 @@ def _ask() -> str:
         print(f"  {answer!r}? answer a, b, s, k or q")
 
 
+def _read_line() -> str:
+    """A line of stdin; bytes that are not UTF-8 (a stray key, a pasted Latin-1 word) read as U+FFFD, so that
+    they make an answer to ask again rather than end the session."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text stream without bytes under it (a test's StringIO)
+        return sys.stdin.readline()
+    return buffer.readline().decode("utf-8", errors="replace")
+
+
 def _synth(args: argparse.Namespace) -> int:
     """``flowtts prefs synth``: machine-judged pairs appended to a preferences file."""
     from flowtts.cli.common import set_threads
@@ -172,6 +194,7 @@ def _synth(args: argparse.Namespace) -> int:
     check_sampling_flags(args)
     if args.margin is not None and args.judge != "dnsmos":
         raise UserError("--margin goes with --judge dnsmos")
+    _check_output_file(args.out, "--out")
     before = count_pairs(args.out)  # refuses a file that is not a preferences file, before any work
     set_threads(args)
     if args.judge == "pocketsphinx":
@@ -197,6 +220,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _refuse_existing(out: str, inputs: list[str]) -> None:
     if os.path.exists(out) and not any(os.path.exists(p) and os.path.samefile(out, p) for p in inputs):
         raise UserError(f"--out {out} exists; choose a new file")
+    _check_output_file(out, "--out")
 
 
 def _export(args: argparse.Namespace) -> int:

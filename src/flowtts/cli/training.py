@@ -268,7 +268,7 @@ def _reward(args: argparse.Namespace) -> int:
         prompts=args.prompts,
         recognizer=args.recognizer,
         on=args.on,
-        vocoder=args.vocoder,
+        vocoder=args.vocoder or "auto",
         pair_gap=args.pair_gap,
         pair_rms=args.pair_rms,
         batch_size=args.batch_size,
@@ -298,6 +298,16 @@ def _check_objective(args: argparse.Namespace) -> None:
             raise UserError(f"--pairs: no such preference file {args.pairs!r}")
         if args.beta is not None and not 0 < args.beta < float("inf"):
             raise UserError(f"--beta must be a number > 0, got {args.beta}")
+        reward_only = {
+            "--reward": args.reward != "speaker",
+            "--on": args.on != "mel",
+            "--backprop-steps": args.backprop_steps is not None,
+            "--grad-checkpoint": args.grad_checkpoint,
+            "--anchor-weight": args.anchor_weight != 1.0,
+        }
+        for flag, given in reward_only.items():
+            if given:
+                raise UserError(f"{flag} belongs to --objective reward (dpo learns from --pairs, not a reward)")
         return
     for flag, value in (("--pairs", args.pairs), ("--beta", args.beta)):
         if value is not None:
@@ -312,7 +322,7 @@ def _judges(args: argparse.Namespace, model):
     from flowtts.train.rendering import Judges, load_vocoder
 
     try:
-        vocoder = load_vocoder(args.vocoder, model)
+        vocoder = load_vocoder(args.vocoder or "auto", model)
     except (ValueError, FileNotFoundError) as error:
         raise UserError(f"--vocoder: {error}") from None
     return Judges(model, vocoder)
@@ -641,12 +651,6 @@ def add_reward(sub) -> None:
         default="mel",
         help="what the reward reads: the generated mel, or the wave --vocoder renders from it (differentiably)",
     )
-    rw.add_argument(
-        "--vocoder",
-        default="builtin",
-        help="'builtin' (the package's neural vocoder), 'griffin-lim', or a vocoder file: renders the waves of "
-        "--on wave and of the report's judges (default: builtin)",
-    )
     rw.add_argument("--pairs", help="--objective dpo: the preference file (flowtts prefs)")
     rw.add_argument("--beta", type=float, help="--objective dpo: how hard the preferences pull (default: 1000)")
     rw.add_argument(
@@ -672,6 +676,6 @@ def add_reward(sub) -> None:
     )
     rw.add_argument("--dropout", action="store_true", help="keep dropout active while sampling")
     _add_run_options(rw, "flowtts.train.reward.REWARD_LOOP")
-    add_sampling_flags(rw, ("run_seed", "threads"))
+    add_sampling_flags(rw, ("run_seed", "threads", "vocoder"))
     rw.add_argument("-q", "--quiet", action="store_true")
     rw.set_defaults(func=_reward)

@@ -107,6 +107,8 @@ def ranked(pairs: list, num_channels: int) -> list[tuple]:
                 raise ValueError(f"pair {i}: {pair.prompt_frames} prompt frames leave none generated of {mel.shape[0]}")
             members.append((mel, int(pair.prompt_frames), text))
         out.append(tuple(members) if pair.choice == "a" else tuple(reversed(members)))
+    if not pairs:
+        raise ValueError("pairs: there are none (an empty preference file?)")
     if not out:
         raise ValueError("pairs: no pair has a preference (all are 'same')")
     return out

@@ -90,9 +90,10 @@ def _read(pairs) -> tuple[list, list[dict]]:
     if pairs and all(isinstance(p, (str, os.PathLike)) for p in pairs):
         from flowtts.prefs.store import read_pairs
 
-        loaded, sources = [], []
+        loaded, sources, seen = [], [], set()
         for path in pairs:
-            found = read_pairs(path)
+            found = [p for p in read_pairs(path) if p.id not in seen]  # one answer per id, as merge keeps
+            seen.update(p.id for p in found)
             loaded.extend(found)
             sources.append({"file": os.path.basename(os.fspath(path)), "pairs": len(found)})
         if not loaded:
@@ -101,6 +102,18 @@ def _read(pairs) -> tuple[list, list[dict]]:
     if any(isinstance(p, (str, os.PathLike)) for p in pairs):
         raise ValueError("pairs must be all files or all pairs, not a mixture")
     return list(pairs), [{"file": "(in memory)", "pairs": len(pairs)}]
+
+
+def _check_out_path(path: str) -> None:
+    """Refuse, before any work, an ``out_path`` that is a folder or whose folder cannot take it."""
+    from flowtts.utils.files import check_writable_directory
+
+    if os.path.isdir(path):
+        raise ValueError(f"out_path {path!r} is a folder; give a .safetensors file")
+    try:
+        check_writable_directory(os.path.dirname(os.path.abspath(path)))
+    except ValueError as error:
+        raise ValueError(f"out_path {path!r}: {error}") from None
 
 
 def _generated(pair, side: str) -> torch.Tensor:
@@ -235,6 +248,7 @@ def train_preference_model(
         raise ValueError(f"l2 must be >= 0, got {l2}")
     if not os.fspath(out_path).endswith(".safetensors"):
         raise ValueError(f"out_path must end in .safetensors, got {os.fspath(out_path)!r}")
+    _check_out_path(os.fspath(out_path))
     pairs, sources = _read(pairs)
     target = _check_pairs(pairs)
     train_idx, held_idx = split_pairs(len(pairs), heldout_fraction, seed)

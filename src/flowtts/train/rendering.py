@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-VOCODERS = ("builtin", "griffin-lim")  # or the path of a vocoder file (flowtts vocoder train)
 DEFAULT_LOUDNESS_DB = -20.0
 STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # (n_fft, hop); window = n_fft
 GRIFFIN_LIM_ITERATIONS = 16  # fixed: the unrolled iterations are part of the graph
@@ -44,31 +43,21 @@ def load_vocoder(choice: str, model) -> nn.Module:
     """The frozen vocoder ``choice`` names, for ``model``'s mels, on its device.
 
     Args:
-        choice: ``"builtin"`` (the package's :class:`~flowtts.vocoder.network.MelVocoder`), ``"griffin-lim"``
-            (built from the model's own front end, :data:`GRIFFIN_LIM_ITERATIONS` iterations), or the path of
-            a vocoder file.
+        choice: As :func:`flowtts.audio.vocoders.choose_vocoder` takes it (``"auto"``, ``"builtin"``,
+            ``"griffin-lim"`` or a vocoder file); Griffin-Lim runs :data:`GRIFFIN_LIM_ITERATIONS` iterations,
+            every one of them in the graph.
         model: The model whose samples it renders.
 
     Raises:
         ValueError: A vocoder made for another mel front end (naming both), or a bad choice.
         FileNotFoundError: No such vocoder file.
     """
-    from flowtts.model.mel import mel_config_of
+    from flowtts.audio.vocoders import GriffinLim, choose_vocoder
 
-    if not isinstance(choice, str) or not choice:
-        raise ValueError(f"vocoder must be one of {VOCODERS} or a vocoder file, got {choice!r}")
-    if choice == "griffin-lim":
-        from flowtts.audio.vocoders import GriffinLim
-
-        vocoder = GriffinLim(model.mel_spec, n_iter=GRIFFIN_LIM_ITERATIONS)
-    else:
-        from flowtts.vocoder.files import check_fits, load_vocoder_file
-
-        if choice != "builtin" and not os.path.isfile(choice):
-            raise FileNotFoundError(f"vocoder: no such file {choice!r} (or pick one of {VOCODERS})")
-        vocoder = load_vocoder_file(choice)
-        check_fits(vocoder, mel_config_of(model), "the model")
-    return vocoder.to(model.device).eval().requires_grad_(False)
+    vocoder = choose_vocoder(model, choice, name="--vocoder")
+    if isinstance(vocoder, GriffinLim):
+        vocoder = GriffinLim(model.mel_spec, n_iter=GRIFFIN_LIM_ITERATIONS).requires_grad_(False).eval()
+    return vocoder.to(model.device)
 
 
 @dataclass
@@ -256,9 +245,15 @@ def _loudness(spec: str):
     if not value:
         return LoudnessReward()
     try:
-        return LoudnessReward(float(value))
+        target = float(value)
     except ValueError:
-        raise ValueError(f"reward {spec!r}: the loudness target must be a number of dBFS (e.g. loudness:-20)") from None
+        target = float("nan")
+    # level_db reads -100 dBFS for silence and at most 0 for a wave in [-1, 1]: a target outside is never reached
+    if not -100 <= target <= 0:
+        raise ValueError(
+            f"reward {spec!r}: the loudness target must be a number of dBFS in -100..0 (e.g. loudness:-20)"
+        )
+    return LoudnessReward(target)
 
 
 # Built-in wave rewards: each entry builds the reward from its spec (``"loudness:-23"`` -> loudness at -23 dBFS).

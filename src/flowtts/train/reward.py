@@ -193,7 +193,7 @@ ON = ("mel", "wave")  # what a reward reads: the generated mel, or the wave a vo
 
 
 def resolve_reward(
-    spec: str | Reward, model=None, recognizer: str = "builtin", *, on: str = "mel", vocoder: str = "builtin"
+    spec: str | Reward, model=None, recognizer: str = "builtin", *, on: str = "mel", vocoder: str = "auto"
 ) -> Reward:
     """A reward callable ``(mel, prompts) -> (b,)`` from a name, a path, or a callable.
 
@@ -205,7 +205,8 @@ def resolve_reward(
         model: The model the reward is for (built-in rewards need its mel front end).
         recognizer: The recogniser file of the ``"ctc"`` reward (``"builtin"``: the built-in voice's).
         on: ``"mel"`` or ``"wave"`` (the reward reads the wave ``vocoder`` renders from each generated mel).
-        vocoder: On waves: ``"builtin"``, ``"griffin-lim"`` or a vocoder file
+        vocoder: On waves: ``"auto"`` (the built-in vocoder for models that speak the built-in voice, else
+            Griffin-Lim), ``"builtin"``, ``"griffin-lim"`` or a vocoder file
             (:func:`flowtts.train.rendering.load_vocoder`).
 
     Raises:
@@ -296,7 +297,7 @@ class RewardConfig:
     # the generated frames say, else "prefix"
     recognizer: str = "builtin"  # the ctc reward's recogniser file
     on: str = "mel"  # what the reward reads: "mel", or "wave" (the vocoder's rendering of each generated mel)
-    vocoder: str = "builtin"  # on waves: "builtin", "griffin-lim" or a vocoder file
+    vocoder: str = "auto"  # on waves: "auto", "builtin", "griffin-lim" or a vocoder file
     seed: int = 0
     # pair prompts' reference: None, the recording whole; (lo, hi) s, as inference prepares it (PairLayout)
     pair_gap: tuple[float, float] | None = None

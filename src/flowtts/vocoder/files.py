@@ -74,7 +74,12 @@ def load_vocoder_file(path: str | os.PathLike = "builtin", device: torch.device 
         raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
     if metadata.get("format") != VOCODER_FORMAT:
         raise ValueError(f"{path} is not a flowtts vocoder file (format {metadata.get('format')!r})")
-    vocoder = MelVocoder(VocoderConfig.from_dict(json.loads(metadata["config"])))
+    try:
+        vocoder = MelVocoder(VocoderConfig.from_dict(json.loads(metadata["config"])))
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:  # a missing, torn or impossible config
+        raise ValueError(
+            f"{path}: its vocoder config is missing or invalid ({type(error).__name__}: {error})"
+        ) from None
     expected = vocoder.state_dict()
     wrong = sorted(k for k in expected if k not in tensors or tensors[k].shape != expected[k].shape)
     if wrong or set(tensors) - set(expected):

@@ -39,7 +39,8 @@ def speak_tab(
                 name = os.path.basename(file_path(ckpt)) if choice == engine.CHECKPOINT_CHOICE else choice
                 speech = engine.speak(
                     model, file_path(ref), rtext, words, out_dir=results.new(),
-                    steps=n, cfg=g, sway=sw, speed=sp, seed=sd, remove_silence=silence, cross_fade=fade,
+                    steps=n or None, cfg=_optional_number(g, "guidance strength"),
+                    sway=_optional_number(sw, "sway"), speed=sp, seed=sd, remove_silence=silence, cross_fade=fade,
                     dtype=dt, clip=use, model_name=name, limits=limits, job=job, vocoder=store.vocoder,
                 )  # fmt: skip
             return speech.wav, speech.mel_png, speech.summary(), speech.seed, speech.ref_text, _describe(model)
@@ -63,9 +64,11 @@ def _inputs(choices: list[str], default_model: str, limits: Limits) -> list:
         vocab = gr.File(label="vocab.txt", type="filepath")
         model_cfg = gr.File(label="model config (.yaml)", type="filepath")
     with gr.Accordion("Advanced", open=False):
-        steps = gr.Number(label=f"steps (empty: the model's; 1..{limits.max_steps})", precision=0)
-        cfg = gr.Number(label="guidance strength (empty: the model's)")
-        sway = gr.Number(label="sway (empty: the model's)")
+        # A shown gr.Number sends 0 when left empty (Gradio 6): 0 steps means the model's own, and guidance
+        # and sway, where 0 is a real value, are text fields whose empty value stays empty.
+        steps = gr.Number(label=f"steps (0 or empty: the model's; 1..{limits.max_steps})", precision=0)
+        cfg = gr.Textbox(label="guidance strength (empty: the model's)", elem_id="speak-cfg")
+        sway = gr.Textbox(label="sway (empty: the model's)", elem_id="speak-sway")
         speed = gr.Slider(0.3, 2.0, value=1.0, step=0.05, label="speed")
         with gr.Row():
             seed = gr.Number(value=-1, precision=0, label="seed (-1: random)")
@@ -78,6 +81,25 @@ def _inputs(choices: list[str], default_model: str, limits: Limits) -> list:
     inputs = [ref_audio, ref_text, text, text_file, model_choice, checkpoint, vocab, model_cfg,
               steps, cfg, sway, speed, seed, remove_silence, cross_fade, dtype, clip]  # fmt: skip
     return inputs
+
+
+def _optional_number(value, what: str) -> float | None:
+    """A number of a text field (or of an API call's number): ``None`` for empty, the model's own.
+
+    Raises:
+        ValueError: Not a finite number, naming ``what``.
+    """
+    import math
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a number (empty: the model's), got {value!r}")
+    return number
 
 
 def _outputs(ref_text) -> list:

@@ -237,6 +237,7 @@ def train_vocoder(
         on_step=on_step,
     )
     samples = config.segment_frames * mel.hop_length
+    first_step = loop.step  # a resumed run times only its own steps
     env = loop.env
     share = _rank_share(config.batch_size, env)
     with loop:
@@ -273,7 +274,7 @@ def train_vocoder(
                         "disc": f"{d_loss:.4f}",
                         "lr": f"{loop.lr:.3g}",
                         "grad_norm": f"{grad_norm:.3f}",
-                        "seconds_per_step": f"{loop.seconds / max(1, loop.step):.3f}",
+                        "seconds_per_step": f"{loop.seconds / max(1, loop.step - first_step):.3f}",
                     }
                 )
             loop.end_step(float(loss.detach()), mel=f"{float(terms['mel'].detach()):.3f}")
