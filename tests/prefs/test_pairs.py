@@ -82,6 +82,20 @@ def test_a_text_of_several_chunks_or_none_is_refused(sampler):
         sample_text(sampler, "  ", 0)
 
 
+def test_no_pair_made_leaves_no_folder_behind(tmp_path, sampler):
+    long = " ".join([TEXT] * 12)  # several chunks: no pair
+    skipped = []
+    out = tmp_path / "new"
+    assert make_pairs(str(out), [long], sampler, on_skip=lambda *skip: skipped.append(skip)) == []
+    assert len(skipped) == 1 and not out.exists()
+    with pytest.raises(ValueError, match="chunks"):
+        make_pairs(str(out), [long], sampler)  # no on_skip: it raises
+    assert not out.exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()  # the user's own empty folder stays
+    assert make_pairs(str(mine), [long], sampler, on_skip=lambda *skip: None) == [] and mine.is_dir()
+
+
 def test_a_pairs_folder_holds_each_pair_whole_and_its_answers_read_back(tmp_path, sampler):
     out = tmp_path / "pairs"
     skipped = []

@@ -37,6 +37,8 @@ def _vocoder_train(args: argparse.Namespace) -> int:
         raise UserError(f"--max-minutes must be positive, got {args.max_minutes}")
     if not os.path.exists(args.data):
         raise UserError(f"--data {args.data}: no such metadata file or prepared folder")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UserError(f"--out {args.out} is a file; give the run's folder (new, or one to resume)")
     architecture = VocoderConfig(
         mel=_mel_config(args),
         dim=args.dim,

@@ -396,17 +396,22 @@ def make_pairs(
             raise ValueError(f"text {i + 1} is empty")
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise ValueError(f"--out {out} exists and is not an empty folder; choose a new one")
+    created = not os.path.exists(out)
     os.makedirs(out, exist_ok=True)
     folders = []
-    for i, text in enumerate(texts):
-        try:
-            first, second = make_pair(a, b, text.strip(), seed, i)
-        except ValueError as error:
-            if on_skip is None:
-                raise
-            on_skip(i, text, str(error))
-            continue
-        folders.append(write_pair(out, len(folders), text.strip(), first, second))
-        if on_pair is not None:
-            on_pair(i, folders[-1])
+    try:
+        for i, text in enumerate(texts):
+            try:
+                first, second = make_pair(a, b, text.strip(), seed, i)
+            except ValueError as error:
+                if on_skip is None:
+                    raise
+                on_skip(i, text, str(error))
+                continue
+            folders.append(write_pair(out, len(folders), text.strip(), first, second))
+            if on_pair is not None:
+                on_pair(i, folders[-1])
+    finally:
+        if created and not os.listdir(out):  # no pair made: no folder left behind
+            os.rmdir(out)
     return folders

@@ -8,7 +8,8 @@ A prepared dataset is a directory with
   to pinyin, and inference does the same, so a model must learn from the same units); ``speech``, the
   ``[start, end)`` samples without leading and trailing silence (as inference trims a reference,
   :func:`flowtts.audio.silence.speech_bounds`), and ``rms``, the level of that part (full scale 1.0);
-* ``dataset.json``: mel settings, counts, and the rows that were skipped with the reason;
+* ``dataset.json``: mel settings, counts, the rows that were skipped with the reason, and ``audio_dir``, the
+  folder the ``audio`` paths are relative to (absolute);
 * ``vocab.txt``: the character vocabulary (space first, id 0), unless one was given.
 """
 
@@ -128,7 +129,9 @@ def _read_row(audio: str, text: str | None, audio_dir: str, mel_spec, max_frames
     return item, mel.astype(np.float16)
 
 
-def _write_prepared(out_dir: str, kept: list[dict], mels: list, skipped: list, vocab: dict, mel_spec) -> None:
+def _write_prepared(
+    out_dir: str, kept: list[dict], mels: list, skipped: list, vocab: dict, mel_spec, audio_dir: str
+) -> None:
     """The prepared dataset's four files (see the module docstring), each written atomically."""
     from flowtts.text import save_vocab
     from flowtts.utils.files import atomic_output
@@ -146,6 +149,7 @@ def _write_prepared(out_dir: str, kept: list[dict], mels: list, skipped: list, v
         "utterances": len(kept),
         "frames": sum(k["frames"] for k in kept),
         "skipped": [{"line": n, "audio": a, "reason": r} for n, a, r in skipped],
+        "audio_dir": os.path.abspath(audio_dir),
     }
     with atomic_output(os.path.join(out_dir, "dataset.json")) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -204,7 +208,7 @@ def prepare_dataset(
         raise ValueError(f"{metadata}: no usable rows ({len(skipped)} skipped)")
     if vocab is None:
         vocab = build_vocab([k.get("units", k["text"]) for k in kept])
-    _write_prepared(out_dir, kept, mels, skipped, vocab, mel_spec)
+    _write_prepared(out_dir, kept, mels, skipped, vocab, mel_spec, audio_dir)
     return PrepareReport(kept=len(kept), skipped=skipped, frames=offset)
 
 

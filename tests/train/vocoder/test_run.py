@@ -180,5 +180,30 @@ def test_cli_trains_and_refuses_bad_flags(tmp_path, capsys):
         code = main(["vocoder", "train", "--data", corpus, "--out", str(tmp_path / "bad"), *bad, "-q"])
         err = capsys.readouterr().err.strip()
         assert code == 2 and said in err and len(err.splitlines()) == 1
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    assert main(["vocoder", "train", "--data", corpus, "--out", str(a_file), "-q"]) == 2
+    assert f"--out {a_file} is a file" in capsys.readouterr().err and a_file.read_text() == "mine"
     assert main(["vocoder", "train", "--data", str(tmp_path / "none.csv"), "--out", str(tmp_path / "x"), "-q"]) == 2
     assert not (tmp_path / "bad").exists() and not (tmp_path / "x").exists()
+
+
+def test_a_prepared_folder_is_a_corpus_whatever_the_working_directory(tmp_path, monkeypatch):
+    import json
+
+    from flowtts.model.mel import MelSpec
+    from flowtts.train.data import prepare_dataset
+    from flowtts.train.vocoder.data import corpus_audio_files
+
+    metadata = tone_corpus(tmp_path / "corpus", frequencies=(440.0, 660.0))
+    prepared = str(tmp_path / "prepared")
+    prepare_dataset(metadata, None, prepared, mel_spec=MelSpec(**dataclasses.asdict(MEL)), progress=False)
+    monkeypatch.chdir(tmp_path)  # anywhere but the corpus: its paths are relative to it
+    files = corpus_audio_files(prepared)
+    assert files == [str(tmp_path / "corpus" / "wavs" / f"{i}.wav") for i in (0, 1)]
+    assert train_vocoder(prepared, str(tmp_path / "run"), config(1), progress=False)
+    info = json.loads((tmp_path / "prepared" / "dataset.json").read_text())
+    del info["audio_dir"]  # as an older flowtts prepared it
+    (tmp_path / "prepared" / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(FileNotFoundError, match="prepared by an older flowtts.*give its metadata.csv"):
+        corpus_audio_files(prepared)

@@ -26,13 +26,34 @@ def corpus_audio_files(path: str) -> list[str]:
     if os.path.isdir(path):
         index = os.path.join(path, "index.jsonl")
         if os.path.isfile(index):
-            with open(index, encoding="utf-8") as f:
-                return [json.loads(line)["audio"] for line in f if line.strip()]
+            return _prepared_audio_files(path, index)
         path = os.path.join(path, "metadata.csv")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"corpus: {path} is not a metadata.csv or a prepared dataset folder")
     root = os.path.dirname(os.path.abspath(path))
     return [a if os.path.isabs(a) else os.path.join(root, a) for _, a, _ in read_metadata(path)]
+
+
+def _prepared_audio_files(folder: str, index: str) -> list[str]:
+    """The audio of a prepared dataset, its relative paths taken from the folder its ``dataset.json`` records
+    (``audio_dir``).
+
+    Raises:
+        FileNotFoundError: Relative paths and no ``audio_dir`` (a folder prepared by an older flowtts).
+    """
+    with open(index, encoding="utf-8") as f:
+        files = [json.loads(line)["audio"] for line in f if line.strip()]
+    info = os.path.join(folder, "dataset.json")
+    root = None
+    if os.path.isfile(info):
+        with open(info, encoding="utf-8") as f:
+            root = json.load(f).get("audio_dir")
+    if root is None and not all(os.path.isabs(a) for a in files):
+        raise FileNotFoundError(
+            f"corpus: {folder} does not record the folder its audio paths are relative to (prepared by an older "
+            "flowtts): prepare it again, or give its metadata.csv"
+        )
+    return [a if os.path.isabs(a) else os.path.join(root, a) for a in files]
 
 
 class WaveCorpus:
