@@ -18,6 +18,8 @@ pocketsphinx WER with its standard error over sentences; MR-STFT (the multi-reso
 the recording: spectral convergence + log-magnitude L1 at FFT 512/1024/2048, recordings only); s/s (the
 vocoder's wall time per second of audio: the median over sentences, each timed as the best of
 ``--repeats`` calls on ``--threads`` threads); and the speed ratio to Griffin-Lim measured in the same run.
+Last, end to end: ``synthesize()`` of ``--end-to-end`` (network and vocoder, as ``flowtts infer`` runs it)
+per second of audio with each vocoder.
 """
 
 from __future__ import annotations
@@ -58,8 +60,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="sentence i is generated from seed + i")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per sentence (the best is kept)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--end-to-end", default="builtin:student", help="model timed end to end with each vocoder")
+    p.add_argument("--end-to-end-n", type=int, default=16, help="sentences of the end-to-end timing (0: none)")
     p.add_argument("--out", help="folder for vocoder.txt and vocoder.json")
     args = p.parse_args(argv)
+    if args.end_to_end_n < 0:
+        raise ValueError(f"--end-to-end-n must be >= 0, got {args.end_to_end_n}")
     for name in ("n", "repeats", "threads"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -168,6 +174,30 @@ def generated_mels(spec: str, texts, seed: int) -> list[torch.Tensor]:
     return mels
 
 
+def end_to_end(spec: str, texts, vocoders_by_name: dict, seed: int) -> list[dict]:
+    """Seconds of ``synthesize()`` (network and vocoder) per second of audio for each vocoder: the median over
+    ``texts``, the vocoders taking turns sentence by sentence so a drift in machine speed hits all alike."""
+    from flowtts.checkpoints.loader import builtin_reference
+    from flowtts.synthesis import prepare_reference, recommended_options, synthesize
+
+    model = flowtts.load(spec)
+    options = recommended_options(model)
+    ref_audio, ref_text = builtin_reference()
+    reference = prepare_reference(model, read_audio(ref_audio, RATE)[0], ref_text, options)
+    times = {name: [] for name in vocoders_by_name}
+    with torch.inference_mode():
+        for i, text in enumerate(texts):
+            for name, vocoder in vocoders_by_name.items():
+                start = time.perf_counter()
+                (utt,) = synthesize(
+                    model, reference, [text], vocoder=vocoder, options=options, seeds=[seed + i], progress=False
+                )
+                times[name].append((time.perf_counter() - start) / (utt.wave.numel() / RATE))
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    gl = medians["griffin-lim"]
+    return [{"model": spec, "vocoder": n, "s per s of audio": m, "x GL": gl / m} for n, m in medians.items()]
+
+
 def fmt(value) -> str:
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.3f}" if value < 100 else f"{value:.0f}"
@@ -194,19 +224,27 @@ def main(argv=None) -> None:
     for spec in args.models:
         print(f"[{time.perf_counter() - start:.0f} s] generating with {spec}", file=sys.stderr, flush=True)
         rows += run_source(spec, texts, generated_mels(spec, texts, args.seed), all_vocoders, asr, args.repeats)
+    speed_rows = []
+    if args.end_to_end_n:
+        print(f"[{time.perf_counter() - start:.0f} s] end to end with {args.end_to_end}", file=sys.stderr, flush=True)
+        speed_rows = end_to_end(args.end_to_end, texts[: args.end_to_end_n], all_vocoders, args.seed)
     header = (
         f"{len(texts)} sentences of {args.recordings}; threads {args.threads}; "
         f"DNSMOS {'speechmos' if dnsmos_available() else 'n/a (pip install speechmos onnxruntime)'}; "
         f"built-in vocoder {args.vocoder}; {time.perf_counter() - start:.0f} s"
     )
     text = header + "\n\n" + table([{c: fmt(r.get(c, "")) for c in COLUMNS} for r in rows], COLUMNS)
+    if speed_rows:
+        columns = ["model", "vocoder", "s per s of audio", "x GL"]
+        text += f"\n\nend to end (synthesize(), {len(texts[: args.end_to_end_n])} sentences, median):\n"
+        text += table([{c: fmt(r[c]) for c in columns} for r in speed_rows], columns)
     print(text)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "vocoder.txt"), "w", encoding="utf-8") as f:
             f.write(text + "\n")
         with open(os.path.join(args.out, "vocoder.json"), "w", encoding="utf-8") as f:
-            json.dump({"args": vars(args), "rows": rows}, f, indent=1)
+            json.dump({"args": vars(args), "rows": rows, "end_to_end": speed_rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -118,3 +118,24 @@ def test_a_folder_outside_the_workspace_is_refused_in_the_page_and_nothing_is_wr
     browser.find_element(By.ID, "prepare-go").click()
     _wait(lambda: "is outside the workspace" in browser.page_source, 60, "the refusal in the page")
     assert not os.path.exists(os.path.join(tmp_path_factory.getbasetemp(), "victim"))
+
+
+def test_opening_advanced_and_speaking_uses_the_models_own_settings(app_url, browser):
+    """A shown number field sends 0 when empty (Gradio 6): opening Advanced (for the seed, say) and speaking
+    must neither be refused for 0 steps nor turn guidance and sway to 0."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(app_url)
+    text_box = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#speak-text textarea"), 60, "the page")[0]
+    text_box.send_keys("The red bird sang.")
+    advanced = [b for b in browser.find_elements(By.CSS_SELECTOR, "button") if b.text.strip().startswith("Advanced")]
+    advanced[0].click()
+    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#speak-cfg textarea, #speak-cfg input"), 30, "Advanced")
+    browser.find_element(By.ID, "speak-go").click()
+
+    def timing():
+        return browser.find_element(By.CSS_SELECTOR, "#speak-info textarea").get_attribute("value")
+
+    info = _wait(timing, 120, "the timing (or an error)")
+    assert "4 network calls per chunk" in info, info  # the student's own 4 steps, no guidance: one call each
+    assert "steps must be" not in browser.page_source

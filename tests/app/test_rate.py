@@ -46,6 +46,8 @@ def test_the_limits_of_the_speak_tab_hold(store, tmp_path):
         engine.rate_pair(model, "Hello there.", out_dir=str(tmp_path), steps=9, limits=small)
     with pytest.raises(ValueError, match="empty"):
         engine.rate_pair(model, " ", out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="over the 60 s .*at the model's own speed: give a shorter text"):
+        engine.rate_pair(model, "x" * 1500, out_dir=str(tmp_path), steps=2)  # one chunk, over 60 s
     ticks = iter([0.0, 0.0] + [100.0] * 100)
     late = Job("rate", 1.0, clock=lambda: next(ticks))
     with pytest.raises(WorkStopped, match="rate stopped after 1 s"):

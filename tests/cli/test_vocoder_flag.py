@@ -1,4 +1,4 @@
-"""``--vocoder`` (one declaration for infer, edit, eval, serve, demo, app, reward): choices, bad values, what is used."""
+"""``--vocoder`` (declared once for infer, edit, eval, serve, demo, app, reward): choices, bad values, use."""
 
 from __future__ import annotations
 

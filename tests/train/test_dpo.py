@@ -141,7 +141,7 @@ def test_bad_pairs_and_settings_are_refused_naming_what(corpus, tmp_path):
         ranked([Pair("a", "b", 5, torch.zeros(5, 100), torch.zeros(6, 100), "a")], model.num_channels)
     with pytest.raises(ValueError, match="choice must be"):
         ranked([Pair("a", "", 0, torch.zeros(5, 100), torch.zeros(5, 100), "c")], model.num_channels)
-    for beta in (0.0, -1.0, float("nan"), float("inf")):
+    for beta in (0.0, -1.0, float("nan"), float("inf"), 1e300):  # 1e300: NaN gradients, a model of NaNs
         with pytest.raises(ValueError, match="beta must be"):
             DPOConfig(beta=beta)
     with pytest.raises(ValueError, match="no such preference file"):
@@ -208,7 +208,9 @@ def test_reward_command_runs_dpo_and_refuses_bad_flags(corpus, tmp_path, capsys)
         (["--beta", "2"], "--beta belongs to --objective dpo"),
     ]
     open(pairs_file, "w").close()
-    bad += [(["--objective", "dpo", "--pairs", pairs_file, "--beta", b], "--beta must be") for b in ("0", "-1")]
+    bad += [
+        (["--objective", "dpo", "--pairs", pairs_file, "--beta", b], "--beta must be") for b in ("0", "-1", "1e300")
+    ]
     bad += [(["--objective", "dpo", "--pairs", pairs_file], "--pairs " + pairs_file + ": pairs: there are none")]
     for flags in (["--reward", "ctc"], ["--on", "wave"], ["--backprop-steps", "2"], ["--anchor-weight", "0"]):
         bad.append((["--objective", "dpo", "--pairs", pairs_file, *flags], f"{flags[0]} belongs to --objective reward"))

@@ -610,7 +610,10 @@ def rate_pair(
     options = _options(model, limits=limits, steps=steps)
     seed = choose_seed(seed)
     sampler = make_sampler(_watched(model, job), model_name, options=options, vocoder=choose_vocoder(model, vocoder))
-    a, b = make_pair(sampler, None, text.strip(), seed)
+    try:
+        a, b = make_pair(sampler, None, text.strip(), seed)
+    except ValueError as error:  # the tab has no speed to change: the text is what can
+        raise ValueError(f"{error} (this tab says a text at the model's own speed: give a shorter text)") from None
     wavs = [os.path.join(out_dir, f"{side}.wav") for side in ("a", "b")]
     for path, sample in zip(wavs, (a, b)):
         write_audio(path, sample.wave, sample.sample_rate)

@@ -296,8 +296,10 @@ def _check_objective(args: argparse.Namespace) -> None:
             raise UserError("--objective dpo needs --pairs FILE (a preference file of flowtts prefs)")
         if not os.path.isfile(args.pairs):
             raise UserError(f"--pairs: no such preference file {args.pairs!r}")
-        if args.beta is not None and not 0 < args.beta < float("inf"):
-            raise UserError(f"--beta must be a number > 0, got {args.beta}")
+        from flowtts.train.dpo import MAX_BETA
+
+        if args.beta is not None and not 0 < args.beta <= MAX_BETA:
+            raise UserError(f"--beta must be a number > 0, at most {MAX_BETA:g}, got {args.beta}")
         reward_only = {
             "--reward": args.reward != "speaker",
             "--on": args.on != "mel",

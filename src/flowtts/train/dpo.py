@@ -48,6 +48,9 @@ DPO_LOOP = LoopSettings(
     steps=200, lr=1e-5, warmup=20, weight_decay=0.0, grad_clip=1.0, ema_decay=0.99, save_every=50, log_every=1
 )
 DEFAULT_BETA = 1000.0  # errors are means over frames and channels, so differences are small; Diffusion-DPO: 2500-5000
+# The loss's gradient grows with beta: a thousand times the default is already clipped at once, and far beyond
+# it (~1e30) the gradient overflows float32 and the run writes a model of NaNs.
+MAX_BETA = 1e6
 
 
 @dataclass
@@ -61,8 +64,8 @@ class DPOConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if not self.beta > 0 or self.beta == float("inf"):
-            raise ValueError(f"beta must be a finite number > 0, got {self.beta}")
+        if not 0 < self.beta <= MAX_BETA:
+            raise ValueError(f"beta must be a number > 0, at most {MAX_BETA:g}, got {self.beta}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
 

@@ -27,7 +27,6 @@ SIM, DNSMOS), as a guard against reward hacking in a run's report.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 

@@ -199,7 +199,14 @@ def train_vocoder(
 
     mel = config.vocoder.mel
     files = corpus_audio_files(corpus)
-    data = WaveCorpus(files, mel.target_sample_rate, min_samples=config.segment_frames * mel.hop_length)
+    try:
+        data = WaveCorpus(files, mel.target_sample_rate, min_samples=config.segment_frames * mel.hop_length)
+    except ValueError as error:  # name what sets the length: the segment
+        raise ValueError(
+            f"{error} (a segment is segment_frames {config.segment_frames} x hop {mel.hop_length} samples, "
+            f"{config.segment_frames * mel.hop_length / mel.target_sample_rate:.3g} s): give longer clips or "
+            "shorter segments (--segment-frames)"
+        ) from None
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)  # the starting weights are the seed's, like every other draw
         vocoder = MelVocoder(config.vocoder)

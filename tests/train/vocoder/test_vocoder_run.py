@@ -133,6 +133,13 @@ def test_bad_configs_are_refused(overrides, message):
         VocoderTrainConfig(**overrides)
 
 
+def test_a_corpus_of_clips_shorter_than_a_segment_is_refused_naming_the_segment(tmp_path):
+    corpus = tone_corpus(tmp_path, seconds=0.05)  # 400 samples; a segment of 16 frames x 32 is 512
+    with pytest.raises(ValueError, match=r"none of its 1 waves .* segment_frames 16 x hop 32 .*--segment-frames"):
+        train_vocoder(corpus, str(tmp_path / "run"), config(1), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_segments_shorter_than_the_longest_stft_are_refused():
     with pytest.raises(ValueError, match="segment_frames must give at least 2 \\* n_fft"):
         fine_hop = dataclasses.replace(MEL, hop_length=16)  # 8 frames = 128 samples < 2 * n_fft = 256
