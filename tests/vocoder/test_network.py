@@ -97,3 +97,12 @@ def test_config_round_trips_through_a_dict():
     assert VocoderConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown vocoder config keys"):
         VocoderConfig.from_dict({**config.to_dict(), "width": 3})
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16, torch.int64])
+def test_mels_of_any_precision_are_vocoded_in_the_weights_precision(dtype):
+    vocoder = small_vocoder().eval()
+    mel = (torch.randn(1, 12, 6) - 2).to(dtype)
+    with torch.no_grad():
+        wave = vocoder(mel)
+    assert wave.dtype == torch.float32 and wave.shape == (1, 5 * 16)

@@ -168,6 +168,4 @@ class MelVocoder(nn.Module):
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         log_mel = self.check_mel(log_mel)
-        if not torch.is_floating_point(log_mel) or log_mel.dtype in (torch.float16, torch.bfloat16):
-            log_mel = log_mel.float()
-        return self.synthesize(*self.spectrum(log_mel))
+        return self.synthesize(*self.spectrum(log_mel.to(self.head.weight.dtype)))  # the weights' precision
