@@ -99,3 +99,20 @@ def test_loop_settings_are_checked_and_take_only_the_overrides_given():
     ):
         with pytest.raises(ValueError, match=match):
             SETTINGS.with_overrides(**bad)
+
+
+def test_a_diverged_step_is_refused_and_leaves_the_weights(tmp_path):
+    import pytest
+    import torch
+
+    from flowtts.train.loop import LoopSettings, TrainingLoop
+
+    model = torch.nn.Linear(2, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    settings = LoopSettings(
+        steps=3, lr=0.1, warmup=0, weight_decay=0.0, grad_clip=1.0, ema_decay=0.0, save_every=1, log_every=1
+    )
+    loop = TrainingLoop(model, str(tmp_path), settings, log_file="log.csv", log_columns=["step"], progress=False)
+    with loop, pytest.raises(ValueError, match="the run diverged at step 1: its gradient is nan"):
+        loop.update(model(torch.ones(1, 2)).sum() * float("nan"))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()) and loop.step == 0

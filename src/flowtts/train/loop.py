@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -284,11 +285,20 @@ class TrainingLoop:
 
     def update(self, loss: torch.Tensor | None = None) -> float:
         """One optimiser step: backward of ``loss`` (unless the caller already ran it), clip, AdamW, the
-        schedule and the EMA; returns the gradient norm before clipping."""
+        schedule and the EMA; returns the gradient norm before clipping.
+
+        Raises:
+            ValueError: The gradient is not finite (the run diverged); nothing is updated.
+        """
         if loss is not None:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip))
+        if not math.isfinite(grad_norm):
+            raise ValueError(
+                f"the run diverged at step {self.step + 1}: its gradient is {grad_norm} (a learning rate too high?); "
+                f"the weights were not updated, and {self.path} keeps the last checkpoint"
+            )
         self.optimizer.step()
         self.scheduler.step()
         ema_update(self.ema, self.model, self.settings.ema_decay)
