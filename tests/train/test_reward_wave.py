@@ -230,14 +230,14 @@ def test_evaluate_reports_the_judges_and_n_a_where_one_cannot_judge(corpus):
 
     def judges(mel, p):
         seen.append(mel.shape[0])
-        return {"WER": 0.5, "SIM": None, "DNSMOS": float(mel.mean())}
+        return {"WER": 0.5, "SIM": None, "OVRL": float(mel.mean())}
 
     models = {"before": (model, sampling), "after": (copy.deepcopy(model), sampling)}
     rows = evaluate(models, prompts, None, "before", judges=judges)
     assert seen == [3, 3, 3] and [r["reward"] for r in rows] == [None, None, None]
     text = format_rows(rows, "before")
     header, _, first, _, recordings = text.splitlines()
-    assert header.split()[-3:] == ["WER", "SIM", "DNSMOS"]
+    assert header.split()[-3:] == ["WER", "SIM", "OVRL"]
     assert first.split()[1] == "n/a" and first.split()[-3:-1] == ["0.500", "n/a"]
     assert recordings.split()[-1] == f"{float(prompts.data.mean()):.3f}"
 
@@ -326,10 +326,10 @@ def test_the_judges_score_what_they_hear(corpus):
     with torch.no_grad():
         assert got["SIM"] == pytest.approx(float(SpeakerSimilarity(model.mel_spec)(mel, prompts).mean()), abs=1e-6)
     if judges.dnsmos:
-        assert 1.0 <= got["DNSMOS"] <= 5.0
+        assert 1.0 <= got["OVRL"] <= 5.0
     else:
-        assert got["DNSMOS"] is None
+        assert got["OVRL"] is None
     unprompted = draw_unprompted_prompts(MelDataset(corpus), [0, 1], model.num_channels, torch.Generator())
     judges.asr, judges.dnsmos = None, False  # a judge left out reports None
     # SIM has no prompt audio to compare with.
-    assert judges(unprompted.data, unprompted) == {"WER": None, "SIM": None, "DNSMOS": None}
+    assert judges(unprompted.data, unprompted) == {"WER": None, "SIM": None, "OVRL": None}

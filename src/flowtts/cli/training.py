@@ -654,7 +654,7 @@ def add_reward(sub) -> None:
         help="what the reward reads: the generated mel, or the wave --vocoder renders from it (differentiably)",
     )
     rw.add_argument("--pairs", help="--objective dpo: the preference file (flowtts prefs)")
-    rw.add_argument("--beta", type=float, help="--objective dpo: how hard the preferences pull (default: 1000)")
+    rw.add_argument("--beta", type=float, help="--objective dpo: how hard the preferences pull (default: 20)")
     rw.add_argument(
         "--no-judges",
         action="store_true",

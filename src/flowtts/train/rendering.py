@@ -291,7 +291,7 @@ class Judges:
     ``WER``: pocketsphinx's transcript of the wave (the generated part against the target text when the
     prompts know it, else the whole utterance against its text); ``SIM``: resemblyzer's speaker cosine of
     the generated frames to the prompt's (:class:`flowtts.eval.speaker.SpeakerSimilarity`; none for
-    unprompted prompts); ``DNSMOS``: the overall-quality prediction of the generated part. A judge that is
+    unprompted prompts); ``OVRL``: DNSMOS's overall-quality prediction of the generated part. A judge that is
     not installed, or cannot score a sample, reports ``None`` (printed ``n/a``).
 
     Args:
@@ -299,7 +299,7 @@ class Judges:
         vocoder: A vocoder module for the waves (:func:`load_vocoder`).
     """
 
-    COLUMNS = ("WER", "SIM", "DNSMOS")
+    COLUMNS = ("WER", "SIM", "OVRL")
 
     def __init__(self, model, vocoder: nn.Module):
         from flowtts.eval.dnsmos import dnsmos_available
@@ -336,9 +336,9 @@ class Judges:
 
             try:
                 values = [dnsmos(rendered.generated(i).cpu(), rendered.sample_rate).ovrl for i in range(len(mel))]
-                scores["DNSMOS"] = sum(values) / len(values)
+                scores["OVRL"] = sum(values) / len(values)
             except ValueError:  # a silent or non-finite sample
-                scores["DNSMOS"] = None
+                scores["OVRL"] = None
         return scores
 
 
