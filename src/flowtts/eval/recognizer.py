@@ -276,23 +276,10 @@ def save_recognizer(
     ``dtype`` stores the floating tensors in another precision (``torch.float16`` halves the file); they are
     read back as float32.
     """
-    from safetensors.torch import save_file
+    from flowtts.utils.tensor_files import write_tensor_file
 
-    from flowtts.utils.files import atomic_output
-
-    metadata = {
-        "format": RECOGNIZER_FORMAT,
-        "config": json.dumps(recognizer.config.to_dict()),
-        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (extra or {}).items()},
-    }
-    tensors = {}
-    for name, value in recognizer.state_dict().items():
-        value = value.detach().cpu()
-        if dtype is not None and value.is_floating_point():
-            value = value.to(dtype)
-        tensors[name] = value.contiguous()
-    with atomic_output(path) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
+    metadata = {"format": RECOGNIZER_FORMAT, "config": recognizer.config.to_dict(), **(extra or {})}
+    write_tensor_file(path, recognizer.state_dict(), metadata, dtype)
 
 
 BUILTIN_RECOGNIZER = "recognizer.safetensors"
@@ -305,7 +292,7 @@ def load_recognizer(path: str = "builtin", device: torch.device | str = "cpu") -
         FileNotFoundError: No such file.
         ValueError: The file is not a flowtts recogniser, or its tensors do not fit its config.
     """
-    from safetensors import SafetensorError, safe_open
+    from flowtts.utils.tensor_files import load_fitting, read_tensor_file
 
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path or 'builtin', got {type(path).__name__}")
@@ -313,24 +300,13 @@ def load_recognizer(path: str = "builtin", device: torch.device | str = "cpu") -
         from importlib.resources import files
 
         path = str(files("flowtts").joinpath("assets", BUILTIN_RECOGNIZER))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"recogniser file not found: {path}")
-    if not os.fspath(path).endswith(".safetensors"):
+    if os.path.isfile(path) and not os.fspath(path).endswith(".safetensors"):
         raise ValueError(f"{path} is not a recogniser file: those are .safetensors (flowtts asr train writes one)")
-    try:
-        with safe_open(path, "pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
+    tensors, metadata = read_tensor_file(path, "recogniser")
     if metadata.get("format") != RECOGNIZER_FORMAT:
         raise ValueError(f"{path} is not a flowtts recogniser (format {metadata.get('format')!r})")
     config = RecognizerConfig.from_dict(json.loads(metadata["config"]))
     recognizer = CTCRecognizer(config)
-    expected = recognizer.state_dict()
-    wrong = sorted(k for k in expected if k not in tensors or tensors[k].shape != expected[k].shape)
-    if wrong or set(tensors) - set(expected):
-        raise ValueError(f"{path}: tensors do not fit its recogniser config (mismatched: {wrong[:5]})")
-    recognizer.load_state_dict({k: v.float() for k, v in tensors.items()})
+    load_fitting(recognizer, tensors, path, "recogniser")
     recognizer.metadata = {k: v for k, v in metadata.items() if k not in ("format", "config")}
     return recognizer.to(device).eval()

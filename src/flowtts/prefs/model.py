@@ -268,23 +268,13 @@ def save_preference_model(model: PreferenceModel, path: str | os.PathLike, extra
     Raises:
         ValueError: ``path`` does not end in ``.safetensors``.
     """
-    from safetensors.torch import save_file
-
-    from flowtts.utils.files import atomic_output
+    from flowtts.utils.tensor_files import write_tensor_file
 
     if not os.fspath(path).endswith(".safetensors"):
         raise ValueError(f"a preference model is written as .safetensors, got {os.fspath(path)!r}")
-    facts = {**model.metadata, **(extra or {})}
-    metadata = {k: v if isinstance(v, str) else json.dumps(v) for k, v in facts.items()}
-    metadata.update(model._structure())
-    metadata["format"] = PREFERENCE_FORMAT
-    tensors = {
-        name: value.detach().cpu().float().contiguous()
-        for name, value in model.state_dict().items()
-        if not name.startswith("feature_net.")
-    }
-    with atomic_output(path) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
+    metadata = {**model.metadata, **(extra or {}), **model._structure(), "format": PREFERENCE_FORMAT}
+    head = {name: value.float() for name, value in model.state_dict().items() if not name.startswith("feature_net.")}
+    write_tensor_file(path, head, metadata)
 
 
 def load_preference_model(
@@ -303,21 +293,14 @@ def load_preference_model(
         ValueError: The file is not a flowtts preference model, its tensors do not fit its metadata, or the
             feature network is not the one it was trained with.
     """
-    from safetensors import SafetensorError, safe_open
+    from flowtts.utils.tensor_files import read_tensor_file
 
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path, got {type(path).__name__}")
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"preference model file not found: {path}")
-    if not path.endswith(".safetensors"):
+    if os.path.isfile(path) and not path.endswith(".safetensors"):
         raise ValueError(f"{path} is not a preference model file: those are .safetensors (flowtts prefs train)")
-    try:
-        with safe_open(path, "pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
+    tensors, metadata = read_tensor_file(path, "preference model")
     if metadata.get("format") != PREFERENCE_FORMAT:
         raise ValueError(
             f"{path} is not a flowtts preference model (format {metadata.get('format')!r}; flowtts prefs train "

@@ -33,23 +33,10 @@ def save_vocoder(vocoder: MelVocoder, path: str, extra: dict | None = None, dtyp
     ``dtype`` stores the floating tensors in another precision (``torch.float16`` halves the file); they are
     read back as float32.
     """
-    from safetensors.torch import save_file
+    from flowtts.utils.tensor_files import write_tensor_file
 
-    from flowtts.utils.files import atomic_output
-
-    metadata = {
-        "format": VOCODER_FORMAT,
-        "config": json.dumps(vocoder.config.to_dict()),
-        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (extra or {}).items()},
-    }
-    tensors = {}
-    for name, value in vocoder.state_dict().items():
-        value = value.detach().cpu()
-        if dtype is not None and value.is_floating_point():
-            value = value.to(dtype)
-        tensors[name] = value.contiguous()
-    with atomic_output(path) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
+    metadata = {"format": VOCODER_FORMAT, "config": vocoder.config.to_dict(), **(extra or {})}
+    write_tensor_file(path, vocoder.state_dict(), metadata, dtype)
 
 
 def load_vocoder_file(path: str | os.PathLike = "builtin", device: torch.device | str = "cpu") -> MelVocoder:
@@ -59,19 +46,12 @@ def load_vocoder_file(path: str | os.PathLike = "builtin", device: torch.device 
         FileNotFoundError: No such file.
         ValueError: Not a flowtts vocoder file, or its tensors do not fit its config.
     """
-    from safetensors import SafetensorError, safe_open
+    from flowtts.utils.tensor_files import load_fitting, read_tensor_file
 
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path or 'builtin', got {type(path).__name__}")
     path = builtin_vocoder_path() if path == "builtin" else os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"vocoder file not found: {path}")
-    try:
-        with safe_open(path, "pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
+    tensors, metadata = read_tensor_file(path, "vocoder")
     if metadata.get("format") != VOCODER_FORMAT:
         raise ValueError(f"{path} is not a flowtts vocoder file (format {metadata.get('format')!r})")
     try:
@@ -80,11 +60,7 @@ def load_vocoder_file(path: str | os.PathLike = "builtin", device: torch.device 
         raise ValueError(
             f"{path}: its vocoder config is missing or invalid ({type(error).__name__}: {error})"
         ) from None
-    expected = vocoder.state_dict()
-    wrong = sorted(k for k in expected if k not in tensors or tensors[k].shape != expected[k].shape)
-    if wrong or set(tensors) - set(expected):
-        raise ValueError(f"{path}: tensors do not fit its vocoder config (mismatched: {wrong[:5]})")
-    vocoder.load_state_dict({k: v.float() for k, v in tensors.items()})
+    load_fitting(vocoder, tensors, path, "vocoder")
     vocoder.metadata = {k: v for k, v in metadata.items() if k not in ("format", "config")}
     return vocoder.to(device).eval()
 
