@@ -260,7 +260,7 @@ def train_vocoder(
                 fake_out, real_out = disc.net(terms["fake"]), disc.net(terms["real"])
                 g, f = generator_loss(fake_out), feature_matching_loss(real_out, fake_out)
                 loss = loss + g + config.feature_weight * f
-                gen, feat = float(g), float(f)
+                gen, feat = float(g.detach()), float(f.detach())
                 disc.net.requires_grad_(True)
             loop.optimizer.zero_grad(set_to_none=True)
             loss.backward()
