@@ -65,3 +65,18 @@ def test_a_bad_record_is_refused_naming_the_key(tmp_path):
     flowtts.save(model, tmp_path / "odd.safetensors", extra={VOCODER_KEY: "Builtin"})  # extra is written as given
     with pytest.raises(CheckpointError, match="'vocoder' metadata must be one of 'builtin'"):
         flowtts.load(tmp_path / "odd.safetensors")
+
+
+def test_a_model_trained_on_other_data_drops_the_record(tmp_path):
+    """`flowtts train` may teach another voice: the file it writes does not claim the built-in one."""
+    from flowtts.train.data import MelDataset
+    from flowtts.train.trainer import TRAIN_LOOP, TrainConfig, train
+    from train.helpers import prepared_corpus, random_model
+
+    corpus = prepared_corpus(str(tmp_path / "corpus"))
+    model = random_model(corpus)
+    model.metadata = {**(model.metadata or {}), VOCODER_KEY: "builtin", "speed": "0.9"}
+    loop = TRAIN_LOOP.with_overrides(steps=1, save_every=1, log_every=1, warmup=1)
+    train(model, MelDataset(corpus), str(tmp_path / "run"), TrainConfig(loop=loop, batch_frames=400), progress=False)
+    written = read_metadata(str(tmp_path / "run" / "model.safetensors"))
+    assert VOCODER_KEY not in written and written["speed"] == "0.9"

@@ -254,3 +254,17 @@ def test_appends_from_several_threads_each_land_whole(tmp_path):
     assert len(pairs) == 20
     for pair in pairs:
         assert same(pair, record(int(pair.id.split("-")[1]), frames=50))
+
+
+def test_copy_complete_copies_the_complete_records_byte_for_byte(tmp_path):
+    from flowtts.prefs.store import append_pair, copy_complete, read_pairs
+
+    path, out = tmp_path / "p.jsonl", tmp_path / "copy.jsonl"
+    for i in range(3):
+        append_pair(path, record(i))
+    whole = path.read_bytes()
+    with open(path, "ab") as f:
+        f.write(whole.splitlines(keepends=True)[0][:40])  # a torn last line, as a kill leaves it
+    assert copy_complete(path, out) == len(whole)
+    assert out.read_bytes() == whole
+    assert len(read_pairs(out)) == 3

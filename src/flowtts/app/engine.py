@@ -680,18 +680,20 @@ def record_preference(
 
 
 def export_preferences(workspace: Workspace, out_dir: str) -> str:
-    """A copy of the valid answers of the preferences file in ``out_dir`` (for download).
+    """A copy of the complete answers of the preferences file in ``out_dir`` (for download), byte for byte:
+    one buffer of memory whatever the file's size, and the caller reuses one ``out_dir`` so a download
+    replaces the last one instead of adding a copy.
 
     Raises:
         ValueError: No answers stored yet.
     """
-    from flowtts.prefs.store import export_pairs
+    from flowtts.prefs.store import copy_complete
 
     path = preferences_file(workspace)
     if not os.path.isfile(path):
         raise ValueError("no answers stored yet: rate a pair first")
     out = os.path.join(out_dir, PREFERENCES_FILE)
-    export_pairs(path, out)
+    copy_complete(path, out)
     return out
 
 

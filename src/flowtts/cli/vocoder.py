@@ -20,7 +20,13 @@ def _mel_config(args: argparse.Namespace):
     if info and os.path.isfile(info):
         with open(info, encoding="utf-8") as f:
             theirs = json.load(f).get("mel")
-        if theirs is not None and MelConfig(**theirs) != mel:
+        try:
+            theirs = MelConfig(**theirs) if theirs is not None else None
+        except TypeError as error:
+            raise UserError(
+                f"--data {args.data}: dataset.json's mel settings are not a mel front end ({error})"
+            ) from None
+        if theirs is not None and theirs != mel:
             raise UserError(f"--data {args.data} was prepared with mels {theirs}, but --model {args.model} reads {mel}")
     return mel
 
@@ -50,13 +56,13 @@ def _vocoder_train(args: argparse.Namespace) -> int:
     loop = VOCODER_LOOP.with_overrides(
         steps=args.steps, lr=args.lr, warmup=args.warmup, save_every=args.save_every, ema_decay=args.ema_decay
     )
+    given = {"batch_size": args.batch_size, "segment_frames": args.segment_frames}
     config = VocoderTrainConfig(
         vocoder=architecture,
         loop=loop,
-        batch_size=args.batch_size,
-        segment_frames=args.segment_frames,
         adversarial_from=args.adversarial_from,
         seed=args.seed,
+        **{k: v for k, v in given.items() if v is not None},
     )
     max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
     path = train_vocoder(args.data, args.out, config, init=args.init, progress=not args.quiet, max_seconds=max_seconds)
@@ -86,8 +92,8 @@ def add_vocoder(sub) -> None:
     tr.add_argument("--warmup", type=int, help=f"warm-up steps ({library})")
     tr.add_argument("--ema-decay", type=float, help=f"decay of the EMA weights that are written ({library})")
     tr.add_argument("--save-every", type=int, help=f"steps between checkpoints ({library})")
-    tr.add_argument("--batch-size", type=int, default=16, help="segments per step")
-    tr.add_argument("--segment-frames", type=int, default=48, help="mel frames per segment")
+    tr.add_argument("--batch-size", type=int, help="segments per step (default: VocoderTrainConfig's, 16)")
+    tr.add_argument("--segment-frames", type=int, help="mel frames per segment (default: VocoderTrainConfig's, 48)")
     tr.add_argument(
         "--adversarial-from", type=int, help="first step with discriminators (default: none, reconstruction only)"
     )

@@ -477,6 +477,38 @@ def export_pairs(path: str | os.PathLike, out: str | os.PathLike) -> int:
     return len(lines)
 
 
+def copy_complete(path: str | os.PathLike, out: str | os.PathLike) -> int:
+    """Copy ``path`` up to the end of its last complete record to ``out`` (atomically), byte for byte.
+
+    Records were checked when they were appended, so nothing is decoded: memory stays at one buffer whatever
+    the file's size (the app's download).
+
+    Returns:
+        The number of bytes copied.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Not a preferences file.
+    """
+    from flowtts.utils.files import atomic_output
+
+    path = os.fspath(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end = _complete_end(fd, path)
+        with atomic_output(out) as tmp, open(tmp, "wb") as f:
+            position = 0
+            while position < end:
+                chunk = os.pread(fd, min(_CHUNK * 16, end - position), position)
+                if not chunk:
+                    break
+                f.write(chunk)
+                position += len(chunk)
+    finally:
+        os.close(fd)
+    return end
+
+
 def merge_pairs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike) -> int:
     """Join preferences files into ``out`` (written atomically), one record per id: the first seen wins.
 

@@ -342,7 +342,9 @@ def train(
     DistributedDataParallel (gloo on CPU, NCCL on GPU); only rank 0 writes files.
 
     Args:
-        model: The model to train (its weights are the starting point unless a checkpoint resumes).
+        model: The model to train (its weights are the starting point unless a checkpoint resumes). Its file's
+            ``vocoder`` record is dropped: trained on ``dataset``, it may speak another voice than the one the
+            built-in vocoder learnt.
         dataset: Prepared training data.
         out_dir: Where ``last.pt`` (resume state), ``model.safetensors`` (EMA weights, flowtts format),
             ``train_log.csv`` and ``loss.png`` go; with ``config.snapshot_every`` also
@@ -358,9 +360,12 @@ def train(
     Returns:
         Summary: final step, last loss, frames per second, elapsed seconds.
     """
+    from flowtts.checkpoints.recorded import VOCODER_KEY
     from flowtts.train.snapshots import keep_snapshot
 
     _check_data(dataset, config)
+    if VOCODER_KEY in (getattr(model, "metadata", None) or {}):  # trained on this data, it may speak another
+        model.metadata = {k: v for k, v in model.metadata.items() if k != VOCODER_KEY}  # voice: auto -> Griffin-Lim
     env = dist_utils.setup()
     dtype = _autocast_dtype(config, env.device)
     model.to(env.device).train()

@@ -214,3 +214,21 @@ def test_a_prepared_folder_is_a_corpus_whatever_the_working_directory(tmp_path, 
     (tmp_path / "prepared" / "dataset.json").write_text(json.dumps(info))
     with pytest.raises(FileNotFoundError, match="prepared by an older flowtts.*give its metadata.csv"):
         corpus_audio_files(prepared)
+
+
+def test_a_prepared_folder_with_a_torn_index_row_is_named(tmp_path):
+    from flowtts.train.vocoder.data import corpus_audio_files
+
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    (folder / "index.jsonl").write_text('{"audio": "/a.wav"}\n{"text": "no audio"}\n')
+    with pytest.raises(ValueError, match=r"index.jsonl line 2 is not a row with an 'audio' path"):
+        corpus_audio_files(str(folder))
+
+
+def test_the_library_and_the_command_line_default_to_the_same_batch(tmp_path):
+    from flowtts.cli import build_parser
+
+    args = build_parser().parse_args(["vocoder", "train", "--data", "d", "--out", "o"])
+    assert args.batch_size is None and args.segment_frames is None  # left to VocoderTrainConfig
+    assert VocoderTrainConfig().batch_size == 16 and VocoderTrainConfig().segment_frames == 48

@@ -6,6 +6,8 @@ Each answer is appended at once to the preferences file in the workspace
 
 from __future__ import annotations
 
+import os
+
 from flowtts.app import engine
 from flowtts.app.limits import JobBoard, Limits
 from flowtts.app.tabs.common import guarded, request_job
@@ -87,7 +89,9 @@ def rate_tab(
 
         @guarded
         def on_export():
-            return engine.export_preferences(space, results.new())
+            folder = os.path.join(results.root, "preferences_export")  # one copy, replaced by the next download
+            os.makedirs(folder, exist_ok=True)
+            return engine.export_preferences(space, folder)
 
         export.click(on_export, outputs=download, api_name="rate_export")
 

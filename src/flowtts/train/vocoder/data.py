@@ -40,9 +40,17 @@ def _prepared_audio_files(folder: str, index: str) -> list[str]:
 
     Raises:
         FileNotFoundError: Relative paths and no ``audio_dir`` (a folder prepared by an older flowtts).
+        ValueError: A row of ``index.jsonl`` without an audio path (its line named).
     """
+    files = []
     with open(index, encoding="utf-8") as f:
-        files = [json.loads(line)["audio"] for line in f if line.strip()]
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                files.append(str(json.loads(line)["audio"]))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"corpus: {index} line {number} is not a row with an 'audio' path") from None
     info = os.path.join(folder, "dataset.json")
     root = None
     if os.path.isfile(info):

@@ -67,7 +67,7 @@ class VocoderTrainConfig:
 
     vocoder: VocoderConfig = dataclasses.field(default_factory=VocoderConfig)
     loop: LoopSettings = VOCODER_LOOP
-    batch_size: int = 8
+    batch_size: int = 16
     segment_frames: int = 48
     mel_weight: float = 45.0
     stft_weight: float = 15.0
@@ -110,10 +110,9 @@ class VocoderTrainConfig:
 class _Discriminate:
     """The discriminators and their optimiser (a part of ``last.pt``)."""
 
-    def __init__(self, config: VocoderTrainConfig):
-        mel = config.vocoder.mel
-        self.net = Discriminators(resolutions=losses.stft_resolutions(mel.n_fft, mel.hop_length))
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.aux_lr, betas=(0.8, 0.99))
+    def __init__(self, net: Discriminators, lr: float):
+        self.net = net
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=lr, betas=(0.8, 0.99))
 
     def state_dict(self) -> dict:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
@@ -151,7 +150,7 @@ def generator_losses(vocoder: MelVocoder, mel_spec, wave: torch.Tensor, config: 
     log_mag, phase = vocoder.spectrum(log_mel)
     fake = vocoder.synthesize(log_mag, phase)
     real = wave[:, : fake.shape[-1]]
-    window = torch.hann_window(mel.win_length, dtype=wave.dtype)
+    window = torch.hann_window(mel.win_length, dtype=wave.dtype, device=wave.device)
     target = torch.stft(
         wave,
         mel.n_fft,
@@ -207,16 +206,19 @@ def train_vocoder(
             f"{config.segment_frames * mel.hop_length / mel.target_sample_rate:.3g} s): give longer clips or "
             "shorter segments (--segment-frames)"
         ) from None
+    env = dist_utils.setup()
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)  # the starting weights are the seed's, like every other draw
         vocoder = MelVocoder(config.vocoder)
-        disc = _Discriminate(config)
+        disc_net = Discriminators(resolutions=losses.stft_resolutions(mel.n_fft, mel.hop_length))
     if init is not None:
         start = load_vocoder_file(init)
         if start.config != config.vocoder:
             raise ValueError(f"--init {init} is another architecture: {start.config} (this run: {config.vocoder})")
         vocoder.load_state_dict(start.state_dict())
-    mel_spec = MelSpec(**dataclasses.asdict(mel))
+    vocoder.to(env.device)  # before the loop copies it for the EMA
+    disc = _Discriminate(disc_net.to(env.device), config.aux_lr)
+    mel_spec = MelSpec(**dataclasses.asdict(mel)).to(env.device)
     facts = {
         "trained_on": os.path.abspath(corpus),
         "corpus_seconds": round(data.seconds, 1),
@@ -242,14 +244,14 @@ def train_vocoder(
         stop_at=stop_at,
         max_seconds=max_seconds,
         on_step=on_step,
+        env=env,
     )
     samples = config.segment_frames * mel.hop_length
     first_step = loop.step  # a resumed run times only its own steps
-    env = loop.env
     share = _rank_share(config.batch_size, env)
     with loop:
         while loop.running():
-            wave = data.batch(config.batch_size, samples, config.seed, loop.step, config.gain_db)[share]
+            wave = data.batch(config.batch_size, samples, config.seed, loop.step, config.gain_db)[share].to(env.device)
             terms = generator_losses(vocoder, mel_spec, wave, config)
             loss = config.mel_weight * terms["mel"] + config.stft_weight * terms["stft"]
             loss = loss + config.phase_weight * terms["phase"]
