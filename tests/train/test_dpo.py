@@ -4,11 +4,11 @@ import copy
 import csv
 import math
 import os
-from dataclasses import dataclass, field
 
 import pytest
 import torch
 
+from flowtts.prefs.store import PreferencePair as Pair
 from flowtts.train.data import MelDataset
 from flowtts.train.dpo import (
     DPO_LOOP,
@@ -21,22 +21,6 @@ from flowtts.train.dpo import (
     ranked,
 )
 from train.helpers import Killed, kill_at, prepared_corpus, random_model, split_loop
-
-
-@dataclass
-class Pair:
-    """The fields of :class:`flowtts.prefs.store.PreferencePair` a DPO run reads."""
-
-    text: str
-    prompt_text: str
-    prompt_frames: int
-    mel_a: torch.Tensor
-    mel_b: torch.Tensor
-    choice: str
-    settings_a: dict = field(default_factory=dict)
-    settings_b: dict = field(default_factory=dict)
-    human: bool = True
-    time: str = "2026-01-01T00:00:00Z"
 
 
 @pytest.fixture(scope="module")

@@ -147,6 +147,23 @@ class MelSpec(nn.Module):
         )
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
 
+    def spectrum(self, wav: torch.Tensor) -> torch.Tensor:
+        """The complex STFT ``(b, n_fft // 2 + 1, n)`` of ``wav`` ``(b, nw)`` that the ``vocos`` front end's mel is
+        taken from (centred, reflect-padded, Hann window): what a vocoder of these mels inverts."""
+        window = self.window.to(device=wav.device, dtype=wav.dtype)
+        return torch.stft(
+            wav,
+            self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            window=window,
+            center=True,
+            pad_mode="reflect",
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )
+
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         if wav.ndim == 3 and wav.shape[1] == 1:
             wav = wav.squeeze(1)
@@ -156,18 +173,7 @@ class MelSpec(nn.Module):
         window = self.window.float().to(wav.device)
         filterbank = self.filterbank.float().to(wav.device)
         if self.mel_spec_type == "vocos":
-            spec = torch.stft(
-                wav,
-                self.n_fft,
-                hop_length=self.hop_length,
-                win_length=self.win_length,
-                window=window,
-                center=True,
-                pad_mode="reflect",
-                normalized=False,
-                onesided=True,
-                return_complex=True,
-            ).abs()
+            spec = self.spectrum(wav).abs()
         else:
             pad = (self.n_fft - self.hop_length) // 2
             wav = F.pad(wav.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)

@@ -150,16 +150,7 @@ def generator_losses(vocoder: MelVocoder, mel_spec, wave: torch.Tensor, config: 
     log_mag, phase = vocoder.spectrum(log_mel)
     fake = vocoder.synthesize(log_mag, phase)
     real = wave[:, : fake.shape[-1]]
-    window = torch.hann_window(mel.win_length, dtype=wave.dtype, device=wave.device)
-    target = torch.stft(
-        wave,
-        mel.n_fft,
-        hop_length=mel.hop_length,
-        win_length=mel.win_length,
-        window=window,
-        center=True,
-        return_complex=True,
-    )
+    target = mel_spec.spectrum(wave)
     phase_terms = losses.phase_losses(phase, target.angle(), target.abs())
     return {
         "fake": fake,
